@@ -1,0 +1,133 @@
+//! Chunker micro-benchmarks: FastCDC boundaries, BLAKE3 ids and zstd frames.
+//!
+//! `cargo bench -p relsync-benches --bench chunker` (about a minute on 2 cores).
+
+use std::hint::black_box;
+use std::io::Cursor;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use relsync_chunker::{ChunkId, ChunkParams, Chunker, chunk_slice, frame};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// splitmix64: fast, deterministic, good enough to defeat compression and CDC patterns.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&next(&mut state).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Text-like runs mixed with random runs, like a binary with strings and tables.
+fn semi_compressible(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&[u8]; 8] = [
+        b"update ",
+        b"chunk ",
+        b"manifest ",
+        b"signed ",
+        b"origin ",
+        b"peer ",
+        b"0x0000 ",
+        b"\n",
+    ];
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        let r = next(&mut state);
+        match r % 3 {
+            // A third of the runs are noise.
+            0 => {
+                for _ in 0..8 {
+                    out.extend_from_slice(&next(&mut state).to_le_bytes());
+                }
+            }
+            _ => {
+                for i in 0..8 {
+                    out.extend_from_slice(WORDS[((r >> (8 * i)) & 7) as usize]);
+                }
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn chunking(c: &mut Criterion) {
+    let data = random(16 * MIB, 1);
+    let params = ChunkParams::default();
+    let mut group = c.benchmark_group("chunking_16MiB_default");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("chunk_slice", |b| {
+        b.iter(|| chunk_slice(black_box(&data), params).unwrap())
+    });
+    group.bench_function("chunker_stream", |b| {
+        b.iter(|| {
+            Chunker::new(Cursor::new(black_box(&data)), params)
+                .unwrap()
+                .map(|c| c.unwrap().data.len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("chunker_stream_hash", |b| {
+        b.iter(|| {
+            Chunker::new(Cursor::new(black_box(&data)), params)
+                .unwrap()
+                .map(|c| c.unwrap().to_chunk())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    let chunk = random(64 * KIB, 2);
+    let mut group = c.benchmark_group("hash_64KiB");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    group.bench_function("blake3", |b| b.iter(|| ChunkId::of(black_box(&chunk))));
+    group.finish();
+}
+
+fn frames(c: &mut Criterion) {
+    let chunk = semi_compressible(64 * KIB, 3);
+    let mut group = c.benchmark_group("frame_64KiB");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    for level in [3, 19] {
+        group.bench_function(format!("compress_l{level}"), |b| {
+            b.iter(|| frame::compress(black_box(&chunk), level).unwrap())
+        });
+    }
+    for level in [3, 19] {
+        let packed = frame::compress(&chunk, level).unwrap();
+        group.bench_function(format!("decompress_l{level}"), |b| {
+            b.iter(|| frame::decompress(black_box(&packed), chunk.len()).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = chunking, hashing, frames
+}
+criterion_main!(benches);

@@ -1,0 +1,346 @@
+//! `cdn-publisher push`: chunk, hash, compress and pack a release, then sign and publish it.
+//!
+//! Files are read once, in order, through FastCDC. Chunks are gathered into batches of at most
+//! [`BATCH_BYTES`]; each batch is hashed and compressed on all cores (rayon), then appended to
+//! the pack in release order. Memory stays bounded by the batch size, whatever the file sizes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
+use relsync_engine::layout::{channel_path, manifest_path, valid_channel};
+use relsync_engine::manifest::{
+    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer,
+};
+use relsync_engine::{FileHash, SecretKey};
+use semver::Version;
+use serde::Serialize;
+
+use crate::origin::LocalOrigin;
+use crate::pack::PackWriter;
+use crate::walk::{Item, walk};
+
+/// Raw bytes gathered before a batch is hashed and compressed in parallel.
+const BATCH_BYTES: usize = 32 << 20;
+
+/// What to publish and how.
+#[derive(Debug)]
+pub struct PushOptions {
+    pub dir: PathBuf,
+    pub version: Version,
+    pub channel: String,
+    pub product: String,
+    pub force: bool,
+    pub zstd_level: i32,
+    pub chunking: ChunkParams,
+    pub expires_days: u64,
+    pub max_pack_bytes: u64,
+}
+
+/// What a push did.
+#[derive(Debug, Serialize)]
+pub struct PushSummary {
+    pub version: String,
+    pub channel: String,
+    pub manifest: String,
+    /// The release was already published as is; nothing was written.
+    pub unchanged: bool,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub unique_chunks: u64,
+    pub pack_bytes: u64,
+    /// Pack bytes that were not already on the origin.
+    pub pack_bytes_written: u64,
+    pub manifest_bytes: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+}
+
+/// Counts bytes as the chunker reads them, and hashes the whole file on the way.
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Chunks gathered for one parallel step: (entry index, bytes).
+#[derive(Default)]
+struct Batch {
+    items: Vec<(usize, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// The manifest's chunk table under construction.
+struct ChunkTable<'a> {
+    chunks: Vec<ChunkEntry>,
+    index: HashMap<ChunkId, u32>,
+    refs: u64,
+    packs: PackWriter<'a>,
+    zstd_level: i32,
+}
+
+impl ChunkTable<'_> {
+    /// Hashes and compresses a batch on all cores, then records it in release order.
+    fn flush(&mut self, batch: &mut Batch, file_chunks: &mut [Vec<u32>]) -> Result<()> {
+        let items = std::mem::take(&mut batch.items);
+        batch.bytes = 0;
+        let ids: Vec<ChunkId> = items.par_iter().map(|(_, d)| ChunkId::of(d)).collect();
+        let mut fresh = Vec::new();
+        let mut seen_here = std::collections::HashSet::new();
+        for (k, id) in ids.iter().enumerate() {
+            if !self.index.contains_key(id) && seen_here.insert(*id) {
+                fresh.push(k);
+            }
+        }
+        let level = self.zstd_level;
+        let frames: Vec<Vec<u8>> = fresh
+            .par_iter()
+            .map(|&k| frame::compress(&items[k].1, level))
+            .collect::<Result<_, _>>()?;
+        let mut frames = frames.into_iter();
+        for ((entry, data), id) in items.iter().zip(ids) {
+            let index = match self.index.get(&id) {
+                Some(&i) => i,
+                None => {
+                    let Some(frame) = frames.next() else {
+                        bail!("internal: frame count mismatch");
+                    };
+                    let pack = self.packs.append(&frame)?;
+                    let i = self.chunks.len() as u32;
+                    self.chunks.push(ChunkEntry {
+                        id,
+                        len: data.len() as u32,
+                        pack,
+                        frame_len: frame.len() as u32,
+                    });
+                    self.index.insert(id, i);
+                    i
+                }
+            };
+            file_chunks[*entry].push(index);
+            self.refs += 1;
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Publishes `opts.dir` to `origin`. `progress` gets (bytes read, total bytes).
+pub fn push(
+    opts: &PushOptions,
+    key: &SecretKey,
+    origin: &LocalOrigin,
+    progress: &dyn Fn(u64, u64),
+) -> Result<PushSummary> {
+    let started = Instant::now();
+    if !valid_channel(&opts.channel) {
+        bail!(
+            "invalid channel name {:?}: use letters, digits, '-', '_', '.'",
+            opts.channel
+        );
+    }
+    opts.chunking.validate()?;
+    let existing = match origin.read(&channel_path(&opts.channel))? {
+        Some(bytes) => Some(
+            Pointer::decode_unverified(&bytes)
+                .context("the origin's current channel pointer is unreadable")?,
+        ),
+        None => None,
+    };
+    if let Some(current) = &existing
+        && opts.version < current.version
+        && !opts.force
+    {
+        bail!(
+            "channel {} is at {}; refusing to publish the lower version {} (use --force)",
+            opts.channel,
+            current.version,
+            opts.version
+        );
+    }
+
+    let items = walk(&opts.dir)?;
+    let total_bytes: u64 = items
+        .iter()
+        .map(|(_, i)| match i {
+            Item::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let mut table = ChunkTable {
+        chunks: Vec::new(),
+        index: HashMap::new(),
+        refs: 0,
+        packs: PackWriter::new(origin, opts.max_pack_bytes),
+        zstd_level: opts.zstd_level,
+    };
+    let mut file_chunks: Vec<Vec<u32>> = vec![Vec::new(); items.len()];
+    let mut file_meta: Vec<Option<(FileHash, u64)>> = vec![None; items.len()];
+    let mut batch = Batch::default();
+    let mut read = 0u64;
+    for (entry, (_, item)) in items.iter().enumerate() {
+        let Item::File { source, .. } = item else {
+            continue;
+        };
+        let file = File::open(source).with_context(|| format!("opening {}", source.display()))?;
+        let mut reader = HashingReader {
+            inner: BufReader::with_capacity(1 << 20, file),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        };
+        for chunk in Chunker::new(&mut reader, opts.chunking)? {
+            let chunk = chunk.with_context(|| format!("reading {}", source.display()))?;
+            read += chunk.data.len() as u64;
+            batch.bytes += chunk.data.len();
+            batch.items.push((entry, chunk.data));
+            if batch.bytes >= BATCH_BYTES {
+                table.flush(&mut batch, &mut file_chunks)?;
+                progress(read, total_bytes);
+            }
+        }
+        file_meta[entry] = Some((FileHash::from(reader.hasher.finalize()), reader.len));
+    }
+    table.flush(&mut batch, &mut file_chunks)?;
+    progress(read, total_bytes);
+    let ChunkTable {
+        chunks,
+        refs,
+        packs,
+        ..
+    } = table;
+    let (packs, pack_bytes_written) = packs.finish()?;
+
+    let mut summary = PushSummary {
+        version: opts.version.to_string(),
+        channel: opts.channel.clone(),
+        manifest: String::new(),
+        unchanged: false,
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        bytes: read,
+        chunks: refs,
+        unique_chunks: chunks.len() as u64,
+        pack_bytes: packs.iter().map(|p| p.len).sum(),
+        pack_bytes_written,
+        manifest_bytes: 0,
+        seconds: 0.0,
+        mb_per_s: 0.0,
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, (path, item)) in items.into_iter().enumerate() {
+        let kind = match item {
+            Item::Dir => {
+                summary.dirs += 1;
+                EntryKind::Dir
+            }
+            Item::Symlink { target } => {
+                summary.symlinks += 1;
+                EntryKind::Symlink { target }
+            }
+            Item::File { executable, .. } => {
+                summary.files += 1;
+                let Some((hash, size)) = file_meta[i] else {
+                    bail!("internal: {path} was not read");
+                };
+                EntryKind::File(FileEntry {
+                    executable,
+                    size,
+                    hash,
+                    chunks: std::mem::take(&mut file_chunks[i]),
+                })
+            }
+        };
+        entries.push(Entry { path, kind });
+    }
+    let created = unix_now();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        product: opts.product.clone(),
+        channel: opts.channel.clone(),
+        version: opts.version.clone(),
+        created_unix: created,
+        expires_unix: created + opts.expires_days * 86_400,
+        chunking: opts.chunking,
+        packs,
+        chunks,
+        entries,
+    };
+
+    if let Some(current) = &existing
+        && current.version == opts.version
+    {
+        let same = origin
+            .read(&manifest_path(&current.manifest))?
+            .and_then(|b| Manifest::decode_unverified(&b).ok())
+            .is_some_and(|old| same_release(&old, &manifest));
+        if same {
+            summary.unchanged = true;
+            summary.manifest = current.manifest.to_string();
+            return Ok(finish(summary, started));
+        }
+        if !opts.force {
+            bail!(
+                "version {} is already published on channel {} with different content; \
+                 bump the version (or use --force)",
+                opts.version,
+                opts.channel
+            );
+        }
+    }
+
+    let (id, bytes) = manifest.seal(key)?;
+    origin.put(&manifest_path(&id), &bytes)?;
+    let pointer = Pointer {
+        format: FORMAT_VERSION,
+        product: opts.product.clone(),
+        channel: opts.channel.clone(),
+        version: opts.version.clone(),
+        manifest: id,
+        manifest_len: bytes.len() as u64,
+        issued_unix: created,
+        expires_unix: manifest.expires_unix,
+    };
+    origin.put(&channel_path(&opts.channel), &pointer.seal(key)?)?;
+    summary.manifest = id.to_string();
+    summary.manifest_bytes = bytes.len() as u64;
+    Ok(finish(summary, started))
+}
+
+fn finish(mut summary: PushSummary, started: Instant) -> PushSummary {
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.mb_per_s = summary.bytes as f64 / 1e6 / summary.seconds.max(1e-9);
+    summary
+}
+
+/// The same release, ignoring when it was signed.
+fn same_release(a: &Manifest, b: &Manifest) -> bool {
+    let strip = |m: &Manifest| Manifest {
+        created_unix: 0,
+        expires_unix: 0,
+        ..m.clone()
+    };
+    strip(a) == strip(b)
+}

@@ -1,0 +1,200 @@
+//! Rendering engine events and results for people.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use relsync_engine::{Event, FileAction, Reporter, Status, UpdatePlan, UpdateReport};
+
+/// Progress bars on a terminal, a few plain lines otherwise, nothing with `--json`.
+pub struct Progress {
+    enabled: bool,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn set_bar(&self, bar: Option<ProgressBar>) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(old) = slot.take() {
+                old.finish_and_clear();
+            }
+            *slot = bar;
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            f(bar);
+        }
+    }
+
+    pub fn finish(&self) {
+        self.set_bar(None);
+    }
+
+    fn bar(&self, len: u64, template: &str) -> Option<ProgressBar> {
+        if !self.tty {
+            return None;
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Some(bar)
+    }
+}
+
+impl Reporter for Progress {
+    fn report(&self, event: Event) {
+        if !self.enabled {
+            return;
+        }
+        match event {
+            Event::Checked {
+                version,
+                installed,
+                up_to_date: false,
+            } => match installed {
+                Some(old) => eprintln!("updating {old} -> {version}"),
+                None => eprintln!("installing {version}"),
+            },
+            Event::Planned {
+                bytes_to_fetch,
+                requests,
+                bytes_reused,
+            } => {
+                if !self.tty {
+                    eprintln!(
+                        "fetching {} in {requests} requests, reusing {} locally",
+                        human_bytes(bytes_to_fetch),
+                        human_bytes(bytes_reused)
+                    );
+                }
+                self.set_bar(self.bar(
+                    bytes_to_fetch,
+                    "fetch    [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+                ));
+            }
+            Event::Fetched { bytes, .. } => self.with_bar(|b| b.set_position(bytes)),
+            Event::Assembled { files, total } => {
+                if files == 1 {
+                    self.set_bar(self.bar(total, "assemble [{bar:30}] {pos}/{len} files"));
+                }
+                self.with_bar(|b| b.set_position(files));
+            }
+            Event::Verified { files } => {
+                self.set_bar(None);
+                if !self.tty {
+                    eprintln!("verified {files} paths");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn print_report(r: &UpdateReport) {
+    if r.up_to_date {
+        println!("already up to date at {}", r.version);
+        return;
+    }
+    match &r.previous_version {
+        Some(old) => println!("updated {old} -> {}", r.version),
+        None => println!("installed {}", r.version),
+    }
+    println!(
+        "  downloaded {} in {} requests",
+        human_bytes(r.bytes_downloaded),
+        r.requests
+    );
+    println!(
+        "  reused     {} of chunks, {} files linked unchanged ({})",
+        human_bytes(r.bytes_reused),
+        r.files_linked,
+        human_bytes(r.bytes_linked)
+    );
+    println!("  wrote      {} files", r.files_written);
+    println!("  took       {:.2} s", r.duration_ms as f64 / 1000.0);
+}
+
+pub fn print_plan(p: &UpdatePlan) {
+    if p.up_to_date {
+        println!("up to date at {}", p.version);
+        return;
+    }
+    match &p.previous_version {
+        Some(old) => println!("plan: {old} -> {} (manifest {})", p.version, p.manifest),
+        None => println!("plan: install {} (manifest {})", p.version, p.manifest),
+    }
+    for f in &p.files {
+        match &f.action {
+            FileAction::Link { .. } => println!("  link   {}", f.path),
+            FileAction::Write {
+                chunks_local,
+                chunks_fetched,
+            } => println!(
+                "  write  {} ({chunks_local} chunks local, {chunks_fetched} fetched)",
+                f.path
+            ),
+            FileAction::Symlink => println!("  link-> {}", f.path),
+            FileAction::Dir => println!("  dir    {}", f.path),
+        }
+    }
+    let t = &p.totals;
+    println!(
+        "would fetch {} in {} requests; reuse {} of chunks; link {} files, write {}",
+        human_bytes(t.bytes_to_fetch),
+        t.requests,
+        human_bytes(t.bytes_reused),
+        t.files_linked,
+        t.files_written
+    );
+}
+
+pub fn print_status(s: &Status) {
+    println!("install   {}", s.install_dir.display());
+    match &s.version {
+        Some(v) => println!(
+            "version   {v} ({} files, {})",
+            s.files,
+            human_bytes(s.bytes)
+        ),
+        None => println!("version   (nothing installed)"),
+    }
+    if let Some(p) = &s.previous_version {
+        println!("previous  {p}");
+    }
+    if let Some(h) = &s.highest_version_seen {
+        println!("highest   {h} (trusted)");
+    }
+    println!(
+        "store     {} releases, {} chunk locations, {} fetched chunks pending",
+        s.store.releases, s.store.chunk_locations, s.store.journal_chunks
+    );
+}

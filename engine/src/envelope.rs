@@ -1,0 +1,162 @@
+//! The signed envelope around manifests and channel pointers.
+//!
+//! ```text
+//! magic      8 bytes  "RELSYNC1"
+//! kind       1 byte   1 = manifest, 2 = channel pointer
+//! body_len   u32 LE
+//! body       body_len bytes (postcard)
+//! sig_count  u8
+//! sigs       sig_count × (public key 32 bytes, ed25519 signature 64 bytes)
+//! ```
+//!
+//! Each signature covers `"relsync-sig-v1\0" || kind || body`, so a signature made for one kind
+//! cannot be replayed as another. [`open`] checks signatures *before* anything parses the body.
+
+use crate::keys::{PublicKey, SecretKey};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"RELSYNC1";
+const CONTEXT: &[u8] = b"relsync-sig-v1\0";
+const SIG_LEN: usize = 32 + 64;
+
+/// What a signed document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A release manifest.
+    Manifest = 1,
+    /// A channel pointer.
+    Pointer = 2,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Manifest => "manifest",
+            Kind::Pointer => "channel pointer",
+        }
+    }
+}
+
+fn message(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + body.len());
+    msg.extend_from_slice(CONTEXT);
+    msg.push(kind as u8);
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// Wraps `body` in an envelope signed by every key in `keys`.
+pub fn seal(kind: Kind, body: &[u8], keys: &[&SecretKey]) -> Result<Vec<u8>> {
+    let body_len =
+        u32::try_from(body.len()).map_err(|_| Error::malformed(kind.name(), "body over 4 GiB"))?;
+    let sig_count =
+        u8::try_from(keys.len()).map_err(|_| Error::malformed(kind.name(), "too many keys"))?;
+    let msg = message(kind, body);
+    let mut out = Vec::with_capacity(13 + body.len() + 1 + keys.len() * SIG_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(kind as u8);
+    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(body);
+    out.push(sig_count);
+    for key in keys {
+        out.extend_from_slice(key.public().as_bytes());
+        out.extend_from_slice(&key.sign(&msg));
+    }
+    Ok(out)
+}
+
+/// Returns the body of an envelope once a trusted key's signature on it checks out.
+pub fn open<'a>(kind: Kind, bytes: &'a [u8], trusted: &[PublicKey]) -> Result<&'a [u8]> {
+    let (body, sigs) = split(kind, bytes)?;
+    let msg = message(kind, body);
+    let mut seen_trusted = false;
+    for sig in sigs.chunks_exact(SIG_LEN) {
+        let (key_bytes, sig_bytes) = sig.split_at(32);
+        let Some(key) = trusted.iter().find(|k| k.as_bytes()[..] == key_bytes[..]) else {
+            continue;
+        };
+        seen_trusted = true;
+        let mut raw = [0u8; 64];
+        raw.copy_from_slice(sig_bytes);
+        let signature = ed25519_dalek::Signature::from_bytes(&raw);
+        if key.0.verify_strict(&msg, &signature).is_ok() {
+            return Ok(body);
+        }
+    }
+    Err(Error::BadSignature {
+        what: kind.name(),
+        reason: if seen_trusted {
+            "signature does not verify (tampered or corrupt)".into()
+        } else {
+            "not signed by any trusted key (unknown key)".into()
+        },
+    })
+}
+
+/// Returns the body without checking signatures. Only for publishers reading their own origin.
+pub fn open_unverified(kind: Kind, bytes: &[u8]) -> Result<&[u8]> {
+    split(kind, bytes).map(|(body, _)| body)
+}
+
+fn split(kind: Kind, bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let bad = |reason: &str| Error::BadSignature {
+        what: kind.name(),
+        reason: format!("malformed envelope: {reason}"),
+    };
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("wrong magic"))?;
+    let (&k, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
+    if k != kind as u8 {
+        return Err(bad("wrong document kind"));
+    }
+    if rest.len() < 4 {
+        return Err(bad("truncated"));
+    }
+    let (len, rest) = rest.split_at(4);
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if rest.len() < len + 1 {
+        return Err(bad("truncated body"));
+    }
+    let (body, rest) = rest.split_at(len);
+    let (&count, sigs) = rest.split_first().ok_or_else(|| bad("truncated"))?;
+    if sigs.len() != count as usize * SIG_LEN {
+        return Err(bad("signature block length is wrong"));
+    }
+    Ok((body, sigs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let key = SecretKey::generate().unwrap();
+        let other = SecretKey::generate().unwrap();
+        let sealed = seal(Kind::Manifest, b"hello", &[&key]).unwrap();
+        assert_eq!(
+            open(Kind::Manifest, &sealed, &[key.public()]).unwrap(),
+            b"hello"
+        );
+        // Wrong kind, unknown key, any flipped byte, truncation, trailing bytes.
+        assert!(open(Kind::Pointer, &sealed, &[key.public()]).is_err());
+        let unknown = open(Kind::Manifest, &sealed, &[other.public()]).unwrap_err();
+        assert!(unknown.to_string().contains("unknown key"), "{unknown}");
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                open(Kind::Manifest, &bad, &[key.public()]).is_err(),
+                "byte {i}"
+            );
+        }
+        for n in 0..sealed.len() {
+            assert!(open(Kind::Manifest, &sealed[..n], &[key.public()]).is_err());
+        }
+        let mut long = sealed.clone();
+        long.push(0);
+        assert!(open(Kind::Manifest, &long, &[key.public()]).is_err());
+    }
+}

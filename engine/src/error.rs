@@ -1,0 +1,190 @@
+use std::io;
+use std::path::PathBuf;
+
+use relsync_chunker::ChunkId;
+
+use crate::{FileHash, ManifestId};
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The install's state database failed.
+    #[error("state database: {0}")]
+    Store(String),
+    /// The origin URL or path is not usable.
+    #[error("invalid origin {origin:?}: {reason}")]
+    InvalidOrigin {
+        /// The origin as given.
+        origin: String,
+        /// Why it is not usable.
+        reason: String,
+    },
+    /// The origin has no such object.
+    #[error("origin has no {what} at {url}")]
+    NotFound {
+        /// What we asked for (pointer, manifest, pack).
+        what: &'static str,
+        /// Where.
+        url: String,
+    },
+    /// A network or HTTP error (after retries, when `transient`).
+    #[error("fetching {url}: {reason}")]
+    Http {
+        /// Where.
+        url: String,
+        /// Status or transport error.
+        reason: String,
+        /// Whether a retry might succeed (5xx, reset, truncation).
+        transient: bool,
+    },
+    /// A response was larger than allowed.
+    #[error("{what} at {url} exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// What it was.
+        what: &'static str,
+        /// Where.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A key is malformed.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A signed document is malformed or not signed by a trusted key.
+    #[error("bad signature on {what}: {reason}")]
+    BadSignature {
+        /// Which document (manifest, channel pointer).
+        what: &'static str,
+        /// What exactly failed.
+        reason: String,
+    },
+    /// Signed metadata decodes badly or breaks a format rule.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which document.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Signed metadata is past its expiry.
+    #[error("stale metadata: {what} expired at unix time {expires_unix} (now {now_unix})")]
+    Expired {
+        /// Which document.
+        what: &'static str,
+        /// Its expiry.
+        expires_unix: u64,
+        /// Our notion of now.
+        now_unix: u64,
+    },
+    /// The origin offers an older version than one we already trusted.
+    #[error("rollback refused: origin offers {offered}, but {seen} was already seen")]
+    Rollback {
+        /// What the origin offers.
+        offered: semver::Version,
+        /// The highest version we saw.
+        seen: semver::Version,
+    },
+    /// Metadata is for another product or channel.
+    #[error("{what} mismatch: expected {expected:?}, got {got:?}")]
+    Mismatch {
+        /// Which field.
+        what: &'static str,
+        /// What we asked for.
+        expected: String,
+        /// What the document says.
+        got: String,
+    },
+    /// The manifest's bytes do not hash to the id the signed pointer names.
+    #[error("manifest {expected} does not match its bytes (hash {actual})")]
+    ManifestHashMismatch {
+        /// The id in the pointer.
+        expected: ManifestId,
+        /// The hash of what we got.
+        actual: ManifestId,
+    },
+    /// A chunk's bytes do not match its id.
+    #[error("chunk {chunk} from {source_name} is corrupt: {reason}")]
+    BadChunk {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Where it came from.
+        source_name: String,
+        /// Hash mismatch or frame error.
+        reason: String,
+    },
+    /// An assembled file does not match its signed hash.
+    #[error("file {path} failed verification: expected {expected}, got {actual}")]
+    FileMismatch {
+        /// Path in the release.
+        path: String,
+        /// Signed hash.
+        expected: FileHash,
+        /// Hash of what is on disk.
+        actual: FileHash,
+    },
+    /// A path in a manifest or a release tree is unsafe.
+    #[error("unsafe path {path:?}: {reason}")]
+    UnsafePath {
+        /// The path.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The install has no release yet, or no previous one for rollback.
+    #[error("{0}")]
+    NothingInstalled(String),
+    /// Another updater holds the install.
+    #[error("another relsync process is working on {}", .0.display())]
+    Locked(PathBuf),
+}
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Malformed {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+macro_rules! store_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Store(e.to_string())
+            }
+        }
+    )*};
+}
+store_error_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,103 @@
+//! Where things live, on an origin and in an install directory.
+//!
+//! ```text
+//! origin/                              install/
+//!   channels/<channel>   pointer         current -> releases/<version>-<id8>
+//!   manifests/<id>       manifests       releases/<version>-<id8>/...   current and previous
+//!   packs/<id>           chunk packs     .relsync/state.redb            the store
+//!                                        .relsync/chunks/<chunk id>     fetched, verified frames
+//!                                        .relsync/staging/<id8>/        tree being assembled
+//!                                        .relsync/lock
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::{ManifestId, PackId};
+
+/// Origin path of a channel pointer.
+pub fn channel_path(channel: &str) -> String {
+    format!("channels/{channel}")
+}
+
+/// Origin path of a manifest.
+pub fn manifest_path(id: &ManifestId) -> String {
+    format!("manifests/{id}")
+}
+
+/// Origin path of a pack.
+pub fn pack_path(id: &PackId) -> String {
+    format!("packs/{id}")
+}
+
+/// Checks a channel name: it becomes a file name on the origin.
+pub fn valid_channel(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+/// The paths of one install directory.
+#[derive(Debug, Clone)]
+pub struct InstallLayout {
+    root: PathBuf,
+}
+
+impl InstallLayout {
+    /// The layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The install directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `current` symlink.
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// Where installed releases live.
+    pub fn releases(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+
+    /// One installed release.
+    pub fn release(&self, dir: &str) -> PathBuf {
+        self.releases().join(dir)
+    }
+
+    /// relsync's private folder.
+    pub fn state(&self) -> PathBuf {
+        self.root.join(".relsync")
+    }
+
+    /// The redb database.
+    pub fn db(&self) -> PathBuf {
+        self.state().join("state.redb")
+    }
+
+    /// The lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.state().join("lock")
+    }
+
+    /// Fetched, verified frames waiting to be assembled.
+    pub fn blobs(&self) -> PathBuf {
+        self.state().join("chunks")
+    }
+
+    /// One fetched frame.
+    pub fn blob(&self, chunk: &relsync_chunker::ChunkId) -> PathBuf {
+        self.blobs().join(chunk.to_string())
+    }
+
+    /// Where trees are assembled.
+    pub fn staging(&self) -> PathBuf {
+        self.state().join("staging")
+    }
+}

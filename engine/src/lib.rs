@@ -1,0 +1,62 @@
+//! The relsync update engine.
+//!
+//! An app or a fleet agent points an [`Updater`] at an origin (a folder served by any HTTP
+//! server or CDN), a channel and a set of trusted keys. Each update runs one pipeline, in which
+//! every stage consumes the previous stage's type:
+//!
+//! ```text
+//! check ──▶ plan ──▶ fetch ──▶ assemble ──▶ verify ──▶ apply
+//! signed    reuse    ranges    staging      hashes     atomic
+//! pointer   local    of packs  dir          of every   switch of
+//! +manifest chunks                          file       `current`
+//! ```
+//!
+//! ```no_run
+//! use relsync_engine::{PublicKey, Updater, UpdaterConfig};
+//!
+//! # async fn run() -> relsync_engine::Result<()> {
+//! let key: PublicKey = "ed25519:…".parse()?;
+//! let config = UpdaterConfig::new("https://cdn.example.com/app/", "stable", vec![key], "/opt/app");
+//! let report = Updater::open(config)?.update().await?;
+//! println!("now at {} ({} bytes downloaded)", report.version, report.bytes_downloaded);
+//! # Ok(()) }
+//! ```
+//!
+//! What it does not do (yet): root key rotation and thresholds, delta frames, LAN peers,
+//! object-store origins. Manifest and pack *writing* helpers live here so the publisher and the
+//! client share one format, but walking and packing a release is the publisher's job.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod apply;
+mod assemble;
+mod check;
+pub mod envelope;
+mod error;
+mod fetch;
+mod ids;
+mod keys;
+pub mod layout;
+pub mod manifest;
+mod origin;
+mod path;
+mod plan;
+mod progress;
+mod store;
+mod updater;
+mod verify;
+
+pub use apply::Applied;
+pub use assemble::Assembled;
+pub use check::Checked;
+pub use error::{Error, Result};
+pub use fetch::{FetchConfig, Fetched};
+pub use ids::{ChunkId, FileHash, ManifestId, PackId};
+pub use keys::{PublicKey, SecretKey};
+pub use origin::{Origin, RangeBody, Traffic};
+pub use path::{RelPath, check_symlink_target};
+pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
+pub use progress::{Event, Reporter, Silent};
+pub use store::{Location, Release, Store, StoreStats, TrustedState};
+pub use updater::{Status, UpdateReport, Updater, UpdaterConfig, rollback, status};
+pub use verify::VerifiedTree;

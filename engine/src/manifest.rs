@@ -1,0 +1,335 @@
+//! The signed release manifest and channel pointer.
+//!
+//! Both are postcard-encoded bodies inside a signed [`envelope`](crate::envelope). A manifest
+//! lists the release's files and its unique chunks in pack order; a chunk's byte offset in its
+//! pack is not stored, since it is the sum of the frame lengths before it in the same pack.
+
+use std::collections::{HashMap, HashSet};
+
+use relsync_chunker::{ChunkId, ChunkParams};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, Kind};
+use crate::keys::{PublicKey, SecretKey};
+use crate::path::{RelPath, check_symlink_target};
+use crate::{Error, FileHash, ManifestId, PackId, Result};
+
+/// The format version this engine writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Hard caps on what a client accepts from an origin.
+pub mod limits {
+    /// Largest channel pointer accepted.
+    pub const POINTER_BYTES: u64 = 64 * 1024;
+    /// Largest manifest accepted.
+    pub const MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+    /// Most chunks in one release.
+    pub const CHUNKS: usize = 16 * 1024 * 1024;
+    /// Most entries in one release.
+    pub const FILES: usize = 4 * 1024 * 1024;
+    /// Largest frame, relative to its chunk: zstd's worst case is far below this.
+    pub const FRAME_OVERHEAD_BYTES: u32 = 64 * 1024;
+}
+
+/// One release: what its tree holds and where each chunk's frame is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// The product this release belongs to.
+    pub product: String,
+    /// The channel it was published to.
+    pub channel: String,
+    /// Its version.
+    pub version: Version,
+    /// When it was published.
+    pub created_unix: u64,
+    /// When clients stop accepting it for a new install.
+    pub expires_unix: u64,
+    /// The FastCDC bounds used.
+    pub chunking: ChunkParams,
+    /// The packs holding this release's frames.
+    pub packs: Vec<PackRef>,
+    /// Unique chunks, in pack order.
+    pub chunks: Vec<ChunkEntry>,
+    /// The tree, sorted by path; parents come before children.
+    pub entries: Vec<Entry>,
+}
+
+/// A pack and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    /// BLAKE3 of the pack.
+    pub id: PackId,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// A unique chunk and its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    /// BLAKE3 of the uncompressed bytes.
+    pub id: ChunkId,
+    /// Uncompressed length.
+    pub len: u32,
+    /// Index into [`Manifest::packs`].
+    pub pack: u32,
+    /// Length of the zstd frame in the pack.
+    pub frame_len: u32,
+}
+
+/// One path in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Where it goes.
+    pub path: RelPath,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// What a tree entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A directory (listed so that empty ones survive).
+    Dir,
+    /// A regular file.
+    File(FileEntry),
+    /// A symbolic link that stays inside the tree.
+    Symlink {
+        /// The link's target, relative.
+        target: String,
+    },
+}
+
+/// A regular file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Installed with mode 0755 when set, else 0644.
+    pub executable: bool,
+    /// Length in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub hash: FileHash,
+    /// Indices into [`Manifest::chunks`], in file order.
+    pub chunks: Vec<u32>,
+}
+
+/// A channel's current release, signed and short-lived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// The product.
+    pub product: String,
+    /// The channel.
+    pub channel: String,
+    /// The release's version.
+    pub version: Version,
+    /// The manifest at `manifests/<id>`.
+    pub manifest: ManifestId,
+    /// Its length in bytes.
+    pub manifest_len: u64,
+    /// When the pointer was signed.
+    pub issued_unix: u64,
+    /// When clients stop trusting it.
+    pub expires_unix: u64,
+}
+
+impl Manifest {
+    /// Encodes and signs the manifest, returning its id and envelope bytes.
+    pub fn seal(&self, key: &SecretKey) -> Result<(ManifestId, Vec<u8>)> {
+        let body =
+            postcard::to_stdvec(self).map_err(|e| Error::malformed("manifest", e.to_string()))?;
+        let bytes = envelope::seal(Kind::Manifest, &body, &[key])?;
+        Ok((ManifestId::of(&bytes), bytes))
+    }
+
+    /// Decodes a body without checking its signature (publisher side only).
+    pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
+        let body = envelope::open_unverified(Kind::Manifest, bytes)?;
+        postcard::from_bytes(body).map_err(|e| Error::malformed("manifest", e.to_string()))
+    }
+
+    /// Total bytes of all regular files.
+    pub fn total_file_bytes(&self) -> u64 {
+        self.files().map(|(_, f)| f.size).sum()
+    }
+
+    /// The regular files with their paths.
+    pub fn files(&self) -> impl Iterator<Item = (&RelPath, &FileEntry)> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::File(f) => Some((&e.path, f)),
+            _ => None,
+        })
+    }
+
+    /// Checks every structural rule a client relies on.
+    fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Error::malformed("manifest", reason);
+        if self.format != FORMAT_VERSION {
+            return Err(bad(format!("unsupported format {}", self.format)));
+        }
+        self.chunking
+            .validate()
+            .map_err(|e| bad(format!("chunking: {e}")))?;
+        if self.chunks.len() > limits::CHUNKS || self.entries.len() > limits::FILES {
+            return Err(bad("too many chunks or entries".into()));
+        }
+        let max_frame = self.chunking.max_bytes + limits::FRAME_OVERHEAD_BYTES;
+        let mut pack_used = vec![0u64; self.packs.len()];
+        let mut ids = HashSet::with_capacity(self.chunks.len());
+        for c in &self.chunks {
+            let used = pack_used
+                .get_mut(c.pack as usize)
+                .ok_or_else(|| bad(format!("chunk {} names pack {}", c.id, c.pack)))?;
+            if c.len > self.chunking.max_bytes || c.frame_len > max_frame {
+                return Err(bad(format!("chunk {} is oversized", c.id)));
+            }
+            if !ids.insert(c.id) {
+                return Err(bad(format!("chunk {} listed twice", c.id)));
+            }
+            *used += u64::from(c.frame_len);
+        }
+        for (pack, used) in self.packs.iter().zip(&pack_used) {
+            if *used != pack.len {
+                return Err(bad(format!("pack {} frames do not add up", pack.id)));
+            }
+        }
+        let mut kinds: HashMap<&RelPath, bool> = HashMap::new();
+        for entry in &self.entries {
+            if let Some(parent) = entry.path.parent()
+                && kinds.get(&parent) != Some(&true)
+            {
+                return Err(bad(format!("{} comes before its directory", entry.path)));
+            }
+            if kinds
+                .insert(&entry.path, matches!(entry.kind, EntryKind::Dir))
+                .is_some()
+            {
+                return Err(bad(format!("{} listed twice", entry.path)));
+            }
+            match &entry.kind {
+                EntryKind::Dir => {}
+                EntryKind::Symlink { target } => check_symlink_target(&entry.path, target)?,
+                EntryKind::File(f) => {
+                    let mut size = 0u64;
+                    for &i in &f.chunks {
+                        let chunk = self
+                            .chunks
+                            .get(i as usize)
+                            .ok_or_else(|| bad(format!("{} names chunk {i}", entry.path)))?;
+                        size += u64::from(chunk.len);
+                    }
+                    if size != f.size {
+                        return Err(bad(format!("{} chunk sizes do not add up", entry.path)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pointer {
+    /// Encodes and signs the pointer.
+    pub fn seal(&self, key: &SecretKey) -> Result<Vec<u8>> {
+        let body = postcard::to_stdvec(self)
+            .map_err(|e| Error::malformed("channel pointer", e.to_string()))?;
+        envelope::seal(Kind::Pointer, &body, &[key])
+    }
+
+    /// Verifies the signature, then decodes.
+    pub fn open(bytes: &[u8], trusted: &[PublicKey]) -> Result<Self> {
+        let body = envelope::open(Kind::Pointer, bytes, trusted)?;
+        let pointer: Pointer = postcard::from_bytes(body)
+            .map_err(|e| Error::malformed("channel pointer", e.to_string()))?;
+        if pointer.format != FORMAT_VERSION {
+            return Err(Error::malformed(
+                "channel pointer",
+                format!("unsupported format {}", pointer.format),
+            ));
+        }
+        Ok(pointer)
+    }
+
+    /// Decodes without checking the signature (publisher side only).
+    pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
+        let body = envelope::open_unverified(Kind::Pointer, bytes)?;
+        postcard::from_bytes(body).map_err(|e| Error::malformed("channel pointer", e.to_string()))
+    }
+}
+
+/// A manifest whose signature, hash and structure were checked, with derived lookups.
+///
+/// Only [`TrustedManifest::open`] makes one, so holding one proves the checks ran.
+#[derive(Debug, Clone)]
+pub struct TrustedManifest {
+    id: ManifestId,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    frame_offsets: Vec<u64>,
+}
+
+impl TrustedManifest {
+    /// Verifies `bytes` against `expected` and the trusted keys, then decodes and validates.
+    pub fn open(bytes: Vec<u8>, expected: &ManifestId, trusted: &[PublicKey]) -> Result<Self> {
+        let actual = ManifestId::of(&bytes);
+        if actual != *expected {
+            return Err(Error::ManifestHashMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+
+        envelope::open(Kind::Manifest, &bytes, trusted)?;
+        Self::from_store(bytes)
+    }
+
+    /// Re-opens a manifest the install's store kept after it was verified on the way in.
+    ///
+    /// The store is local trusted state, so the signature is not checked again: the keys that
+    /// signed an installed release may since have been rotated out.
+    pub(crate) fn from_store(bytes: Vec<u8>) -> Result<Self> {
+        let body = envelope::open_unverified(Kind::Manifest, &bytes)?;
+        let manifest: Manifest =
+            postcard::from_bytes(body).map_err(|e| Error::malformed("manifest", e.to_string()))?;
+        manifest.validate()?;
+        let mut frame_offsets = Vec::with_capacity(manifest.chunks.len());
+        let mut next = vec![0u64; manifest.packs.len()];
+        for c in &manifest.chunks {
+            let at = &mut next[c.pack as usize];
+            frame_offsets.push(*at);
+            *at += u64::from(c.frame_len);
+        }
+        Ok(Self {
+            id: ManifestId::of(&bytes),
+            bytes,
+            manifest,
+            frame_offsets,
+        })
+    }
+
+    /// The manifest id.
+    pub fn id(&self) -> ManifestId {
+        self.id
+    }
+
+    /// The envelope bytes as signed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where chunk `index`'s frame starts in its pack.
+    pub fn frame_offset(&self, index: u32) -> u64 {
+        self.frame_offsets[index as usize]
+    }
+}
+
+impl std::ops::Deref for TrustedManifest {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        &self.manifest
+    }
+}

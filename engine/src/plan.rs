@@ -1,0 +1,426 @@
+//! plan: decide, per file and per chunk, where its bytes will come from.
+//!
+//! Unchanged files are hard-linked from the installed release once re-hashed. Other files are
+//! rebuilt from chunks: reused from installed files or fetched frames (each re-hashed, since
+//! installed files drift), or fetched from the origin in coalesced range requests.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use relsync_chunker::{ChunkId, frame};
+use semver::Version;
+use serde::Serialize;
+
+use crate::check::Checked;
+use crate::layout::InstallLayout;
+use crate::manifest::{EntryKind, FileEntry};
+use crate::store::Store;
+use crate::{Error, FetchConfig, FileHash, Result};
+
+/// What an update will do, before it does it (`--dry-run` prints this).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdatePlan {
+    /// The release offered.
+    pub version: Version,
+    /// The installed release, if any.
+    pub previous_version: Option<Version>,
+    /// The offered manifest's id.
+    pub manifest: String,
+    /// Nothing to do.
+    pub up_to_date: bool,
+    /// One action per tree entry.
+    pub files: Vec<FilePlan>,
+    /// Range requests to the origin.
+    pub requests: Vec<RangePlan>,
+    /// Sums.
+    pub totals: PlanTotals,
+}
+
+/// What happens to one path.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    /// Path in the release.
+    pub path: String,
+    /// The action.
+    #[serde(flatten)]
+    pub action: FileAction,
+}
+
+/// How a path is produced.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FileAction {
+    /// Hard-link an identical installed file (path relative to the install directory).
+    Link {
+        /// The installed file.
+        from: String,
+    },
+    /// Write from chunks.
+    Write {
+        /// Chunk references satisfied locally.
+        chunks_local: u32,
+        /// Chunk references fetched.
+        chunks_fetched: u32,
+    },
+    /// Create a symlink.
+    Symlink,
+    /// Create a directory.
+    Dir,
+}
+
+/// One coalesced range request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangePlan {
+    /// The pack's id.
+    pub pack: String,
+    /// First byte.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Frames used from it.
+    pub frames: usize,
+}
+
+/// Plan totals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlanTotals {
+    /// Files hard-linked.
+    pub files_linked: u64,
+    /// Files written from chunks.
+    pub files_written: u64,
+    /// Unique chunks reused from local files.
+    pub chunks_reused: u64,
+    /// Unique chunks to fetch.
+    pub chunks_fetched: u64,
+    /// Bytes of reused chunks.
+    pub bytes_reused: u64,
+    /// Bytes of linked files.
+    pub bytes_linked: u64,
+    /// Bytes the range requests will download.
+    pub bytes_to_fetch: u64,
+    /// Range requests.
+    pub requests: u64,
+}
+
+/// A verified local copy of a chunk.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalChunk {
+    /// Bytes at `offset` in an installed file.
+    Installed { path: PathBuf, offset: u64 },
+    /// A fetched frame.
+    Blob(PathBuf),
+}
+
+/// A range request, with the chunks (by index) whose frames it carries, in pack order.
+#[derive(Debug, Clone)]
+pub(crate) struct Range {
+    pub pack: u32,
+    pub start: u64,
+    pub len: u64,
+    pub chunks: Vec<u32>,
+}
+
+/// The output of the plan stage.
+#[derive(Debug)]
+pub struct Planned {
+    pub(crate) checked: Checked,
+    pub(crate) plan: UpdatePlan,
+    pub(crate) local: HashMap<u32, LocalChunk>,
+    pub(crate) ranges: Vec<Range>,
+}
+
+impl Planned {
+    /// The plan.
+    pub fn plan(&self) -> &UpdatePlan {
+        &self.plan
+    }
+}
+
+/// Runs the plan stage (blocking: it reads and hashes local files).
+pub(crate) fn plan(
+    checked: Checked,
+    layout: &InstallLayout,
+    store: &Store,
+    fetch: &FetchConfig,
+) -> Result<Planned> {
+    let target = &checked.target;
+    let mut plan = UpdatePlan {
+        version: target.version.clone(),
+        previous_version: checked.installed_version().cloned(),
+        manifest: target.id().to_string(),
+        up_to_date: checked.up_to_date(),
+        files: Vec::new(),
+        requests: Vec::new(),
+        totals: PlanTotals::default(),
+    };
+    if plan.up_to_date {
+        return Ok(Planned {
+            checked,
+            plan,
+            local: HashMap::new(),
+            ranges: Vec::new(),
+        });
+    }
+
+    let links = find_links(&checked, layout);
+    let mut needed = HashSet::new();
+    for entry in &target.entries {
+        let action = match &entry.kind {
+            EntryKind::Dir => FileAction::Dir,
+            EntryKind::Symlink { .. } => FileAction::Symlink,
+            EntryKind::File(file) => match links.get(&file.hash) {
+                Some(from) if from.1 == file.executable => {
+                    plan.totals.files_linked += 1;
+                    plan.totals.bytes_linked += file.size;
+                    FileAction::Link {
+                        from: from.0.clone(),
+                    }
+                }
+                _ => {
+                    plan.totals.files_written += 1;
+                    needed.extend(file.chunks.iter().copied());
+                    FileAction::Write {
+                        chunks_local: 0,
+                        chunks_fetched: 0,
+                    }
+                }
+            },
+        };
+        plan.files.push(FilePlan {
+            path: entry.path.to_string(),
+            action,
+        });
+    }
+
+    let mut needed: Vec<u32> = needed.into_iter().collect();
+    needed.sort_unstable();
+    let found: Vec<(u32, Option<LocalChunk>)> = needed
+        .par_iter()
+        .map(|&i| {
+            let chunk = &target.chunks[i as usize];
+            Ok((i, find_local(chunk.id, chunk.len, layout, store)?))
+        })
+        .collect::<Result<_>>()?;
+    let mut local = HashMap::new();
+    let mut missing = Vec::new();
+    for (index, source) in found {
+        let len = u64::from(target.chunks[index as usize].len);
+        match source {
+            Some(source) => {
+                plan.totals.chunks_reused += 1;
+                plan.totals.bytes_reused += len;
+                local.insert(index, source);
+            }
+            None => {
+                plan.totals.chunks_fetched += 1;
+                missing.push(index);
+            }
+        }
+    }
+    for (file_plan, entry) in plan.files.iter_mut().zip(&target.entries) {
+        if let (
+            FileAction::Write {
+                chunks_local,
+                chunks_fetched,
+            },
+            EntryKind::File(file),
+        ) = (&mut file_plan.action, &entry.kind)
+        {
+            let here = file.chunks.iter().filter(|i| local.contains_key(i)).count() as u32;
+            *chunks_local = here;
+            *chunks_fetched = file.chunks.len() as u32 - here;
+        }
+    }
+
+    let ranges = coalesce(&checked, &missing, fetch);
+    for range in &ranges {
+        plan.totals.bytes_to_fetch += range.len;
+        plan.requests.push(RangePlan {
+            pack: target.packs[range.pack as usize].id.to_string(),
+            start: range.start,
+            len: range.len,
+            frames: range.chunks.len(),
+        });
+    }
+    plan.totals.requests = ranges.len() as u64;
+    Ok(Planned {
+        checked,
+        plan,
+        local,
+        ranges,
+    })
+}
+
+/// Installed files, by hash, that still hash to what their manifest says.
+fn find_links(checked: &Checked, layout: &InstallLayout) -> HashMap<FileHash, (String, bool)> {
+    let wanted: HashSet<FileHash> = checked.target.files().map(|(_, f)| f.hash).collect();
+    let mut candidates: HashMap<FileHash, (String, bool)> = HashMap::new();
+    for release in checked.previous.iter().chain(checked.installed.iter()) {
+        for (path, file) in release.manifest.files() {
+            if wanted.contains(&file.hash) {
+                let rel = format!("releases/{}/{}", release.dir, path);
+                candidates.insert(file.hash, (rel, file.executable));
+            }
+        }
+    }
+    candidates
+        .into_par_iter()
+        .filter(|(hash, (rel, _))| hash_file(&layout.root().join(rel)).ok() == Some(*hash))
+        .collect()
+}
+
+/// BLAKE3 of a regular file's bytes (refusing symlinks and special files).
+pub(crate) fn hash_file(path: &Path) -> Result<FileHash> {
+    let meta = std::fs::symlink_metadata(path).map_err(Error::io("reading", path))?;
+    if !meta.is_file() {
+        return Err(Error::io("reading", path)(std::io::Error::other(
+            "not a regular file",
+        )));
+    }
+    let mut file = File::open(path).map_err(Error::io("opening", path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// A local copy of the chunk that re-hashes correctly, if there is one.
+fn find_local(
+    id: ChunkId,
+    len: u32,
+    layout: &InstallLayout,
+    store: &Store,
+) -> Result<Option<LocalChunk>> {
+    let blob = layout.blob(&id);
+    if blob.exists() {
+        if read_blob(&blob, id, len).is_ok() {
+            return Ok(Some(LocalChunk::Blob(blob)));
+        }
+        // A torn or corrupt blob: drop it and fetch again.
+        let _ = std::fs::remove_file(&blob);
+    }
+    if let Some(location) = store.locate(&id)? {
+        let path = layout.release(&location.release).join(&location.path);
+        if location.len == len && read_installed(&path, location.offset, id, len).is_ok() {
+            return Ok(Some(LocalChunk::Installed {
+                path,
+                offset: location.offset,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a fetched frame and returns the chunk's bytes, verified.
+pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
+    let frame = std::fs::read(path).map_err(Error::io("reading", path))?;
+    let data = frame::decompress(&frame, len as usize).map_err(|e| bad_local(id, path, e))?;
+    check_chunk(id, &data, path)?;
+    Ok(data)
+}
+
+/// Reads a chunk from an installed file and returns its bytes, verified.
+pub(crate) fn read_installed(path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, offset)
+        .map_err(Error::io("reading", path))?;
+    check_chunk(id, &data, path)?;
+    Ok(data)
+}
+
+fn check_chunk(id: ChunkId, data: &[u8], path: &Path) -> Result<()> {
+    let actual = ChunkId::of(data);
+    if actual == id {
+        Ok(())
+    } else {
+        Err(bad_local(id, path, format!("hash is {actual}")))
+    }
+}
+
+fn bad_local(chunk: ChunkId, path: &Path, reason: impl ToString) -> Error {
+    Error::BadChunk {
+        chunk,
+        source_name: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Groups missing chunks into range requests: adjacent frames, or frames separated by at
+/// most `coalesce_gap_bytes`, up to `max_range_bytes` a request.
+fn coalesce(checked: &Checked, missing: &[u32], config: &FetchConfig) -> Vec<Range> {
+    let target = &checked.target;
+    let mut ranges: Vec<Range> = Vec::new();
+    for &index in missing {
+        let chunk = &target.chunks[index as usize];
+        let start = target.frame_offset(index);
+        let end = start + u64::from(chunk.frame_len);
+        if let Some(last) = ranges.last_mut() {
+            let last_end = last.start + last.len;
+            if last.pack == chunk.pack
+                && start >= last_end
+                && start - last_end <= config.coalesce_gap_bytes
+                && end - last.start <= config.max_range_bytes
+            {
+                last.len = end - last.start;
+                last.chunks.push(index);
+                continue;
+            }
+        }
+        ranges.push(Range {
+            pack: chunk.pack,
+            start,
+            len: end - start,
+            chunks: vec![index],
+        });
+    }
+    ranges
+}
+
+/// The bytes of a file entry's chunks come from `local`; used by assemble.
+pub(crate) fn chunk_bytes(
+    planned: &Planned,
+    local_files: &mut HashMap<PathBuf, File>,
+    index: u32,
+) -> Result<Vec<u8>> {
+    let chunk = &planned.checked.target.chunks[index as usize];
+    match planned.local.get(&index) {
+        Some(LocalChunk::Blob(path)) => read_blob(path, chunk.id, chunk.len),
+        Some(LocalChunk::Installed { path, offset }) => {
+            if !local_files.contains_key(path) {
+                let file = File::open(path).map_err(Error::io("opening", path))?;
+                local_files.insert(path.clone(), file);
+            }
+            let mut data = vec![0u8; chunk.len as usize];
+            if let Some(file) = local_files.get(path) {
+                file.read_exact_at(&mut data, *offset)
+                    .map_err(Error::io("reading", path))?;
+            }
+            check_chunk(chunk.id, &data, path)?;
+            Ok(data)
+        }
+        None => Err(Error::BadChunk {
+            chunk: chunk.id,
+            source_name: "plan".into(),
+            reason: "no local copy after fetch".into(),
+        }),
+    }
+}
+
+/// The file entry behind a plan row, for assemble.
+pub(crate) fn file_entry(planned: &Planned, row: usize) -> Option<&FileEntry> {
+    match &planned.checked.target.entries.get(row)?.kind {
+        EntryKind::File(f) => Some(f),
+        _ => None,
+    }
+}

@@ -1,0 +1,275 @@
+//! The install's state in redb: trusted state, releases, chunk locations, fetch journal.
+//!
+//! Bulk data never goes in here: installed files are the chunk store, and fetched chunks
+//! waiting to be assembled are files in the blob folder (see [`crate::layout`]). All table
+//! definitions live in this file, with versioned names.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use relsync_chunker::ChunkId;
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{EntryKind, TrustedManifest};
+use crate::{Error, ManifestId, Result};
+
+/// Small named values (`trusted`, `current`, `previous`).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
+/// Release directory name → manifest envelope bytes.
+const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases-0");
+/// Chunk id → where an installed file holds it.
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-0");
+/// Chunk id → the manifest it was fetched for; the frame itself is a blob file.
+const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal-0");
+
+/// What the client has come to trust; it only moves forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedState {
+    /// The highest version seen in a verified pointer.
+    pub highest_version: Version,
+    /// The manifest that pointer named.
+    pub manifest: ManifestId,
+    /// The latest issue time of verified metadata.
+    pub time_unix: u64,
+}
+
+/// Where an installed release holds a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Release directory name under `releases/`.
+    pub release: String,
+    /// Path of the file in that release.
+    pub path: String,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// An installed release.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Its directory name under `releases/`.
+    pub dir: String,
+    /// Its manifest, verified when it was installed.
+    pub manifest: TrustedManifest,
+}
+
+/// Counts for `relsync status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    /// Releases recorded.
+    pub releases: u64,
+    /// Chunk locations indexed.
+    pub chunk_locations: u64,
+    /// Fetched chunks waiting to be assembled.
+    pub journal_chunks: u64,
+}
+
+/// The redb database of one install.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Store(e.to_string()))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+}
+
+impl Store {
+    /// Opens or creates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(RELEASES)?;
+            txn.open_table(CHUNKS)?;
+            txn.open_table(JOURNAL)?;
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The trusted state, if any metadata was ever verified.
+    pub fn trusted_state(&self) -> Result<Option<TrustedState>> {
+        self.meta("trusted")?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Records newly verified metadata.
+    pub fn set_trusted_state(&self, state: &TrustedState) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert("trusted", encode(state)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn release_named(&self, key: &str) -> Result<Option<Release>> {
+        let Some(dir) = self.meta(key)? else {
+            return Ok(None);
+        };
+        let dir = String::from_utf8(dir).map_err(|e| Error::Store(e.to_string()))?;
+        let txn = self.db.begin_read()?;
+        let releases = txn.open_table(RELEASES)?;
+        let Some(bytes) = releases.get(dir.as_str())? else {
+            return Err(Error::Store(format!("release {dir} has no manifest")));
+        };
+        let manifest = TrustedManifest::from_store(bytes.value().to_vec())?;
+        Ok(Some(Release { dir, manifest }))
+    }
+
+    /// The release `current` points at.
+    pub fn current(&self) -> Result<Option<Release>> {
+        self.release_named("current")
+    }
+
+    /// The release kept for rollback.
+    pub fn previous(&self) -> Result<Option<Release>> {
+        self.release_named("previous")
+    }
+
+    /// Whether `dir` is a recorded release.
+    pub fn has_release(&self, dir: &str) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(RELEASES)?.get(dir)?.is_some())
+    }
+
+    /// Records a staged release before `current` is switched to it.
+    pub fn add_release(&self, dir: &str, manifest: &TrustedManifest) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RELEASES)?.insert(dir, manifest.bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes `current` and `previous` the installed releases: forgets all others, re-indexes
+    /// chunk locations, and clears the fetch journal. Returns the directories forgotten.
+    pub fn set_installed(&self, current: &str, previous: Option<&str>) -> Result<Vec<String>> {
+        let txn = self.db.begin_write()?;
+        let mut forgotten = Vec::new();
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("current", current.as_bytes())?;
+            match previous {
+                Some(p) => meta.insert("previous", p.as_bytes())?,
+                None => meta.remove("previous")?,
+            };
+            let mut releases = txn.open_table(RELEASES)?;
+            let mut keep = Vec::new();
+            for row in releases.iter()? {
+                let (dir, bytes) = row?;
+                let dir = dir.value().to_owned();
+                if dir == current || Some(dir.as_str()) == previous {
+                    keep.push((dir, TrustedManifest::from_store(bytes.value().to_vec())?));
+                } else {
+                    forgotten.push(dir);
+                }
+            }
+            for dir in &forgotten {
+                releases.remove(dir.as_str())?;
+            }
+            let mut chunks = txn.open_table(CHUNKS)?;
+            chunks.retain(|_, _| false)?;
+            // The previous release first, so the current one wins for shared chunks.
+            keep.sort_by_key(|(dir, _)| dir == current);
+            for (dir, manifest) in &keep {
+                index_chunks(&mut chunks, dir, manifest)?;
+            }
+            txn.open_table(JOURNAL)?.retain(|_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(forgotten)
+    }
+
+    /// Where an installed file holds `chunk`.
+    pub fn locate(&self, chunk: &ChunkId) -> Result<Option<Location>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHUNKS)?;
+        table
+            .get(chunk.as_bytes().as_slice())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Records verified chunks fetched for `manifest`.
+    pub fn journal_add(&self, chunks: &[ChunkId], manifest: &ManifestId) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut journal = txn.open_table(JOURNAL)?;
+            for chunk in chunks {
+                journal.insert(chunk.as_bytes().as_slice(), manifest.as_bytes().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Chunks in the fetch journal.
+    pub fn journal(&self) -> Result<Vec<ChunkId>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOURNAL)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, _) = row?;
+            let bytes: [u8; 32] = key
+                .value()
+                .try_into()
+                .map_err(|_| Error::Store("journal key is not 32 bytes".into()))?;
+            out.push(ChunkId(bytes));
+        }
+        Ok(out)
+    }
+
+    /// Counts for status output.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let txn = self.db.begin_read()?;
+        Ok(StoreStats {
+            releases: txn.open_table(RELEASES)?.len()?,
+            chunk_locations: txn.open_table(CHUNKS)?.len()?,
+            journal_chunks: txn.open_table(JOURNAL)?.len()?,
+        })
+    }
+}
+
+fn index_chunks(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    dir: &str,
+    manifest: &TrustedManifest,
+) -> Result<()> {
+    for entry in &manifest.entries {
+        let EntryKind::File(file) = &entry.kind else {
+            continue;
+        };
+        let mut offset = 0u64;
+        for &index in &file.chunks {
+            let chunk = &manifest.chunks[index as usize];
+            let location = Location {
+                release: dir.to_owned(),
+                path: entry.path.to_string(),
+                offset,
+                len: chunk.len,
+            };
+            table.insert(
+                chunk.id.as_bytes().as_slice(),
+                encode(&location)?.as_slice(),
+            )?;
+            offset += u64::from(chunk.len);
+        }
+    }
+    Ok(())
+}

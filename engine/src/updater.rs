@@ -1,0 +1,314 @@
+//! The updater: one install directory, one origin, the whole pipeline.
+
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use semver::Version;
+use serde::Serialize;
+use tracing::info_span;
+
+use crate::apply::{apply, reconcile, switch_current};
+use crate::assemble::assemble;
+use crate::check::{Checked, check};
+use crate::fetch::fetch;
+use crate::keys::PublicKey;
+use crate::layout::{InstallLayout, valid_channel};
+use crate::origin::{Origin, blocking};
+use crate::plan::{UpdatePlan, plan};
+use crate::progress::{Event, Reporter, Silent};
+use crate::store::{Store, StoreStats};
+use crate::verify::verify;
+use crate::{Error, FetchConfig, Result};
+
+/// What to update from, and where.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpdaterConfig {
+    /// `http(s)://…`, `file://…` or a folder path.
+    pub origin: String,
+    /// The channel to follow.
+    pub channel: String,
+    /// When set, releases of any other product are refused.
+    pub product: Option<String>,
+    /// Keys whose signature makes metadata trusted.
+    pub trusted_keys: Vec<PublicKey>,
+    /// The install directory (holds `current`).
+    pub install_dir: PathBuf,
+    /// Transfer settings.
+    pub fetch: FetchConfig,
+}
+
+impl UpdaterConfig {
+    /// A config with default transfer settings and no product binding.
+    pub fn new(
+        origin: impl Into<String>,
+        channel: impl Into<String>,
+        trusted_keys: Vec<PublicKey>,
+        install_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            origin: origin.into(),
+            channel: channel.into(),
+            product: None,
+            trusted_keys,
+            install_dir: install_dir.into(),
+            fetch: FetchConfig::default(),
+        }
+    }
+}
+
+/// The outcome of an update.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    /// The version now installed.
+    pub version: Version,
+    /// The version installed before (kept for rollback).
+    pub previous_version: Option<Version>,
+    /// Nothing needed doing.
+    pub up_to_date: bool,
+    /// Response body bytes received over all requests, metadata included.
+    pub bytes_downloaded: u64,
+    /// Bytes of chunks reused from local files (linked files not included).
+    pub bytes_reused: u64,
+    /// Bytes of files hard-linked unchanged.
+    pub bytes_linked: u64,
+    /// Requests sent to the origin.
+    pub requests: u64,
+    /// Files hard-linked from the installed release.
+    pub files_linked: u64,
+    /// Files written from chunks.
+    pub files_written: u64,
+    /// Unique chunks fetched.
+    pub chunks_fetched: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Updates one install directory from one origin.
+pub struct Updater {
+    config: UpdaterConfig,
+    origin: Origin,
+    layout: InstallLayout,
+    store: Arc<Store>,
+    reporter: Arc<dyn Reporter>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Updater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Updater {
+    /// Opens (creating if needed) the install directory and takes its lock.
+    pub fn open(config: UpdaterConfig) -> Result<Self> {
+        if !valid_channel(&config.channel) {
+            return Err(Error::malformed(
+                "channel name",
+                format!("{:?} (use letters, digits, '-', '_', '.')", config.channel),
+            ));
+        }
+        if config.trusted_keys.is_empty() {
+            return Err(Error::InvalidKey("no trusted keys given".into()));
+        }
+        let origin = Origin::parse(&config.origin)?;
+        let layout = InstallLayout::new(&config.install_dir);
+        let (lock, store) = open_install(&layout, true)?;
+        Ok(Self {
+            config,
+            origin,
+            layout,
+            store: Arc::new(store),
+            reporter: Arc::new(Silent),
+            _lock: lock,
+        })
+    }
+
+    /// Sends progress events to `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    async fn check(&self, persist: bool) -> Result<Checked> {
+        self.reporter.report(Event::CheckStarted {
+            channel: self.config.channel.clone(),
+        });
+        let checked = check(&self.origin, &self.config, &self.store, persist).await?;
+        self.reporter.report(Event::Checked {
+            version: checked.version().clone(),
+            installed: checked.installed_version().cloned(),
+            up_to_date: checked.up_to_date(),
+        });
+        Ok(checked)
+    }
+
+    /// Checks and plans without changing anything.
+    pub async fn dry_run(&self) -> Result<UpdatePlan> {
+        let checked = self.check(false).await?;
+        let (layout, store, fetch) = self.parts();
+        let planned = blocking(move || plan(checked, &layout, &store, &fetch)).await?;
+        Ok(planned.plan().clone())
+    }
+
+    fn parts(&self) -> (InstallLayout, Arc<Store>, FetchConfig) {
+        (
+            self.layout.clone(),
+            self.store.clone(),
+            self.config.fetch.clone(),
+        )
+    }
+
+    /// Runs check → plan → fetch → assemble → verify → apply.
+    pub async fn update(&self) -> Result<UpdateReport> {
+        let started = Instant::now();
+        let checked = {
+            let _span = info_span!("check").entered();
+            self.check(true).await?
+        };
+        let (layout, store, fetch_config) = self.parts();
+        let planned = blocking(move || plan(checked, &layout, &store, &fetch_config)).await?;
+        let totals = planned.plan().totals.clone();
+        let up_to_date = planned.plan().up_to_date;
+        let version = planned.plan().version.clone();
+        let mut previous_version = planned.plan().previous_version.clone();
+        if !up_to_date {
+            self.reporter.report(Event::Planned {
+                bytes_to_fetch: totals.bytes_to_fetch,
+                requests: totals.requests,
+                bytes_reused: totals.bytes_reused,
+            });
+            let fetched = fetch(
+                planned,
+                &self.origin,
+                &self.layout,
+                self.store.clone(),
+                &self.config.fetch,
+                self.reporter.clone(),
+            )
+            .await?;
+            let (layout, store, _) = self.parts();
+            let reporter = self.reporter.clone();
+            let applied = blocking(move || {
+                let assembled =
+                    info_span!("assemble").in_scope(|| assemble(fetched, &layout, &reporter))?;
+                let tree = info_span!("verify").in_scope(|| verify(assembled, &reporter))?;
+                info_span!("apply").in_scope(|| apply(tree, &layout, &store))
+            })
+            .await?;
+            previous_version = applied.previous.clone();
+            self.reporter.report(Event::Applied {
+                version: applied.version,
+            });
+        }
+        let traffic = self.origin.traffic();
+        Ok(UpdateReport {
+            version,
+            previous_version,
+            up_to_date,
+            bytes_downloaded: traffic.bytes(),
+            bytes_reused: totals.bytes_reused,
+            bytes_linked: totals.bytes_linked,
+            requests: traffic.requests(),
+            files_linked: totals.files_linked,
+            files_written: totals.files_written,
+            chunks_fetched: totals.chunks_fetched,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
+    let state = layout.state();
+    if create {
+        fs::create_dir_all(&state).map_err(Error::io("creating", &state))?;
+    } else if !state.is_dir() {
+        return Err(Error::NothingInstalled(format!(
+            "{} is not a relsync install",
+            layout.root().display()
+        )));
+    }
+    let lock_path = layout.lock();
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::io("opening", &lock_path))?;
+    lock.try_lock()
+        .map_err(|_| Error::Locked(layout.root().to_path_buf()))?;
+    let store = Store::open(&layout.db())?;
+    reconcile(layout, &store)?;
+    Ok((lock, store))
+}
+
+/// What an install holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The install directory.
+    pub install_dir: PathBuf,
+    /// The current version.
+    pub version: Option<Version>,
+    /// The version kept for rollback.
+    pub previous_version: Option<Version>,
+    /// The current manifest id.
+    pub manifest: Option<String>,
+    /// Files and bytes in the current release.
+    pub files: u64,
+    /// Bytes of regular files in the current release.
+    pub bytes: u64,
+    /// Highest version ever trusted.
+    pub highest_version_seen: Option<Version>,
+    /// Store counters.
+    pub store: StoreStats,
+}
+
+/// Reads an install's status (takes the lock briefly).
+pub fn status(install_dir: impl Into<PathBuf>) -> Result<Status> {
+    let layout = InstallLayout::new(install_dir);
+    let (_lock, store) = open_install(&layout, false)?;
+    let current = store.current()?;
+    Ok(Status {
+        install_dir: layout.root().to_path_buf(),
+        version: current.as_ref().map(|r| r.manifest.version.clone()),
+        previous_version: store.previous()?.map(|r| r.manifest.version.clone()),
+        manifest: current.as_ref().map(|r| r.manifest.id().to_string()),
+        files: current
+            .as_ref()
+            .map_or(0, |r| r.manifest.files().count() as u64),
+        bytes: current
+            .as_ref()
+            .map_or(0, |r| r.manifest.total_file_bytes()),
+        highest_version_seen: store.trusted_state()?.map(|t| t.highest_version),
+        store: store.stats()?,
+    })
+}
+
+/// Switches `current` back to the previous release; the one left becomes the previous.
+pub fn rollback(install_dir: impl Into<PathBuf>) -> Result<(Version, Version)> {
+    let layout = InstallLayout::new(install_dir);
+    let (_lock, store) = open_install(&layout, false)?;
+    let current = store
+        .current()?
+        .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
+    let previous = store
+        .previous()?
+        .ok_or_else(|| Error::NothingInstalled("no previous release to roll back to".into()))?;
+    if !layout.release(&previous.dir).is_dir() {
+        return Err(Error::NothingInstalled(format!(
+            "previous release {} is missing from disk",
+            previous.dir
+        )));
+    }
+    switch_current(&layout, &previous.dir)?;
+    store.set_installed(&previous.dir, Some(&current.dir))?;
+    Ok((
+        current.manifest.version.clone(),
+        previous.manifest.version.clone(),
+    ))
+}
