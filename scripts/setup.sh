@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what relsync's demo and tests need on a Debian machine: nginx (the test origin
+# server) and zstd (for benchmark comparisons). Idempotent; a no-op when all are present.
+set -euo pipefail
+need=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} ..." >&2
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
