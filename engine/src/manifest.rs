@@ -1,6 +1,6 @@
 //! The signed release manifest and channel pointer.
 //!
-//! Both are postcard-encoded bodies inside a signed [`envelope`](crate::envelope). A manifest
+//! Both are postcard-encoded bodies inside a signed [`crate::envelope`]. A manifest
 //! lists the release's files and its unique chunks in pack order; a chunk's byte offset in its
 //! pack is not stored, since it is the sum of the frame lengths before it in the same pack.
 

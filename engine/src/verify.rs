@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 /// A staged tree whose every file, link and directory matched the signed manifest.
 ///
-/// Only [`verify`] makes one, and only a `VerifiedTree` can be applied.
+/// Only the verify stage makes one, and only a `VerifiedTree` can be applied.
 #[derive(Debug)]
 pub struct VerifiedTree {
     pub(crate) assembled: Assembled,

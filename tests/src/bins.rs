@@ -1,0 +1,99 @@
+//! Build the `relsync` and `cdn-publisher` binaries once per test process and find them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Paths of the two binaries under test.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// The client, `relsync`.
+    pub relsync: PathBuf,
+    /// The publisher, `cdn-publisher`.
+    pub publisher: PathBuf,
+}
+
+/// The workspace root (the parent of this package).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Whether the running test binary was built with the release profile.
+fn release_profile() -> bool {
+    std::env::current_exe()
+        .map(|p| p.components().any(|c| c.as_os_str() == "release"))
+        .unwrap_or(false)
+}
+
+/// The directory cargo puts the binaries of the current profile in.
+fn profile_dir(root: &Path, release: bool) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        }
+        None => root.join("target"),
+    };
+    target.join(if release { "release" } else { "debug" })
+}
+
+fn build() -> Result<Bins, String> {
+    // An escape hatch for running the suite against binaries built elsewhere.
+    if let Some(dir) = std::env::var_os("RELSYNC_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        return check(Bins {
+            relsync: dir.join("relsync"),
+            publisher: dir.join("cdn-publisher"),
+        });
+    }
+    let root = workspace_root();
+    let release = release_profile();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--bin", "relsync", "--bin", "cdn-publisher"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cargo:?} build in {}: {e}", root.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        return Err(format!(
+            "`cargo build --bin relsync --bin cdn-publisher` failed ({}), last lines:\n{tail}",
+            out.status
+        ));
+    }
+    let dir = profile_dir(&root, release);
+    check(Bins {
+        relsync: dir.join("relsync"),
+        publisher: dir.join("cdn-publisher"),
+    })
+}
+
+fn check(bins: Bins) -> Result<Bins, String> {
+    for p in [&bins.relsync, &bins.publisher] {
+        if !p.is_file() {
+            return Err(format!("binary not found after build: {}", p.display()));
+        }
+    }
+    Ok(bins)
+}
+
+/// Build the binaries (once per process; later callers wait for the first) and return their
+/// paths. Panics with cargo's output if the build fails.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
+    match BINS.get_or_init(build) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -1,0 +1,35 @@
+//! Support for relsync's end-to-end tests: a real nginx origin on loopback, the real
+//! `cdn-publisher` and `relsync` binaries run as processes, and real release trees compared
+//! byte for byte.
+//!
+//! - [`bins()`] builds both binaries once per test process (`$CARGO build --bin relsync
+//!   --bin cdn-publisher` in the workspace root, same profile as the test) and finds them.
+//! - [`Nginx`] serves an origin folder on `127.0.0.1:<free port>` with a parseable access log
+//!   (`$status $body_bytes_sent "$request" "$http_range" ...`), optionally rate limited, and is
+//!   killed on drop.
+//! - [`make_release`] writes v1 or v2 of a deterministic app tree; [`tree_digest`] and
+//!   [`assert_trees_equal`] compare trees without following symlinks.
+//! - [`Cmd`] runs a process bounded in time; [`World`] bundles a key pair, both releases and
+//!   an origin folder with the commands of the CLI contract.
+//!
+//! What this crate does not do: it knows nothing of the engine's internals; it sees only
+//! files, processes, JSON on stdout and nginx's log.
+
+#![deny(missing_docs)]
+
+mod bins;
+mod nginx;
+mod run;
+mod tree;
+mod world;
+
+pub use bins::{Bins, bins, workspace_root};
+pub use nginx::{LogEntry, LogMark, Nginx, NginxOptions, format_entries, free_port};
+pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, parse_json_object};
+pub use tree::{
+    BIG_FILE, BIG_FILE_INSERT_LEN, BIG_FILE_LEN, Entry, assert_trees_equal, big_file, diff_digests,
+    make_release, pseudo_random, pseudo_text, tree_digest,
+};
+pub use world::{
+    CHANNEL, Report, V1, V2, World, current, current_link, flip_byte, new_files, parse_pubkey,
+};

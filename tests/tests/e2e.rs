@@ -1,0 +1,15 @@
+//! End-to-end tests of relsync: the real `cdn-publisher` pushes to an origin folder, a real
+//! nginx serves it on loopback, and the real `relsync` installs from it. One module per theme.
+//!
+//! Run with `cargo test -p relsync-tests --test e2e` (the first test builds both binaries).
+
+#[path = "e2e/common.rs"]
+mod common;
+#[path = "e2e/crash.rs"]
+mod crash;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/publish.rs"]
+mod publish;
+#[path = "e2e/update.rs"]
+mod update;

@@ -1,0 +1,204 @@
+//! `cdn-publisher`: keygen, push layout and stats, idempotent re-push, version monotonicity.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use relsync_tests::{
+    Entry, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, diff_digests,
+    parse_pubkey, tree_digest,
+};
+
+fn pub_path(key: &Path) -> std::path::PathBuf {
+    let mut s = key.as_os_str().to_os_string();
+    s.push(".pub");
+    s.into()
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
+    let w = World::new();
+    let mode = fs::metadata(&w.key)
+        .expect("key exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "secret key mode is {mode:o}, want 600");
+    let pubp = pub_path(&w.key);
+    assert!(pubp.is_file(), "{} missing", pubp.display());
+    assert!(
+        !fs::read(&pubp).expect("read pub").is_empty(),
+        "{} is empty",
+        pubp.display()
+    );
+
+    let (key_before, pub_before) = (
+        fs::read(&w.key).expect("key"),
+        fs::read(&pubp).expect("pub"),
+    );
+    let again = w.keygen(&w.key);
+    again.assert_failure("keygen over an existing key");
+    assert_eq!(
+        fs::read(&w.key).expect("key"),
+        key_before,
+        "keygen overwrote the secret key"
+    );
+    assert_eq!(
+        fs::read(&pubp).expect("pub"),
+        pub_before,
+        "keygen overwrote KEY.pub"
+    );
+
+    let other = w.path().join("keys/other.key");
+    let out = w.keygen(&other);
+    out.assert_success("keygen of a second key");
+    assert_ne!(
+        parse_pubkey(&out),
+        w.pubkey,
+        "two keygens gave the same key"
+    );
+}
+
+fn assert_hex_names(snap: &std::collections::BTreeMap<String, Entry>, sub: &str) -> usize {
+    let names: Vec<_> = snap
+        .iter()
+        .filter(|(p, e)| p.starts_with(&format!("{sub}/")) && matches!(e, Entry::File { .. }))
+        .map(|(p, _)| p[sub.len() + 1..].to_string())
+        .collect();
+    for n in &names {
+        assert!(
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{sub}/{n}: origin object names must be hex ids"
+        );
+    }
+    names.len()
+}
+
+fn regular_file_bytes(dir: &Path) -> u64 {
+    tree_digest(dir)
+        .values()
+        .map(|e| match e {
+            Entry::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn push_writes_the_layout_and_reports_json() {
+    let w = World::new();
+    let out = w.push(&w.v1, V1, &["--json"]);
+    out.assert_success("push --json");
+    let r = relsync_tests::Report::new(out);
+    let (files, bytes, chunks, unique, pack) = (
+        r.u64("files"),
+        r.u64("bytes"),
+        r.u64("chunks"),
+        r.u64("unique_chunks"),
+        r.u64("pack_bytes"),
+    );
+    assert!(files > 0, "files = 0\n{}", r.out);
+    let total = regular_file_bytes(&w.v1);
+    assert_eq!(
+        bytes, total,
+        "`bytes` must be the release's file bytes\n{}",
+        r.out
+    );
+    assert!(
+        chunks >= unique && unique >= 1,
+        "want chunks >= unique_chunks >= 1\n{}",
+        r.out
+    );
+    // Mostly random data: compression cannot shrink it much, nor may framing bloat it.
+    assert!(
+        pack > total / 2 && pack <= total + total / 50 + 65_536,
+        "pack_bytes {pack} is implausible for {total} bytes of mostly random data\n{}",
+        r.out
+    );
+
+    let snap = w.origin_snapshot();
+    assert!(
+        matches!(snap.get("channels/stable"), Some(Entry::File { .. })),
+        "origin lacks channels/stable: {:?}",
+        snap.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        assert_hex_names(&snap, "manifests"),
+        1,
+        "one release, one manifest"
+    );
+    assert!(assert_hex_names(&snap, "packs") >= 1, "no pack written");
+    let pack_files: u64 = snap
+        .iter()
+        .filter(|(p, _)| p.starts_with("packs/"))
+        .map(|(_, e)| match e {
+            Entry::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        pack_files, pack,
+        "pack_bytes must equal the bytes written under packs/"
+    );
+}
+
+#[test]
+fn repushing_the_same_release_changes_nothing() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let s1 = w.origin_snapshot();
+    w.push_ok(&w.v1, V1);
+    let d = diff_digests(&w.origin_snapshot(), &s1);
+    assert!(
+        d.is_empty(),
+        "re-push of v1 changed the origin:\n  {}",
+        d.join("\n  ")
+    );
+
+    w.push_ok(&w.v2, V2);
+    let s2 = w.origin_snapshot();
+    assert_ne!(s1, s2, "push of v2 changed nothing");
+    w.push_ok(&w.v2, V2);
+    let d = diff_digests(&w.origin_snapshot(), &s2);
+    assert!(
+        d.is_empty(),
+        "re-push of v2 changed the origin:\n  {}",
+        d.join("\n  ")
+    );
+}
+
+#[test]
+fn lower_or_equal_version_is_refused_unless_forced() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    w.push_ok(&w.v2, V2);
+    let snap = w.origin_snapshot();
+
+    w.push(&w.v1, "1.5.0", &[])
+        .assert_failure("push of a lower version");
+    let d = diff_digests(&w.origin_snapshot(), &snap);
+    assert!(
+        d.is_empty(),
+        "refused push changed the origin:\n  {}",
+        d.join("\n  ")
+    );
+
+    w.push(&w.v1, V2, &[])
+        .assert_failure("push of the same version with other content");
+    let d = diff_digests(&w.origin_snapshot(), &snap);
+    assert!(
+        d.is_empty(),
+        "refused push changed the origin:\n  {}",
+        d.join("\n  ")
+    );
+
+    w.push(&w.v1, "1.5.0", &["--force"])
+        .assert_success("push --force of a lower version");
+
+    // The channel now serves 1.5.0 with v1's content.
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("forced");
+    let r = w.update_ok(&n.url(), &dir);
+    assert_eq!(r.str("version"), "1.5.0", "{}", r.out);
+    assert_trees_equal(&current(&dir), &w.v1);
+}

@@ -1,0 +1,209 @@
+//! `relsync update`, `status`, `rollback`: exact trees, honest and small downloads.
+
+use std::fs;
+
+use relsync_tests::{
+    BIG_FILE_LEN, V1, V2, assert_trees_equal, current, current_link, format_entries,
+};
+
+use crate::common::{assert_honest_accounting, run_log, world_with_v1};
+
+#[test]
+fn install_then_update_is_exact_and_cheap() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+
+    let mark = n.mark();
+    let r1 = w.update_ok(&n.url(), &dir);
+    assert_trees_equal(&current(&dir), &w.v1);
+    assert_eq!(r1.str("version"), V1, "{}", r1.out);
+    assert_eq!(
+        r1.opt_str("previous_version"),
+        None,
+        "first install\n{}",
+        r1.out
+    );
+    assert!(
+        !r1.bool("up_to_date"),
+        "first install is not up to date\n{}",
+        r1.out
+    );
+    assert!(r1.u64("files_written") > 0, "{}", r1.out);
+    let _ = r1.u64("duration_ms");
+    assert_honest_accounting(&n, mark, &r1);
+
+    w.push_ok(&w.v2, V2);
+    let mark = n.mark();
+    let r2 = w.update_ok(&n.url(), &dir);
+    assert_trees_equal(&current(&dir), &w.v2);
+    assert_eq!(r2.str("version"), V2, "{}", r2.out);
+    assert_eq!(
+        r2.opt_str("previous_version").as_deref(),
+        Some(V1),
+        "{}",
+        r2.out
+    );
+    assert!(!r2.bool("up_to_date"), "{}", r2.out);
+    assert!(
+        r2.u64("files_linked") > 0,
+        "unchanged files must be linked\n{}",
+        r2.out
+    );
+    assert!(
+        r2.u64("bytes_reused") > 0,
+        "v2 shares most bytes with v1\n{}",
+        r2.out
+    );
+    assert!(
+        r2.u64("files_written") > 0,
+        "changed files must be written\n{}",
+        r2.out
+    );
+    let log = assert_honest_accounting(&n, mark, &r2);
+    for e in log.iter().filter(|e| e.is_pack()) {
+        assert!(
+            e.status == 206 && e.ranges().len() == 1,
+            "pack fetches must be single-range requests answered 206: {e}\n{}",
+            format_entries(&log)
+        );
+    }
+
+    // The same release fresh, for scale.
+    let fresh = w.install_dir("fresh");
+    let mark = n.mark();
+    let r3 = w.update_ok(&n.url(), &fresh);
+    assert_trees_equal(&current(&fresh), &w.v2);
+    assert_honest_accounting(&n, mark, &r3);
+    let (delta, full) = (r2.u64("bytes_downloaded"), r3.u64("bytes_downloaded"));
+    assert!(
+        full >= BIG_FILE_LEN as u64 * 9 / 10,
+        "a fresh install of ~9 MiB of mostly random data downloaded only {full} bytes"
+    );
+    assert!(
+        delta * 10 < full * 3,
+        "v1->v2 update downloaded {delta} bytes, not under 30% of the {full} of a fresh install"
+    );
+}
+
+#[test]
+fn status_and_rollback() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    let s = w.status(&dir);
+    assert_eq!(s.str("version"), V1, "{}", s.out);
+
+    w.push_ok(&w.v2, V2);
+    w.update_ok(&n.url(), &dir);
+    let s = w.status(&dir);
+    assert_eq!(s.str("version"), V2, "{}", s.out);
+    assert_eq!(
+        s.opt_str("previous_version").as_deref(),
+        Some(V1),
+        "{}",
+        s.out
+    );
+    let link_v2 = current_link(&dir);
+
+    w.rollback(&dir).assert_success("rollback");
+    assert_ne!(
+        current_link(&dir),
+        link_v2,
+        "rollback did not switch `current`"
+    );
+    assert_trees_equal(&current(&dir), &w.v1);
+    let s = w.status(&dir);
+    assert_eq!(s.str("version"), V1, "status after rollback\n{}", s.out);
+}
+
+#[test]
+fn second_run_when_up_to_date_fetches_only_the_pointer() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    let link = current_link(&dir);
+
+    let mark = n.mark();
+    let r = w.update_ok(&n.url(), &dir);
+    assert!(r.bool("up_to_date"), "{}", r.out);
+    assert_eq!(r.str("version"), V1, "{}", r.out);
+    let log = assert_honest_accounting(&n, mark, &r);
+    assert!(
+        !log.is_empty(),
+        "an up-to-date check must still fetch the channel pointer"
+    );
+    assert!(
+        log.iter().all(|e| e.path().contains("/channels/")),
+        "an up-to-date run must fetch only the channel pointer:\n{}",
+        format_entries(&log)
+    );
+    let bytes = r.u64("bytes_downloaded");
+    assert!(
+        bytes < 4096,
+        "the pointer should be tiny, got {bytes} bytes\n{}",
+        r.out
+    );
+    assert_eq!(
+        current_link(&dir),
+        link,
+        "an up-to-date run switched `current`"
+    );
+    assert_trees_equal(&current(&dir), &w.v1);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    w.push_ok(&w.v2, V2);
+    let link = current_link(&dir);
+
+    let mark = n.mark();
+    let out = w.update(&n.url(), &dir, &["--dry-run"]);
+    out.assert_success("update --dry-run");
+    assert_eq!(
+        current_link(&dir),
+        link,
+        "--dry-run switched `current`\n{out}"
+    );
+    assert_trees_equal(&current(&dir), &w.v1);
+    let s = w.status(&dir);
+    assert_eq!(
+        s.str("version"),
+        V1,
+        "--dry-run changed the status\n{}",
+        s.out
+    );
+    let log = run_log(&n, mark);
+    assert!(
+        !log.iter().any(|e| e.is_pack()),
+        "--dry-run only plans; it must not fetch packs:\n{}",
+        format_entries(&log)
+    );
+
+    // A dry run into an empty dir installs nothing.
+    let fresh = w.install_dir("fresh");
+    w.update(&n.url(), &fresh, &["--dry-run"])
+        .assert_success("fresh --dry-run");
+    assert!(
+        fs::symlink_metadata(current(&fresh)).is_err(),
+        "--dry-run created {}",
+        current(&fresh).display()
+    );
+
+    // And the real update still works afterwards.
+    w.update_ok(&n.url(), &dir);
+    assert_trees_equal(&current(&dir), &w.v2);
+}
+
+#[test]
+fn installs_from_a_folder_origin() {
+    let w = relsync_tests::World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("folder");
+    let origin = w.origin.to_str().expect("utf-8 temp path").to_string();
+    let r = w.update_ok(&origin, &dir);
+    assert_eq!(r.str("version"), V1, "{}", r.out);
+    assert_trees_equal(&current(&dir), &w.v1);
+}
