@@ -17,12 +17,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// # Defaults
 ///
-/// No rate limit.
+/// No rate limit; every file is served.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct NginxOptions {
     /// `limit_rate` in bytes per second for each request (`None`: unlimited).
     pub limit_rate_bytes_per_sec: Option<u64>,
+    /// Answer every request under `/packs/` with this status (`None`: serve the packs).
+    pub fail_packs_with: Option<u16>,
 }
 
 impl NginxOptions {
@@ -30,6 +32,16 @@ impl NginxOptions {
     pub fn rate_limited(bytes_per_sec: u64) -> Self {
         Self {
             limit_rate_bytes_per_sec: Some(bytes_per_sec),
+            ..Self::default()
+        }
+    }
+
+    /// Options that answer every request under `/packs/` with `status` (e.g. 500); channel
+    /// pointers and manifests are still served.
+    pub fn failing_packs(status: u16) -> Self {
+        Self {
+            fail_packs_with: Some(status),
+            ..Self::default()
         }
     }
 }
@@ -265,6 +277,13 @@ impl Nginx {
             }
             None => String::new(),
         };
+        // `^~` so no other location can take the packs back.
+        let fail_packs = match opts.fail_packs_with {
+            Some(status) => format!(
+                "        location ^~ /packs/ {{\n            return {status};\n        }}\n"
+            ),
+            None => String::new(),
+        };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -289,7 +308,7 @@ http {{
         root {root};
         location / {{
 {limit}        }}
-    }}
+{fail_packs}    }}
 }}
 "#,
             pid = quote(&p.join("nginx.pid")),
@@ -507,6 +526,24 @@ mod tests {
         assert_eq!(log[1].status, 404);
         assert_eq!(log[1].range, None);
         assert_eq!(n.total_body_bytes(), 10_000 + 1000 + log[1].body_bytes);
+    }
+
+    #[test]
+    fn failing_packs_fail_and_the_rest_is_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("packs")).expect("mkdir");
+        fs::create_dir_all(dir.path().join("channels")).expect("mkdir");
+        fs::write(dir.path().join("packs/abc"), vec![3u8; 4096]).expect("write");
+        fs::write(dir.path().join("channels/stable"), b"pointer").expect("write");
+        let n = Nginx::start(dir.path(), &NginxOptions::failing_packs(500));
+        let (head, _) = get(n.addr(), "/packs/abc", Some("bytes=0-99"));
+        assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+        let (head, body) = get(n.addr(), "/channels/stable", None);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"pointer");
+        let log = n.wait_log_quiet(Duration::from_millis(200), Duration::from_secs(5));
+        assert_eq!(log.len(), 2, "{}", format_entries(&log));
+        assert!(log[0].is_pack() && log[0].status == 500, "{}", log[0]);
     }
 
     #[test]

@@ -7,8 +7,14 @@
 mod common;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/disk.rs"]
+mod disk;
+#[path = "e2e/drift.rs"]
+mod drift;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/origin_errors.rs"]
+mod origin_errors;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/update.rs"]

@@ -1,8 +1,12 @@
 //! Helpers shared by the themes.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relsync_tests::{LogEntry, LogMark, Nginx, NginxOptions, Report, V1, World, format_entries};
+use relsync_tests::{
+    LogEntry, LogMark, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal,
+    current, current_link, format_entries, new_files,
+};
 
 /// A world with v1 pushed and an nginx serving its origin.
 pub fn world_with_v1() -> (World, Nginx) {
@@ -38,4 +42,33 @@ pub fn assert_honest_accounting(n: &Nginx, mark: LogMark, r: &Report) -> Vec<Log
         format_entries(&log)
     );
     log
+}
+
+/// The install at `dir` is still v1, with `current` as it was (`link`).
+pub fn assert_untouched(w: &World, dir: &Path, link: &Option<PathBuf>, out: &Output) {
+    assert_eq!(
+        &current_link(dir),
+        link,
+        "a failed update switched `current`\n{out}"
+    );
+    assert_trees_equal(&current(dir), &w.v1);
+}
+
+/// v1 installed at the returned dir, then v2 pushed; also returns the origin files v2's push
+/// added under `manifests/` and under `packs/`.
+pub fn installed_v1_then_push_v2(
+    w: &World,
+    n: &Nginx,
+    name: &str,
+) -> (PathBuf, Vec<String>, Vec<String>) {
+    let dir = w.install_dir(name);
+    w.update_ok(&n.url(), &dir);
+    let before = w.origin_snapshot();
+    w.push_ok(&w.v2, V2);
+    let after = w.origin_snapshot();
+    (
+        dir,
+        new_files(&before, &after, "manifests"),
+        new_files(&before, &after, "packs"),
+    )
 }

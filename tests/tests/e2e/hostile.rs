@@ -6,21 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use relsync_tests::{
-    Nginx, Output, V2, World, assert_trees_equal, current, current_link, flip_byte, format_entries,
-    free_port, new_files, parse_pubkey,
+    Output, current, current_link, flip_byte, format_entries, free_port, parse_pubkey,
 };
 
-use crate::common::{run_log, world_with_v1};
-
-/// The install at `dir` is still v1, with `current` as it was.
-fn assert_untouched(w: &World, dir: &Path, link: &Option<std::path::PathBuf>, out: &Output) {
-    assert_eq!(
-        &current_link(dir),
-        link,
-        "a failed update switched `current`\n{out}"
-    );
-    assert_trees_equal(&current(dir), &w.v1);
-}
+use crate::common::{assert_untouched, installed_v1_then_push_v2, run_log, world_with_v1};
 
 fn assert_nothing_installed(dir: &Path, out: &Output) {
     assert!(
@@ -28,24 +17,6 @@ fn assert_nothing_installed(dir: &Path, out: &Output) {
         "a failed fresh install left {}\n{out}",
         current(dir).display()
     );
-}
-
-/// v1 installed at the returned dir, then v2 pushed; also returns the new origin files of v2.
-fn installed_v1_then_push_v2(
-    w: &World,
-    n: &Nginx,
-    name: &str,
-) -> (std::path::PathBuf, Vec<String>, Vec<String>) {
-    let dir = w.install_dir(name);
-    w.update_ok(&n.url(), &dir);
-    let before = w.origin_snapshot();
-    w.push_ok(&w.v2, V2);
-    let after = w.origin_snapshot();
-    (
-        dir,
-        new_files(&before, &after, "manifests"),
-        new_files(&before, &after, "packs"),
-    )
 }
 
 #[test]
