@@ -13,6 +13,7 @@ root=$(dirname "$here")
 "$root/scripts/setup.sh"
 releases=${RELEASES:-$HOME/.cache/relsync-releases}
 pairs=("${@:-ruff:0.6.0:0.6.1}")
+PUSH_FLAGS=${PUSH_FLAGS:-}  # extra flags for the new release's push, e.g. "--delta-window-kib 8192"
 port=${RELSYNC_BENCH_PORT:-18090}
 work=$(mktemp -d -t relsync-bw.XXXXXX)
 trap '"$root/scripts/nginx-origin.sh" stop "$work/nginx"; rm -rf "$work"' EXIT
@@ -40,7 +41,7 @@ field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 mb() { python3 -c "print(f'{$1/1e6:.2f} MB')"; }
 pct() { python3 -c "print(f'{100*$1/$2:.1f}%')"; }
 
-echo "| pair | full zstd -19 --long | relsync update | relsync fresh install | update requests | update wall | publish MB/s |"
+echo "| pair | full zstd -19 --long | relsync update | relsync fresh install | update requests | update wall | publish MB/s (with deltas) |"
 echo "|---|---|---|---|---|---|---|"
 for pair in "${pairs[@]}"; do
   IFS=: read -r name old new <<<"$pair"
@@ -48,12 +49,10 @@ for pair in "${pairs[@]}"; do
   channel=$name
   "$bin/cdn-publisher" push "$releases/$name-$old" --version "$old" --channel "$channel" \
     --key "$work/key" --to "$work/origin" >/dev/null
-  publish=$("$bin/cdn-publisher" push "$releases/$name-$new" --version "$new" --channel "$channel-next" \
-    --key "$work/key" --to "$work/origin" --json | field mb_per_s)
   "$bin/relsync" update --origin "$url" --channel "$channel" --trust "$key" \
     --install "$work/inst-$name" --json >/dev/null
-  "$bin/cdn-publisher" push "$releases/$name-$new" --version "$new" --channel "$channel" \
-    --key "$work/key" --to "$work/origin" >/dev/null
+  publish=$("$bin/cdn-publisher" push "$releases/$name-$new" --version "$new" --channel "$channel" \
+    --key "$work/key" --to "$work/origin" --json $PUSH_FLAGS | field mb_per_s)
   mark=$(wc -l <"$log")
   report=$("$bin/relsync" update --origin "$url" --channel "$channel" --trust "$key" \
     --install "$work/inst-$name" --json)

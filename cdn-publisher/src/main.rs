@@ -1,5 +1,6 @@
 //! `cdn-publisher`: publish releases to a relsync origin.
 
+mod delta;
 mod keygen;
 mod origin;
 mod pack;
@@ -16,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use relsync_chunker::{ChunkParams, frame};
 use semver::Version;
 
+use crate::delta::DeltaParams;
 use crate::origin::LocalOrigin;
 use crate::push::{PushOptions, PushSummary, push};
 
@@ -72,6 +74,15 @@ struct PushArgs {
     /// Largest pack part, in MiB.
     #[arg(long, default_value_t = 64)]
     max_pack_mib: u64,
+    /// How many earlier releases of the channel get delta frames (0: none).
+    #[arg(long, default_value_t = 1)]
+    delta_from: usize,
+    /// Window of the earlier release that each delta segment is compressed against, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    delta_window_kib: u64,
+    /// New bytes per delta segment (one window each), in KiB.
+    #[arg(long, default_value_t = 1024)]
+    delta_segment_kib: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -115,6 +126,12 @@ fn run_push(args: PushArgs) -> Result<()> {
         chunking: ChunkParams::default(),
         expires_days: args.expires_days,
         max_pack_bytes: args.max_pack_mib.max(1) << 20,
+        delta_from: args.delta_from,
+        delta: DeltaParams {
+            window_bytes: args.delta_window_kib.max(1) << 10,
+            segment_bytes: args.delta_segment_kib.max(1) << 10,
+            zstd_level: args.level,
+        },
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);
@@ -165,6 +182,14 @@ fn print_summary(s: &PushSummary) {
         "  packs      {} bytes ({} new), manifest {} bytes",
         s.pack_bytes, s.pack_bytes_written, s.manifest_bytes
     );
+    if !s.delta_bases.is_empty() {
+        println!(
+            "  deltas     {} frames, {} bytes, against {}",
+            s.delta_frames,
+            s.delta_bytes,
+            s.delta_bases.join(", ")
+        );
+    }
     println!("  manifest   {}", s.manifest);
     println!("  took       {:.2} s ({:.1} MB/s)", s.seconds, s.mb_per_s);
 }

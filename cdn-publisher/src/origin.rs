@@ -41,6 +41,17 @@ impl LocalOrigin {
         }
     }
 
+    /// Reads `len` bytes at `offset` of an object.
+    pub fn read_range(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let full = self.root.join(path);
+        let file = File::open(&full).with_context(|| format!("opening {}", full.display()))?;
+        let mut out = vec![0u8; len];
+        file.read_exact_at(&mut out, offset)
+            .with_context(|| format!("reading {} at {offset}", full.display()))?;
+        Ok(out)
+    }
+
     /// Whether an object exists.
     pub fn exists(&self, path: &str) -> bool {
         self.root.join(path).exists()

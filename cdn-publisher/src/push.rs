@@ -21,6 +21,7 @@ use relsync_engine::{FileHash, SecretKey};
 use semver::Version;
 use serde::Serialize;
 
+use crate::delta::{self, DeltaParams, NewFile};
 use crate::origin::LocalOrigin;
 use crate::pack::PackWriter;
 use crate::walk::{Item, walk};
@@ -40,6 +41,9 @@ pub struct PushOptions {
     pub chunking: ChunkParams,
     pub expires_days: u64,
     pub max_pack_bytes: u64,
+    /// How many earlier releases of the channel get delta frames.
+    pub delta_from: usize,
+    pub delta: DeltaParams,
 }
 
 /// What a push did.
@@ -60,6 +64,10 @@ pub struct PushSummary {
     /// Pack bytes that were not already on the origin.
     pub pack_bytes_written: u64,
     pub manifest_bytes: u64,
+    /// Versions delta frames were made against.
+    pub delta_bases: Vec<String>,
+    pub delta_frames: u64,
+    pub delta_bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
 }
@@ -227,10 +235,45 @@ pub fn push(
     let ChunkTable {
         chunks,
         refs,
-        packs,
+        packs: mut pack_writer,
         ..
     } = table;
-    let (packs, pack_bytes_written) = packs.finish()?;
+
+    // The channel's previous release is the parent; a re-push of the same version keeps the
+    // parent it had.
+    let parent = match &existing {
+        Some(current) if current.version == opts.version => origin
+            .read(&manifest_path(&current.manifest))?
+            .and_then(|b| Manifest::decode_unverified(&b).ok())
+            .and_then(|m| m.parent),
+        Some(current) => Some(current.manifest),
+        None => None,
+    };
+    let new_files: Vec<NewFile<'_>> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (path, item))| match item {
+            Item::File { source, .. } => Some(NewFile {
+                source,
+                path,
+                size: file_meta[i].map_or(0, |m| m.1),
+                chunks: &file_chunks[i],
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut bases = Vec::new();
+    for base in delta::base_chain(origin, parent, opts.delta_from)? {
+        bases.push(delta::encode(
+            &base,
+            &new_files,
+            &chunks,
+            opts.delta,
+            &mut pack_writer,
+        )?);
+    }
+    drop(new_files);
+    let (packs, pack_bytes_written) = pack_writer.finish()?;
 
     let mut summary = PushSummary {
         version: opts.version.to_string(),
@@ -246,6 +289,13 @@ pub fn push(
         pack_bytes: packs.iter().map(|p| p.len).sum(),
         pack_bytes_written,
         manifest_bytes: 0,
+        delta_bases: bases.iter().map(|b| b.version.to_string()).collect(),
+        delta_frames: bases.iter().map(|b| b.deltas.len() as u64).sum(),
+        delta_bytes: bases
+            .iter()
+            .flat_map(|b| &b.deltas)
+            .map(|d| u64::from(d.frame_len))
+            .sum(),
         seconds: 0.0,
         mb_per_s: 0.0,
     };
@@ -284,9 +334,11 @@ pub fn push(
         created_unix: created,
         expires_unix: created + opts.expires_days * 86_400,
         chunking: opts.chunking,
+        parent,
         packs,
         chunks,
         entries,
+        bases,
     };
 
     if let Some(current) = &existing

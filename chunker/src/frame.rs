@@ -29,6 +29,17 @@ pub fn decompress(frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
 
 /// Like [`decompress`], reusing `out`'s allocation (it is cleared first).
 pub fn decompress_into(frame: &[u8], expected_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let decompressor =
+        zstd::bulk::Decompressor::new().map_err(|e| Error::CorruptFrame(e.to_string()))?;
+    decode_one(decompressor, frame, expected_len, out)
+}
+
+fn decode_one(
+    mut decompressor: zstd::bulk::Decompressor<'_>,
+    frame: &[u8],
+    expected_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     out.clear();
     // zstd would also accept empty input, skippable frames and concatenated frames.
     let frame_len = zstd::zstd_safe::find_frame_compressed_size(frame)
@@ -40,8 +51,6 @@ pub fn decompress_into(frame: &[u8], expected_len: usize, out: &mut Vec<u8>) -> 
         )));
     }
     out.reserve(expected_len);
-    let mut decompressor =
-        zstd::bulk::Decompressor::new().map_err(|e| Error::CorruptFrame(e.to_string()))?;
     let written = decompressor
         .decompress_to_buffer(frame, out)
         .map_err(|e| Error::CorruptFrame(e.to_string()))?;
@@ -51,6 +60,80 @@ pub fn decompress_into(frame: &[u8], expected_len: usize, out: &mut Vec<u8>) -> 
         )));
     }
     Ok(())
+}
+
+/// zstd's magic for formatted dictionaries. A window starting with it would be parsed as one,
+/// so encoders must not use such a window (shift it by a byte).
+pub const DICTIONARY_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
+
+/// Compresses chunks against a window of older bytes, used as a raw-content dictionary.
+///
+/// The window's match tables are built once and reused for every chunk compressed with it.
+pub struct WindowEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl std::fmt::Debug for WindowEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowEncoder").finish_non_exhaustive()
+    }
+}
+
+impl WindowEncoder {
+    /// Prepares `window` as a dictionary at `level`.
+    pub fn new(window: &[u8], level: i32) -> Result<Self> {
+        if window.starts_with(&DICTIONARY_MAGIC) {
+            return Err(Error::Compress(std::io::Error::other(
+                "window starts with the zstd dictionary magic",
+            )));
+        }
+        let mut compressor =
+            zstd::bulk::Compressor::with_dictionary(level, window).map_err(Error::Compress)?;
+        compressor
+            .include_contentsize(true)
+            .map_err(Error::Compress)?;
+        // Reference the window's match tables instead of copying them into every frame.
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ForceAttachDict(
+                zstd::zstd_safe::DictAttachPref::ForceAttach,
+            ))
+            .map_err(Error::Compress)?;
+        Ok(Self { compressor })
+    }
+
+    /// Compresses one chunk into one frame that needs the window to decode.
+    pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.compressor.compress(data).map_err(Error::Compress)
+    }
+}
+
+/// Decodes frames made by a [`WindowEncoder`] with the same window.
+pub struct WindowDecoder {
+    dictionary: zstd::dict::DecoderDictionary<'static>,
+}
+
+impl std::fmt::Debug for WindowDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowDecoder").finish_non_exhaustive()
+    }
+}
+
+impl WindowDecoder {
+    /// Prepares `window` (copied) for decoding.
+    pub fn new(window: &[u8]) -> Self {
+        Self {
+            dictionary: zstd::dict::DecoderDictionary::copy(window),
+        }
+    }
+
+    /// Decompresses one frame that must decode to exactly `expected_len` bytes.
+    pub fn decompress(&self, frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
+        let decompressor = zstd::bulk::Decompressor::with_prepared_dictionary(&self.dictionary)
+            .map_err(|e| Error::CorruptFrame(e.to_string()))?;
+        let mut out = Vec::with_capacity(expected_len);
+        decode_one(decompressor, frame, expected_len, &mut out)?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +154,38 @@ mod tests {
             decompress(&bad, data.len()).is_err() || decompress(&bad, data.len()).unwrap() != data
         );
         assert!(decompress(&frame[..frame.len() - 3], data.len()).is_err());
+    }
+
+    #[test]
+    fn window_frames_need_their_window() {
+        let old: Vec<u8> = (0..400_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let mut new = old[100_000..164_000].to_vec();
+        new[10] ^= 1;
+        let plain = compress(&new, 19).unwrap();
+        let mut encoder = WindowEncoder::new(&old, 19).unwrap();
+        let delta = encoder.compress(&new).unwrap();
+        assert!(
+            delta.len() * 10 < plain.len(),
+            "{} vs {}",
+            delta.len(),
+            plain.len()
+        );
+        assert_eq!(
+            WindowDecoder::new(&old)
+                .decompress(&delta, new.len())
+                .unwrap(),
+            new
+        );
+        // Matches are distances back from the window's end: a window ending elsewhere decodes
+        // to the wrong bytes or fails.
+        let wrong = WindowDecoder::new(&old[..old.len() - 1]).decompress(&delta, new.len());
+        assert!(wrong.map_or(true, |d| d != new));
+        assert!(decompress(&delta, new.len()).is_err());
+        let mut magic = DICTIONARY_MAGIC.to_vec();
+        magic.extend_from_slice(&old);
+        assert!(WindowEncoder::new(&magic, 3).is_err());
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub fn print_report(r: &UpdateReport) {
         r.files_linked,
         human_bytes(r.bytes_linked)
     );
-    println!("  wrote      {} files", r.files_written);
+    println!(
+        "  wrote      {} files; fetched {} chunks ({} as deltas)",
+        r.files_written, r.chunks_fetched, r.chunks_delta
+    );
     println!("  took       {:.2} s", r.duration_ms as f64 / 1000.0);
 }
 

@@ -1,13 +1,16 @@
 //! fetch: download missing frames in coalesced range requests, several in flight.
 //!
-//! Frames are verified as they stream in (decompressed within their declared size, then
-//! hashed) and kept as blob files, each renamed into place only once verified. A retry, or the
+//! Frames are verified as they stream in (decompressed within their declared size, with the
+//! delta window from an installed file where the frame is a delta, then hashed) and the chunks
+//! kept as blob files, each renamed into place only once verified. A retry, or the
 //! next run after a crash, resumes after the last verified frame, so no verified byte is
 //! downloaded twice.
 
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use relsync_chunker::{ChunkId, frame};
@@ -16,7 +19,7 @@ use tracing::{debug, warn};
 use crate::layout::{InstallLayout, pack_path};
 use crate::manifest::ChunkEntry;
 use crate::origin::{Origin, backoff, blocking};
-use crate::plan::{LocalChunk, Planned, Range};
+use crate::plan::{FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
 use crate::store::Store;
 use crate::{Error, ManifestId, PackId, Result};
@@ -59,42 +62,92 @@ pub struct Fetched {
     pub(crate) planned: Planned,
 }
 
-/// A frame whose content matched its chunk id.
-struct VerifiedFrame {
+/// A fetched chunk whose bytes matched its id.
+struct VerifiedChunk {
     id: ChunkId,
-    frame: Vec<u8>,
+    data: Vec<u8>,
 }
 
-impl VerifiedFrame {
-    fn verify(entry: &ChunkEntry, frame: Vec<u8>, url: &str) -> Result<Self> {
+impl VerifiedChunk {
+    /// Decodes a plain frame, or a delta frame with its window, and checks the chunk's hash.
+    fn verify(
+        entry: &ChunkEntry,
+        frame: &[u8],
+        window: Option<&frame::WindowDecoder>,
+        url: &str,
+    ) -> Result<Self> {
         let bad = |reason: String| Error::BadChunk {
             chunk: entry.id,
             source_name: url.to_owned(),
             reason,
         };
-        let data = frame::decompress(&frame, entry.len as usize).map_err(|e| bad(e.to_string()))?;
+        let len = entry.len as usize;
+        let data = match window {
+            None => frame::decompress(frame, len),
+            Some(window) => window.decompress(frame, len),
+        }
+        .map_err(|e| bad(e.to_string()))?;
         let actual = ChunkId::of(&data);
         if actual != entry.id {
             return Err(bad(format!("hash is {actual}")));
         }
-        Ok(Self {
-            id: entry.id,
-            frame,
-        })
+        Ok(Self { id: entry.id, data })
     }
 
-    /// Writes the frame as a blob: a temporary file renamed into place.
+    /// Writes the chunk as a blob: a temporary file renamed into place.
     fn store(self, layout: &InstallLayout) -> Result<(ChunkId, PathBuf)> {
         let path = layout.blob(&self.id);
         let tmp = path.with_extension("part");
-        std::fs::write(&tmp, &self.frame).map_err(Error::io("writing", &tmp))?;
+        std::fs::write(&tmp, &self.data).map_err(Error::io("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
         Ok((self.id, path))
     }
 }
 
+/// Decoders for the delta windows in use, read from installed files on first use.
+struct WindowCache {
+    sources: HashMap<WindowKey, WindowSource>,
+    loaded: Mutex<VecDeque<(WindowKey, Arc<frame::WindowDecoder>)>>,
+}
+
+/// Windows kept in memory at once (each up to `limits::WINDOW_BYTES`).
+const WINDOWS_CACHED: usize = 4;
+
+impl WindowCache {
+    fn get(&self, key: WindowKey) -> Result<Arc<frame::WindowDecoder>> {
+        if let Ok(loaded) = self.loaded.lock()
+            && let Some((_, decoder)) = loaded.iter().find(|(k, _)| *k == key)
+        {
+            return Ok(decoder.clone());
+        }
+        let source = self
+            .sources
+            .get(&key)
+            .ok_or_else(|| Error::malformed("delta window", "not planned"))?;
+        let file = std::fs::File::open(&source.path).map_err(Error::io("opening", &source.path))?;
+        let mut bytes = vec![0u8; source.len as usize];
+        file.read_exact_at(&mut bytes, source.offset)
+            .map_err(Error::io("reading", &source.path))?;
+        if bytes.starts_with(&frame::DICTIONARY_MAGIC) {
+            return Err(Error::malformed(
+                "delta window",
+                "starts with the zstd dictionary magic",
+            ));
+        }
+        let decoder = Arc::new(frame::WindowDecoder::new(&bytes));
+        if let Ok(mut loaded) = self.loaded.lock() {
+            if loaded.len() >= WINDOWS_CACHED {
+                loaded.pop_front();
+            }
+            loaded.push_back((key, decoder.clone()));
+        }
+        Ok(decoder)
+    }
+}
+
 struct Shared {
     origin: Origin,
+    windows: Arc<WindowCache>,
     layout: InstallLayout,
     store: Arc<Store>,
     manifest: ManifestId,
@@ -120,6 +173,10 @@ pub(crate) async fn fetch(
     std::fs::create_dir_all(&blobs).map_err(Error::io("creating", &blobs))?;
     let shared = Arc::new(Shared {
         origin: origin.clone(),
+        windows: Arc::new(WindowCache {
+            sources: std::mem::take(&mut planned.windows),
+            loaded: Mutex::new(VecDeque::new()),
+        }),
         layout: layout.clone(),
         store,
         manifest: planned.checked.target.id(),
@@ -129,13 +186,10 @@ pub(crate) async fn fetch(
         attempts: config.attempts.max(1),
     });
     let jobs = planned.ranges.iter().map(|range| {
-        let frames: Vec<(u64, ChunkEntry)> = range
-            .chunks
+        let frames: Vec<(FrameRef, ChunkEntry)> = range
+            .frames
             .iter()
-            .map(|&i| {
-                let target = &planned.checked.target;
-                (target.frame_offset(i), target.chunks[i as usize])
-            })
+            .map(|f| (*f, planned.checked.target.chunks[f.chunk as usize]))
             .collect();
         let pack = planned.checked.target.packs[range.pack as usize].id;
         let shared = shared.clone();
@@ -157,7 +211,7 @@ async fn fetch_range(
     shared: &Shared,
     pack: PackId,
     range: &Range,
-    frames: &[(u64, ChunkEntry)],
+    frames: &[(FrameRef, ChunkEntry)],
 ) -> Result<Vec<(u32, PathBuf)>> {
     let path = pack_path(&pack);
     let url = shared.origin.url(&path);
@@ -167,20 +221,14 @@ async fn fetch_range(
     while done.len() < frames.len() {
         attempt += 1;
         let next = done.len();
-        let start = frames[next].0;
-        match fetch_frames(
-            shared,
-            &path,
-            &url,
-            start,
-            end,
-            &range.chunks[next..],
-            &frames[next..],
-        )
-        .await
-        {
+        let start = frames[next].0.offset;
+        match fetch_frames(shared, &path, &url, start, end, &frames[next..]).await {
             Ok(mut got) => done.append(&mut got),
             Err((mut got, err)) => {
+                if !got.is_empty() {
+                    // Progress was made: a flaky link, not a dead one.
+                    attempt = 0;
+                }
                 done.append(&mut got);
                 let transient = matches!(
                     err,
@@ -213,8 +261,7 @@ async fn fetch_frames(
     url: &str,
     start: u64,
     end: u64,
-    indices: &[u32],
-    frames: &[(u64, ChunkEntry)],
+    frames: &[(FrameRef, ChunkEntry)],
 ) -> std::result::Result<Vec<(u32, PathBuf)>, Partial> {
     let mut done = Vec::new();
     let mut body = match shared.origin.get_range(path, start, end - start).await {
@@ -249,28 +296,31 @@ async fn fetch_frames(
             return Err((done, err));
         }
         buf.extend_from_slice(&piece);
-        while let Some(&(offset, entry)) = frames.get(done.len()) {
-            let rel = (offset - buf_start) as usize;
-            let frame_end = rel + entry.frame_len as usize;
+        while let Some(&(frame_ref, entry)) = frames.get(done.len()) {
+            let rel = (frame_ref.offset - buf_start) as usize;
+            let frame_end = rel + frame_ref.frame_len as usize;
             if buf.len() < frame_end {
                 break;
             }
             let frame = buf[rel..frame_end].to_vec();
             let layout = shared.layout.clone();
+            let windows = shared.windows.clone();
             let url_owned = url.to_owned();
-            let stored =
-                blocking(move || VerifiedFrame::verify(&entry, frame, &url_owned)?.store(&layout))
-                    .await;
+            let stored = blocking(move || {
+                let window = frame_ref.window.map(|key| windows.get(key)).transpose()?;
+                VerifiedChunk::verify(&entry, &frame, window.as_deref(), &url_owned)?.store(&layout)
+            })
+            .await;
             match stored {
-                Ok((_, blob)) => done.push((indices[done.len()], blob)),
+                Ok((_, blob)) => done.push((frame_ref.chunk, blob)),
                 Err(e) => return Err((done, e)),
             }
             buf.drain(..frame_end);
             buf_start += frame_end as u64;
             let total = shared
                 .received
-                .fetch_add(u64::from(entry.frame_len), Ordering::Relaxed)
-                + u64::from(entry.frame_len);
+                .fetch_add(u64::from(frame_ref.frame_len), Ordering::Relaxed)
+                + u64::from(frame_ref.frame_len);
             shared.reporter.report(Event::Fetched {
                 bytes: total,
                 total: shared.total,

@@ -1,8 +1,9 @@
 //! The signed release manifest and channel pointer.
 //!
 //! Both are postcard-encoded bodies inside a signed [`crate::envelope`]. A manifest
-//! lists the release's files and its unique chunks in pack order; a chunk's byte offset in its
-//! pack is not stored, since it is the sum of the frame lengths before it in the same pack.
+//! lists the release's files and its unique chunks in pack order, then the delta frames against
+//! each base. A frame's byte offset in its pack is not stored: it is the sum of the lengths of
+//! the frames before it in the same pack (plain frames first, then each base's deltas).
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,6 +29,10 @@ pub mod limits {
     pub const CHUNKS: usize = 16 * 1024 * 1024;
     /// Most entries in one release.
     pub const FILES: usize = 4 * 1024 * 1024;
+    /// Most delta bases in one release.
+    pub const BASES: usize = 16;
+    /// Largest delta window.
+    pub const WINDOW_BYTES: u32 = 64 * 1024 * 1024;
     /// Largest frame, relative to its chunk: zstd's worst case is far below this.
     pub const FRAME_OVERHEAD_BYTES: u32 = 64 * 1024;
 }
@@ -49,12 +54,57 @@ pub struct Manifest {
     pub expires_unix: u64,
     /// The FastCDC bounds used.
     pub chunking: ChunkParams,
-    /// The packs holding this release's frames.
+    /// The release the channel pointed at before this one.
+    pub parent: Option<ManifestId>,
+    /// The packs holding this release's frames, plain and delta.
     pub packs: Vec<PackRef>,
     /// Unique chunks, in pack order.
     pub chunks: Vec<ChunkEntry>,
     /// The tree, sorted by path; parents come before children.
     pub entries: Vec<Entry>,
+    /// Earlier releases that delta frames are encoded against.
+    pub bases: Vec<Base>,
+}
+
+/// Delta frames against one earlier release.
+///
+/// A delta frame is a zstd frame of one chunk, compressed with a window of the base release's
+/// bytes as a raw-content dictionary. A client that has the base installed decodes it with
+/// the same window read from its own (re-verified) files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// The base release's manifest.
+    pub manifest: ManifestId,
+    /// Its version.
+    pub version: Version,
+    /// Byte ranges of the base's files used as dictionaries.
+    pub windows: Vec<Window>,
+    /// Delta frames, in pack order after all plain frames.
+    pub deltas: Vec<Delta>,
+}
+
+/// A byte range of a file of a base release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Index into the base manifest's `entries` (a regular file).
+    pub entry: u32,
+    /// First byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// One chunk's frame against a base window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Index into [`Manifest::chunks`].
+    pub chunk: u32,
+    /// Index into [`Base::windows`].
+    pub window: u32,
+    /// Index into [`Manifest::packs`].
+    pub pack: u32,
+    /// Length of the frame.
+    pub frame_len: u32,
 }
 
 /// A pack and its size.
@@ -191,6 +241,32 @@ impl Manifest {
             }
             *used += u64::from(c.frame_len);
         }
+        if self.bases.len() > limits::BASES {
+            return Err(bad("too many delta bases".into()));
+        }
+        for base in &self.bases {
+            if base.windows.iter().any(|w| w.len > limits::WINDOW_BYTES) {
+                return Err(bad(format!(
+                    "a window of base {} is oversized",
+                    base.version
+                )));
+            }
+            for d in &base.deltas {
+                let used = pack_used
+                    .get_mut(d.pack as usize)
+                    .ok_or_else(|| bad(format!("a delta names pack {}", d.pack)))?;
+                if d.chunk as usize >= self.chunks.len()
+                    || d.window as usize >= base.windows.len()
+                    || d.frame_len > max_frame
+                {
+                    return Err(bad(format!(
+                        "a delta against {} is out of range",
+                        base.version
+                    )));
+                }
+                *used += u64::from(d.frame_len);
+            }
+        }
         for (pack, used) in self.packs.iter().zip(&pack_used) {
             if *used != pack.len {
                 return Err(bad(format!("pack {} frames do not add up", pack.id)));
@@ -269,6 +345,7 @@ pub struct TrustedManifest {
     bytes: Vec<u8>,
     manifest: Manifest,
     frame_offsets: Vec<u64>,
+    delta_offsets: Vec<Vec<u64>>,
 }
 
 impl TrustedManifest {
@@ -283,30 +360,45 @@ impl TrustedManifest {
         }
 
         envelope::open(Kind::Manifest, &bytes, trusted)?;
-        Self::from_store(bytes)
+        Self::open_local(bytes)
     }
 
-    /// Re-opens a manifest the install's store kept after it was verified on the way in.
-    ///
-    /// The store is local trusted state, so the signature is not checked again: the keys that
-    /// signed an installed release may since have been rotated out.
-    pub(crate) fn from_store(bytes: Vec<u8>) -> Result<Self> {
+    /// Opens a manifest from a source that is already trusted, without checking signatures:
+    /// the install's own store (the keys that signed an installed release may since have been
+    /// rotated out), or a publisher reading its own origin. Structure is still validated.
+    pub fn open_local(bytes: Vec<u8>) -> Result<Self> {
         let body = envelope::open_unverified(Kind::Manifest, &bytes)?;
         let manifest: Manifest =
             postcard::from_bytes(body).map_err(|e| Error::malformed("manifest", e.to_string()))?;
         manifest.validate()?;
-        let mut frame_offsets = Vec::with_capacity(manifest.chunks.len());
         let mut next = vec![0u64; manifest.packs.len()];
-        for c in &manifest.chunks {
-            let at = &mut next[c.pack as usize];
-            frame_offsets.push(*at);
-            *at += u64::from(c.frame_len);
-        }
+        let mut place = |pack: u32, len: u32| {
+            let at = &mut next[pack as usize];
+            let offset = *at;
+            *at += u64::from(len);
+            offset
+        };
+        let frame_offsets = manifest
+            .chunks
+            .iter()
+            .map(|c| place(c.pack, c.frame_len))
+            .collect();
+        let delta_offsets = manifest
+            .bases
+            .iter()
+            .map(|b| {
+                b.deltas
+                    .iter()
+                    .map(|d| place(d.pack, d.frame_len))
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             id: ManifestId::of(&bytes),
             bytes,
             manifest,
             frame_offsets,
+            delta_offsets,
         })
     }
 
@@ -323,6 +415,11 @@ impl TrustedManifest {
     /// Where chunk `index`'s frame starts in its pack.
     pub fn frame_offset(&self, index: u32) -> u64 {
         self.frame_offsets[index as usize]
+    }
+
+    /// Where delta `delta` of base `base` starts in its pack.
+    pub fn delta_offset(&self, base: usize, delta: usize) -> u64 {
+        self.delta_offsets[base][delta]
     }
 }
 

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use relsync_chunker::{ChunkId, frame};
+use relsync_chunker::ChunkId;
 use semver::Version;
 use serde::Serialize;
 
@@ -100,6 +100,8 @@ pub struct PlanTotals {
     pub bytes_reused: u64,
     /// Bytes of linked files.
     pub bytes_linked: u64,
+    /// Chunks to fetch as delta frames against the installed release.
+    pub chunks_delta: u64,
     /// Bytes the range requests will download.
     pub bytes_to_fetch: u64,
     /// Range requests.
@@ -111,17 +113,38 @@ pub struct PlanTotals {
 pub(crate) enum LocalChunk {
     /// Bytes at `offset` in an installed file.
     Installed { path: PathBuf, offset: u64 },
-    /// A fetched frame.
+    /// A fetched chunk, verified, stored raw.
     Blob(PathBuf),
 }
 
-/// A range request, with the chunks (by index) whose frames it carries, in pack order.
+/// A delta window: (base index in the target manifest, window index in that base).
+pub(crate) type WindowKey = (u32, u32);
+
+/// Where a verified window's bytes are: a range of an installed file.
+#[derive(Debug, Clone)]
+pub(crate) struct WindowSource {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// One frame to fetch: a chunk's plain frame, or its delta frame against a window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameRef {
+    pub chunk: u32,
+    pub pack: u32,
+    pub offset: u64,
+    pub frame_len: u32,
+    pub window: Option<WindowKey>,
+}
+
+/// A range request and the frames it carries, in pack order.
 #[derive(Debug, Clone)]
 pub(crate) struct Range {
     pub pack: u32,
     pub start: u64,
     pub len: u64,
-    pub chunks: Vec<u32>,
+    pub frames: Vec<FrameRef>,
 }
 
 /// The output of the plan stage.
@@ -131,6 +154,7 @@ pub struct Planned {
     pub(crate) plan: UpdatePlan,
     pub(crate) local: HashMap<u32, LocalChunk>,
     pub(crate) ranges: Vec<Range>,
+    pub(crate) windows: HashMap<WindowKey, WindowSource>,
 }
 
 impl Planned {
@@ -163,6 +187,7 @@ pub(crate) fn plan(
             plan,
             local: HashMap::new(),
             ranges: Vec::new(),
+            windows: HashMap::new(),
         });
     }
 
@@ -236,14 +261,29 @@ pub(crate) fn plan(
         }
     }
 
-    let ranges = coalesce(&checked, &missing, fetch);
+    let mut frames: Vec<FrameRef> = missing
+        .iter()
+        .map(|&chunk| {
+            let entry = &target.chunks[chunk as usize];
+            FrameRef {
+                chunk,
+                pack: entry.pack,
+                offset: target.frame_offset(chunk),
+                frame_len: entry.frame_len,
+                window: None,
+            }
+        })
+        .collect();
+    let windows = choose_deltas(&checked, layout, &mut frames);
+    plan.totals.chunks_delta = frames.iter().filter(|f| f.window.is_some()).count() as u64;
+    let ranges = coalesce(frames, fetch);
     for range in &ranges {
         plan.totals.bytes_to_fetch += range.len;
         plan.requests.push(RangePlan {
             pack: target.packs[range.pack as usize].id.to_string(),
             start: range.start,
             len: range.len,
-            frames: range.chunks.len(),
+            frames: range.frames.len(),
         });
     }
     plan.totals.requests = ranges.len() as u64;
@@ -252,6 +292,108 @@ pub(crate) fn plan(
         plan,
         local,
         ranges,
+        windows,
+    })
+}
+
+/// Swaps plain frames for smaller delta frames where the installed release is a delta base
+/// and the window's bytes re-hash correctly. Returns the windows to use.
+fn choose_deltas(
+    checked: &Checked,
+    layout: &InstallLayout,
+    frames: &mut [FrameRef],
+) -> HashMap<WindowKey, WindowSource> {
+    let target = &checked.target;
+    let Some(installed) = &checked.installed else {
+        return HashMap::new();
+    };
+    let Some(k) = target
+        .bases
+        .iter()
+        .position(|b| b.manifest == installed.manifest.id())
+    else {
+        return HashMap::new();
+    };
+    let base = &target.bases[k];
+    let wanted: HashMap<u32, usize> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.chunk, i))
+        .collect();
+    let mut best: HashMap<u32, usize> = HashMap::new();
+    for (d, delta) in base.deltas.iter().enumerate() {
+        let Some(&i) = wanted.get(&delta.chunk) else {
+            continue;
+        };
+        let current = best
+            .get(&delta.chunk)
+            .map_or(frames[i].frame_len, |&b| base.deltas[b].frame_len);
+        if delta.frame_len < current {
+            best.insert(delta.chunk, d);
+        }
+    }
+    let needed: HashSet<u32> = best.values().map(|&d| base.deltas[d].window).collect();
+    let windows: HashMap<WindowKey, WindowSource> = needed
+        .into_par_iter()
+        .filter_map(|w| {
+            let window = base.windows.get(w as usize)?;
+            let source = verify_window(installed, window, layout).ok()?;
+            Some(((k as u32, w), source))
+        })
+        .collect();
+    for (chunk, d) in best {
+        let delta = &base.deltas[d];
+        let key = (k as u32, delta.window);
+        if windows.contains_key(&key) {
+            frames[wanted[&chunk]] = FrameRef {
+                chunk,
+                pack: delta.pack,
+                offset: target.delta_offset(k, d),
+                frame_len: delta.frame_len,
+                window: Some(key),
+            };
+        }
+    }
+    windows
+}
+
+/// Checks that a window's bytes in the installed release still match the signed chunks.
+fn verify_window(
+    installed: &crate::store::Release,
+    window: &crate::manifest::Window,
+    layout: &InstallLayout,
+) -> Result<WindowSource> {
+    let bad = |reason: &str| Error::malformed("delta window", reason.to_owned());
+    let entry = installed
+        .manifest
+        .entries
+        .get(window.entry as usize)
+        .ok_or_else(|| bad("names a missing entry"))?;
+    let EntryKind::File(file) = &entry.kind else {
+        return Err(bad("names an entry that is not a file"));
+    };
+    let end = window
+        .offset
+        .checked_add(u64::from(window.len))
+        .filter(|&end| end <= file.size && window.len > 0)
+        .ok_or_else(|| bad("lies outside its file"))?;
+    let path = entry.path.under(&layout.release(&installed.dir));
+    let mut at = 0u64;
+    for &index in &file.chunks {
+        let chunk = &installed.manifest.chunks[index as usize];
+        let chunk_end = at + u64::from(chunk.len);
+        if chunk_end > window.offset && at < end {
+            read_installed(&path, at, chunk.id, chunk.len)?;
+        }
+        if chunk_end >= end {
+            break;
+        }
+        at = chunk_end;
+    }
+    Ok(WindowSource {
+        path,
+        offset: window.offset,
+        len: window.len,
     })
 }
 
@@ -321,10 +463,20 @@ fn find_local(
     Ok(None)
 }
 
-/// Reads a fetched frame and returns the chunk's bytes, verified.
+/// Reads a fetched chunk and returns its bytes, verified.
 pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let frame = std::fs::read(path).map_err(Error::io("reading", path))?;
-    let data = frame::decompress(&frame, len as usize).map_err(|e| bad_local(id, path, e))?;
+    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(u64::from(len) + 1)
+        .read_to_end(&mut data)
+        .map_err(Error::io("reading", path))?;
+    if data.len() != len as usize {
+        return Err(bad_local(
+            id,
+            path,
+            format!("{} bytes, expected {len}", data.len()),
+        ));
+    }
     check_chunk(id, &data, path)?;
     Ok(data)
 }
@@ -356,32 +508,31 @@ fn bad_local(chunk: ChunkId, path: &Path, reason: impl ToString) -> Error {
     }
 }
 
-/// Groups missing chunks into range requests: adjacent frames, or frames separated by at
-/// most `coalesce_gap_bytes`, up to `max_range_bytes` a request.
-fn coalesce(checked: &Checked, missing: &[u32], config: &FetchConfig) -> Vec<Range> {
-    let target = &checked.target;
+/// Groups frames into range requests: adjacent frames, or frames separated by at most
+/// `coalesce_gap_bytes`, up to `max_range_bytes` a request.
+fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
+    frames.sort_unstable_by_key(|f| (f.pack, f.offset));
     let mut ranges: Vec<Range> = Vec::new();
-    for &index in missing {
-        let chunk = &target.chunks[index as usize];
-        let start = target.frame_offset(index);
-        let end = start + u64::from(chunk.frame_len);
+    for frame in frames {
+        let start = frame.offset;
+        let end = start + u64::from(frame.frame_len);
         if let Some(last) = ranges.last_mut() {
             let last_end = last.start + last.len;
-            if last.pack == chunk.pack
+            if last.pack == frame.pack
                 && start >= last_end
                 && start - last_end <= config.coalesce_gap_bytes
                 && end - last.start <= config.max_range_bytes
             {
                 last.len = end - last.start;
-                last.chunks.push(index);
+                last.frames.push(frame);
                 continue;
             }
         }
         ranges.push(Range {
-            pack: chunk.pack,
+            pack: frame.pack,
             start,
             len: end - start,
-            chunks: vec![index],
+            frames: vec![frame],
         });
     }
     ranges

@@ -126,7 +126,7 @@ impl Store {
         let Some(bytes) = releases.get(dir.as_str())? else {
             return Err(Error::Store(format!("release {dir} has no manifest")));
         };
-        let manifest = TrustedManifest::from_store(bytes.value().to_vec())?;
+        let manifest = TrustedManifest::open_local(bytes.value().to_vec())?;
         Ok(Some(Release { dir, manifest }))
     }
 
@@ -172,7 +172,7 @@ impl Store {
                 let (dir, bytes) = row?;
                 let dir = dir.value().to_owned();
                 if dir == current || Some(dir.as_str()) == previous {
-                    keep.push((dir, TrustedManifest::from_store(bytes.value().to_vec())?));
+                    keep.push((dir, TrustedManifest::open_local(bytes.value().to_vec())?));
                 } else {
                     forgotten.push(dir);
                 }

@@ -82,6 +82,8 @@ pub struct UpdateReport {
     pub files_written: u64,
     /// Unique chunks fetched.
     pub chunks_fetched: u64,
+    /// Of those, chunks fetched as delta frames against the installed release.
+    pub chunks_delta: u64,
     /// Wall time.
     pub duration_ms: u64,
 }
@@ -218,6 +220,7 @@ impl Updater {
             files_linked: totals.files_linked,
             files_written: totals.files_written,
             chunks_fetched: totals.chunks_fetched,
+            chunks_delta: totals.chunks_delta,
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }

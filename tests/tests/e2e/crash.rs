@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relsync_tests::{
     LogEntry, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, current_link,
-    format_entries,
+    format_entries, pseudo_random,
 };
 
 use crate::common::{assert_honest_accounting, world_with_v1};
@@ -199,13 +199,33 @@ fn fresh_install_killed_mid_fetch_resumes_without_refetching() {
     assert_no_verified_byte_fetched_twice(&first, &second);
 }
 
+/// v2 plus 3 MiB of new incompressible data: with delta frames the plain v1→v2 update is a
+/// few KiB, too little to kill mid-fetch; this one fetches delta and plain frames.
+fn v2_with_new_data(w: &World) -> std::path::PathBuf {
+    let tree = w.v2.with_file_name("v2-new-data");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&w.v2)
+        .arg(&tree)
+        .status()
+        .expect("cp -a");
+    assert!(status.success(), "cp -a {} failed", w.v2.display());
+    fs::write(
+        tree.join("new-data.bin"),
+        pseudo_random("crash-new-data", 3 << 20),
+    )
+    .expect("write new data");
+    tree
+}
+
 #[test]
 fn update_killed_mid_fetch_keeps_the_old_release_and_resumes() {
     let (w, n) = world_with_v1();
     let dir = w.install_dir("crash");
     w.update_ok(&n.url(), &dir);
     let link = current_link(&dir);
-    w.push_ok(&w.v2, V2);
+    let v2 = v2_with_new_data(&w);
+    w.push_ok(&v2, V2);
 
     let first = kill_mid_fetch(
         &w,
@@ -224,7 +244,7 @@ fn update_killed_mid_fetch_keeps_the_old_release_and_resumes() {
     let mark = n.mark();
     let r = w.update_ok(&n.url(), &dir);
     assert_eq!(r.str("version"), V2, "{}", r.out);
-    assert_trees_equal(&current(&dir), &w.v2);
+    assert_trees_equal(&current(&dir), &v2);
     let second = assert_honest_accounting(&n, mark, &r);
     assert_no_verified_byte_fetched_twice(&first, &second);
 }

@@ -3,7 +3,8 @@
 use std::fs;
 
 use relsync_tests::{
-    BIG_FILE_LEN, V1, V2, assert_trees_equal, current, current_link, format_entries,
+    BIG_FILE_LEN, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, current_link,
+    format_entries,
 };
 
 use crate::common::{assert_honest_accounting, run_log, world_with_v1};
@@ -206,4 +207,37 @@ fn installs_from_a_folder_origin() {
     let r = w.update_ok(&origin, &dir);
     assert_eq!(r.str("version"), V1, "{}", r.out);
     assert_trees_equal(&current(&dir), &w.v1);
+}
+
+/// Delta frames against the installed release make the update smaller than plain chunks do,
+/// and give the exact tree.
+#[test]
+fn delta_frames_beat_plain_chunks() {
+    let mut bytes = Vec::new();
+    for delta_from in ["1", "0"] {
+        let w = World::new();
+        w.push_ok(&w.v1, V1);
+        let n = Nginx::start(&w.origin, &NginxOptions::default());
+        let dir = w.install_dir("delta");
+        w.update_ok(&n.url(), &dir);
+        w.push(&w.v2, V2, &["--delta-from", delta_from])
+            .assert_success("push v2");
+        let mark = n.mark();
+        let r = w.update_ok(&n.url(), &dir);
+        assert_trees_equal(&current(&dir), &w.v2);
+        assert_honest_accounting(&n, mark, &r);
+        let deltas = r.u64("chunks_delta");
+        if delta_from == "0" {
+            assert_eq!(deltas, 0, "{}", r.out);
+        } else {
+            assert!(deltas > 0, "no delta frames used: {}", r.out);
+        }
+        bytes.push(r.u64("bytes_downloaded"));
+    }
+    assert!(
+        bytes[0] * 2 < bytes[1],
+        "deltas should at least halve this update: {} with, {} without",
+        bytes[0],
+        bytes[1]
+    );
 }
