@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_engine::layout::{channel_path, manifest_path, valid_channel};
 use relsync_engine::manifest::{
-    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer,
+    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer, TrustedManifest,
 };
 use relsync_engine::{FileHash, SecretKey};
 use semver::Version;
@@ -332,7 +332,11 @@ pub fn push(
         channel: opts.channel.clone(),
         version: opts.version.clone(),
         created_unix: created,
-        expires_unix: created + opts.expires_days * 86_400,
+        expires_unix: opts
+            .expires_days
+            .checked_mul(86_400)
+            .and_then(|s| s.checked_add(created))
+            .context("--expires-days is too large")?,
         chunking: opts.chunking,
         parent,
         packs,
@@ -364,6 +368,9 @@ pub fn push(
     }
 
     let (id, bytes) = manifest.seal(key)?;
+    // Never publish what clients would refuse.
+    TrustedManifest::open_local(bytes.clone())
+        .context("the release breaks a rule clients enforce")?;
     origin.put(&manifest_path(&id), &bytes)?;
     let pointer = Pointer {
         format: FORMAT_VERSION,

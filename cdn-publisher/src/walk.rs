@@ -5,7 +5,9 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::{RelPath, check_symlink_target};
+use std::collections::HashMap;
+
+use relsync_engine::{NodeKind, RelPath, check_symlink_in_tree, check_symlink_target};
 
 /// One path of the release, before chunking.
 #[derive(Debug)]
@@ -30,6 +32,23 @@ pub fn walk(root: &Path) -> Result<Vec<(RelPath, Item)>> {
     let mut out = Vec::new();
     visit(root, root, &mut out)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    let kinds: HashMap<&str, NodeKind> = out
+        .iter()
+        .map(|(path, item)| {
+            let kind = match item {
+                Item::Dir => NodeKind::Dir,
+                Item::File { .. } => NodeKind::File,
+                Item::Symlink { .. } => NodeKind::Symlink,
+            };
+            (path.as_str(), kind)
+        })
+        .collect();
+    for (path, item) in &out {
+        if let Item::Symlink { target } = item {
+            check_symlink_in_tree(path, target, |p| kinds.get(p).copied())
+                .with_context(|| format!("{}: refused", root.join(path.as_str()).display()))?;
+        }
+    }
     Ok(out)
 }
 

@@ -76,15 +76,37 @@ pub(crate) fn assemble(
 }
 
 fn link(from: &Path, to: &Path) -> Result<()> {
-    if fs::hard_link(from, to).is_err() {
-        // A file system without hard links: copy (verify checks the result either way).
-        fs::copy(from, to).map_err(Error::io("copying", from))?;
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        // A file system without hard links here: copy (verify checks the result either way).
+        Err(e) if matches!(e.raw_os_error(), Some(18 | 1 | 31 | 95)) => {
+            let mut src = File::open(from).map_err(Error::io("opening", from))?;
+            let mut out = create_new(to)?;
+            std::io::copy(&mut src, &mut out).map_err(Error::io("copying", from))?;
+            out.set_permissions(
+                src.metadata()
+                    .map_err(Error::io("reading", from))?
+                    .permissions(),
+            )
+            .map_err(Error::io("setting mode of", to))?;
+            out.sync_all().map_err(Error::io("syncing", to))
+        }
+        Err(e) => Err(Error::io("linking", to)(e)),
     }
-    Ok(())
+}
+
+/// Creates a file that must not exist yet: never follows or reuses whatever is at `path`
+/// (on a case-insensitive file system two release paths could name one file).
+fn create_new(path: &Path) -> Result<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(Error::io("creating", path))
 }
 
 fn write_file(planned: &Planned, chunks: &[u32], path: &Path, executable: bool) -> Result<()> {
-    let mut out = File::create(path).map_err(Error::io("creating", path))?;
+    let mut out = create_new(path)?;
     let mut sources = HashMap::new();
     for &index in chunks {
         let data = chunk_bytes(planned, &mut sources, index)?;

@@ -6,7 +6,10 @@ use semver::Version;
 
 use crate::layout::{channel_path, manifest_path};
 use crate::manifest::{Pointer, TrustedManifest, limits};
-use crate::origin::Origin;
+use std::sync::Arc;
+
+use crate::layout::InstallLayout;
+use crate::origin::{Origin, blocking};
 use crate::store::{Release, Store, TrustedState};
 use crate::{Error, Result, UpdaterConfig};
 
@@ -17,6 +20,8 @@ pub struct Checked {
     pub(crate) target: TrustedManifest,
     pub(crate) installed: Option<Release>,
     pub(crate) previous: Option<Release>,
+    /// `current` points at the installed release's directory, which exists.
+    pub(crate) installed_on_disk: bool,
 }
 
 impl Checked {
@@ -32,11 +37,16 @@ impl Checked {
 
     /// Whether the offered release is the installed one.
     pub fn up_to_date(&self) -> bool {
-        self.installed
-            .as_ref()
-            .is_some_and(|r| r.manifest.id() == self.pointer.manifest)
+        self.installed_on_disk
+            && self
+                .installed
+                .as_ref()
+                .is_some_and(|r| r.manifest.id() == self.pointer.manifest)
     }
 }
+
+/// How far ahead of our clock a signed issue time may move trusted time.
+const MAX_CLOCK_SKEW_SECS: u64 = 24 * 3600;
 
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
@@ -48,12 +58,18 @@ pub(crate) fn now_unix() -> u64 {
 pub(crate) async fn check(
     origin: &Origin,
     config: &UpdaterConfig,
-    store: &Store,
+    layout: &InstallLayout,
+    store: &Arc<Store>,
     persist: bool,
 ) -> Result<Checked> {
-    let trusted_state = store.trusted_state()?;
-    let installed = store.current()?;
-    let previous = store.previous()?;
+    let (trusted_state, installed, previous) = {
+        let store = store.clone();
+        blocking(move || Ok((store.trusted_state()?, store.current()?, store.previous()?))).await?
+    };
+    let installed_on_disk = installed.as_ref().is_some_and(|r| {
+        crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
+            && layout.release(&r.dir).is_dir()
+    });
     let now = now_unix().max(trusted_state.as_ref().map_or(0, |t| t.time_unix));
 
     let bytes = origin
@@ -65,7 +81,13 @@ pub(crate) async fn check(
         .await?;
     let pointer = Pointer::open(&bytes, &config.trusted_keys)?;
     expect_eq("channel", &config.channel, &pointer.channel)?;
-    if let Some(product) = &config.product {
+    // Without an explicit product, the installed one binds: a key that signs several
+    // products cannot swap one for another.
+    let product = config
+        .product
+        .as_deref()
+        .or(installed.as_ref().map(|r| r.manifest.product.as_str()));
+    if let Some(product) = product {
         expect_eq("product", product, &pointer.product)?;
     }
     if pointer.expires_unix < now {
@@ -98,7 +120,8 @@ pub(crate) async fn check(
             let bytes = origin
                 .get(&manifest_path(&pointer.manifest), "manifest", limit)
                 .await?;
-            TrustedManifest::open(bytes, &pointer.manifest, &config.trusted_keys)?
+            let (id, keys) = (pointer.manifest, config.trusted_keys.clone());
+            blocking(move || TrustedManifest::open(bytes, &id, &keys)).await?
         }
     };
     expect_eq("manifest channel", &pointer.channel, &target.channel)?;
@@ -117,17 +140,21 @@ pub(crate) async fn check(
     }
 
     if persist {
-        store.set_trusted_state(&TrustedState {
+        let state = TrustedState {
             highest_version: pointer.version.clone(),
             manifest: pointer.manifest,
-            time_unix: now.max(pointer.issued_unix),
-        })?;
+            // A publisher's clock running ahead must not push trusted time far forward.
+            time_unix: now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS)),
+        };
+        let store = store.clone();
+        blocking(move || store.set_trusted_state(&state)).await?;
     }
     Ok(Checked {
         pointer,
         target,
         installed,
         previous,
+        installed_on_disk,
     })
 }
 

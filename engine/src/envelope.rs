@@ -9,8 +9,9 @@
 //! sigs       sig_count × (public key 32 bytes, ed25519 signature 64 bytes)
 //! ```
 //!
-//! Each signature covers `"relsync-sig-v1\0" || kind || body`, so a signature made for one kind
-//! cannot be replayed as another. [`open`] checks signatures *before* anything parses the body.
+//! Each signature covers `"relsync-sig-v1\0" || kind || BLAKE3(body)`, so a signature made for
+//! one kind cannot be replayed as another, and a large body is hashed, never copied.
+//! [`open`] checks signatures *before* anything parses the body.
 
 use crate::keys::{PublicKey, SecretKey};
 use crate::{Error, Result};
@@ -39,10 +40,10 @@ impl Kind {
 }
 
 fn message(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + body.len());
+    let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + 32);
     msg.extend_from_slice(CONTEXT);
     msg.push(kind as u8);
-    msg.extend_from_slice(body);
+    msg.extend_from_slice(blake3::hash(body).as_bytes());
     msg
 }
 

@@ -9,8 +9,8 @@ use crate::{FileHash, ManifestId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    /// A file-system operation failed (the OS error is the source).
+    #[error("{op} {}", path.display())]
     Io {
         /// What we were doing.
         op: &'static str,

@@ -54,7 +54,7 @@ pub use fetch::{FetchConfig, Fetched};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
 pub use keys::{PublicKey, SecretKey};
 pub use origin::{Origin, RangeBody, Traffic};
-pub use path::{RelPath, check_symlink_target};
+pub use path::{NodeKind, RelPath, check_symlink_in_tree, check_symlink_target};
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use progress::{Event, Reporter, Silent};
 pub use store::{Location, Release, Store, StoreStats, TrustedState};

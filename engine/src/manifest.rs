@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Kind};
 use crate::keys::{PublicKey, SecretKey};
-use crate::path::{RelPath, check_symlink_target};
+use crate::path::{NodeKind, RelPath, check_symlink_in_tree};
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
 /// The format version this engine writes and reads.
@@ -233,8 +233,8 @@ impl Manifest {
             let used = pack_used
                 .get_mut(c.pack as usize)
                 .ok_or_else(|| bad(format!("chunk {} names pack {}", c.id, c.pack)))?;
-            if c.len > self.chunking.max_bytes || c.frame_len > max_frame {
-                return Err(bad(format!("chunk {} is oversized", c.id)));
+            if c.len > self.chunking.max_bytes || c.frame_len > max_frame || c.frame_len == 0 {
+                return Err(bad(format!("chunk {} has a bad size", c.id)));
             }
             if !ids.insert(c.id) {
                 return Err(bad(format!("chunk {} listed twice", c.id)));
@@ -258,6 +258,7 @@ impl Manifest {
                 if d.chunk as usize >= self.chunks.len()
                     || d.window as usize >= base.windows.len()
                     || d.frame_len > max_frame
+                    || d.frame_len == 0
                 {
                     return Err(bad(format!(
                         "a delta against {} is out of range",
@@ -272,22 +273,23 @@ impl Manifest {
                 return Err(bad(format!("pack {} frames do not add up", pack.id)));
             }
         }
-        let mut kinds: HashMap<&RelPath, bool> = HashMap::new();
+        let mut kinds: HashMap<&str, NodeKind> = HashMap::new();
         for entry in &self.entries {
             if let Some(parent) = entry.path.parent()
-                && kinds.get(&parent) != Some(&true)
+                && kinds.get(parent.as_str()) != Some(&NodeKind::Dir)
             {
                 return Err(bad(format!("{} comes before its directory", entry.path)));
             }
-            if kinds
-                .insert(&entry.path, matches!(entry.kind, EntryKind::Dir))
-                .is_some()
-            {
+            let kind = match entry.kind {
+                EntryKind::Dir => NodeKind::Dir,
+                EntryKind::File(_) => NodeKind::File,
+                EntryKind::Symlink { .. } => NodeKind::Symlink,
+            };
+            if kinds.insert(entry.path.as_str(), kind).is_some() {
                 return Err(bad(format!("{} listed twice", entry.path)));
             }
             match &entry.kind {
-                EntryKind::Dir => {}
-                EntryKind::Symlink { target } => check_symlink_target(&entry.path, target)?,
+                EntryKind::Dir | EntryKind::Symlink { .. } => {}
                 EntryKind::File(f) => {
                     let mut size = 0u64;
                     for &i in &f.chunks {
@@ -301,6 +303,11 @@ impl Manifest {
                         return Err(bad(format!("{} chunk sizes do not add up", entry.path)));
                     }
                 }
+            }
+        }
+        for entry in &self.entries {
+            if let EntryKind::Symlink { target } = &entry.kind {
+                check_symlink_in_tree(&entry.path, target, |p| kinds.get(p).copied())?;
             }
         }
         Ok(())
@@ -428,5 +435,171 @@ impl std::ops::Deref for TrustedManifest {
 
     fn deref(&self) -> &Manifest {
         &self.manifest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SecretKey {
+        SecretKey::from_file_text(&format!("relsync-ed25519-secret:{}", "11".repeat(32))).unwrap()
+    }
+
+    fn manifest(entries: Vec<Entry>, chunks: Vec<ChunkEntry>, pack_len: u64) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            product: "app".into(),
+            channel: "stable".into(),
+            version: Version::new(1, 0, 0),
+            created_unix: 0,
+            expires_unix: u64::MAX,
+            chunking: ChunkParams::default(),
+            parent: None,
+            packs: vec![PackRef {
+                id: PackId([7; 32]),
+                len: pack_len,
+            }],
+            chunks,
+            entries,
+            bases: Vec::new(),
+        }
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: RelPath::new(path).unwrap(),
+            kind,
+        }
+    }
+
+    fn link(target: &str) -> EntryKind {
+        EntryKind::Symlink {
+            target: target.into(),
+        }
+    }
+
+    fn open(m: &Manifest) -> Result<TrustedManifest> {
+        let (id, bytes) = m.seal(&key())?;
+        TrustedManifest::open(bytes, &id, &[key().public()])
+    }
+
+    #[test]
+    fn accepts_a_sane_release_and_derives_offsets() {
+        let chunk = |b: u8, frame_len| ChunkEntry {
+            id: ChunkId([b; 32]),
+            len: 10,
+            pack: 0,
+            frame_len,
+        };
+        let file = EntryKind::File(FileEntry {
+            executable: false,
+            size: 20,
+            hash: FileHash([0; 32]),
+            chunks: vec![0, 1],
+        });
+        let m = manifest(
+            vec![
+                entry("d", EntryKind::Dir),
+                entry("d/f", file),
+                entry("l", link("d/f")),
+            ],
+            vec![chunk(1, 5), chunk(2, 6)],
+            11,
+        );
+        let trusted = open(&m).unwrap();
+        assert_eq!(trusted.frame_offset(0), 0);
+        assert_eq!(trusted.frame_offset(1), 5);
+    }
+
+    #[test]
+    fn refuses_hostile_structure() {
+        let cases: Vec<(&str, Manifest)> = vec![
+            (
+                "symlink through a symlink",
+                manifest(
+                    vec![
+                        entry("d", EntryKind::Dir),
+                        entry("d/up", link("..")),
+                        entry("esc", link("d/up/../x")),
+                    ],
+                    vec![],
+                    0,
+                ),
+            ),
+            (
+                "file under a symlink",
+                manifest(
+                    vec![entry("l", link(".")), entry("l/f", EntryKind::Dir)],
+                    vec![],
+                    0,
+                ),
+            ),
+            (
+                "duplicate path",
+                manifest(
+                    vec![entry("a", EntryKind::Dir), entry("a", EntryKind::Dir)],
+                    vec![],
+                    0,
+                ),
+            ),
+            (
+                "chunk index out of range",
+                manifest(
+                    vec![entry(
+                        "f",
+                        EntryKind::File(FileEntry {
+                            executable: false,
+                            size: 0,
+                            hash: FileHash([0; 32]),
+                            chunks: vec![9],
+                        }),
+                    )],
+                    vec![],
+                    0,
+                ),
+            ),
+            (
+                "pack length mismatch",
+                manifest(
+                    vec![],
+                    vec![ChunkEntry {
+                        id: ChunkId([1; 32]),
+                        len: 1,
+                        pack: 0,
+                        frame_len: 9,
+                    }],
+                    10,
+                ),
+            ),
+            (
+                "empty frame",
+                manifest(
+                    vec![],
+                    vec![ChunkEntry {
+                        id: ChunkId([1; 32]),
+                        len: 1,
+                        pack: 0,
+                        frame_len: 0,
+                    }],
+                    0,
+                ),
+            ),
+        ];
+        for (what, m) in cases {
+            assert!(open(&m).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn refuses_tampering_and_wrong_ids() {
+        let m = manifest(vec![entry("d", EntryKind::Dir)], vec![], 0);
+        let (_, mut bytes) = m.seal(&key()).unwrap();
+        let other = ManifestId([0; 32]);
+        assert!(TrustedManifest::open(bytes.clone(), &other, &[key().public()]).is_err());
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let id2 = ManifestId::of(&bytes);
+        assert!(TrustedManifest::open(bytes, &id2, &[key().public()]).is_err());
     }
 }

@@ -79,6 +79,8 @@ impl Origin {
                 .connect_timeout(Duration::from_secs(10))
                 .read_timeout(Duration::from_secs(30))
                 .user_agent(concat!("relsync/", env!("CARGO_PKG_VERSION")))
+                // A redirect's body and second request would go uncounted; origins are static.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| invalid(&e.to_string()))?;
             Kind::Http { client, base }
@@ -186,6 +188,13 @@ impl Origin {
     /// Starts fetching `len` bytes at `start` of `path` (one attempt).
     pub async fn get_range(&self, path: &str, start: u64, len: u64) -> Result<RangeBody> {
         let url = self.url(path);
+        if len == 0 {
+            return Err(Error::Http {
+                url,
+                reason: "empty range".into(),
+                transient: false,
+            });
+        }
         self.traffic.add_request();
         match &self.kind {
             Kind::Dir { root } => {

@@ -118,6 +118,54 @@ pub fn check_symlink_target(link: &RelPath, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a tree entry is, for resolving symlink targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symlink.
+    Symlink,
+}
+
+/// Checks that a symlink resolves inside the tree, given every path's kind: each component the
+/// target passes *through* must be a directory of the tree (never another symlink), so the OS
+/// resolves it exactly as it reads. The last component may be anything.
+pub fn check_symlink_in_tree(
+    link: &RelPath,
+    target: &str,
+    kind_of: impl Fn(&str) -> Option<NodeKind>,
+) -> Result<()> {
+    check_symlink_target(link, target)?;
+    let refuse = |reason| Error::UnsafePath {
+        path: format!("{link} -> {target}"),
+        reason,
+    };
+    let mut at: Vec<&str> = link.as_str().split('/').collect();
+    at.pop();
+    let components: Vec<&str> = target
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((_, through)) = components.split_last() else {
+        return Ok(());
+    };
+    for component in through {
+        if *component == ".." {
+            at.pop();
+            continue;
+        }
+        at.push(component);
+        if kind_of(&at.join("/")) != Some(NodeKind::Dir) {
+            return Err(refuse(
+                "symlink target passes through something that is not a directory of the release",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +180,24 @@ mod tests {
         for good in ["a", "a/b", "a/.hidden", "a/b..c"] {
             assert!(RelPath::new(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn symlinks_through_symlinks_are_refused() {
+        let kinds = |p: &str| match p {
+            "d" | "d/e" => Some(NodeKind::Dir),
+            "d/up" => Some(NodeKind::Symlink),
+            "f" => Some(NodeKind::File),
+            _ => None,
+        };
+        let link = RelPath::new("esc").unwrap();
+        // `d/up -> ..` then `esc -> d/up/../..` would climb out of the tree.
+        assert!(check_symlink_in_tree(&link, "d/up/../x", kinds).is_err());
+        assert!(check_symlink_in_tree(&link, "f/x", kinds).is_err());
+        assert!(check_symlink_in_tree(&link, "missing/x", kinds).is_err());
+        assert!(check_symlink_in_tree(&link, "d/e/../f", kinds).is_ok());
+        assert!(check_symlink_in_tree(&link, "d/up", kinds).is_ok());
+        assert!(check_symlink_in_tree(&RelPath::new("d/l").unwrap(), "../f", kinds).is_ok());
     }
 
     #[test]

@@ -411,7 +411,15 @@ fn find_links(checked: &Checked, layout: &InstallLayout) -> HashMap<FileHash, (S
     }
     candidates
         .into_par_iter()
-        .filter(|(hash, (rel, _))| hash_file(&layout.root().join(rel)).ok() == Some(*hash))
+        .filter(|(hash, (rel, executable))| {
+            // The link shares the inode, so its mode must already be right.
+            let path = layout.root().join(rel);
+            let mode_ok = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o7777 == crate::assemble::mode(*executable)
+            });
+            mode_ok && hash_file(&path).ok() == Some(*hash)
+        })
         .collect()
 }
 

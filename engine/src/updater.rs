@@ -141,7 +141,14 @@ impl Updater {
         self.reporter.report(Event::CheckStarted {
             channel: self.config.channel.clone(),
         });
-        let checked = check(&self.origin, &self.config, &self.store, persist).await?;
+        let checked = check(
+            &self.origin,
+            &self.config,
+            &self.layout,
+            &self.store,
+            persist,
+        )
+        .await?;
         self.reporter.report(Event::Checked {
             version: checked.version().clone(),
             installed: checked.installed_version().cloned(),
@@ -197,10 +204,18 @@ impl Updater {
             let (layout, store, _) = self.parts();
             let reporter = self.reporter.clone();
             let applied = blocking(move || {
-                let assembled =
-                    info_span!("assemble").in_scope(|| assemble(fetched, &layout, &reporter))?;
-                let tree = info_span!("verify").in_scope(|| verify(assembled, &reporter))?;
-                info_span!("apply").in_scope(|| apply(tree, &layout, &store))
+                let applied = (|| {
+                    let assembled = info_span!("assemble")
+                        .in_scope(|| assemble(fetched, &layout, &reporter))?;
+                    let tree = info_span!("verify").in_scope(|| verify(assembled, &reporter))?;
+                    info_span!("apply").in_scope(|| apply(tree, &layout, &store))
+                })();
+                if applied.is_err() {
+                    // A failed tree is never used; don't leave it filling the disk. Verified
+                    // fetched chunks stay, so a retry does not download them again.
+                    let _ = std::fs::remove_dir_all(layout.staging());
+                }
+                applied
             })
             .await?;
             previous_version = applied.previous.clone();
@@ -243,8 +258,10 @@ fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
         .write(true)
         .open(&lock_path)
         .map_err(Error::io("opening", &lock_path))?;
-    lock.try_lock()
-        .map_err(|_| Error::Locked(layout.root().to_path_buf()))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => Error::Locked(layout.root().to_path_buf()),
+        std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
+    })?;
     let store = Store::open(&layout.db())?;
     reconcile(layout, &store)?;
     Ok((lock, store))

@@ -202,3 +202,33 @@ fn lower_or_equal_version_is_refused_unless_forced() {
     assert_eq!(r.str("version"), "1.5.0", "{}", r.out);
     assert_trees_equal(&current(&dir), &w.v1);
 }
+
+/// The publisher refuses trees a client would refuse, before writing anything: a symlink whose
+/// target passes through another symlink (`d/up -> ..`, `esc -> d/up/../x` resolves outside
+/// the tree), and special files.
+#[test]
+fn unsafe_trees_are_refused_with_the_file_named() {
+    let w = World::new();
+    let tree = w.v1.with_file_name("hostile");
+    fs::create_dir_all(tree.join("d")).expect("mkdir");
+    std::os::unix::fs::symlink("..", tree.join("d/up")).expect("symlink");
+    std::os::unix::fs::symlink("d/up/../x", tree.join("esc")).expect("symlink");
+    let out = w.push(&tree, V1, &[]);
+    assert!(!out.status.success(), "escaping symlink accepted\n{out}");
+    assert!(out.stderr.contains("esc"), "the file is not named\n{out}");
+    assert!(
+        !w.origin.join("channels/stable").exists(),
+        "a refused push wrote a pointer"
+    );
+
+    let fifo_tree = w.v1.with_file_name("fifo");
+    fs::create_dir_all(&fifo_tree).expect("mkdir");
+    let status = std::process::Command::new("mkfifo")
+        .arg(fifo_tree.join("pipe"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let out = w.push(&fifo_tree, V1, &[]);
+    assert!(!out.status.success(), "FIFO accepted\n{out}");
+    assert!(out.stderr.contains("FIFO"), "{out}");
+}
