@@ -5,6 +5,7 @@ mod keygen;
 mod origin;
 mod pack;
 mod push;
+mod solid;
 mod walk;
 
 use std::io::IsTerminal;
@@ -83,6 +84,9 @@ struct PushArgs {
     /// New bytes per delta segment (one window each), in KiB.
     #[arg(long, default_value_t = 1024)]
     delta_segment_kib: u64,
+    /// Uncompressed MiB per solid frame, for fresh installs (0: none; at most 64).
+    #[arg(long, default_value_t = 32)]
+    solid_mib: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -132,6 +136,7 @@ fn run_push(args: PushArgs) -> Result<()> {
             segment_bytes: args.delta_segment_kib.max(1) << 10,
             zstd_level: args.level,
         },
+        solid_run_bytes: args.solid_mib << 20,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);
@@ -188,6 +193,12 @@ fn print_summary(s: &PushSummary) {
             s.delta_frames,
             s.delta_bytes,
             s.delta_bases.join(", ")
+        );
+    }
+    if s.solid_frames > 0 {
+        println!(
+            "  solid      {} frames, {} bytes",
+            s.solid_frames, s.solid_bytes
         );
     }
     println!("  manifest   {}", s.manifest);

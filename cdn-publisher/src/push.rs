@@ -16,6 +16,7 @@ use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_engine::layout::{channel_path, manifest_path, valid_channel};
 use relsync_engine::manifest::{
     ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer, TrustedManifest,
+    limits,
 };
 use relsync_engine::{FileHash, SecretKey};
 use semver::Version;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use crate::delta::{self, DeltaParams, NewFile};
 use crate::origin::LocalOrigin;
 use crate::pack::PackWriter;
+use crate::solid;
 use crate::walk::{Item, walk};
 
 /// Raw bytes gathered before a batch is hashed and compressed in parallel.
@@ -44,6 +46,8 @@ pub struct PushOptions {
     /// How many earlier releases of the channel get delta frames.
     pub delta_from: usize,
     pub delta: DeltaParams,
+    /// Uncompressed bytes per solid frame (0: no solid frames).
+    pub solid_run_bytes: u64,
 }
 
 /// What a push did.
@@ -68,6 +72,8 @@ pub struct PushSummary {
     pub delta_bases: Vec<String>,
     pub delta_frames: u64,
     pub delta_bytes: u64,
+    pub solid_frames: u64,
+    pub solid_bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
 }
@@ -88,16 +94,18 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Chunks gathered for one parallel step: (entry index, bytes).
+/// Chunks gathered for one parallel step: (entry index, offset in the file, bytes).
 #[derive(Default)]
 struct Batch {
-    items: Vec<(usize, Vec<u8>)>,
+    items: Vec<(usize, u64, Vec<u8>)>,
     bytes: usize,
 }
 
 /// The manifest's chunk table under construction.
 struct ChunkTable<'a> {
     chunks: Vec<ChunkEntry>,
+    /// Where each unique chunk was first seen: (entry index, offset).
+    sources: Vec<(usize, u64)>,
     index: HashMap<ChunkId, u32>,
     refs: u64,
     packs: PackWriter<'a>,
@@ -109,7 +117,7 @@ impl ChunkTable<'_> {
     fn flush(&mut self, batch: &mut Batch, file_chunks: &mut [Vec<u32>]) -> Result<()> {
         let items = std::mem::take(&mut batch.items);
         batch.bytes = 0;
-        let ids: Vec<ChunkId> = items.par_iter().map(|(_, d)| ChunkId::of(d)).collect();
+        let ids: Vec<ChunkId> = items.par_iter().map(|(_, _, d)| ChunkId::of(d)).collect();
         let mut fresh = Vec::new();
         let mut seen_here = std::collections::HashSet::new();
         for (k, id) in ids.iter().enumerate() {
@@ -120,10 +128,10 @@ impl ChunkTable<'_> {
         let level = self.zstd_level;
         let frames: Vec<Vec<u8>> = fresh
             .par_iter()
-            .map(|&k| frame::compress(&items[k].1, level))
+            .map(|&k| frame::compress(&items[k].2, level))
             .collect::<Result<_, _>>()?;
         let mut frames = frames.into_iter();
-        for ((entry, data), id) in items.iter().zip(ids) {
+        for ((entry, offset, data), id) in items.iter().zip(ids) {
             let index = match self.index.get(&id) {
                 Some(&i) => i,
                 None => {
@@ -139,6 +147,7 @@ impl ChunkTable<'_> {
                         frame_len: frame.len() as u32,
                     });
                     self.index.insert(id, i);
+                    self.sources.push((*entry, *offset));
                     i
                 }
             };
@@ -199,6 +208,7 @@ pub fn push(
         .sum();
     let mut table = ChunkTable {
         chunks: Vec::new(),
+        sources: Vec::new(),
         index: HashMap::new(),
         refs: 0,
         packs: PackWriter::new(origin, opts.max_pack_bytes),
@@ -222,7 +232,7 @@ pub fn push(
             let chunk = chunk.with_context(|| format!("reading {}", source.display()))?;
             read += chunk.data.len() as u64;
             batch.bytes += chunk.data.len();
-            batch.items.push((entry, chunk.data));
+            batch.items.push((entry, chunk.offset, chunk.data));
             if batch.bytes >= BATCH_BYTES {
                 table.flush(&mut batch, &mut file_chunks)?;
                 progress(read, total_bytes);
@@ -234,6 +244,7 @@ pub fn push(
     progress(read, total_bytes);
     let ChunkTable {
         chunks,
+        sources,
         refs,
         packs: mut pack_writer,
         ..
@@ -273,6 +284,24 @@ pub fn push(
         )?);
     }
     drop(new_files);
+    let solid = if opts.solid_run_bytes == 0 {
+        Vec::new()
+    } else {
+        let sources: Vec<solid::ChunkSource<'_>> = sources
+            .iter()
+            .map(|&(entry, offset)| match &items[entry].1 {
+                Item::File { source, .. } => Ok((source.as_path(), offset)),
+                _ => Err(anyhow::anyhow!("internal: a chunk of a non-file")),
+            })
+            .collect::<Result<_>>()?;
+        solid::encode(
+            &chunks,
+            &sources,
+            opts.solid_run_bytes.min(limits::SOLID_BYTES),
+            opts.zstd_level,
+            &mut pack_writer,
+        )?
+    };
     let (packs, pack_bytes_written) = pack_writer.finish()?;
 
     let mut summary = PushSummary {
@@ -296,6 +325,8 @@ pub fn push(
             .flat_map(|b| &b.deltas)
             .map(|d| u64::from(d.frame_len))
             .sum(),
+        solid_frames: solid.len() as u64,
+        solid_bytes: solid.iter().map(|s| u64::from(s.frame_len)).sum(),
         seconds: 0.0,
         mb_per_s: 0.0,
     };
@@ -343,6 +374,7 @@ pub fn push(
         chunks,
         entries,
         bases,
+        solid,
     };
 
     if let Some(current) = &existing

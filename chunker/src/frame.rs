@@ -62,6 +62,119 @@ fn decode_one(
     Ok(())
 }
 
+/// Compresses a run of chunks into one frame whose window spans the whole run (long-distance
+/// matching on), so it compresses about as well as the run would inside one big file.
+pub fn compress_solid(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    let window_log = (usize::BITS - data.len().max(1024).saturating_sub(1).leading_zeros())
+        .clamp(10, MAX_SOLID_WINDOW_LOG);
+    let mut compressor = zstd::bulk::Compressor::new(level).map_err(Error::Compress)?;
+    compressor
+        .include_contentsize(true)
+        .map_err(Error::Compress)?;
+    compressor
+        .set_parameter(CParameter::WindowLog(window_log))
+        .map_err(Error::Compress)?;
+    compressor
+        .set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(Error::Compress)?;
+    compressor.compress(data).map_err(Error::Compress)
+}
+
+/// log2 of the largest window a solid frame uses (and a decoder accepts): 64 MiB.
+pub const MAX_SOLID_WINDOW_LOG: u32 = 26;
+
+/// Decodes one solid frame as its bytes arrive, handing out the output in pieces, and never
+/// producing more than the size the caller expects.
+pub struct SolidDecoder {
+    decoder: zstd::stream::raw::Decoder<'static>,
+    buf: Vec<u8>,
+    expected: u64,
+    produced: u64,
+    ended: bool,
+}
+
+impl std::fmt::Debug for SolidDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SolidDecoder")
+            .field("expected", &self.expected)
+            .field("produced", &self.produced)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SolidDecoder {
+    /// A decoder for a frame that must decode to exactly `expected` bytes.
+    pub fn new(expected: u64) -> Result<Self> {
+        let corrupt = |e: std::io::Error| Error::CorruptFrame(e.to_string());
+        let mut decoder = zstd::stream::raw::Decoder::new().map_err(corrupt)?;
+        decoder
+            .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                MAX_SOLID_WINDOW_LOG,
+            ))
+            .map_err(corrupt)?;
+        Ok(Self {
+            decoder,
+            buf: vec![0u8; 128 * 1024],
+            expected,
+            produced: 0,
+            ended: false,
+        })
+    }
+
+    /// Decodes all of `input`, passing each piece of output to `sink`.
+    pub fn push<E: From<Error>>(
+        &mut self,
+        input: &[u8],
+        mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let mut input = InBuffer::around(input);
+        loop {
+            if self.ended {
+                if input.pos < input.src.len() {
+                    return Err(
+                        Error::CorruptFrame("bytes after the end of the frame".into()).into(),
+                    );
+                }
+                return Ok(());
+            }
+            let mut output = OutBuffer::around(&mut self.buf[..]);
+            let hint = self
+                .decoder
+                .run(&mut input, &mut output)
+                .map_err(|e| Error::CorruptFrame(e.to_string()))?;
+            let written = output.pos();
+            self.produced += written as u64;
+            if self.produced > self.expected {
+                return Err(Error::CorruptFrame(format!(
+                    "decodes to more than the {} bytes expected",
+                    self.expected
+                ))
+                .into());
+            }
+            self.ended = hint == 0;
+            if written > 0 {
+                sink(&self.buf[..written])?;
+            }
+            if written == 0 && input.pos == input.src.len() && !self.ended {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Checks that the frame ended and decoded to exactly the expected size.
+    pub fn finish(&self) -> Result<()> {
+        if !self.ended || self.produced != self.expected {
+            return Err(Error::CorruptFrame(format!(
+                "solid frame ended after {} of {} bytes",
+                self.produced, self.expected
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// zstd's magic for formatted dictionaries. A window starting with it would be parsed as one,
 /// so encoders must not use such a window (shift it by a byte).
 pub const DICTIONARY_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
@@ -186,6 +299,41 @@ mod tests {
         let mut magic = DICTIONARY_MAGIC.to_vec();
         magic.extend_from_slice(&old);
         assert!(WindowEncoder::new(&magic, 3).is_err());
+    }
+
+    #[test]
+    fn solid_frames_stream_and_are_bounded() {
+        let data: Vec<u8> = (0..3_000_000u64)
+            .map(|i| ((i / 7) as u8).wrapping_mul((i >> 12) as u8))
+            .collect();
+        let frame = compress_solid(&data, 3).unwrap();
+        for piece in [1usize, 997, 65536, frame.len()] {
+            let mut decoder = SolidDecoder::new(data.len() as u64).unwrap();
+            let mut out = Vec::new();
+            for input in frame.chunks(piece) {
+                decoder
+                    .push::<Error>(input, |d| {
+                        out.extend_from_slice(d);
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            decoder.finish().unwrap();
+            assert_eq!(out, data);
+        }
+        // Declared too small: refused while decoding, never allocating past it.
+        let mut small = SolidDecoder::new(1000).unwrap();
+        assert!(small.push::<Error>(&frame, |_| Ok(())).is_err());
+        // Truncated: finish reports it.
+        let mut cut = SolidDecoder::new(data.len() as u64).unwrap();
+        cut.push::<Error>(&frame[..frame.len() / 2], |_| Ok(()))
+            .unwrap();
+        assert!(cut.finish().is_err());
+        // Trailing garbage after the frame.
+        let mut long = frame.clone();
+        long.extend_from_slice(b"junk");
+        let mut trailing = SolidDecoder::new(data.len() as u64).unwrap();
+        assert!(trailing.push::<Error>(&long, |_| Ok(())).is_err());
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub enum Error {
     /// The install has no release yet, or no previous one for rollback.
     #[error("{0}")]
     NothingInstalled(String),
+    /// A frame or chunking step failed.
+    #[error(transparent)]
+    Chunking(#[from] relsync_chunker::Error),
     /// Another updater holds the install.
     #[error("another relsync process is working on {}", .0.display())]
     Locked(PathBuf),

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use crate::layout::{InstallLayout, pack_path};
 use crate::manifest::ChunkEntry;
 use crate::origin::{Origin, backoff, blocking};
-use crate::plan::{FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
+use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
 use crate::store::Store;
 use crate::{Error, ManifestId, PackId, Result};
@@ -186,12 +186,23 @@ pub(crate) async fn fetch(
         attempts: config.attempts.max(1),
     });
     let jobs = planned.ranges.iter().map(|range| {
-        let frames: Vec<(FrameRef, ChunkEntry)> = range
+        let target = &planned.checked.target;
+        let frames: Vec<FrameJob> = range
             .frames
             .iter()
-            .map(|f| (*f, planned.checked.target.chunks[f.chunk as usize]))
+            .map(|f| {
+                let count = match f.kind {
+                    FrameKind::Solid { count } => count,
+                    _ => 1,
+                };
+                let first = f.chunk as usize;
+                FrameJob {
+                    frame: *f,
+                    chunks: target.chunks[first..first + count as usize].into(),
+                }
+            })
             .collect();
-        let pack = planned.checked.target.packs[range.pack as usize].id;
+        let pack = target.packs[range.pack as usize].id;
         let shared = shared.clone();
         let range = range.clone();
         async move { fetch_range(&shared, pack, &range, &frames).await }
@@ -206,127 +217,253 @@ pub(crate) async fn fetch(
     Ok(Fetched { planned })
 }
 
-/// Fetches one range, retrying transient failures from the first frame not yet verified.
+/// A frame to fetch and the chunks it decodes to, in order.
+struct FrameJob {
+    frame: FrameRef,
+    chunks: Arc<[ChunkEntry]>,
+}
+
+/// A solid frame part-way decoded. It outlives a failed request, so the retry continues from
+/// the exact byte where the last one stopped: nothing received is received twice.
+struct SolidProgress {
+    decoder: frame::SolidDecoder,
+    /// Compressed bytes of the frame fed to the decoder.
+    consumed: u64,
+    /// Chunks of the run verified and stored.
+    next: usize,
+    /// Decoded bytes of the chunk being assembled.
+    pending: Vec<u8>,
+}
+
+/// How far one range request has got.
+#[derive(Default)]
+struct RangeProgress {
+    /// Frames fully done.
+    frames: usize,
+    solid: Option<SolidProgress>,
+    stored: Vec<(u32, PathBuf)>,
+}
+
+impl RangeProgress {
+    fn mark(&self) -> (usize, u64) {
+        (self.frames, self.solid.as_ref().map_or(0, |s| s.consumed))
+    }
+}
+
+/// Fetches one range, retrying transient failures from the first byte not yet verified.
 async fn fetch_range(
     shared: &Shared,
     pack: PackId,
     range: &Range,
-    frames: &[(FrameRef, ChunkEntry)],
+    jobs: &[FrameJob],
 ) -> Result<Vec<(u32, PathBuf)>> {
     let path = pack_path(&pack);
     let url = shared.origin.url(&path);
     let end = range.start + range.len;
-    let mut done: Vec<(u32, PathBuf)> = Vec::with_capacity(frames.len());
+    let mut progress = RangeProgress::default();
     let mut attempt = 0;
-    while done.len() < frames.len() {
+    while progress.frames < jobs.len() {
         attempt += 1;
-        let next = done.len();
-        let start = frames[next].0.offset;
-        match fetch_frames(shared, &path, &url, start, end, &frames[next..]).await {
-            Ok(mut got) => done.append(&mut got),
-            Err((mut got, err)) => {
-                if !got.is_empty() {
-                    // Progress was made: a flaky link, not a dead one.
-                    attempt = 0;
-                }
-                done.append(&mut got);
-                let transient = matches!(
-                    err,
-                    Error::Http {
-                        transient: true,
-                        ..
-                    }
-                );
-                if !transient || attempt >= shared.attempts {
-                    return Err(err);
-                }
-                warn!(%url, attempt, error = %err, "range request failed, retrying");
-                backoff(attempt).await;
+        let before = progress.mark();
+        let (frame, consumed) = before;
+        let start = jobs[frame].frame.offset + consumed;
+        if let Err(err) = fetch_frames(shared, &path, &url, start, end, jobs, &mut progress).await {
+            if progress.mark() != before {
+                // Progress was made: a flaky link, not a dead one.
+                attempt = 1;
             }
+            let transient = matches!(
+                err,
+                Error::Http {
+                    transient: true,
+                    ..
+                }
+            );
+            if !transient || attempt >= shared.attempts {
+                return Err(err);
+            }
+            warn!(%url, attempt, error = %err, "range request failed, retrying");
+            backoff(attempt).await;
         }
     }
-    let ids: Vec<ChunkId> = frames.iter().map(|(_, c)| c.id).collect();
+    let ids: Vec<ChunkId> = jobs
+        .iter()
+        .flat_map(|j| j.chunks.iter().map(|c| c.id))
+        .collect();
     let store = shared.store.clone();
     let manifest = shared.manifest;
     blocking(move || store.journal_add(&ids, &manifest)).await?;
-    Ok(done)
+    Ok(progress.stored)
 }
 
-type Partial = (Vec<(u32, PathBuf)>, Error);
-
-/// One request for `start..end`; returns the frames verified, even when it fails midway.
+/// One request for `start..end`, decoding frames as they complete (solid frames as they
+/// stream). Progress is kept in `progress` even when it fails midway.
 async fn fetch_frames(
     shared: &Shared,
     path: &str,
     url: &str,
     start: u64,
     end: u64,
-    frames: &[(FrameRef, ChunkEntry)],
-) -> std::result::Result<Vec<(u32, PathBuf)>, Partial> {
-    let mut done = Vec::new();
-    let mut body = match shared.origin.get_range(path, start, end - start).await {
-        Ok(body) => body,
-        Err(e) => return Err((done, e)),
-    };
+    jobs: &[FrameJob],
+    progress: &mut RangeProgress,
+) -> Result<()> {
+    let mut body = shared.origin.get_range(path, start, end - start).await?;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = start;
-    while done.len() < frames.len() {
-        let piece = match body.next().await {
-            Ok(Some(piece)) => piece,
-            Ok(None) => {
-                let err = Error::Http {
-                    url: url.to_owned(),
-                    reason: format!(
-                        "body ended {} bytes early",
-                        end - buf_start - buf.len() as u64
-                    ),
-                    transient: true,
-                };
-                return Err((done, err));
-            }
-            Err(e) => return Err((done, e)),
-        };
-        let received = buf_start + buf.len() as u64 + piece.len() as u64;
-        if received > end {
-            let err = Error::Http {
+    while progress.frames < jobs.len() {
+        let piece = body.next().await?.ok_or_else(|| Error::Http {
+            url: url.to_owned(),
+            reason: format!(
+                "body ended {} bytes early",
+                end - buf_start - buf.len() as u64
+            ),
+            transient: true,
+        })?;
+        if buf_start + (buf.len() + piece.len()) as u64 > end {
+            return Err(Error::Http {
                 url: url.to_owned(),
                 reason: "body is longer than the range asked for".into(),
                 transient: false,
-            };
-            return Err((done, err));
-        }
-        buf.extend_from_slice(&piece);
-        while let Some(&(frame_ref, entry)) = frames.get(done.len()) {
-            let rel = (frame_ref.offset - buf_start) as usize;
-            let frame_end = rel + frame_ref.frame_len as usize;
-            if buf.len() < frame_end {
-                break;
-            }
-            let frame = buf[rel..frame_end].to_vec();
-            let layout = shared.layout.clone();
-            let windows = shared.windows.clone();
-            let url_owned = url.to_owned();
-            let stored = blocking(move || {
-                let window = frame_ref.window.map(|key| windows.get(key)).transpose()?;
-                VerifiedChunk::verify(&entry, &frame, window.as_deref(), &url_owned)?.store(&layout)
-            })
-            .await;
-            match stored {
-                Ok((_, blob)) => done.push((frame_ref.chunk, blob)),
-                Err(e) => return Err((done, e)),
-            }
-            buf.drain(..frame_end);
-            buf_start += frame_end as u64;
-            let total = shared
-                .received
-                .fetch_add(u64::from(frame_ref.frame_len), Ordering::Relaxed)
-                + u64::from(frame_ref.frame_len);
-            shared.reporter.report(Event::Fetched {
-                bytes: total,
-                total: shared.total,
             });
         }
+        buf.extend_from_slice(&piece);
+        let received = shared
+            .received
+            .fetch_add(piece.len() as u64, Ordering::Relaxed)
+            + piece.len() as u64;
+        shared.reporter.report(Event::Fetched {
+            bytes: received,
+            total: shared.total,
+        });
+        while let Some(job) = jobs.get(progress.frames) {
+            let frame_start = job.frame.offset + progress.solid.as_ref().map_or(0, |s| s.consumed);
+            let frame_end = job.frame.offset + u64::from(job.frame.frame_len);
+            let available = (buf_start + buf.len() as u64).min(frame_end);
+            if let FrameKind::Solid { .. } = job.frame.kind {
+                if available <= frame_start {
+                    break;
+                }
+                let from = (frame_start - buf_start) as usize;
+                let input = buf[from..(available - buf_start) as usize].to_vec();
+                let solid = match progress.solid.take() {
+                    Some(solid) => solid,
+                    None => SolidProgress {
+                        decoder: frame::SolidDecoder::new(
+                            job.chunks.iter().map(|c| u64::from(c.len)).sum(),
+                        )
+                        .map_err(|e| bad_frame(job, url, e))?,
+                        consumed: 0,
+                        next: 0,
+                        pending: Vec::new(),
+                    },
+                };
+                let (solid, mut stored) =
+                    decode_solid(shared, job, solid, input, url.to_owned()).await?;
+                progress.stored.append(&mut stored);
+                buf.drain(..(available - buf_start) as usize);
+                buf_start = available;
+                if solid.consumed < u64::from(job.frame.frame_len) {
+                    progress.solid = Some(solid);
+                    break;
+                }
+                solid.decoder.finish().map_err(|e| bad_frame(job, url, e))?;
+                progress.frames += 1;
+                continue;
+            }
+            if available < frame_end {
+                break;
+            }
+            let from = (job.frame.offset - buf_start) as usize;
+            let frame = buf[from..(frame_end - buf_start) as usize].to_vec();
+            let (layout, windows, url_owned) = (
+                shared.layout.clone(),
+                shared.windows.clone(),
+                url.to_owned(),
+            );
+            let (kind, entry) = (job.frame.kind, job.chunks[0]);
+            let stored = blocking(move || {
+                let window = match kind {
+                    FrameKind::Delta(key) => Some(windows.get(key)?),
+                    _ => None,
+                };
+                VerifiedChunk::verify(&entry, &frame, window.as_deref(), &url_owned)?.store(&layout)
+            })
+            .await?;
+            progress.stored.push((job.frame.chunk, stored.1));
+            buf.drain(..(frame_end - buf_start) as usize);
+            buf_start = frame_end;
+            progress.frames += 1;
+        }
     }
-    debug!(%url, start, end, frames = done.len(), "range done");
-    Ok(done)
+    debug!(%url, start, end, "range done");
+    Ok(())
+}
+
+fn bad_frame(job: &FrameJob, url: &str, e: impl ToString) -> Error {
+    Error::BadChunk {
+        chunk: job.chunks.first().map_or(ChunkId([0; 32]), |c| c.id),
+        source_name: url.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Feeds more of a solid frame to its decoder; verifies and stores each chunk it completes.
+async fn decode_solid(
+    shared: &Shared,
+    job: &FrameJob,
+    mut solid: SolidProgress,
+    input: Vec<u8>,
+    url: String,
+) -> Result<(SolidProgress, Vec<(u32, PathBuf)>)> {
+    let layout = shared.layout.clone();
+    let chunks = job.chunks.clone();
+    let first = job.frame.chunk;
+    blocking(move || {
+        let mut stored = Vec::new();
+        let SolidProgress {
+            decoder,
+            next,
+            pending,
+            ..
+        } = &mut solid;
+        decoder
+            .push::<Error>(&input, |mut out| {
+                while !out.is_empty() {
+                    let entry = chunks.get(*next).ok_or_else(|| Error::BadChunk {
+                        chunk: chunks[0].id,
+                        source_name: url.clone(),
+                        reason: "solid frame decodes past its chunks".into(),
+                    })?;
+                    let take = (entry.len as usize - pending.len()).min(out.len());
+                    pending.extend_from_slice(&out[..take]);
+                    out = &out[take..];
+                    if pending.len() == entry.len as usize {
+                        let data = std::mem::take(pending);
+                        let actual = ChunkId::of(&data);
+                        if actual != entry.id {
+                            return Err(Error::BadChunk {
+                                chunk: entry.id,
+                                source_name: url.clone(),
+                                reason: format!("hash is {actual}"),
+                            });
+                        }
+                        let (_, path) = VerifiedChunk { id: entry.id, data }.store(&layout)?;
+                        stored.push((first + *next as u32, path));
+                        *next += 1;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                Error::Chunking(inner) => Error::BadChunk {
+                    chunk: chunks[solid.next.min(chunks.len() - 1)].id,
+                    source_name: url.clone(),
+                    reason: inner.to_string(),
+                },
+                other => other,
+            })?;
+        solid.consumed += input.len() as u64;
+        Ok((solid, stored))
+    })
+    .await
 }

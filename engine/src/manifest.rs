@@ -2,8 +2,9 @@
 //!
 //! Both are postcard-encoded bodies inside a signed [`crate::envelope`]. A manifest
 //! lists the release's files and its unique chunks in pack order, then the delta frames against
-//! each base. A frame's byte offset in its pack is not stored: it is the sum of the lengths of
-//! the frames before it in the same pack (plain frames first, then each base's deltas).
+//! each base, then solid frames. A frame's byte offset in its pack is not stored: it is the sum
+//! of the lengths of the frames before it in the same pack (plain frames first, then each
+//! base's deltas, then solid frames).
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +34,10 @@ pub mod limits {
     pub const BASES: usize = 16;
     /// Largest delta window.
     pub const WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+    /// Most uncompressed bytes in one solid frame.
+    pub const SOLID_BYTES: u64 = 64 * 1024 * 1024;
+    /// log2 of the largest decoder window a solid frame may ask for (64 MiB).
+    pub const SOLID_WINDOW_LOG: u32 = 26;
     /// Largest frame, relative to its chunk: zstd's worst case is far below this.
     pub const FRAME_OVERHEAD_BYTES: u32 = 64 * 1024;
 }
@@ -64,6 +69,23 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// Earlier releases that delta frames are encoded against.
     pub bases: Vec<Base>,
+    /// Solid frames, each holding a run of consecutive chunks, for cold data.
+    pub solid: Vec<SolidFrame>,
+}
+
+/// One zstd frame of the consecutive chunks `first..first + chunks`, compressed together with
+/// a window spanning the run, so it costs about what compressing the whole release at once
+/// does. Used when a client needs most of the run. Runs are in order and do not overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolidFrame {
+    /// Index of its first chunk in [`Manifest::chunks`].
+    pub first: u32,
+    /// How many chunks it holds.
+    pub chunks: u32,
+    /// Index into [`Manifest::packs`].
+    pub pack: u32,
+    /// Length of the frame.
+    pub frame_len: u32,
 }
 
 /// Delta frames against one earlier release.
@@ -268,6 +290,28 @@ impl Manifest {
                 *used += u64::from(d.frame_len);
             }
         }
+        let mut covered = 0usize;
+        for solid in &self.solid {
+            let first = solid.first as usize;
+            if first < covered {
+                return Err(bad("solid frames overlap or are out of order".into()));
+            }
+            let end = first + solid.chunks as usize;
+            let run = self
+                .chunks
+                .get(first..end)
+                .filter(|run| !run.is_empty())
+                .ok_or_else(|| bad("a solid frame runs past the chunk table".into()))?;
+            let bytes: u64 = run.iter().map(|c| u64::from(c.len)).sum();
+            if bytes > limits::SOLID_BYTES || solid.frame_len == 0 {
+                return Err(bad("a solid frame has a bad size".into()));
+            }
+            let used = pack_used
+                .get_mut(solid.pack as usize)
+                .ok_or_else(|| bad(format!("a solid frame names pack {}", solid.pack)))?;
+            *used += u64::from(solid.frame_len);
+            covered = end;
+        }
         for (pack, used) in self.packs.iter().zip(&pack_used) {
             if *used != pack.len {
                 return Err(bad(format!("pack {} frames do not add up", pack.id)));
@@ -353,6 +397,8 @@ pub struct TrustedManifest {
     manifest: Manifest,
     frame_offsets: Vec<u64>,
     delta_offsets: Vec<Vec<u64>>,
+    /// Offset in its pack of each solid frame.
+    solid_at: Vec<u64>,
 }
 
 impl TrustedManifest {
@@ -400,12 +446,18 @@ impl TrustedManifest {
                     .collect()
             })
             .collect();
+        let solid_at = manifest
+            .solid
+            .iter()
+            .map(|s| place(s.pack, s.frame_len))
+            .collect();
         Ok(Self {
             id: ManifestId::of(&bytes),
             bytes,
             manifest,
             frame_offsets,
             delta_offsets,
+            solid_at,
         })
     }
 
@@ -427,6 +479,11 @@ impl TrustedManifest {
     /// Where delta `delta` of base `base` starts in its pack.
     pub fn delta_offset(&self, base: usize, delta: usize) -> u64 {
         self.delta_offsets[base][delta]
+    }
+
+    /// Where solid frame `index` starts in its pack.
+    pub fn solid_offset(&self, index: usize) -> u64 {
+        self.solid_at[index]
     }
 }
 
@@ -463,6 +520,7 @@ mod tests {
             chunks,
             entries,
             bases: Vec::new(),
+            solid: Vec::new(),
         }
     }
 

@@ -102,6 +102,8 @@ pub struct PlanTotals {
     pub bytes_linked: u64,
     /// Chunks to fetch as delta frames against the installed release.
     pub chunks_delta: u64,
+    /// Solid frames to fetch (each a run of chunks).
+    pub solid_frames: u64,
     /// Bytes the range requests will download.
     pub bytes_to_fetch: u64,
     /// Range requests.
@@ -128,14 +130,26 @@ pub(crate) struct WindowSource {
     pub len: u32,
 }
 
-/// One frame to fetch: a chunk's plain frame, or its delta frame against a window.
+/// How a fetched frame decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// One chunk, alone.
+    Plain,
+    /// One chunk, against a window of the installed release.
+    Delta(WindowKey),
+    /// The chunks `chunk..chunk + count`, as one stream.
+    Solid { count: u32 },
+}
+
+/// One frame to fetch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FrameRef {
+    /// The chunk it holds (the first, for a solid frame).
     pub chunk: u32,
     pub pack: u32,
     pub offset: u64,
     pub frame_len: u32,
-    pub window: Option<WindowKey>,
+    pub kind: FrameKind,
 }
 
 /// A range request and the frames it carries, in pack order.
@@ -270,12 +284,25 @@ pub(crate) fn plan(
                 pack: entry.pack,
                 offset: target.frame_offset(chunk),
                 frame_len: entry.frame_len,
-                window: None,
+                kind: FrameKind::Plain,
             }
         })
         .collect();
     let windows = choose_deltas(&checked, layout, &mut frames);
-    plan.totals.chunks_delta = frames.iter().filter(|f| f.window.is_some()).count() as u64;
+    plan.totals.chunks_delta = frames
+        .iter()
+        .filter(|f| matches!(f.kind, FrameKind::Delta(_)))
+        .count() as u64;
+    let fetched_before: HashSet<u32> = local
+        .iter()
+        .filter(|(_, source)| matches!(source, LocalChunk::Blob(_)))
+        .map(|(&i, _)| i)
+        .collect();
+    let frames = choose_solid(&checked, frames, &fetched_before);
+    plan.totals.solid_frames = frames
+        .iter()
+        .filter(|f| matches!(f.kind, FrameKind::Solid { .. }))
+        .count() as u64;
     let ranges = coalesce(frames, fetch);
     for range in &ranges {
         plan.totals.bytes_to_fetch += range.len;
@@ -350,11 +377,59 @@ fn choose_deltas(
                 pack: delta.pack,
                 offset: target.delta_offset(k, d),
                 frame_len: delta.frame_len,
-                window: Some(key),
+                kind: FrameKind::Delta(key),
             };
         }
     }
     windows
+}
+
+/// Replaces the frames of a run of chunks by the run's solid frame where that is cheaper.
+///
+/// Never for a run holding chunks fetched by an interrupted earlier run: those bytes were
+/// verified once and must not be downloaded again.
+fn choose_solid(
+    checked: &Checked,
+    frames: Vec<FrameRef>,
+    fetched_before: &HashSet<u32>,
+) -> Vec<FrameRef> {
+    let target = &checked.target;
+    if target.solid.is_empty() {
+        return frames;
+    }
+    let by_chunk: HashMap<u32, usize> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.chunk, i))
+        .collect();
+    let mut replaced = vec![false; frames.len()];
+    let mut solid = Vec::new();
+    for (index, run) in target.solid.iter().enumerate() {
+        let chunks = run.first..run.first + run.chunks;
+        if chunks.clone().any(|c| fetched_before.contains(&c)) {
+            continue;
+        }
+        let inside: Vec<usize> = chunks.filter_map(|c| by_chunk.get(&c).copied()).collect();
+        let cost: u64 = inside.iter().map(|&i| u64::from(frames[i].frame_len)).sum();
+        if u64::from(run.frame_len) < cost {
+            for i in inside {
+                replaced[i] = true;
+            }
+            solid.push(FrameRef {
+                chunk: run.first,
+                pack: run.pack,
+                offset: target.solid_offset(index),
+                frame_len: run.frame_len,
+                kind: FrameKind::Solid { count: run.chunks },
+            });
+        }
+    }
+    frames
+        .into_iter()
+        .zip(replaced)
+        .filter_map(|(f, r)| (!r).then_some(f))
+        .chain(solid)
+        .collect()
 }
 
 /// Checks that a window's bytes in the installed release still match the signed chunks.
