@@ -27,6 +27,24 @@ pub fn decompress(frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Decompresses one frame whose header declares its size, refusing sizes over `limit`.
+///
+/// Allocates only the declared size, so a small hostile frame cannot claim a huge buffer.
+pub fn decompress_declared(frame: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .map_err(|_| Error::CorruptFrame("not a zstd frame".into()))?
+        .ok_or_else(|| Error::CorruptFrame("frame does not declare its size".into()))?;
+    let len = usize::try_from(declared)
+        .ok()
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| {
+            Error::CorruptFrame(format!(
+                "declares {declared} bytes, over the {limit}-byte limit"
+            ))
+        })?;
+    decompress(frame, len)
+}
+
 /// Like [`decompress`], reusing `out`'s allocation (it is cleared first).
 pub fn decompress_into(frame: &[u8], expected_len: usize, out: &mut Vec<u8>) -> Result<()> {
     let decompressor =
