@@ -1,71 +1,52 @@
 #!/usr/bin/env bash
-# Bandwidth harness: publish release pairs, serve the origin with nginx on 127.0.0.1, and
-# measure what relsync downloads (counted by the client, checked against nginx's access log)
-# for an update and for a fresh install, next to a full `zstd -19 --long=31` download.
+# Bandwidth harness: publish real release sequences (../shared/bench) and a synthetic one to an
+# origin served by nginx on 127.0.0.1, and measure relsync end to end per scenario: bytes on
+# the wire and requests (from nginx's access log, checked against the client's count), wall
+# time, client peak RSS, and the request bound; every installed tree is diffed with its release.
 #
-#   benches/bandwidth.sh [PAIR ...]    PAIR = name:old:new   (default: ruff:0.6.0:0.6.1)
+#   benches/bandwidth.sh            everything (~17 min on 2 cores, mostly zstd -19 in the pushes)
+#   benches/bandwidth.sh --quick    ruff 0.6.0->0.6.1 and the synthetic set only (~3 min)
 #
-# Releases come from ../shared/bench/fetch-releases.sh (cached in $RELEASES, default
-# ~/.cache/relsync-releases). Prints a markdown table on stdout.
+# Scenarios, each sequence on its own channel: previous->new for each consecutive pair,
+# older->new (0.6.0->0.6.2, 2.1.0->2.1.2) on a channel pushed with --delta-from 2, a fresh
+# install of each newest release, and the synthetic app (scripts/make-demo-release.py v1-v3).
+# Prints markdown tables; writes them to benches/results/bandwidth.md, the raw numbers to
+# bandwidth.json and a chart to bandwidth.png (when matplotlib can be installed).
+# Env: RELEASES (default ~/.cache/relsync-releases), RELSYNC_BENCH_PORT (default 18090).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
+quick=()
+case ${1:-} in
+  "") ;;
+  --quick) quick=(--quick) ;;
+  -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  *) echo "usage: benches/bandwidth.sh [--quick]" >&2; exit 2 ;;
+esac
+
+# Dependencies: nginx and zstd (setup.sh), GNU time for peak RSS, matplotlib for the chart.
 "$root/scripts/setup.sh"
+if [[ ! -x /usr/bin/time ]]; then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq time >/dev/null
+fi
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib >&2 ||
+  echo "warning: could not install matplotlib; no chart will be drawn" >&2
+
 releases=${RELEASES:-$HOME/.cache/relsync-releases}
-pairs=("${@:-ruff:0.6.0:0.6.1}")
-PUSH_FLAGS=${PUSH_FLAGS:-}  # extra flags for the new release's push, e.g. "--delta-window-kib 8192"
-port=${RELSYNC_BENCH_PORT:-18090}
+if ((${#quick[@]})); then seqs="ruff:0.6.0,0.6.1"; else seqs="ruff:0.6.0,0.6.1,0.6.2,0.6.3 numpy:2.1.0,2.1.1,2.1.2"; fi
+SEQS=$seqs bash "$root/../shared/bench/fetch-releases.sh" "$releases" >&2
+# What is measured: the commit, plus any uncommitted changes outside benches/.
+dirty=$(git -C "$root" status --porcelain -- . ':!benches' 2>/dev/null | cut -c4- | paste -sd, - | sed 's/,/, /g')
+revision="commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to $dirty}"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
+
 work=$(mktemp -d -t relsync-bw.XXXXXX)
 trap '"$root/scripts/nginx-origin.sh" stop "$work/nginx"; rm -rf "$work"' EXIT
 chmod 755 "$work"  # nginx workers run unprivileged
-
-seqs=""
-for pair in "${pairs[@]}"; do
-  IFS=: read -r name old new <<<"$pair"
-  seqs+=" $name:$old,$new"
-done
-SEQS="${seqs# }" bash "$root/../shared/bench/fetch-releases.sh" "$releases" >&2
-
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
-bin=$root/target/release
-"$bin/cdn-publisher" keygen --out "$work/key" >/dev/null
-key=$(cat "$work/key.pub")
-mkdir -p "$work/origin"
-"$root/scripts/nginx-origin.sh" start "$work/origin" "$work/nginx" "$port"
-url=http://127.0.0.1:$port/
-log=$work/nginx/access.log
-
-# Bytes nginx sent since line $1 of its log.
-sent_since() { tail -n +"$(($1 + 1))" "$log" | awk '{ s += $2 } END { print s + 0 }'; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-mb() { python3 -c "print(f'{$1/1e6:.2f} MB')"; }
-pct() { python3 -c "print(f'{100*$1/$2:.1f}%')"; }
-
-echo "| pair | full zstd -19 --long | relsync update | relsync fresh install | update requests | update wall | publish MB/s (with deltas) |"
-echo "|---|---|---|---|---|---|---|"
-for pair in "${pairs[@]}"; do
-  IFS=: read -r name old new <<<"$pair"
-  full=$(zstd -19 --long=31 -T1 -c -q "$releases/$name-$new.tar" | wc -c)
-  channel=$name
-  "$bin/cdn-publisher" push "$releases/$name-$old" --version "$old" --channel "$channel" \
-    --key "$work/key" --to "$work/origin" >/dev/null
-  "$bin/relsync" update --origin "$url" --channel "$channel" --trust "$key" \
-    --install "$work/inst-$name" --json >/dev/null
-  publish=$("$bin/cdn-publisher" push "$releases/$name-$new" --version "$new" --channel "$channel" \
-    --key "$work/key" --to "$work/origin" --json $PUSH_FLAGS | field mb_per_s)
-  mark=$(wc -l <"$log")
-  report=$("$bin/relsync" update --origin "$url" --channel "$channel" --trust "$key" \
-    --install "$work/inst-$name" --json)
-  update=$(field bytes_downloaded <<<"$report")
-  requests=$(field requests <<<"$report")
-  wall=$(field duration_ms <<<"$report")
-  [[ $update == "$(sent_since "$mark")" ]] || { echo "client count $update != nginx $(sent_since "$mark")" >&2; exit 1; }
-  diff -r "$work/inst-$name/current" "$releases/$name-$new" >/dev/null
-  mark=$(wc -l <"$log")
-  fresh=$("$bin/relsync" update --origin "$url" --channel "$channel" --trust "$key" \
-    --install "$work/fresh-$name" --json | field bytes_downloaded)
-  [[ $fresh == "$(sent_since "$mark")" ]] || { echo "client count $fresh != nginx" >&2; exit 1; }
-  printf '| %s %s->%s | %s | %s (%s) | %s (%s) | %s | %s ms | %.1f |\n' "$name" "$old" "$new" \
-    "$(mb "$full")" "$(mb "$update")" "$(pct "$update" "$full")" \
-    "$(mb "$fresh")" "$(pct "$fresh" "$full")" "$requests" "$wall" "$publish"
-done
+# A copy of the binaries, so a rebuild during the run cannot mix versions.
+mkdir "$work/bin" && cp "$root/target/release/relsync" "$root/target/release/cdn-publisher" "$work/bin/"
+python3 "$here/bandwidth.py" "${quick[@]}" --root "$root" --bin "$work/bin" \
+  --releases "$releases" --anchors "$root/../shared/bench/ANCHORS.md" --work "$work" \
+  --out "$here/results" --port "${RELSYNC_BENCH_PORT:-18090}" \
+  --revision "$revision"

@@ -79,10 +79,10 @@ struct PushArgs {
     #[arg(long, default_value_t = 1)]
     delta_from: usize,
     /// Window of the earlier release that each delta segment is compressed against, in KiB.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 8192)]
     delta_window_kib: u64,
     /// New bytes per delta segment (one window each), in KiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 2048)]
     delta_segment_kib: u64,
     /// Uncompressed MiB per solid frame, for fresh installs (0: none; at most 64).
     #[arg(long, default_value_t = 32)]
