@@ -1,4 +1,5 @@
 //! `cdn-publisher`: publish releases to a relsync origin.
+#![forbid(unsafe_code)]
 
 mod delta;
 mod keygen;

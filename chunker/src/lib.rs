@@ -23,6 +23,7 @@
 //! This crate is sync and pure: it does no file-system walking, no networking and no threading.
 //! Callers parallelize across chunks (the publisher uses rayon).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod chunk;

@@ -1,5 +1,6 @@
 //! `relsync`: install and update a release from a relsync origin.
 
+mod malloc;
 mod render;
 
 use std::path::PathBuf;
@@ -71,6 +72,7 @@ struct UpdateArgs {
 }
 
 fn main() -> ExitCode {
+    malloc::return_large_frees_to_the_os();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -26,6 +26,7 @@
 //! object-store origins. Manifest and pack *writing* helpers live here so the publisher and the
 //! client share one format, but walking and packing a release is the publisher's job.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod apply;
