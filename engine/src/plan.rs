@@ -567,6 +567,11 @@ pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
 /// Reads a chunk from an installed file and returns its bytes, verified.
 pub(crate) fn read_installed(path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(Error::io("opening", path))?;
+    read_chunk_at(&file, path, offset, id, len)
+}
+
+/// Reads `len` bytes at `offset` of an open installed file and checks them against `id`.
+fn read_chunk_at(file: &File, path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
     let mut data = vec![0u8; len as usize];
     file.read_exact_at(&mut data, offset)
         .map_err(Error::io("reading", path))?;
@@ -631,17 +636,13 @@ pub(crate) fn chunk_bytes(
     match planned.local.get(&index) {
         Some(LocalChunk::Blob(path)) => read_blob(path, chunk.id, chunk.len),
         Some(LocalChunk::Installed { path, offset }) => {
-            if !local_files.contains_key(path) {
-                let file = File::open(path).map_err(Error::io("opening", path))?;
-                local_files.insert(path.clone(), file);
-            }
-            let mut data = vec![0u8; chunk.len as usize];
-            if let Some(file) = local_files.get(path) {
-                file.read_exact_at(&mut data, *offset)
-                    .map_err(Error::io("reading", path))?;
-            }
-            check_chunk(chunk.id, &data, path)?;
-            Ok(data)
+            let file = match local_files.entry(path.clone()) {
+                std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(File::open(path).map_err(Error::io("opening", path))?)
+                }
+            };
+            read_chunk_at(file, path, *offset, chunk.id, chunk.len)
         }
         None => Err(Error::BadChunk {
             chunk: chunk.id,
