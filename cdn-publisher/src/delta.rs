@@ -86,20 +86,17 @@ impl<'a> BaseRelease<'a> {
             return Ok(out);
         };
         let end = offset + len;
-        let mut at = 0u64;
-        for &index in &file.chunks {
-            let chunk = self.manifest.chunks[index as usize];
+        for (at, index, chunk) in self.manifest.chunk_spans(file) {
+            if at >= end {
+                break;
+            }
             let chunk_end = at + u64::from(chunk.len);
-            if chunk_end > offset && at < end {
-                let data = self.chunk(index, &chunk)?;
+            if chunk_end > offset {
+                let data = self.chunk(index, chunk)?;
                 let from = offset.saturating_sub(at) as usize;
                 let to = (end.min(chunk_end) - at) as usize;
                 out.extend_from_slice(&data[from..to]);
             }
-            if chunk_end >= end {
-                break;
-            }
-            at = chunk_end;
         }
         Ok(out)
     }

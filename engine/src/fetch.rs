@@ -87,9 +87,18 @@ impl VerifiedChunk {
             Some(window) => window.decompress(frame, len),
         }
         .map_err(|e| bad(e.to_string()))?;
+        Self::check(entry, data, url)
+    }
+
+    /// Accepts decoded bytes only if they hash to the chunk's id.
+    fn check(entry: &ChunkEntry, data: Vec<u8>, url: &str) -> Result<Self> {
         let actual = ChunkId::of(&data);
         if actual != entry.id {
-            return Err(bad(format!("hash is {actual}")));
+            return Err(Error::BadChunk {
+                chunk: entry.id,
+                source_name: url.to_owned(),
+                reason: format!("hash is {actual}"),
+            });
         }
         Ok(Self { id: entry.id, data })
     }
@@ -439,15 +448,7 @@ async fn decode_solid(
                     out = &out[take..];
                     if pending.len() == entry.len as usize {
                         let data = std::mem::take(pending);
-                        let actual = ChunkId::of(&data);
-                        if actual != entry.id {
-                            return Err(Error::BadChunk {
-                                chunk: entry.id,
-                                source_name: url.clone(),
-                                reason: format!("hash is {actual}"),
-                            });
-                        }
-                        let (_, path) = VerifiedChunk { id: entry.id, data }.store(&layout)?;
+                        let (_, path) = VerifiedChunk::check(entry, data, &url)?.store(&layout)?;
                         stored.push((first + *next as u32, path));
                         *next += 1;
                     }

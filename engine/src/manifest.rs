@@ -237,6 +237,21 @@ impl Manifest {
         self.files().map(|(_, f)| f.size).sum()
     }
 
+    /// A file's chunks in file order, each with its byte offset in the file and its index.
+    ///
+    /// The manifest must be validated (every index in range).
+    pub fn chunk_spans<'m>(
+        &'m self,
+        file: &'m FileEntry,
+    ) -> impl Iterator<Item = (u64, u32, &'m ChunkEntry)> + 'm {
+        file.chunks.iter().scan(0u64, move |at, &index| {
+            let chunk = &self.chunks[index as usize];
+            let offset = *at;
+            *at += u64::from(chunk.len);
+            Some((offset, index, chunk))
+        })
+    }
+
     /// The regular files with their paths.
     pub fn files(&self) -> impl Iterator<Item = (&RelPath, &FileEntry)> {
         self.entries.iter().filter_map(|e| match &e.kind {

@@ -453,17 +453,13 @@ fn verify_window(
         .filter(|&end| end <= file.size && window.len > 0)
         .ok_or_else(|| bad("lies outside its file"))?;
     let path = entry.path.under(&layout.release(&installed.dir));
-    let mut at = 0u64;
-    for &index in &file.chunks {
-        let chunk = &installed.manifest.chunks[index as usize];
-        let chunk_end = at + u64::from(chunk.len);
-        if chunk_end > window.offset && at < end {
-            read_installed(&path, at, chunk.id, chunk.len)?;
-        }
-        if chunk_end >= end {
+    for (at, _, chunk) in installed.manifest.chunk_spans(file) {
+        if at >= end {
             break;
         }
-        at = chunk_end;
+        if at + u64::from(chunk.len) > window.offset {
+            read_installed(&path, at, chunk.id, chunk.len)?;
+        }
     }
     Ok(WindowSource {
         path,

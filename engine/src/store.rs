@@ -255,9 +255,7 @@ fn index_chunks(
         let EntryKind::File(file) = &entry.kind else {
             continue;
         };
-        let mut offset = 0u64;
-        for &index in &file.chunks {
-            let chunk = &manifest.chunks[index as usize];
+        for (offset, _, chunk) in manifest.chunk_spans(file) {
             let location = Location {
                 release: dir.to_owned(),
                 path: entry.path.to_string(),
@@ -268,7 +266,6 @@ fn index_chunks(
                 chunk.id.as_bytes().as_slice(),
                 encode(&location)?.as_slice(),
             )?;
-            offset += u64::from(chunk.len);
         }
     }
     Ok(())
