@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
-use relsync_engine::layout::{manifest_path, pack_path};
+use relsync_engine::layout::pack_path;
 use relsync_engine::manifest::{Base, ChunkEntry, Delta, EntryKind, TrustedManifest, Window};
 use relsync_engine::{ManifestId, RelPath};
 
@@ -67,7 +67,7 @@ pub struct BaseRelease<'a> {
 
 impl<'a> BaseRelease<'a> {
     pub fn load(origin: &'a LocalOrigin, id: ManifestId) -> Result<Option<Self>> {
-        let Some(bytes) = origin.read(&manifest_path(&id))? else {
+        let Some(bytes) = origin.read_manifest(&id)? else {
             return Ok(None);
         };
         let manifest =

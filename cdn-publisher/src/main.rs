@@ -85,6 +85,10 @@ struct PushArgs {
     /// New bytes per delta segment (one window each), in KiB.
     #[arg(long, default_value_t = 2048)]
     delta_segment_kib: u64,
+    /// How many earlier manifests of the channel the new one is also published as a delta of,
+    /// so clients on those releases download a few KiB instead of the whole manifest (max 16).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
+    manifest_deltas: u64,
     /// Uncompressed MiB per solid frame, for fresh installs (0: none; at most 64).
     #[arg(long, default_value_t = 32)]
     solid_mib: u64,
@@ -137,6 +141,7 @@ fn run_push(args: PushArgs) -> Result<()> {
             segment_bytes: args.delta_segment_kib.max(1) << 10,
             zstd_level: args.level,
         },
+        manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {

@@ -5,6 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use relsync_engine::ManifestId;
+use relsync_engine::layout::manifest_path;
+use relsync_engine::manifest::decompress_envelope;
 
 /// An origin that is a local folder (served by any HTTP server).
 #[derive(Debug, Clone)]
@@ -39,6 +42,16 @@ impl LocalOrigin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", full.display())),
         }
+    }
+
+    /// Reads manifest `id`'s signed envelope, if it exists.
+    pub fn read_manifest(&self, id: &ManifestId) -> Result<Option<Vec<u8>>> {
+        let Some(file) = self.read(&manifest_path(id))? else {
+            return Ok(None);
+        };
+        let envelope =
+            decompress_envelope(&file, None).with_context(|| format!("manifest {id}"))?;
+        Ok(Some(envelope))
     }
 
     /// Reads `len` bytes at `offset` of an object.

@@ -13,12 +13,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
-use relsync_engine::layout::{channel_path, manifest_path, valid_channel};
+use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path, valid_channel};
 use relsync_engine::manifest::{
-    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer, TrustedManifest,
-    limits,
+    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, ManifestDelta, Pointer,
+    TrustedManifest, compress_envelope, compress_envelope_delta, limits,
 };
-use relsync_engine::{FileHash, SecretKey};
+use relsync_engine::{FileHash, ManifestId, SecretKey};
 use semver::Version;
 use serde::Serialize;
 
@@ -46,6 +46,8 @@ pub struct PushOptions {
     /// How many earlier releases of the channel get delta frames.
     pub delta_from: usize,
     pub delta: DeltaParams,
+    /// How many earlier manifests of the channel the new one is also published as a delta of.
+    pub manifest_deltas: usize,
     /// Uncompressed bytes per solid frame (0: no solid frames).
     pub solid_run_bytes: u64,
 }
@@ -254,7 +256,7 @@ pub fn push(
     // parent it had.
     let parent = match &existing {
         Some(current) if current.version == opts.version => origin
-            .read(&manifest_path(&current.manifest))?
+            .read_manifest(&current.manifest)?
             .and_then(|b| Manifest::decode_unverified(&b).ok())
             .and_then(|m| m.parent),
         Some(current) => Some(current.manifest),
@@ -381,7 +383,7 @@ pub fn push(
         && current.version == opts.version
     {
         let same = origin
-            .read(&manifest_path(&current.manifest))?
+            .read_manifest(&current.manifest)?
             .and_then(|b| Manifest::decode_unverified(&b).ok())
             .is_some_and(|old| same_release(&old, &manifest));
         if same {
@@ -403,21 +405,51 @@ pub fn push(
     // Never publish what clients would refuse.
     TrustedManifest::open_local(bytes.clone())
         .context("the release breaks a rule clients enforce")?;
-    origin.put(&manifest_path(&id), &bytes)?;
+    let file = compress_envelope(&bytes)?;
+    origin.put(&manifest_path(&id), &file)?;
+    let manifest_deltas = put_manifest_deltas(origin, &id, &bytes, parent, opts.manifest_deltas)?;
     let pointer = Pointer {
         format: FORMAT_VERSION,
         product: opts.product.clone(),
         channel: opts.channel.clone(),
         version: opts.version.clone(),
         manifest: id,
-        manifest_len: bytes.len() as u64,
+        manifest_len: file.len() as u64,
+        manifest_deltas,
         issued_unix: created,
         expires_unix: manifest.expires_unix,
     };
     origin.put(&channel_path(&opts.channel), &pointer.seal(key)?)?;
     summary.manifest = id.to_string();
-    summary.manifest_bytes = bytes.len() as u64;
+    summary.manifest_bytes = file.len() as u64;
     Ok(finish(summary, started))
+}
+
+/// Writes manifest `id` as a delta against each of its `depth` nearest ancestors on the origin.
+fn put_manifest_deltas(
+    origin: &LocalOrigin,
+    id: &ManifestId,
+    envelope: &[u8],
+    parent: Option<ManifestId>,
+    depth: usize,
+) -> Result<Vec<ManifestDelta>> {
+    let mut deltas = Vec::new();
+    let mut next = parent;
+    while let Some(base) = next
+        && deltas.len() < depth
+    {
+        let Some(base_envelope) = origin.read_manifest(&base)? else {
+            break;
+        };
+        let delta = compress_envelope_delta(envelope, &base_envelope)?;
+        origin.put(&manifest_delta_path(id, &base), &delta)?;
+        deltas.push(ManifestDelta {
+            base,
+            len: delta.len() as u64,
+        });
+        next = Manifest::decode_unverified(&base_envelope)?.parent;
+    }
+    Ok(deltas)
 }
 
 fn finish(mut summary: PushSummary, started: Instant) -> PushSummary {

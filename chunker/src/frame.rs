@@ -31,18 +31,22 @@ pub fn decompress(frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
 ///
 /// Allocates only the declared size, so a small hostile frame cannot claim a huge buffer.
 pub fn decompress_declared(frame: &[u8], limit: usize) -> Result<Vec<u8>> {
+    decompress(frame, declared_len(frame, limit)?)
+}
+
+/// The content size a frame's header declares, if it is at most `limit`.
+fn declared_len(frame: &[u8], limit: usize) -> Result<usize> {
     let declared = zstd::zstd_safe::get_frame_content_size(frame)
         .map_err(|_| Error::CorruptFrame("not a zstd frame".into()))?
         .ok_or_else(|| Error::CorruptFrame("frame does not declare its size".into()))?;
-    let len = usize::try_from(declared)
+    usize::try_from(declared)
         .ok()
         .filter(|&n| n <= limit)
         .ok_or_else(|| {
             Error::CorruptFrame(format!(
                 "declares {declared} bytes, over the {limit}-byte limit"
             ))
-        })?;
-    decompress(frame, len)
+        })
 }
 
 /// Like [`decompress`], reusing `out`'s allocation (it is cleared first).
@@ -264,6 +268,11 @@ impl WindowDecoder {
         let mut out = Vec::with_capacity(expected_len);
         decode_one(decompressor, frame, expected_len, &mut out)?;
         Ok(out)
+    }
+
+    /// Like [`decompress_declared`], with the window.
+    pub fn decompress_declared(&self, frame: &[u8], limit: usize) -> Result<Vec<u8>> {
+        self.decompress(frame, declared_len(frame, limit)?)
     }
 }
 

@@ -4,8 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use semver::Version;
 
-use crate::layout::{channel_path, manifest_path};
-use crate::manifest::{Pointer, TrustedManifest, limits};
+use crate::layout::{channel_path, manifest_delta_path, manifest_path};
+use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
 use std::sync::Arc;
 
 use crate::layout::InstallLayout;
@@ -116,12 +116,34 @@ pub(crate) async fn check(
     let target = match &installed {
         Some(release) if release.manifest.id() == pointer.manifest => release.manifest.clone(),
         _ => {
-            let limit = pointer.manifest_len.min(limits::MANIFEST_BYTES);
-            let bytes = origin
-                .get(&manifest_path(&pointer.manifest), "manifest", limit)
+            let held = [&installed, &previous];
+            let base = held.into_iter().flatten().find_map(|r| {
+                let id = r.manifest.id();
+                let delta = pointer.manifest_deltas.iter().find(|d| d.base == id)?;
+                Some((delta, &r.manifest))
+            });
+            let (path, what, len) = match base {
+                Some((delta, _)) => (
+                    manifest_delta_path(&pointer.manifest, &delta.base),
+                    "manifest delta",
+                    delta.len,
+                ),
+                None => (
+                    manifest_path(&pointer.manifest),
+                    "manifest",
+                    pointer.manifest_len,
+                ),
+            };
+            let file = origin
+                .get(&path, what, len.min(limits::MANIFEST_BYTES))
                 .await?;
+            let base = base.map(|(_, m)| m.clone());
             let (id, keys) = (pointer.manifest, config.trusted_keys.clone());
-            blocking(move || TrustedManifest::open(bytes, &id, &keys)).await?
+            blocking(move || {
+                let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
+                TrustedManifest::open(envelope, &id, &keys)
+            })
+            .await?
         }
     };
     expect_eq("manifest channel", &pointer.channel, &target.channel)?;

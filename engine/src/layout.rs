@@ -4,6 +4,7 @@
 //! origin/                              install/
 //!   channels/<channel>   pointer         current -> releases/<version>-<id8>
 //!   manifests/<id>       manifests       releases/<version>-<id8>/...   current and previous
+//!   manifests/<id>.from-<base>   deltas
 //!   packs/<id>           chunk packs     .relsync/state.redb            the store
 //!                                        .relsync/chunks/<chunk id>     fetched, verified frames
 //!                                        .relsync/staging/<id8>/        tree being assembled
@@ -22,6 +23,11 @@ pub fn channel_path(channel: &str) -> String {
 /// Origin path of a manifest.
 pub fn manifest_path(id: &ManifestId) -> String {
     format!("manifests/{id}")
+}
+
+/// Origin path of manifest `id` as a delta against manifest `base`.
+pub fn manifest_delta_path(id: &ManifestId, base: &ManifestId) -> String {
+    format!("manifests/{id}.from-{base}")
 }
 
 /// Origin path of a pack.

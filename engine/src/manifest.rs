@@ -1,7 +1,10 @@
 //! The signed release manifest and channel pointer.
 //!
-//! Both are postcard-encoded bodies inside a signed [`crate::envelope`]; a manifest's body is
-//! also zstd-compressed (file paths and repeated hashes shrink by ~40%). A manifest
+//! Both are postcard-encoded bodies inside a signed [`crate::envelope`]. A manifest travels as
+//! one zstd frame of its envelope ([`compress_envelope`]), or as a frame that needs an earlier
+//! manifest the client already holds ([`compress_envelope_delta`]): between releases most of
+//! a manifest is unchanged, so such a delta is a few KiB. Its id hashes the envelope, so both
+//! forms name the same signed bytes. A manifest
 //! lists the release's files and its unique chunks in pack order, then the delta frames against
 //! each base, then solid frames. A frame's byte offset in its pack is not stored: it is the sum
 //! of the lengths of the frames before it in the same pack (plain frames first, then each
@@ -19,14 +22,16 @@ use crate::path::{NodeKind, RelPath, check_symlink_in_tree};
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
 /// The format version this engine writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
     /// Largest channel pointer accepted.
     pub const POINTER_BYTES: u64 = 64 * 1024;
-    /// Largest manifest accepted.
+    /// Largest manifest accepted, decompressed.
     pub const MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+    /// Most manifest deltas a pointer lists.
+    pub const MANIFEST_DELTAS: usize = 16;
     /// Most chunks in one release.
     pub const CHUNKS: usize = 16 * 1024 * 1024;
     /// Most entries in one release.
@@ -201,35 +206,75 @@ pub struct Pointer {
     pub version: Version,
     /// The manifest at `manifests/<id>`.
     pub manifest: ManifestId,
-    /// Its length in bytes.
+    /// Length of that file.
     pub manifest_len: u64,
+    /// The same manifest as deltas against earlier ones, newest base first.
+    pub manifest_deltas: Vec<ManifestDelta>,
     /// When the pointer was signed.
     pub issued_unix: u64,
     /// When clients stop trusting it.
     pub expires_unix: u64,
 }
 
+/// A manifest delta at `manifests/<id>.from-<base>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDelta {
+    /// The manifest it needs.
+    pub base: ManifestId,
+    /// Length of the delta file.
+    pub len: u64,
+}
+
+/// Level for manifest files: they are small and fetched by every client.
+const MANIFEST_LEVEL: i32 = 19;
+
+/// A signed manifest envelope as the file stored at `manifests/<id>`.
+pub fn compress_envelope(envelope: &[u8]) -> Result<Vec<u8>> {
+    Ok(relsync_chunker::frame::compress(envelope, MANIFEST_LEVEL)?)
+}
+
+/// A signed manifest envelope as a delta against the envelope of `base`.
+pub fn compress_envelope_delta(envelope: &[u8], base: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = relsync_chunker::frame::WindowEncoder::new(base, MANIFEST_LEVEL)?;
+    Ok(encoder.compress(envelope)?)
+}
+
+/// The envelope in a manifest file or, given its `base`, a manifest delta; bounded by
+/// [`limits::MANIFEST_BYTES`]. The caller checks the result's hash and signature.
+pub fn decompress_envelope(file: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> {
+    let limit = limits::MANIFEST_BYTES as usize;
+    let envelope = match base {
+        None => relsync_chunker::frame::decompress_declared(file, limit),
+        Some(base) => {
+            relsync_chunker::frame::WindowDecoder::new(base).decompress_declared(file, limit)
+        }
+    };
+    envelope.map_err(|e| {
+        let what = if base.is_some() {
+            "manifest delta"
+        } else {
+            "manifest"
+        };
+        Error::malformed(what, e.to_string())
+    })
+}
+
 impl Manifest {
-    /// Encodes, compresses and signs the manifest, returning its id and envelope bytes.
+    /// Encodes and signs the manifest, returning its id and envelope bytes.
     pub fn seal(&self, key: &SecretKey) -> Result<(ManifestId, Vec<u8>)> {
         let body =
             postcard::to_stdvec(self).map_err(|e| Error::malformed("manifest", e.to_string()))?;
-        let body = relsync_chunker::frame::compress(&body, 19)?;
         let bytes = envelope::seal(Kind::Manifest, &body, &[key])?;
         Ok((ManifestId::of(&bytes), bytes))
     }
 
-    /// Decodes a body without checking its signature (publisher side only).
+    /// Decodes an envelope without checking its signature (publisher side only).
     pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         Self::decode_body(envelope::open_unverified(Kind::Manifest, bytes)?)
     }
 
-    /// Decompresses (bounded by [`limits::MANIFEST_BYTES`]) and decodes a manifest body.
     fn decode_body(body: &[u8]) -> Result<Self> {
-        let limit = limits::MANIFEST_BYTES as usize;
-        let body = relsync_chunker::frame::decompress_declared(body, limit)
-            .map_err(|e| Error::malformed("manifest", e.to_string()))?;
-        postcard::from_bytes(&body).map_err(|e| Error::malformed("manifest", e.to_string()))
+        postcard::from_bytes(body).map_err(|e| Error::malformed("manifest", e.to_string()))
     }
 
     /// Total bytes of all regular files.
@@ -399,6 +444,12 @@ impl Pointer {
             return Err(Error::malformed(
                 "channel pointer",
                 format!("unsupported format {}", pointer.format),
+            ));
+        }
+        if pointer.manifest_deltas.len() > limits::MANIFEST_DELTAS {
+            return Err(Error::malformed(
+                "channel pointer",
+                "too many manifest deltas",
             ));
         }
         Ok(pointer)
@@ -668,6 +719,41 @@ mod tests {
         ];
         for (what, m) in cases {
             assert!(open(&m).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn manifest_files_and_deltas_round_trip_and_refuse_damage() {
+        let dirs = |n: usize| {
+            (0..n)
+                .map(|i| entry(&format!("d{i}"), EntryKind::Dir))
+                .collect()
+        };
+        let (old_id, old) = manifest(dirs(400), vec![], 0).seal(&key()).unwrap();
+        let (id, new) = manifest(dirs(401), vec![], 0).seal(&key()).unwrap();
+
+        let file = compress_envelope(&new).unwrap();
+        assert_eq!(decompress_envelope(&file, None).unwrap(), new);
+        let delta = compress_envelope_delta(&new, &old).unwrap();
+        assert!(
+            delta.len() * 4 < file.len(),
+            "{} vs {}",
+            delta.len(),
+            file.len()
+        );
+        let envelope = decompress_envelope(&delta, Some(&old)).unwrap();
+        let trusted = TrustedManifest::open(envelope, &id, &[key().public()]).unwrap();
+        assert_eq!(trusted.entries.len(), 401);
+
+        // A delta applied to the wrong base cannot pass for the manifest it names.
+        let (_, other) = manifest(dirs(3), vec![], 0).seal(&key()).unwrap();
+        if let Ok(wrong) = decompress_envelope(&delta, Some(&other)) {
+            assert!(TrustedManifest::open(wrong, &id, &[key().public()]).is_err());
+        }
+        assert_ne!(old_id, id);
+        for cut in [0, 1, delta.len() / 2, delta.len() - 1] {
+            let err = decompress_envelope(&delta[..cut], Some(&old)).unwrap_err();
+            assert!(err.to_string().contains("manifest delta"), "{err}");
         }
     }
 

@@ -19,25 +19,40 @@ fn assert_nothing_installed(dir: &Path, out: &Output) {
     );
 }
 
+/// Both forms of a manifest on the origin: the delta against v1 that an update fetches, and
+/// the whole file that a fresh install fetches. Each, tampered, is refused before any pack.
 #[test]
 fn tampered_manifest_is_refused() {
     let (w, n) = world_with_v1();
     let (dir, manifests, _) = installed_v1_then_push_v2(&w, &n, "a");
-    assert_eq!(
-        manifests.len(),
-        1,
-        "push of v2 must add one manifest: {manifests:?}"
+    let (deltas, whole): (Vec<_>, Vec<_>) = manifests.iter().partition(|m| m.contains(".from-"));
+    assert!(
+        deltas.len() == 1 && whole.len() == 1,
+        "push of v2 must add a manifest and its delta against v1: {manifests:?}"
     );
-    let path = w.origin.join(&manifests[0]);
-    let len = fs::metadata(&path).expect("manifest").len();
-    flip_byte(&path, len / 2);
+    let tamper = |file: &str| {
+        let path = w.origin.join(file);
+        let len = fs::metadata(&path).expect("manifest").len();
+        flip_byte(&path, len / 2);
+    };
 
+    tamper(deltas[0]);
     let link = current_link(&dir);
     let mark = n.mark();
     let out = w.update(&n.url(), &dir, &[]);
-    out.assert_failure("update with a tampered manifest");
+    out.assert_failure("update with a tampered manifest delta");
+    assert!(out.stderr.contains("manifest"), "{out}");
     assert_untouched(&w, &dir, &link, &out);
-    let log = run_log(&n, mark);
+    let mut log = run_log(&n, mark);
+
+    tamper(whole[0]);
+    let fresh = w.install_dir("fresh");
+    let mark = n.mark();
+    let out = w.update(&n.url(), &fresh, &[]);
+    out.assert_failure("fresh install with a tampered manifest");
+    assert!(out.stderr.contains("manifest"), "{out}");
+    assert_nothing_installed(&fresh, &out);
+    log.extend(run_log(&n, mark));
     assert!(
         !log.iter().any(|e| e.is_pack()),
         "packs were fetched before the manifest was verified:\n{}",

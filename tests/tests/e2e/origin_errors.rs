@@ -88,10 +88,12 @@ fn missing_manifest_fails_clearly_and_keeps_v1() {
     let (dir, manifests, _) = installed_v1_then_push_v2(&w, &n, "a");
     assert_eq!(
         manifests.len(),
-        1,
-        "push of v2 must add one manifest: {manifests:?}"
+        2,
+        "push of v2 must add a manifest and its delta against v1: {manifests:?}"
     );
-    fs::remove_file(w.origin.join(&manifests[0])).expect("delete the manifest");
+    for file in &manifests {
+        fs::remove_file(w.origin.join(file)).expect("delete the manifest");
+    }
 
     let link = current_link(&dir);
     let mark = n.mark();

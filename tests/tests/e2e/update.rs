@@ -61,6 +61,15 @@ fn install_then_update_is_exact_and_cheap() {
         r2.out
     );
     let log = assert_honest_accounting(&n, mark, &r2);
+    let manifests: Vec<_> = log
+        .iter()
+        .filter(|e| e.path().contains("/manifests/"))
+        .collect();
+    assert!(
+        manifests.len() == 1 && manifests[0].path().contains(".from-"),
+        "an update from v1 must fetch v2's manifest as a delta against v1, once\n{}",
+        format_entries(&log)
+    );
     for e in log.iter().filter(|e| e.is_pack()) {
         assert!(
             e.status == 206 && e.ranges().len() == 1,
