@@ -5,23 +5,44 @@ needs, fetches the releases and builds the binaries.
 Publishes release sequences to an origin folder served by nginx on 127.0.0.1 (one channel per
 sequence), runs `relsync update` against it, and measures each update and fresh install:
 bytes on the wire and requests from nginx's access log (which must agree with the client's own
-count), wall time, client peak RSS, and the issue's request bound. Every installed tree is
-compared with its release. Writes markdown tables to stdout and OUT/bandwidth.md, the raw
-numbers to OUT/bandwidth.json and, with matplotlib, a chart to OUT/bandwidth.png.
+count), wall time, client CPU time and peak RSS, and the issue's request bound. Every installed
+tree is compared with its release. The other tools run on tars of the same release pairs (see
+Others). Writes markdown tables to stdout and OUT/bandwidth.md, the raw numbers to
+OUT/bandwidth.json and, with the chart binary, a chart per sequence to
+OUT/bandwidth-<sequence>.svg.
 """
 import argparse
+import filecmp
+import functools
 import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+import urllib.request
+from dataclasses import asdict, dataclass, field
 
 MIB = 1 << 20
 STARTED = time.monotonic()
+BITA_LEVEL = 11  # brotli level of bita's chunks, as ANCHORS.md measured it
+
+# The other tools, as table columns: executables, the Debian package whose version is the tool's
+# (None: the tool's own --version), and how it is run (shown under the table). The version and
+# how it is run key the tool's cached results.
+TOOLS = {
+    "zstd --patch-from": (["zstd"], "zstd", "`zstd -19 --long=31 --patch-from=OLD NEW`"),
+    "bsdiff": (["bsdiff"], "bsdiff", "`bsdiff OLD NEW PATCH`"),
+    "xdelta3": (["xdelta3"], "xdelta3", "`xdelta3 -e -9 -S djw -s OLD NEW PATCH`"),
+    "casync": (["casync"], "casync", "`casync make --chunk-size=65536 --compression=zstd`, "
+               "then `casync extract --seed=OLD` over HTTP"),
+    "bita": (["bita"], None, f"`bita compress --compression-level {BITA_LEVEL}` (brotli, 64 KiB "
+             "average chunks), then `bita clone --seed OLD` over HTTP"),
+    "zsync": (["zsyncmake", "zsync"], "zsync", "`zsyncmake`, then `zsync -i OLD` over HTTP"),
+}
 
 
 def log(msg: str) -> None:
@@ -32,10 +53,15 @@ def fail(msg: str) -> None:
     sys.exit(f"bandwidth: FAIL: {msg}")
 
 
+class CommandError(Exception):
+    """A command exited with an error, or did not do its job."""
+
+
 def run(cmd: list, **kw) -> str:
     p = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if p.returncode != 0:
-        fail(f"{' '.join(map(str, cmd))} exited with {p.returncode}:\n{p.stderr}{p.stdout}")
+        raise CommandError(f"{' '.join(map(str, cmd))} exited with {p.returncode}:\n"
+                           f"{p.stderr}{p.stdout}")
     return p.stdout
 
 
@@ -43,6 +69,27 @@ def make_tar(tree: str, tar: str) -> None:
     """A deterministic tar of a tree, made like ../shared/bench/fetch-releases.sh makes it."""
     run(["tar", "-C", tree, "--sort=name", "--mtime=@0", "--owner=0", "--group=0",
          "--numeric-owner", "-cf", tar, "."])
+
+
+@functools.cache
+def digest(path: str) -> str:
+    """The SHA-256 of a release's tar (made once per run), for cache keys."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tool_version(exes: list[str], package: str | None) -> str | None:
+    """The installed tool's version, None if any of its executables is missing."""
+    if not all(shutil.which(exe) for exe in exes):
+        return None
+    if package:
+        p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                           capture_output=True, text=True)
+        if p.returncode == 0 and p.stdout.strip():
+            return p.stdout.strip()
+    p = subprocess.run([exes[0], "--version"], capture_output=True, text=True)
+    words = (p.stdout or p.stderr).split()
+    return words[-1] if p.returncode == 0 and words else "unknown"
 
 
 @dataclass
@@ -56,7 +103,7 @@ class Release:
 
 @dataclass
 class Row:
-    scenario: str     # previous, older, fresh
+    scenario: str     # previous, older, skip, fresh
     name: str
     old: str | None   # label of the installed version (None: fresh install)
     new: str
@@ -65,12 +112,143 @@ class Row:
     requests: int     # requests in nginx's log
     bound: int        # 8 + ceil(bytes / 1 MiB)
     wall_ms: int
+    cpu_ms: int       # the client's user + system time
     peak_kib: int
     report: dict      # the client's --json report
+    tools: dict = field(default_factory=dict)  # column -> bytes, None where it could not run
 
     @property
     def pair(self) -> str:
         return f"{self.name} {self.old}->{self.new}"
+
+
+class Others:
+    """The other tools, run on the same pair of releases as tars (as ANCHORS.md measured them).
+    Pairwise tools give the size of their patch. casync, bita and zsync make their files from
+    the new tar into the origin, under tools/, and their clients fetch from nginx with the old
+    tar as seed; their bytes are those nginx sent, index files included. Each result is cached
+    in a file named by the tool, its version, how it is run and the two tars' hashes."""
+
+    def __init__(self, bench: "Bench", cache: str):
+        self.bench, self.cache = bench, cache
+        self.served = os.path.join(bench.origin, "tools")
+        os.makedirs(self.served)
+        open(os.path.join(self.served, "barrier"), "w").close()
+        self.scratch = os.path.join(bench.work, "tools")
+        os.makedirs(self.scratch)
+        self.out = os.path.join(self.scratch, "out")
+        self.made: set[str] = set()  # directories under tools/ made in this run
+        self.measures = {"zstd --patch-from": self.patch_from, "bsdiff": self.bsdiff,
+                         "xdelta3": self.xdelta3, "casync": self.casync, "bita": self.bita,
+                         "zsync": self.zsync}
+        self.versions = {column: tool_version(exes, package)
+                         for column, (exes, package, _) in TOOLS.items()}
+        for column, version in self.versions.items():
+            if version is None:
+                log(f"warning: {' and '.join(TOOLS[column][0])} not installed; "
+                    f"the {column} column shows —")
+
+    def measure(self, old: Release, new: Release) -> dict[str, int | None]:
+        return {column: self.cached(column, old, new) for column in TOOLS}
+
+    def cached(self, column: str, old: Release, new: Release) -> int | None:
+        version = self.versions[column]
+        if version is None:
+            return None
+        how = hashlib.sha256(TOOLS[column][2].encode()).hexdigest()[:8]
+        key = re.sub(r"[^\w.+-]+", "_", f"{column}-{version}-{how}")
+        path = os.path.join(self.cache, key, f"{digest(old.tar)[:16]}-{digest(new.tar)[:16]}")
+        try:
+            with open(path) as f:
+                return json.load(f)["bytes"]
+        except (OSError, ValueError, KeyError):
+            pass
+        pair = f"{old.name} {old.label}->{new.label}"
+        log(f"  {column} on {pair} (cached afterwards)")
+        try:
+            n = self.measures[column](old, new)
+        except CommandError as e:
+            log(f"warning: {column} failed on {pair}; its cell shows —\n{e}")
+            return None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"pair": pair, "tool": column, "version": version, "bytes": n}, f)
+        os.replace(path + ".tmp", path)
+        return n
+
+    # -- pairwise: the size of a patch -------------------------------------------------------
+
+    def patch(self, cmd: list) -> int:
+        run(cmd + [self.out])
+        n = os.path.getsize(self.out)
+        os.remove(self.out)
+        return n
+
+    def patch_from(self, old: Release, new: Release) -> int:
+        return self.patch(["zstd", "-19", "--long=31", "-T1", "-q", "-f",
+                           f"--patch-from={old.tar}", new.tar, "-o"])
+
+    def bsdiff(self, old: Release, new: Release) -> int:
+        return self.patch(["bsdiff", old.tar, new.tar])
+
+    def xdelta3(self, old: Release, new: Release) -> int:
+        return self.patch(["xdelta3", "-e", "-f", "-9", "-S", "djw", "-s", old.tar, new.tar])
+
+    # -- served: the bytes a client fetched from nginx ---------------------------------------
+
+    def serve(self, tool: str, new: Release, make) -> str:
+        """The URL of a directory under tools/ in which make(dir) made tool's files of new, once
+        per run."""
+        d = os.path.join(self.served, tool, digest(new.tar)[:16])
+        if d not in self.made:
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            make(d)
+            self.made.add(d)
+        return f"{self.bench.url}{os.path.relpath(d, self.bench.origin)}/"
+
+    def fetch(self, cmd: list, new: Release) -> int:
+        """Runs a client that writes new's tar to self.out; returns the bytes nginx sent it."""
+        mark = len(self.bench.log_since(0))
+        try:
+            run(cmd, cwd=self.scratch)
+            if not filecmp.cmp(self.out, new.tar, shallow=False):
+                raise CommandError(f"{cmd[0]} wrote something else than {new.tar}")
+        finally:
+            if os.path.exists(self.out):
+                os.remove(self.out)
+        # nginx logs a request once it has sent it: one requested after the client exited is
+        # logged after all of the client's.
+        urllib.request.urlopen(f"{self.bench.url}tools/barrier", timeout=10).read()
+        deadline = time.monotonic() + 5
+        while not any("/tools/barrier " in line for line in self.bench.log_since(mark)):
+            if time.monotonic() > deadline:
+                raise CommandError(f"nginx did not log the barrier request ({self.bench.log})")
+            time.sleep(0.05)
+        lines = self.bench.log_since(mark)
+        lines = lines[:next(i for i, line in enumerate(lines) if "/tools/barrier " in line)]
+        return sum(int(line.split()[1]) for line in lines)
+
+    def casync(self, old: Release, new: Release) -> int:
+        url = self.serve("casync", new, lambda d: run([
+            "casync", "make", f"--store={d}/store", "--chunk-size=65536", "--compression=zstd",
+            f"{d}/new.caibx", new.tar]))
+        return self.fetch(["casync", "extract", f"--store={url}store", f"--seed={old.tar}",
+                           f"{url}new.caibx", self.out], new)
+
+    def bita(self, old: Release, new: Release) -> int:
+        url = self.serve("bita", new, lambda d: run([
+            "bita", "compress", "--compression-level", str(BITA_LEVEL), "--avg-chunk-size",
+            "64KiB", "-i", new.tar, f"{d}/new.cba"]))
+        return self.fetch(["bita", "clone", "--seed", old.tar, f"{url}new.cba", self.out], new)
+
+    def zsync(self, old: Release, new: Release) -> int:
+        def make(d: str) -> None:
+            shutil.copyfile(new.tar, f"{d}/new.tar")
+            run(["zsyncmake", "-u", "new.tar", "-o", f"{d}/new.zsync", f"{d}/new.tar"])
+        url = self.serve("zsync", new, make)
+        return self.fetch(["zsync", "-q", "-i", old.tar, "-o", self.out, f"{url}new.zsync"],
+                          new)
 
 
 class Bench:
@@ -90,6 +268,7 @@ class Bench:
         os.makedirs(self.origin, exist_ok=True)
         run([os.path.join(args.root, "scripts", "nginx-origin.sh"), "start", self.origin,
              self.nginx, str(args.port)])
+        self.others = Others(self, args.tool_cache)
 
     # -- releases --------------------------------------------------------------------------
 
@@ -111,9 +290,7 @@ class Bench:
         """Size of `zstd -19 --long=31 -T1` of the release's tar, cached beside the releases
         (synthetic tars are generated per run, so their cache entry is named by content)."""
         if rel.name == "synthetic":
-            with open(rel.tar, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()[:16]
-            cache = os.path.join(self.releases, f"synthetic-{digest}.tar.zst-size")
+            cache = os.path.join(self.releases, f"synthetic-{digest(rel.tar)[:16]}.tar.zst-size")
         else:
             cache = rel.tar + ".zst-size"
         try:
@@ -149,16 +326,18 @@ class Bench:
         with open(self.log) as f:
             return f.read().splitlines()[mark:]
 
-    def update(self, channel: str, install: str, rel: Release) -> tuple[dict, int, int, int]:
-        """Runs `relsync update` once; returns (report, wire bytes, requests, peak RSS KiB)."""
+    def update(self, channel: str, install: str, rel: Release) -> tuple[dict, int, int, int, int]:
+        """Runs `relsync update` once; returns (report, wire bytes, requests, peak RSS KiB,
+        CPU ms)."""
         mark = len(self.log_since(0))
-        rss = os.path.join(self.work, "rss")
-        out = run(["/usr/bin/time", "-f", "%M", "-o", rss, f"{self.bin}/relsync", "update",
-                   "--origin", self.url, "--channel", channel, "--trust", self.trust,
+        usage = os.path.join(self.work, "usage")
+        out = run(["/usr/bin/time", "-f", "%M %U %S", "-o", usage, f"{self.bin}/relsync",
+                   "update", "--origin", self.url, "--channel", channel, "--trust", self.trust,
                    "--install", install, "--json"])
         report = json.loads(out)
-        with open(rss) as f:
-            peak = int(f.read().split()[-1])
+        with open(usage) as f:
+            peak, user, system = f.read().splitlines()[-1].split()
+        cpu_ms = round(1000 * (float(user) + float(system)))
         if report["version"] != rel.version:
             fail(f"{install} is at {report['version']}, expected {rel.version}")
         # nginx logs a request once it has been sent, which can trail the client by a moment.
@@ -184,28 +363,32 @@ class Bench:
                            capture_output=True, text=True)
         if p.returncode != 0:
             fail(f"{install}/current differs from {rel.tree}:\n{p.stdout[:2000]}{p.stderr}")
-        return report, wire, len(lines), peak
+        return report, wire, len(lines), int(peak), cpu_ms
 
     def measure(self, scenario: str, channel: str, install: str, old: Release | None,
                 new: Release) -> None:
-        report, wire, requests, peak = self.update(channel, install, new)
+        report, wire, requests, peak, cpu_ms = self.update(channel, install, new)
         row = Row(scenario, new.name, old.label if old else None, new.label,
                   self.full_size(new), wire, requests,
-                  8 + math.ceil(report["bytes_downloaded"] / MIB), report["duration_ms"], peak,
-                  report)
-        self.rows.append(row)
+                  8 + math.ceil(report["bytes_downloaded"] / MIB), report["duration_ms"],
+                  cpu_ms, peak, report)
         log(f"  {scenario} {row.pair if old else new.name + ' ' + new.label}: {wire} B, "
-            f"{requests} requests, {row.wall_ms} ms, {peak / 1024:.1f} MiB peak; "
-            f"chunks fetched {report['chunks_fetched']} ({report['chunks_delta']} as deltas), "
-            f"solid frames {report['solid_frames']}")
+            f"{requests} requests, {row.wall_ms} ms, {cpu_ms} ms CPU, {peak / 1024:.1f} MiB "
+            f"peak; chunks fetched {report['chunks_fetched']} ({report['chunks_delta']} as "
+            f"deltas), solid frames {report['solid_frames']}")
+        if old:
+            row.tools = self.others.measure(old, new)
+        self.rows.append(row)
 
     # -- scenarios --------------------------------------------------------------------------
 
     def previous_to_new(self, channel: str, seq: list[Release]) -> None:
-        """Publishes seq in order. After each push, the client installed fresh at the previous
-        version updates to it; then a new client installs it fresh (for the newest release,
-        that fresh install is the reported one)."""
-        prev = None
+        """Publishes seq in order, with the default --delta-from 1. After each push, the client
+        installed fresh at the previous version updates to it; then a new client installs it
+        fresh (for the newest release, that fresh install is the reported one). With three
+        releases or more, a client installed at the first skips the ones between: it updates
+        to the newest only."""
+        prev = skip = None
         for i, rel in enumerate(seq):
             self.push(channel, rel, 1)
             if prev:
@@ -215,7 +398,12 @@ class Bench:
                 self.measure("fresh", channel, install, None, rel)
             else:
                 self.update(channel, install, rel)
+            if i == 0 and len(seq) >= 3:
+                skip = self.new_client()
+                self.update(channel, skip, rel)
             prev = (install, rel)
+        if skip:
+            self.measure("skip", channel, skip, seq[0], seq[-1])
 
     def older_to_new(self, channel: str, seq: list[Release]) -> None:
         """Publishes seq with --delta-from 2; a client installed at the oldest updates to the
@@ -230,31 +418,7 @@ class Bench:
 
 # -- reporting ------------------------------------------------------------------------------
 
-def load_anchors(path: str) -> dict[str, dict[str, str]]:
-    """The "tree" rows of ANCHORS.md, keyed by pair ("ruff 0.6.0->0.6.1"), then by column."""
-    rows, header = {}, None
-    with open(path) as f:
-        for line in f:
-            if not line.startswith("|"):
-                header = None
-                continue
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if cells[0] == "release pair":
-                header = cells
-            elif header and len(cells) == len(header) and cells[1] == "tree":
-                rows[cells[0]] = dict(zip(header, cells))
-    return rows
-
-
-def anchor(anchors: dict, pair: str, prefix: str) -> str | None:
-    """The ANCHORS cell of the column whose name starts with prefix, e.g. "2.76 MB (38.5%)"."""
-    row = anchors.get(pair, {})
-    return next((v for k, v in row.items() if k.startswith(prefix)), None)
-
-
-def pct_of(cell: str | None) -> float | None:
-    m = re.search(r"\(([\d.]+)%\)", cell or "")
-    return float(m.group(1)) if m else None
+ORDER = {"previous": 0, "older": 1, "skip": 2, "fresh": 3}
 
 
 def mb(n: float) -> str:
@@ -271,31 +435,62 @@ def scenario_label(r: Row) -> str:
         return f"{r.name} {r.new} fresh install"
     if r.scenario == "older":
         return f"{r.pair} (older; --delta-from 2)"
+    if r.scenario == "skip":
+        return f"{r.pair} (skip versions)"
     return r.pair
 
 
-def tables(rows: list[Row], pushes: list[dict], anchors: dict) -> str:
-    order = {"previous": 0, "older": 1, "fresh": 2}
-    rows = sorted(rows, key=lambda r: (r.name == "synthetic", order[r.scenario]))
-    out = ["| scenario | full zstd -19 --long | relsync | zstd --patch-from | bsdiff | "
-           "requests (≤ bound?) | wall ms | client peak MiB |",
-           "|---|---|---|---|---|---|---|---|"]
+def target(r: Row) -> str:
+    """The issue's target for the row's scenario, and whether relsync meets it."""
+    if r.scenario == "previous":
+        what, limits = "≤ 1.0× patch-from", [r.tools.get("zstd --patch-from")]
+    elif r.scenario == "skip":
+        what, limits = "≤ full, casync, bita", [r.full, r.tools.get("casync"), r.tools.get("bita")]
+    elif r.scenario == "fresh":
+        what, limits = "≤ 1.05× full", [1.05 * r.full]
+    else:
+        return "—"
+    if None in limits:
+        return f"{what}: ? (a tool did not run)"
+    return f"{what} {'PASS' if r.wire <= min(limits) else 'FAIL'}"
+
+
+def update_table(rows: list[Row], versions: dict[str, str | None]) -> str:
+    header = ["scenario", "full zstd -19 --long", "relsync", "relsync ÷ patch-from", *TOOLS,
+              "requests (≤ bound?)", "wall ms", "client CPU s", "client peak MiB (≤ 64?)",
+              "target"]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        pairwise = r.scenario == "previous" and r.name != "synthetic"
-        ok = "PASS" if r.requests <= r.bound else "FAIL"
+        patch_from = r.tools.get("zstd --patch-from")
         out.append("| " + " | ".join([
             scenario_label(r), mb(r.full), f"{mb(r.wire)} ({pct(r.wire, r.full)})",
-            (anchor(anchors, r.pair, "zstd --patch-from") if pairwise else None) or "—",
-            (anchor(anchors, r.pair, "bsdiff") if pairwise else None) or "—",
-            f"{r.requests} ≤ {r.bound} {ok}", str(r.wall_ms), f"{r.peak_kib / 1024:.1f}",
+            f"{r.wire / patch_from:.2f}×" if patch_from else "—",
+            *(f"{mb(n)} ({pct(n, r.full)})" if n is not None else "—"
+              for n in (r.tools.get(column) for column in TOOLS)),
+            f"{r.requests} ≤ {r.bound} {'PASS' if r.requests <= r.bound else 'FAIL'}",
+            str(r.wall_ms), f"{r.cpu_ms / 1000:.2f}",
+            f"{r.peak_kib / 1024:.1f} {'PASS' if r.peak_kib <= 64 * 1024 else 'FAIL'}",
+            target(r),
         ]) + " |")
+    tools = "; ".join(f"{column} {versions[column] or '(not installed)'}: {TOOLS[column][2]}"
+                      for column in TOOLS)
     out += ["", "Bytes are response bodies as logged by nginx (`$body_bytes_sent`), equal to "
-            "the client's `bytes_downloaded`; percentages are of the full download. The request "
-            "bound is `8 + ceil(bytes_downloaded / 1 MiB)`. Pairwise tools from "
-            "`../shared/bench/ANCHORS.md` (tree rows).", "",
-            "| channel | release | --delta-from | release | packs | delta frames (bytes) | "
-            "solid frames | manifest KiB | seconds | publish MB/s |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "the client's `bytes_downloaded`; percentages are of the full download, `zstd -19 "
+            "--long=31` of the release's tar. The request bound is `8 + ceil(bytes_downloaded "
+            "/ 1 MiB)`; client CPU is user + system time. Skip versions: a client at the first "
+            "release updates to the newest, each release pushed with the default settings. "
+            "Targets: relsync ≤ 1.0× zstd --patch-from on previous->new, ≤ the full download, "
+            "casync and bita on skip versions, ≤ 1.05× full on fresh installs, client peak RSS "
+            "≤ 64 MiB. The other tools ran on tars of the same releases (cached by tool "
+            f"version and the tars' hashes): {tools}. Over HTTP: bytes nginx sent, index "
+            "files included. —: not applicable, or the tool did not run."]
+    return "\n".join(out) + "\n"
+
+
+def push_table(pushes: list[dict]) -> str:
+    out = ["| channel | release | --delta-from | release | packs | delta frames (bytes) | "
+           "solid frames | manifest KiB | seconds | publish MB/s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for p in pushes:
         out.append(f"| {p['channel']} | {p['label']} | {p['delta_from']} | {mb(p['bytes'])} "
                    f"| {mb(p['pack_bytes'])} | {p['delta_frames']} ({mb(p['delta_bytes'])}) "
@@ -304,45 +499,27 @@ def tables(rows: list[Row], pushes: list[dict], anchors: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def chart(rows: list[Row], anchors: dict, path: str) -> None:
-    """Grouped bars of % of a full download for the previous->new pairs ANCHORS has."""
+def charts(chart: str, results: str, out: str, docs: str) -> str:
+    """Draws a chart per sequence with the chart binary; returns markdown images of them, with
+    paths relative to docs/ (for docs/benchmarks.md)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("warning: matplotlib is not available; no chart")
-        return
-    pairs = [r for r in rows if r.scenario == "previous" and r.pair in anchors]
-    if not pairs:
-        return
-    series = [("relsync", lambda r: 100 * r.wire / r.full)] + [
-        (label, lambda r, c=col: pct_of(anchor(anchors, r.pair, c)))
-        for label, col in [("zstd --patch-from", "zstd --patch-from"), ("bsdiff", "bsdiff"),
-                           ("bita 64K", "bita 64K"), ("casync 64K", "casync 64K")]]
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs)), 4.5))
-    width = 0.8 / len(series)
-    for i, (label, value) in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(pairs))]
-        bars = ax.bar(xs, [value(r) or 0 for r in pairs], width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
-    ax.axhline(100, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(pairs)), [r.pair for r in pairs])
-    ax.set_ylabel("% of a full zstd -19 --long download")
-    ax.set_title("Update download size, previous -> new release (tree)")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    log(f"chart: {path}")
+        paths = run([chart, results, out]).split()
+    except (CommandError, OSError) as e:
+        log(f"warning: no charts: {e}")
+        return ""
+    return "".join(f"![{name}: bytes downloaded per scenario, % of a full download]"
+                   f"({os.path.relpath(path, docs)})\n"
+                   for path in paths
+                   for name in [os.path.basename(path)[len("bandwidth-"):-len(".svg")]])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="ruff 0.6.0->0.6.1 and synthetic only")
     ap.add_argument("--root", required=True, help="the workspace")
-    ap.add_argument("--bin", required=True, help="directory of relsync and cdn-publisher")
+    ap.add_argument("--bin", required=True, help="directory of relsync, cdn-publisher, chart")
     ap.add_argument("--releases", required=True, help="from fetch-releases.sh")
-    ap.add_argument("--anchors", required=True, help="ANCHORS.md")
+    ap.add_argument("--tool-cache", required=True, help="the other tools' cached results")
     ap.add_argument("--work", required=True, help="scratch directory (origin, clients, nginx)")
     ap.add_argument("--out", required=True, help="results directory")
     ap.add_argument("--port", type=int, default=18090)
@@ -360,18 +537,25 @@ def main() -> None:
     script = os.path.join(args.root, "scripts", "make-demo-release.py")
     bench.previous_to_new("synthetic", bench.synthetic(script, 3))
 
-    anchors = load_anchors(args.anchors)
-    text = tables(bench.rows, bench.pushes, anchors)
-    text += f"\nMeasured on {args.revision}, {time.strftime('%Y-%m-%d')}.\n"
+    rows = sorted(bench.rows, key=lambda r: (r.name == "synthetic", ORDER[r.scenario]))
     os.makedirs(args.out, exist_ok=True)
+    results = os.path.join(args.out, "bandwidth.json")
+    with open(results, "w") as f:
+        json.dump({"tools": list(TOOLS), "versions": bench.others.versions,
+                   "rows": [asdict(r) for r in rows], "pushes": bench.pushes}, f, indent=1)
+    images = charts(os.path.join(args.bin, "chart"), results, args.out,
+                    os.path.join(args.root, "docs"))
+    text = "\n".join([update_table(rows, bench.others.versions), *([images] if images else []),
+                      push_table(bench.pushes),
+                      f"Measured on {args.revision}, {time.strftime('%Y-%m-%d')}.\n"])
     with open(os.path.join(args.out, "bandwidth.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.out, "bandwidth.json"), "w") as f:
-        json.dump({"rows": [asdict(r) for r in bench.rows], "pushes": bench.pushes}, f, indent=1)
-    chart(bench.rows, anchors, os.path.join(args.out, "bandwidth.png"))
     print(text, end="")
     log(f"done; results in {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CommandError as e:
+        fail(str(e))

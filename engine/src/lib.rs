@@ -56,6 +56,8 @@ pub use ids::{ChunkId, FileHash, ManifestId, PackId};
 pub use keys::{PublicKey, SecretKey};
 pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{NodeKind, RelPath, check_symlink_in_tree, check_symlink_target};
+#[doc(hidden)]
+pub use plan::plan_stage;
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use progress::{Event, Reporter, Silent};
 pub use store::{Location, Release, Store, StoreStats, TrustedState};

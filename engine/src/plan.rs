@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use crate::check::Checked;
 use crate::layout::InstallLayout;
-use crate::manifest::{EntryKind, FileEntry};
-use crate::store::Store;
+use crate::manifest::{EntryKind, FORMAT_VERSION, FileEntry, Pointer, TrustedManifest};
+use crate::store::{Release, Store};
 use crate::{Error, FetchConfig, FileHash, Result};
 
 /// What an update will do, before it does it (`--dry-run` prints this).
@@ -321,6 +321,43 @@ pub(crate) fn plan(
         ranges,
         windows,
     })
+}
+
+/// Runs the plan stage alone, as `plan` does after the check stage verified `target` and
+/// read `installed` and `previous` from `store`. For benchmarks (`benches/benches/plan.rs`);
+/// not a stable API.
+#[doc(hidden)]
+pub fn plan_stage(
+    target: TrustedManifest,
+    installed: Option<Release>,
+    previous: Option<Release>,
+    layout: &InstallLayout,
+    store: &Store,
+    fetch: &FetchConfig,
+) -> Result<Planned> {
+    let installed_on_disk = installed.as_ref().is_some_and(|r| {
+        crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
+            && layout.release(&r.dir).is_dir()
+    });
+    let pointer = Pointer {
+        format: FORMAT_VERSION,
+        product: target.product.clone(),
+        channel: target.channel.clone(),
+        version: target.version.clone(),
+        manifest: target.id(),
+        manifest_len: target.bytes().len() as u64,
+        manifest_deltas: Vec::new(),
+        issued_unix: target.created_unix,
+        expires_unix: target.expires_unix,
+    };
+    let checked = Checked {
+        pointer,
+        target,
+        installed,
+        previous,
+        installed_on_disk,
+    };
+    plan(checked, layout, store, fetch)
 }
 
 /// Swaps plain frames for smaller delta frames where the installed release is a delta base
