@@ -656,7 +656,36 @@ fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
             frames: vec![frame],
         });
     }
+    fit_request_budget(&mut ranges, config.max_range_bytes);
     ranges
+}
+
+/// Range requests allowed beside the pointer and manifest: with those two, an update makes at
+/// most 8 requests plus 1 per MiB it downloads.
+fn request_budget(ranges: &[Range]) -> usize {
+    const MIB: u64 = 1 << 20;
+    6 + ranges.iter().map(|r| r.len).sum::<u64>().div_ceil(MIB) as usize
+}
+
+/// Merges the two neighbouring ranges of one pack with the smallest gap until the ranges fit
+/// [`request_budget`] (or no two can merge within `max_range_bytes`). The gaps are downloaded
+/// and skipped: a few wasted bytes cost less than a round trip each.
+fn fit_request_budget(ranges: &mut Vec<Range>, max_range_bytes: u64) {
+    while ranges.len() > request_budget(ranges) {
+        let best = ranges
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| {
+                w[0].pack == w[1].pack && w[1].start + w[1].len - w[0].start <= max_range_bytes
+            })
+            .min_by_key(|(_, w)| w[1].start - (w[0].start + w[0].len))
+            .map(|(i, _)| i);
+        let Some(i) = best else { break };
+        let next = ranges.remove(i + 1);
+        let merged = &mut ranges[i];
+        merged.len = next.start + next.len - merged.start;
+        merged.frames.extend(next.frames);
+    }
 }
 
 /// The bytes of a file entry's chunks come from `local`; used by assemble.
@@ -690,5 +719,55 @@ pub(crate) fn file_entry(planned: &Planned, row: usize) -> Option<&FileEntry> {
     match &planned.checked.target.entries.get(row)?.kind {
         EntryKind::File(f) => Some(f),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pack: u32, offset: u64, frame_len: u32) -> FrameRef {
+        FrameRef {
+            chunk: 0,
+            pack,
+            offset,
+            frame_len,
+            kind: FrameKind::Plain,
+        }
+    }
+
+    #[test]
+    fn scattered_frames_fit_the_request_budget() {
+        // 40 frames of 64 KiB with gaps of 1 MiB and more: 40 requests without merging.
+        let mut frames: Vec<FrameRef> = (0..40u64)
+            .map(|i| frame(0, i * (1 << 20) + i * i * 4096, 65_536))
+            .collect();
+        frames.push(frame(1, 0, 1000));
+        let config = FetchConfig::default();
+        let ranges = coalesce(frames.clone(), &config);
+        assert!(ranges.len() <= request_budget(&ranges), "{}", ranges.len());
+        assert!(ranges.len() > 2, "merging went past the budget");
+        let carried: Vec<(u32, u64)> = ranges
+            .iter()
+            .flat_map(|r| r.frames.iter().map(|f| (f.pack, f.offset)))
+            .collect();
+        let expected: Vec<(u32, u64)> = frames.iter().map(|f| (f.pack, f.offset)).collect();
+        assert_eq!(carried, expected, "every frame once, in pack order");
+        for r in &ranges {
+            assert!(r.len <= config.max_range_bytes);
+            for f in &r.frames {
+                assert!(f.pack == r.pack && f.offset >= r.start);
+                assert!(f.offset + u64::from(f.frame_len) <= r.start + r.len);
+            }
+        }
+    }
+
+    #[test]
+    fn near_frames_merge_and_far_packs_stay_apart() {
+        let frames = vec![frame(0, 0, 100), frame(0, 100, 100), frame(2, 5 << 20, 100)];
+        let ranges = coalesce(frames, &FetchConfig::default());
+        assert_eq!(ranges.len(), 2);
+        assert_eq!((ranges[0].start, ranges[0].len), (0, 200));
+        assert_eq!((ranges[1].pack, ranges[1].start), (2, 5 << 20));
     }
 }
