@@ -1,5 +1,5 @@
 //! `chart BANDWIDTH.json OUTDIR`: one chart per release sequence from the bandwidth harness's
-//! results (benches/bandwidth.py), OUTDIR/bandwidth-<sequence>.svg: for each scenario, the
+//! results (benches/bandwidth.py), `OUTDIR/bandwidth-<sequence>.svg`: for each scenario, the
 //! bytes relsync and each other tool downloaded, as % of a full download, on a log scale.
 
 use std::collections::HashMap;
