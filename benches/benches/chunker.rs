@@ -9,61 +9,11 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, chunk_slice, frame};
 
+mod common;
+use common::{random, semi_compressible};
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-
-/// splitmix64: fast, deterministic, good enough to defeat compression and CDC patterns.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&next(&mut state).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Text-like runs mixed with random runs, like a binary with strings and tables.
-fn semi_compressible(len: usize, seed: u64) -> Vec<u8> {
-    const WORDS: [&[u8]; 8] = [
-        b"update ",
-        b"chunk ",
-        b"manifest ",
-        b"signed ",
-        b"origin ",
-        b"peer ",
-        b"0x0000 ",
-        b"\n",
-    ];
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 64);
-    while out.len() < len {
-        let r = next(&mut state);
-        match r % 3 {
-            // A third of the runs are noise.
-            0 => {
-                for _ in 0..8 {
-                    out.extend_from_slice(&next(&mut state).to_le_bytes());
-                }
-            }
-            _ => {
-                for i in 0..8 {
-                    out.extend_from_slice(WORDS[((r >> (8 * i)) & 7) as usize]);
-                }
-            }
-        }
-    }
-    out.truncate(len);
-    out
-}
 
 fn chunking(c: &mut Criterion) {
     let data = random(16 * MIB, 1);

@@ -34,8 +34,7 @@ pub fn random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Text-like runs mixed with random runs, like a binary with strings and tables (the same
-/// generator as chunker.rs).
+/// Text-like runs mixed with random runs, like a binary with strings and tables.
 pub fn semi_compressible(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: [&[u8]; 8] = [
         b"update ",
