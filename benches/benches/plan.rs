@@ -30,7 +30,9 @@ use common::{ManifestParts, SynthFile, chunk_entry, next, reset_peak_rss, rss_mi
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use relsync_chunker::ChunkId;
 use relsync_engine::layout::InstallLayout;
-use relsync_engine::manifest::{Base, Delta, EntryKind, SolidFrame, TrustedManifest, Window};
+use relsync_engine::manifest::{
+    Base, Delta, DeltaCodec, EntryKind, SolidFrame, TrustedManifest, Window,
+};
 use relsync_engine::{
     FetchConfig, FileHash, PlanTotals, Planned, Release, SecretKey, Store, plan_stage,
 };
@@ -168,6 +170,7 @@ fn base_on(v1: &TrustedManifest) -> Base {
                 window,
                 pack: 0,
                 frame_len: DELTA_FRAME,
+                codec: DeltaCodec::Zstd,
             }));
         }
     }

@@ -9,6 +9,10 @@
 //!
 //! Alignment comes from anchors: small content-defined chunks (avg 1 KiB) that occur exactly
 //! once in both files. A segment's offset shift is the median shift of the anchors inside it.
+//!
+//! Each chunk is also encoded as a bsdiff frame: bidiff matches the whole segment against the
+//! window (a suffix array of the window, built once per segment), and each chunk gets the
+//! instructions covering its bytes. The smaller of the two frames is kept.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -18,9 +22,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+use relsync_chunker::frame::BsdiffOp;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_engine::layout::pack_path;
-use relsync_engine::manifest::{Base, ChunkEntry, Delta, EntryKind, TrustedManifest, Window};
+use relsync_engine::manifest::{
+    Base, ChunkEntry, Delta, DeltaCodec, EntryKind, TrustedManifest, Window,
+};
 use relsync_engine::{ManifestId, RelPath};
 
 use crate::origin::LocalOrigin;
@@ -29,8 +36,8 @@ use crate::pack::PackWriter;
 /// How delta frames are made.
 ///
 /// # Defaults
-/// `window_bytes` 8 MiB, `segment_bytes` 2 MiB, `zstd_level` 19 (measured on ruff
-/// 0.6.0→0.6.1; see docs/benchmarks.md).
+/// `window_bytes` 8 MiB, `segment_bytes` 2 MiB, `zstd_level` 19, `bsdiff` on (measured on
+/// ruff and numpy; see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaParams {
     /// Bytes of the base file used as the dictionary of a segment.
@@ -39,6 +46,8 @@ pub struct DeltaParams {
     pub segment_bytes: u64,
     /// zstd level of delta frames.
     pub zstd_level: i32,
+    /// Also try bsdiff frames (slower to publish, smaller for recompiled code).
+    pub bsdiff: bool,
 }
 
 impl Default for DeltaParams {
@@ -47,6 +56,7 @@ impl Default for DeltaParams {
             window_bytes: 8 << 20,
             segment_bytes: 2 << 20,
             zstd_level: 19,
+            bsdiff: true,
         }
     }
 }
@@ -326,13 +336,14 @@ pub fn encode(
                 offset,
                 len: len as u32,
             });
-            for (chunk, frame) in frames {
+            for (chunk, codec, frame) in frames {
                 let pack = packs.append(&frame)?;
                 out.deltas.push(Delta {
                     chunk,
                     window,
                     pack,
                     frame_len: frame.len() as u32,
+                    codec,
                 });
             }
         }
@@ -340,8 +351,8 @@ pub fn encode(
     Ok(out)
 }
 
-/// A segment's window as used (offset, length) and its delta frames (chunk index, frame).
-type Encoded = (u64, u64, Vec<(u32, Vec<u8>)>);
+/// A segment's window as used (offset, length) and its delta frames.
+type Encoded = (u64, u64, Vec<(u32, DeltaCodec, Vec<u8>)>);
 
 fn encode_segment(
     base: &BaseRelease<'_>,
@@ -358,23 +369,109 @@ fn encode_segment(
     let mut encoder = frame::WindowEncoder::new(&window, params.zstd_level)?;
     let file = File::open(&segment.new_path)
         .with_context(|| format!("opening {}", segment.new_path.display()))?;
+    // The new bytes the segment spans, gaps between its chunks included.
+    let (first, last) = match (segment.chunks.first(), segment.chunks.last()) {
+        (Some(&(_, first)), Some(&(index, at))) => {
+            (first, at + u64::from(chunks[index as usize].len))
+        }
+        _ => return Ok((start, window.len() as u64, Vec::new())),
+    };
+    let mut new = vec![0u8; (last - first) as usize];
+    file.read_exact_at(&mut new, first)
+        .with_context(|| format!("reading {}", segment.new_path.display()))?;
+    let ops = if params.bsdiff {
+        bsdiff_ops(&window, &new)
+    } else {
+        Vec::new()
+    };
     let mut frames = Vec::new();
     for &(index, at) in &segment.chunks {
         let entry = &chunks[index as usize];
-        let mut data = vec![0u8; entry.len as usize];
-        file.read_exact_at(&mut data, at)
-            .with_context(|| format!("reading {}", segment.new_path.display()))?;
+        let from = at - first;
+        let data = &new[from as usize..][..entry.len as usize];
         anyhow::ensure!(
-            ChunkId::of(&data) == entry.id,
+            ChunkId::of(data) == entry.id,
             "{} changed while it was being published",
             segment.new_path.display()
         );
-        let delta = encoder.compress(&data)?;
-        if delta.len() + MIN_SAVING_BYTES < entry.frame_len as usize {
-            frames.push((index, delta));
+        let mut best = (DeltaCodec::Zstd, encoder.compress(data)?);
+        if params.bsdiff {
+            let ops = slice_ops(&ops, from, from + data.len() as u64);
+            if let Some(frame) = encoder.compress_bsdiff(data, &ops)?
+                && frame.len() < best.1.len()
+            {
+                best = (DeltaCodec::Bsdiff, frame);
+            }
+        }
+        if best.1.len() + MIN_SAVING_BYTES < entry.frame_len as usize {
+            frames.push((index, best.0, best.1));
         }
     }
     Ok((start, window.len() as u64, frames))
+}
+
+/// bsdiff instructions that rebuild `new` from `window`, covering every byte of `new` (any
+/// bytes bidiff leaves out become literals).
+fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
+    let mut ops = Vec::new();
+    let mut at = 0usize;
+    let literal = |ops: &[BsdiffOp], from: usize, to: usize| BsdiffOp {
+        src: ops.last().map_or(0, |op| op.src + op.add),
+        add: 0,
+        copy: (to - from) as u64,
+    };
+    let params = bidiff::DiffParams::default();
+    let matched = bidiff::diff(window, new, &params, |m| {
+        if m.add_new_start < at || m.copy_end < m.copy_start() {
+            return Ok(());
+        }
+        if m.add_new_start > at {
+            ops.push(literal(&ops, at, m.add_new_start));
+        }
+        ops.push(BsdiffOp {
+            src: m.add_old_start as u64,
+            add: m.add_length as u64,
+            copy: (m.copy_end - m.copy_start()) as u64,
+        });
+        at = m.copy_end;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    if let Err(never) = matched {
+        match never {}
+    }
+    if at < new.len() {
+        ops.push(literal(&ops, at, new.len()));
+    }
+    ops
+}
+
+/// The instructions of `ops` (which rebuild a whole segment) that cover its bytes
+/// `from..to`, rebased to start there.
+fn slice_ops(ops: &[BsdiffOp], from: u64, to: u64) -> Vec<BsdiffOp> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for op in ops {
+        let (add_start, copy_start, end) = (at, at + op.add, at + op.add + op.copy);
+        at = end;
+        if end <= from {
+            continue;
+        }
+        if add_start >= to {
+            break;
+        }
+        let add_from = add_start.clamp(from, to);
+        let add_to = copy_start.clamp(from, to);
+        let copy = end.clamp(from, to) - copy_start.clamp(from, to);
+        let add = add_to - add_from;
+        if add + copy > 0 {
+            out.push(BsdiffOp {
+                src: op.src + (add_from - add_start).min(op.add),
+                add,
+                copy,
+            });
+        }
+    }
+    out
 }
 
 /// The manifests `depth` steps back from `start` along `parent` links.
@@ -396,4 +493,100 @@ pub fn base_chain(
         out.push(base);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Old bytes, and a new version that shifts them and edits a byte every 40.
+    fn recompiled() -> (Vec<u8>, Vec<u8>) {
+        let old: Vec<u8> = (0..600_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as u8)
+            .collect();
+        let mut new = b"inserted header".to_vec();
+        new.extend_from_slice(&old[1000..500_000]);
+        for (i, b) in new.iter_mut().enumerate().skip(20).step_by(40) {
+            *b = b.wrapping_add(i as u8 | 1);
+        }
+        new.extend_from_slice(b"new tail bytes");
+        (old, new)
+    }
+
+    #[test]
+    fn bsdiff_frames_of_every_slice_round_trip_and_beat_zstd() {
+        let (old, new) = recompiled();
+        let ops = bsdiff_ops(&old, &new);
+        let covered: u64 = ops.iter().map(|op| op.add + op.copy).sum();
+        assert_eq!(covered, new.len() as u64);
+        let mut encoder = frame::WindowEncoder::new(&old, 19).unwrap();
+        let decoder = frame::WindowDecoder::new(old.clone());
+        let (mut bsdiff, mut zstd) = (0, 0);
+        let cuts = [
+            0,
+            7,
+            15,
+            16,
+            4096,
+            65_536,
+            65_537,
+            200_000,
+            499_000,
+            new.len(),
+        ];
+        for pair in cuts.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let chunk = &new[from..to];
+            let sliced = slice_ops(&ops, from as u64, to as u64);
+            let frame = encoder.compress_bsdiff(chunk, &sliced).unwrap().unwrap();
+            assert_eq!(
+                decoder.decompress_bsdiff(&frame, chunk.len()).unwrap(),
+                chunk,
+                "{from}..{to}"
+            );
+            bsdiff += frame.len();
+            zstd += encoder.compress(chunk).unwrap().len();
+        }
+        assert!(bsdiff * 3 < zstd * 2, "bsdiff {bsdiff} B, zstd {zstd} B");
+    }
+
+    #[test]
+    fn slices_split_instructions_at_the_cut() {
+        let ops = [
+            BsdiffOp {
+                src: 100,
+                add: 10,
+                copy: 5,
+            },
+            BsdiffOp {
+                src: 500,
+                add: 20,
+                copy: 0,
+            },
+        ];
+        assert_eq!(
+            slice_ops(&ops, 12, 20),
+            [
+                BsdiffOp {
+                    src: 110,
+                    add: 0,
+                    copy: 3
+                },
+                BsdiffOp {
+                    src: 500,
+                    add: 5,
+                    copy: 0
+                },
+            ]
+        );
+        assert_eq!(
+            slice_ops(&ops, 3, 8),
+            [BsdiffOp {
+                src: 103,
+                add: 5,
+                copy: 0
+            }]
+        );
+        assert!(slice_ops(&ops, 35, 40).is_empty());
+    }
 }

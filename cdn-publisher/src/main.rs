@@ -85,6 +85,10 @@ struct PushArgs {
     /// New bytes per delta segment (one window each), in KiB.
     #[arg(long, default_value_t = 2048)]
     delta_segment_kib: u64,
+    /// Make zstd delta frames only, no bsdiff frames: faster to publish, larger updates of
+    /// recompiled code.
+    #[arg(long)]
+    no_bsdiff: bool,
     /// How many earlier manifests of the channel the new one is also published as a delta of,
     /// so clients on those releases download a few KiB instead of the whole manifest (max 16).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
@@ -140,6 +144,7 @@ fn run_push(args: PushArgs) -> Result<()> {
             window_bytes: args.delta_window_kib.max(1) << 10,
             segment_bytes: args.delta_segment_kib.max(1) << 10,
             zstd_level: args.level,
+            bsdiff: !args.no_bsdiff,
         },
         manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,
@@ -195,8 +200,9 @@ fn print_summary(s: &PushSummary) {
     );
     if !s.delta_bases.is_empty() {
         println!(
-            "  deltas     {} frames, {} bytes, against {}",
+            "  deltas     {} frames ({} bsdiff), {} bytes, against {}",
             s.delta_frames,
+            s.bsdiff_frames,
             s.delta_bytes,
             s.delta_bases.join(", ")
         );

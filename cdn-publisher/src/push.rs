@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path, valid_channel};
 use relsync_engine::manifest::{
-    ChunkEntry, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, ManifestDelta, Pointer,
-    TrustedManifest, compress_envelope, compress_envelope_delta, limits,
+    ChunkEntry, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, ManifestDelta,
+    Pointer, TrustedManifest, compress_envelope, compress_envelope_delta, limits,
 };
 use relsync_engine::{FileHash, ManifestId, SecretKey};
 use semver::Version;
@@ -73,6 +73,8 @@ pub struct PushSummary {
     /// Versions delta frames were made against.
     pub delta_bases: Vec<String>,
     pub delta_frames: u64,
+    /// Of those, frames in the bsdiff codec.
+    pub bsdiff_frames: u64,
     pub delta_bytes: u64,
     pub solid_frames: u64,
     pub solid_bytes: u64,
@@ -322,6 +324,11 @@ pub fn push(
         manifest_bytes: 0,
         delta_bases: bases.iter().map(|b| b.version.to_string()).collect(),
         delta_frames: bases.iter().map(|b| b.deltas.len() as u64).sum(),
+        bsdiff_frames: bases
+            .iter()
+            .flat_map(|b| &b.deltas)
+            .filter(|d| d.codec == DeltaCodec::Bsdiff)
+            .count() as u64,
         delta_bytes: bases
             .iter()
             .flat_map(|b| &b.deltas)

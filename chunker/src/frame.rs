@@ -6,6 +6,9 @@
 
 use crate::{Error, Result};
 
+mod bsdiff;
+pub use bsdiff::{BsdiffOp, max_control_len};
+
 /// The zstd level used when the caller has no opinion.
 pub const DEFAULT_LEVEL: i32 = 19;
 
@@ -63,7 +66,16 @@ fn decode_one(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     out.clear();
-    // zstd would also accept empty input, skippable frames and concatenated frames.
+    check_one_frame(frame)?;
+    out.reserve(expected_len);
+    let written = decompressor
+        .decompress_to_buffer(frame, out)
+        .map_err(|e| Error::CorruptFrame(e.to_string()))?;
+    check_len(written, expected_len)
+}
+
+/// zstd would also accept empty input, skippable frames and concatenated frames.
+fn check_one_frame(frame: &[u8]) -> Result<()> {
     let frame_len = zstd::zstd_safe::find_frame_compressed_size(frame)
         .map_err(|code| Error::CorruptFrame(zstd::zstd_safe::get_error_name(code).to_owned()))?;
     if frame_len != frame.len() {
@@ -72,10 +84,10 @@ fn decode_one(
             frame.len()
         )));
     }
-    out.reserve(expected_len);
-    let written = decompressor
-        .decompress_to_buffer(frame, out)
-        .map_err(|e| Error::CorruptFrame(e.to_string()))?;
+    Ok(())
+}
+
+fn check_len(written: usize, expected_len: usize) -> Result<()> {
     if written != expected_len {
         return Err(Error::CorruptFrame(format!(
             "decoded {written} bytes, expected {expected_len}"
@@ -206,6 +218,9 @@ pub const DICTIONARY_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
 /// The window's match tables are built once and reused for every chunk compressed with it.
 pub struct WindowEncoder {
     compressor: zstd::bulk::Compressor<'static>,
+    /// For streams that do not use the window (bsdiff control and diff streams).
+    plain: zstd::bulk::Compressor<'static>,
+    window: Vec<u8>,
 }
 
 impl std::fmt::Debug for WindowEncoder {
@@ -233,7 +248,13 @@ impl WindowEncoder {
                 zstd::zstd_safe::DictAttachPref::ForceAttach,
             ))
             .map_err(Error::Compress)?;
-        Ok(Self { compressor })
+        let mut plain = zstd::bulk::Compressor::new(level).map_err(Error::Compress)?;
+        plain.include_contentsize(true).map_err(Error::Compress)?;
+        Ok(Self {
+            compressor,
+            plain,
+            window: window.to_vec(),
+        })
     }
 
     /// Compresses one chunk into one frame that needs the window to decode.
@@ -243,8 +264,10 @@ impl WindowEncoder {
 }
 
 /// Decodes frames made by a [`WindowEncoder`] with the same window.
+///
+/// Holds the window once: zstd frames reference it in place as a raw-content dictionary.
 pub struct WindowDecoder {
-    dictionary: zstd::dict::DecoderDictionary<'static>,
+    window: Vec<u8>,
 }
 
 impl std::fmt::Debug for WindowDecoder {
@@ -254,19 +277,21 @@ impl std::fmt::Debug for WindowDecoder {
 }
 
 impl WindowDecoder {
-    /// Prepares `window` (copied) for decoding.
-    pub fn new(window: &[u8]) -> Self {
-        Self {
-            dictionary: zstd::dict::DecoderDictionary::copy(window),
-        }
+    /// Takes `window` for decoding.
+    pub fn new(window: Vec<u8>) -> Self {
+        Self { window }
     }
 
     /// Decompresses one frame that must decode to exactly `expected_len` bytes.
     pub fn decompress(&self, frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
-        let decompressor = zstd::bulk::Decompressor::with_prepared_dictionary(&self.dictionary)
-            .map_err(|e| Error::CorruptFrame(e.to_string()))?;
+        check_one_frame(frame)?;
         let mut out = Vec::with_capacity(expected_len);
-        decode_one(decompressor, frame, expected_len, &mut out)?;
+        let written = zstd::zstd_safe::DCtx::create()
+            .decompress_using_dict(&mut out, frame, &self.window)
+            .map_err(|code| {
+                Error::CorruptFrame(zstd::zstd_safe::get_error_name(code).to_owned())
+            })?;
+        check_len(written, expected_len)?;
         Ok(out)
     }
 
@@ -313,14 +338,14 @@ mod tests {
             plain.len()
         );
         assert_eq!(
-            WindowDecoder::new(&old)
+            WindowDecoder::new(old.clone())
                 .decompress(&delta, new.len())
                 .unwrap(),
             new
         );
         // Matches are distances back from the window's end: a window ending elsewhere decodes
         // to the wrong bytes or fails.
-        let wrong = WindowDecoder::new(&old[..old.len() - 1]).decompress(&delta, new.len());
+        let wrong = WindowDecoder::new(old[..old.len() - 1].to_vec()).decompress(&delta, new.len());
         assert!(wrong.map_or(true, |d| d != new));
         assert!(decompress(&delta, new.len()).is_err());
         let mut magic = DICTIONARY_MAGIC.to_vec();

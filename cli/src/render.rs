@@ -140,8 +140,8 @@ pub fn print_report(r: &UpdateReport) {
         human_bytes(r.bytes_linked)
     );
     println!(
-        "  wrote      {} files; fetched {} chunks ({} as deltas)",
-        r.files_written, r.chunks_fetched, r.chunks_delta
+        "  wrote      {} files; fetched {} chunks ({} as deltas, {} of them bsdiff)",
+        r.files_written, r.chunks_fetched, r.chunks_delta, r.chunks_bsdiff
     );
     println!("  took       {:.2} s", r.duration_ms as f64 / 1000.0);
 }

@@ -17,7 +17,7 @@ use relsync_chunker::{ChunkId, frame};
 use tracing::{debug, warn};
 
 use crate::layout::{InstallLayout, pack_path};
-use crate::manifest::ChunkEntry;
+use crate::manifest::{ChunkEntry, DeltaCodec};
 use crate::origin::{Origin, backoff, blocking};
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
@@ -73,7 +73,7 @@ impl VerifiedChunk {
     fn verify(
         entry: &ChunkEntry,
         frame: &[u8],
-        window: Option<&frame::WindowDecoder>,
+        window: Option<(&frame::WindowDecoder, DeltaCodec)>,
         url: &str,
     ) -> Result<Self> {
         let bad = |reason: String| Error::BadChunk {
@@ -84,7 +84,8 @@ impl VerifiedChunk {
         let len = entry.len as usize;
         let data = match window {
             None => frame::decompress(frame, len),
-            Some(window) => window.decompress(frame, len),
+            Some((window, DeltaCodec::Zstd)) => window.decompress(frame, len),
+            Some((window, DeltaCodec::Bsdiff)) => window.decompress_bsdiff(frame, len),
         }
         .map_err(|e| bad(e.to_string()))?;
         Self::check(entry, data, url)
@@ -143,7 +144,7 @@ impl WindowCache {
                 "starts with the zstd dictionary magic",
             ));
         }
-        let decoder = Arc::new(frame::WindowDecoder::new(&bytes));
+        let decoder = Arc::new(frame::WindowDecoder::new(bytes));
         if let Ok(mut loaded) = self.loaded.lock() {
             if loaded.len() >= WINDOWS_CACHED {
                 loaded.pop_front();
@@ -392,10 +393,11 @@ async fn fetch_frames(
             let (kind, entry) = (job.frame.kind, job.chunks[0]);
             let stored = blocking(move || {
                 let window = match kind {
-                    FrameKind::Delta(key) => Some(windows.get(key)?),
+                    FrameKind::Delta(key, codec) => Some((windows.get(key)?, codec)),
                     _ => None,
                 };
-                VerifiedChunk::verify(&entry, &frame, window.as_deref(), &url_owned)?.store(&layout)
+                let window = window.as_ref().map(|(w, codec)| (&**w, *codec));
+                VerifiedChunk::verify(&entry, &frame, window, &url_owned)?.store(&layout)
             })
             .await?;
             progress.stored.push((job.frame.chunk, stored.1));

@@ -22,7 +22,7 @@ use crate::path::{NodeKind, RelPath, check_symlink_in_tree};
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
 /// The format version this engine writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
@@ -96,9 +96,9 @@ pub struct SolidFrame {
 
 /// Delta frames against one earlier release.
 ///
-/// A delta frame is a zstd frame of one chunk, compressed with a window of the base release's
-/// bytes as a raw-content dictionary. A client that has the base installed decodes it with
-/// the same window read from its own (re-verified) files.
+/// A delta frame encodes one chunk against a window of the base release's bytes
+/// ([`DeltaCodec`]). A client that has the base installed decodes it with the same window read
+/// from its own (re-verified) files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Base {
     /// The base release's manifest.
@@ -133,6 +133,19 @@ pub struct Delta {
     pub pack: u32,
     /// Length of the frame.
     pub frame_len: u32,
+    /// How the frame encodes the chunk.
+    pub codec: DeltaCodec,
+}
+
+/// How a delta frame encodes its chunk against its window. The publisher keeps whichever is
+/// smaller for each chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeltaCodec {
+    /// A zstd frame with the window as a raw-content dictionary: exact matches.
+    Zstd,
+    /// A bsdiff frame ([`relsync_chunker::frame::BsdiffOp`]): approximate matches, which win
+    /// where recompiled code shifted its addresses.
+    Bsdiff,
 }
 
 /// A pack and its size.
@@ -245,9 +258,8 @@ pub fn decompress_envelope(file: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> 
     let limit = limits::MANIFEST_BYTES as usize;
     let envelope = match base {
         None => relsync_chunker::frame::decompress_declared(file, limit),
-        Some(base) => {
-            relsync_chunker::frame::WindowDecoder::new(base).decompress_declared(file, limit)
-        }
+        Some(base) => relsync_chunker::frame::WindowDecoder::new(base.to_vec())
+            .decompress_declared(file, limit),
     };
     envelope.map_err(|e| {
         let what = if base.is_some() {

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::check::Checked;
 use crate::layout::InstallLayout;
-use crate::manifest::{EntryKind, FORMAT_VERSION, FileEntry, Pointer, TrustedManifest};
+use crate::manifest::{DeltaCodec, EntryKind, FORMAT_VERSION, FileEntry, Pointer, TrustedManifest};
 use crate::store::{Release, Store};
 use crate::{Error, FetchConfig, FileHash, Result};
 
@@ -102,6 +102,8 @@ pub struct PlanTotals {
     pub bytes_linked: u64,
     /// Chunks to fetch as delta frames against the installed release.
     pub chunks_delta: u64,
+    /// Of those, frames in the bsdiff codec.
+    pub chunks_bsdiff: u64,
     /// Solid frames to fetch (each a run of chunks).
     pub solid_frames: u64,
     /// Bytes the range requests will download.
@@ -136,7 +138,7 @@ pub(crate) enum FrameKind {
     /// One chunk, alone.
     Plain,
     /// One chunk, against a window of the installed release.
-    Delta(WindowKey),
+    Delta(WindowKey, DeltaCodec),
     /// The chunks `chunk..chunk + count`, as one stream.
     Solid { count: u32 },
 }
@@ -291,7 +293,11 @@ pub(crate) fn plan(
     let windows = choose_deltas(&checked, layout, &mut frames);
     plan.totals.chunks_delta = frames
         .iter()
-        .filter(|f| matches!(f.kind, FrameKind::Delta(_)))
+        .filter(|f| matches!(f.kind, FrameKind::Delta(..)))
+        .count() as u64;
+    plan.totals.chunks_bsdiff = frames
+        .iter()
+        .filter(|f| matches!(f.kind, FrameKind::Delta(_, DeltaCodec::Bsdiff)))
         .count() as u64;
     let fetched_before: HashSet<u32> = local
         .iter()
@@ -414,7 +420,7 @@ fn choose_deltas(
                 pack: delta.pack,
                 offset: target.delta_offset(k, d),
                 frame_len: delta.frame_len,
-                kind: FrameKind::Delta(key),
+                kind: FrameKind::Delta(key, delta.codec),
             };
         }
     }

@@ -84,6 +84,8 @@ pub struct UpdateReport {
     pub chunks_fetched: u64,
     /// Of those, chunks fetched as delta frames against the installed release.
     pub chunks_delta: u64,
+    /// Of those, delta frames in the bsdiff codec.
+    pub chunks_bsdiff: u64,
     /// Solid frames fetched (each a run of chunks, for cold data).
     pub solid_frames: u64,
     /// Wall time.
@@ -238,6 +240,7 @@ impl Updater {
             files_written: totals.files_written,
             chunks_fetched: totals.chunks_fetched,
             chunks_delta: totals.chunks_delta,
+            chunks_bsdiff: totals.chunks_bsdiff,
             solid_frames: totals.solid_frames,
             duration_ms: started.elapsed().as_millis() as u64,
         })

@@ -4,7 +4,7 @@ use std::fs;
 
 use relsync_tests::{
     BIG_FILE_LEN, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, current_link,
-    format_entries,
+    format_entries, pseudo_random,
 };
 
 use crate::common::{assert_honest_accounting, run_log, world_with_v1};
@@ -246,6 +246,59 @@ fn delta_frames_beat_plain_chunks() {
     assert!(
         bytes[0] * 2 < bytes[1],
         "deltas should at least halve this update: {} with, {} without",
+        bytes[0],
+        bytes[1]
+    );
+}
+
+/// A library as a compiler rebuilds it: v2 moves code by 96 bytes, so a 4-byte address every
+/// 48 bytes changes. Exact matches are then at most 44 bytes long; bsdiff pairs the regions.
+fn recompiled_library(dir: &std::path::Path, version: u32) {
+    let mut lib = pseudo_random("recompiled-library", 3 << 20);
+    if version >= 2 {
+        for at in (0..lib.len() - 4).step_by(48) {
+            let address = u32::from_le_bytes([lib[at], lib[at + 1], lib[at + 2], lib[at + 3]]);
+            lib[at..at + 4].copy_from_slice(&address.wrapping_add(96).to_le_bytes());
+        }
+        lib.splice(1 << 20..1 << 20, pseudo_random("new-function", 96));
+    }
+    fs::create_dir_all(dir.join("lib")).expect("mkdir lib");
+    fs::write(dir.join("lib/core.so"), lib).expect("write lib/core.so");
+}
+
+/// bsdiff delta frames carry recompiled code in fewer bytes than zstd delta frames, end to end
+/// over nginx, and rebuild the exact tree.
+#[test]
+fn bsdiff_frames_carry_recompiled_code() {
+    let mut bytes = Vec::new();
+    for codec in ["bsdiff", "zstd"] {
+        let w = World::new();
+        let (v1, v2) = (w.path().join("lib-v1"), w.path().join("lib-v2"));
+        recompiled_library(&v1, 1);
+        recompiled_library(&v2, 2);
+        w.push_ok(&v1, V1);
+        let n = Nginx::start(&w.origin, &NginxOptions::default());
+        let dir = w.install_dir("lib");
+        w.update_ok(&n.url(), &dir);
+        let extra: &[&str] = if codec == "zstd" { &["--no-bsdiff"] } else { &[] };
+        let push = w.push(&v2, V2, extra);
+        push.assert_success("push v2");
+        let mark = n.mark();
+        let r = w.update_ok(&n.url(), &dir);
+        assert_trees_equal(&current(&dir), &v2);
+        assert_honest_accounting(&n, mark, &r);
+        let (deltas, bsdiff) = (r.u64("chunks_delta"), r.u64("chunks_bsdiff"));
+        assert!(deltas > 0, "no delta frames used: {}", r.out);
+        if codec == "zstd" {
+            assert_eq!(bsdiff, 0, "{}", r.out);
+        } else {
+            assert_eq!(bsdiff, deltas, "every chunk should travel as bsdiff: {}", r.out);
+        }
+        bytes.push(r.u64("bytes_downloaded"));
+    }
+    assert!(
+        bytes[0] * 3 < bytes[1],
+        "bsdiff frames should cut this update to under a third: {} with, {} without",
         bytes[0],
         bytes[1]
     );

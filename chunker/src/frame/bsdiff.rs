@@ -1,0 +1,439 @@
+//! bsdiff frames: a chunk as bsdiff instructions against a delta window.
+//!
+//! Recompiled code differs from its old version mostly in shifted addresses: a new chunk is an
+//! old region with small edits every few bytes. zstd only finds the exact matches between the
+//! edits; bsdiff instead pairs the whole region with its old copy and stores the byte-wise
+//! difference, which is mostly zeros and compresses to almost nothing.
+//!
+//! A frame is `varint ctrl_len, varint diff_len`, then three zstd frames (a length of 0 stands
+//! for an empty stream; the extra frame is the rest of the bytes):
+//! - ctrl: per instruction, LEB128 varints `zigzag(seek), add, copy`;
+//! - diff: `add` bytes per instruction, each new byte minus its old byte (wrapping);
+//! - extra: `copy` literal bytes per instruction, compressed with the window as dictionary.
+//!
+//! An instruction moves the read position in the window by `seek`, emits `add` window bytes
+//! plus their diff bytes, then `copy` bytes of the extra stream. Decoding is checked: every
+//! instruction stays inside the window, each stream is used exactly, and the output is exactly
+//! the expected length.
+
+use super::{WindowDecoder, WindowEncoder, declared_len};
+use crate::{Error, Result};
+
+/// One bsdiff instruction: `add` bytes of the window from `src`, each plus a diff byte, then
+/// `copy` literal bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BsdiffOp {
+    /// Where the `add` bytes start in the window.
+    pub src: u64,
+    /// Bytes taken from the window (plus a diff byte each).
+    pub add: u64,
+    /// Literal bytes after them.
+    pub copy: u64,
+}
+
+/// The largest control stream a frame of `len` bytes may carry, so a hostile frame cannot
+/// make a decoder allocate much more than the chunk. Real instructions are long, so encoders
+/// rarely come near it; a chunk whose instructions would not fit is not sent as bsdiff.
+pub const fn max_control_len(len: usize) -> usize {
+    4 * len + 64
+}
+
+impl WindowEncoder {
+    /// Encodes `data` as the bsdiff instructions `ops` against this encoder's window.
+    ///
+    /// Returns `None` if the control stream would exceed [`max_control_len`]. Fails if the
+    /// instructions read outside the window or do not produce exactly `data`'s length.
+    pub fn compress_bsdiff(&mut self, data: &[u8], ops: &[BsdiffOp]) -> Result<Option<Vec<u8>>> {
+        let invalid = |what: &str| Error::Compress(std::io::Error::other(what.to_owned()));
+        let mut ctrl = Vec::new();
+        let mut diff = Vec::new();
+        let mut extra = Vec::new();
+        let (mut at, mut prev) = (0usize, 0u64);
+        for op in ops {
+            let seek = i64::try_from(op.src).map_err(|_| invalid("window offset overflows"))?
+                - i64::try_from(prev).map_err(|_| invalid("window offset overflows"))?;
+            put_varint(&mut ctrl, zigzag(seek));
+            put_varint(&mut ctrl, op.add);
+            put_varint(&mut ctrl, op.copy);
+            let (src, add, copy) = (op.src as usize, op.add as usize, op.copy as usize);
+            let old = src
+                .checked_add(add)
+                .and_then(|end| self.window.get(src..end))
+                .ok_or_else(|| invalid("instruction reads outside the window"))?;
+            let new = at
+                .checked_add(add)
+                .and_then(|end| data.get(at..end))
+                .ok_or_else(|| invalid("instructions run past the chunk"))?;
+            diff.extend(new.iter().zip(old).map(|(n, o)| n.wrapping_sub(*o)));
+            at += add;
+            let literal = at
+                .checked_add(copy)
+                .and_then(|end| data.get(at..end))
+                .ok_or_else(|| invalid("instructions run past the chunk"))?;
+            extra.extend_from_slice(literal);
+            at += copy;
+            prev = op.src + op.add;
+        }
+        if at != data.len() {
+            return Err(invalid("instructions do not cover the chunk"));
+        }
+        if ctrl.len() > max_control_len(data.len()) {
+            return Ok(None);
+        }
+        let ctrl = compress_stream(&mut self.plain, &ctrl)?;
+        let diff = compress_stream(&mut self.plain, &diff)?;
+        let extra = if extra.is_empty() {
+            Vec::new()
+        } else {
+            self.compress(&extra)?
+        };
+        let mut frame = Vec::with_capacity(8 + ctrl.len() + diff.len() + extra.len());
+        put_varint(&mut frame, ctrl.len() as u64);
+        put_varint(&mut frame, diff.len() as u64);
+        frame.extend_from_slice(&ctrl);
+        frame.extend_from_slice(&diff);
+        frame.extend_from_slice(&extra);
+        Ok(Some(frame))
+    }
+}
+
+/// A stream as one zstd frame, or nothing if it is empty.
+fn compress_stream(compressor: &mut zstd::bulk::Compressor<'_>, data: &[u8]) -> Result<Vec<u8>> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    compressor.compress(data).map_err(Error::Compress)
+}
+
+impl WindowDecoder {
+    /// Decodes a frame made by [`WindowEncoder::compress_bsdiff`] with the same window into
+    /// exactly `expected_len` bytes.
+    pub fn decompress_bsdiff(&self, frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
+        let mut at = 0;
+        let ctrl_len = get_varint(frame, &mut at)?;
+        let diff_len = get_varint(frame, &mut at)?;
+        let rest = &frame[at..];
+        let split = |len: u64, rest: &[u8]| -> Result<usize> {
+            usize::try_from(len)
+                .ok()
+                .filter(|&n| n <= rest.len())
+                .ok_or_else(|| corrupt("a stream runs past the end of the frame"))
+        };
+        let (ctrl, rest) = rest.split_at(split(ctrl_len, rest)?);
+        let (diff, extra) = rest.split_at(split(diff_len, rest)?);
+        let ctrl = decode_stream(ctrl, max_control_len(expected_len), super::decompress)?;
+        let diff = decode_stream(diff, expected_len, super::decompress)?;
+        let extra = decode_stream(extra, expected_len - diff.len(), |f, n| {
+            self.decompress(f, n)
+        })?;
+        if diff.len() + extra.len() != expected_len {
+            return Err(corrupt(format!(
+                "streams hold {} bytes, expected {expected_len}",
+                diff.len() + extra.len()
+            )));
+        }
+        apply(&self.window, &ctrl, &diff, &extra)
+    }
+}
+
+/// Decodes one stream of at most `limit` bytes; an empty input is an empty stream.
+fn decode_stream(
+    frame: &[u8],
+    limit: usize,
+    decode: impl FnOnce(&[u8], usize) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    if frame.is_empty() {
+        return Ok(Vec::new());
+    }
+    decode(frame, declared_len(frame, limit)?)
+}
+
+/// Runs the instructions in `ctrl`; the caller checked that `diff` and `extra` together are
+/// the output's length.
+fn apply(window: &[u8], ctrl: &[u8], diff: &[u8], extra: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(diff.len() + extra.len());
+    let (mut c, mut d, mut e) = (0usize, 0usize, 0usize);
+    let mut src = 0usize;
+    while c < ctrl.len() {
+        let seek = unzigzag(get_varint(ctrl, &mut c)?);
+        let add = get_varint(ctrl, &mut c)?;
+        let copy = get_varint(ctrl, &mut c)?;
+        if add == 0 && copy == 0 {
+            return Err(corrupt("an empty instruction"));
+        }
+        src = i64::try_from(src)
+            .ok()
+            .and_then(|s| s.checked_add(seek))
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| corrupt("an instruction seeks before the window"))?;
+        let old = usize::try_from(add)
+            .ok()
+            .and_then(|add| window.get(src..src.checked_add(add)?))
+            .ok_or_else(|| corrupt("an instruction reads outside the window"))?;
+        let delta = diff
+            .get(d..d + old.len())
+            .ok_or_else(|| corrupt("the diff stream is short"))?;
+        out.extend(old.iter().zip(delta).map(|(o, x)| o.wrapping_add(*x)));
+        d += old.len();
+        src += old.len();
+        let literal = usize::try_from(copy)
+            .ok()
+            .and_then(|copy| extra.get(e..e.checked_add(copy)?))
+            .ok_or_else(|| corrupt("the extra stream is short"))?;
+        out.extend_from_slice(literal);
+        e += literal.len();
+    }
+    if d != diff.len() || e != extra.len() {
+        return Err(corrupt("instructions leave stream bytes unused"));
+    }
+    Ok(out)
+}
+
+fn corrupt(reason: impl Into<String>) -> Error {
+    Error::CorruptFrame(format!("bsdiff frame: {}", reason.into()))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let &byte = buf.get(*at).ok_or_else(|| corrupt("a truncated varint"))?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(corrupt("an overlong varint"))
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An old region and a new version of it with a byte changed every `stride` bytes.
+    fn shifted(stride: usize) -> (Vec<u8>, Vec<u8>) {
+        let old: Vec<u8> = (0..300_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let mut new = old[50_000..150_000].to_vec();
+        for (i, b) in new.iter_mut().enumerate().step_by(stride) {
+            *b = b.wrapping_add(i as u8 | 1);
+        }
+        (old, new)
+    }
+
+    #[test]
+    fn scattered_edits_beat_zstd_and_round_trip() {
+        let (old, new) = shifted(16);
+        let ops = [
+            BsdiffOp {
+                src: 50_000,
+                add: 60_000,
+                copy: 100,
+            },
+            BsdiffOp {
+                src: 110_100,
+                add: 39_900,
+                copy: 0,
+            },
+        ];
+        let mut encoder = WindowEncoder::new(&old, 19).unwrap();
+        let zstd = encoder.compress(&new).unwrap();
+        let frame = encoder.compress_bsdiff(&new, &ops).unwrap().unwrap();
+        assert!(
+            frame.len() * 4 < zstd.len(),
+            "bsdiff {} vs zstd {}",
+            frame.len(),
+            zstd.len()
+        );
+        let decoder = WindowDecoder::new(old.clone());
+        assert_eq!(decoder.decompress_bsdiff(&frame, new.len()).unwrap(), new);
+        assert!(decoder.decompress_bsdiff(&frame, new.len() - 1).is_err());
+        assert!(decoder.decompress_bsdiff(&frame, new.len() + 1).is_err());
+        // Another window decodes to other bytes, or fails.
+        let mut other = old.clone();
+        other[60_000] ^= 1;
+        let wrong = WindowDecoder::new(other).decompress_bsdiff(&frame, new.len());
+        assert!(wrong.map_or(true, |d| d != new));
+    }
+
+    #[test]
+    fn encoder_refuses_instructions_that_do_not_fit() {
+        let (old, new) = shifted(16);
+        let mut encoder = WindowEncoder::new(&old, 3).unwrap();
+        let outside = BsdiffOp {
+            src: old.len() as u64 - 10,
+            add: new.len() as u64,
+            copy: 0,
+        };
+        assert!(encoder.compress_bsdiff(&new, &[outside]).is_err());
+        let short = BsdiffOp {
+            src: 0,
+            add: 10,
+            copy: 10,
+        };
+        assert!(encoder.compress_bsdiff(&new, &[short]).is_err());
+        // One literal byte per instruction: the control stream would be too big.
+        let tiny: Vec<BsdiffOp> = (0..new.len())
+            .map(|i| BsdiffOp {
+                src: (i as u64 * 7919) % 200_000,
+                add: 0,
+                copy: 1,
+            })
+            .collect();
+        assert_eq!(encoder.compress_bsdiff(&new, &tiny).unwrap(), None);
+    }
+
+    /// Builds a frame from raw streams, as a hostile encoder could.
+    fn raw_frame(ctrl: &[u8], diff: &[u8], extra: &[u8]) -> Vec<u8> {
+        let z = |d: &[u8]| {
+            if d.is_empty() {
+                Vec::new()
+            } else {
+                super::super::compress(d, 3).unwrap()
+            }
+        };
+        let (c, d, e) = (z(ctrl), z(diff), z(extra));
+        let mut frame = Vec::new();
+        put_varint(&mut frame, c.len() as u64);
+        put_varint(&mut frame, d.len() as u64);
+        frame.extend_from_slice(&c);
+        frame.extend_from_slice(&d);
+        frame.extend_from_slice(&e);
+        frame
+    }
+
+    fn ctrl(ops: &[(i64, u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(seek, add, copy) in ops {
+            put_varint(&mut out, zigzag(seek));
+            put_varint(&mut out, add);
+            put_varint(&mut out, copy);
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_with_a_reason() {
+        let decoder = WindowDecoder::new(vec![1u8; 1000]);
+        let ok = raw_frame(&ctrl(&[(10, 4, 2)]), &[0, 0, 0, 1], b"xy");
+        assert_eq!(
+            decoder.decompress_bsdiff(&ok, 6).unwrap(),
+            [1, 1, 1, 2, b'x', b'y']
+        );
+        // The extra stream is not compressed with the window here, which still decodes: a
+        // frame without back-references needs no dictionary.
+        let cases: Vec<(Vec<u8>, usize, &str)> = vec![
+            (
+                raw_frame(&ctrl(&[(-1, 4, 0)]), &[0; 4], b""),
+                4,
+                "seeks before",
+            ),
+            (
+                raw_frame(&ctrl(&[(998, 4, 0)]), &[0; 4], b""),
+                4,
+                "outside the window",
+            ),
+            (
+                raw_frame(&ctrl(&[(0, 4, 0)]), &[0; 3], b"x"),
+                4,
+                "diff stream is short",
+            ),
+            (
+                raw_frame(&ctrl(&[(0, 1, 3)]), &[0], b"xy"),
+                3,
+                "extra stream is short",
+            ),
+            (raw_frame(&ctrl(&[(0, 1, 0)]), &[0], b"xy"), 3, "unused"),
+            (
+                raw_frame(&ctrl(&[(0, 0, 0), (0, 1, 0)]), &[0], b""),
+                1,
+                "empty instruction",
+            ),
+            (raw_frame(&ctrl(&[(0, 1, 0)]), &[0], b""), 2, "streams hold"),
+            (
+                raw_frame(&ctrl(&[(0, 2, 0)]), &[0, 0], b""),
+                1,
+                "over the 1-byte limit",
+            ),
+            (raw_frame(&[0x80; 11], &[0], b""), 1, "overlong varint"),
+            (raw_frame(&[0x80], &[0], b""), 1, "truncated varint"),
+            (raw_frame(&vec![0u8; 1000], &[0], b""), 1, "limit"),
+            (vec![0x85, 0x01, 0x00], 1, "past the end"),
+            (vec![0x80], 1, "truncated varint"),
+            (vec![], 1, "truncated varint"),
+        ];
+        for (frame, len, reason) in cases {
+            let err = decoder.decompress_bsdiff(&frame, len).unwrap_err();
+            assert!(err.to_string().contains(reason), "{reason}: {err}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any instructions that fit round-trip; any damaged frame fails or decodes to other
+        /// bytes of the same length, never panics.
+        #[test]
+        fn round_trip_and_damage(
+            window in proptest::collection::vec(any::<u8>(), 1..4096),
+            parts in proptest::collection::vec((any::<u16>(), 0u16..300, 0u16..50), 1..20),
+            seed in any::<u64>(),
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let mut data = Vec::new();
+            let mut ops = Vec::new();
+            let mut rng = seed;
+            for (src, add, copy) in parts {
+                let src = u64::from(src) % window.len() as u64;
+                let add = u64::from(add).min(window.len() as u64 - src);
+                if add + u64::from(copy) == 0 {
+                    continue;
+                }
+                for &b in &window[src as usize..(src + add) as usize] {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    data.push(if rng >> 60 == 0 { b ^ (rng >> 32) as u8 } else { b });
+                }
+                data.extend((0..copy).map(|i| (i as u8).wrapping_mul(31)));
+                ops.push(BsdiffOp { src, add, copy: u64::from(copy) });
+            }
+            if window.starts_with(&crate::frame::DICTIONARY_MAGIC) {
+                return Ok(());
+            }
+            let mut encoder = WindowEncoder::new(&window, 3).unwrap();
+            let Some(frame) = encoder.compress_bsdiff(&data, &ops).unwrap() else {
+                return Ok(());
+            };
+            let decoder = WindowDecoder::new(window.clone());
+            prop_assert_eq!(&decoder.decompress_bsdiff(&frame, data.len()).unwrap(), &data);
+            let mut bad = frame.clone();
+            let i = flip.index(bad.len());
+            bad[i] ^= 0x5a;
+            if let Ok(out) = decoder.decompress_bsdiff(&bad, data.len()) {
+                prop_assert_eq!(out.len(), data.len());
+            }
+            for cut in [0, frame.len() / 2, frame.len() - 1] {
+                if let Ok(out) = decoder.decompress_bsdiff(&frame[..cut], data.len()) {
+                    prop_assert_eq!(out.len(), data.len());
+                }
+            }
+        }
+    }
+}
