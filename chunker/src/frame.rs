@@ -96,8 +96,9 @@ fn check_len(written: usize, expected_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Compresses a run of chunks into one frame whose window spans the whole run (long-distance
-/// matching on), so it compresses about as well as the run would inside one big file.
+/// Compresses a run of chunks into one frame whose window spans the run, up to
+/// [`MAX_SOLID_WINDOW_LOG`] (long-distance matching on), so it compresses about as well as the
+/// run would inside one big file.
 pub fn compress_solid(data: &[u8], level: i32) -> Result<Vec<u8>> {
     use zstd::zstd_safe::CParameter;
     let window_log = (usize::BITS - data.len().max(1024).saturating_sub(1).leading_zeros())
@@ -115,8 +116,10 @@ pub fn compress_solid(data: &[u8], level: i32) -> Result<Vec<u8>> {
     compressor.compress(data).map_err(Error::Compress)
 }
 
-/// log2 of the largest window a solid frame uses (and a decoder accepts): 64 MiB.
-pub const MAX_SOLID_WINDOW_LOG: u32 = 26;
+/// log2 of the largest window a solid frame uses (and a decoder accepts): 16 MiB, which a
+/// client holds per solid frame it decodes. On a 32 MiB run of the ruff 0.6.3 binary a 32 MiB
+/// window gains nothing (7,225,500 B against 7,225,402 B); an 8 MiB one costs 0.6%.
+pub const MAX_SOLID_WINDOW_LOG: u32 = 24;
 
 /// Decodes one solid frame as its bytes arrive, handing out the output in pieces, and never
 /// producing more than the size the caller expects.

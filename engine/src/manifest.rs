@@ -42,8 +42,8 @@ pub mod limits {
     pub const WINDOW_BYTES: u32 = 64 * 1024 * 1024;
     /// Most uncompressed bytes in one solid frame.
     pub const SOLID_BYTES: u64 = 64 * 1024 * 1024;
-    /// log2 of the largest decoder window a solid frame may ask for (64 MiB).
-    pub const SOLID_WINDOW_LOG: u32 = 26;
+    /// log2 of the largest decoder window a solid frame may ask for (16 MiB).
+    pub const SOLID_WINDOW_LOG: u32 = relsync_chunker::frame::MAX_SOLID_WINDOW_LOG;
     /// Largest frame, relative to its chunk: zstd's worst case is far below this.
     pub const FRAME_OVERHEAD_BYTES: u32 = 64 * 1024;
 }
