@@ -85,6 +85,9 @@ struct PushArgs {
     /// New bytes per delta segment (one window each), in KiB.
     #[arg(long, default_value_t = 2048)]
     delta_segment_kib: u64,
+    /// zstd level for delta frames (default: --level).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    delta_level: Option<i32>,
     /// Make zstd delta frames only, no bsdiff frames: faster to publish, larger updates of
     /// recompiled code.
     #[arg(long)]
@@ -143,7 +146,7 @@ fn run_push(args: PushArgs) -> Result<()> {
         delta: DeltaParams {
             window_bytes: args.delta_window_kib.max(1) << 10,
             segment_bytes: args.delta_segment_kib.max(1) << 10,
-            zstd_level: args.level,
+            zstd_level: args.delta_level.unwrap_or(args.level),
             bsdiff: !args.no_bsdiff,
         },
         manifest_deltas: args.manifest_deltas as usize,

@@ -280,7 +280,11 @@ fn bsdiff_frames_carry_recompiled_code() {
         let n = Nginx::start(&w.origin, &NginxOptions::default());
         let dir = w.install_dir("lib");
         w.update_ok(&n.url(), &dir);
-        let extra: &[&str] = if codec == "zstd" { &["--no-bsdiff"] } else { &[] };
+        let extra: &[&str] = if codec == "zstd" {
+            &["--no-bsdiff"]
+        } else {
+            &[]
+        };
         let push = w.push(&v2, V2, extra);
         push.assert_success("push v2");
         let mark = n.mark();
@@ -292,7 +296,11 @@ fn bsdiff_frames_carry_recompiled_code() {
         if codec == "zstd" {
             assert_eq!(bsdiff, 0, "{}", r.out);
         } else {
-            assert_eq!(bsdiff, deltas, "every chunk should travel as bsdiff: {}", r.out);
+            assert_eq!(
+                bsdiff, deltas,
+                "every chunk should travel as bsdiff: {}",
+                r.out
+            );
         }
         bytes.push(r.u64("bytes_downloaded"));
     }
