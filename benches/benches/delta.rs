@@ -2,7 +2,9 @@
 //! the old release (a raw-content zstd dictionary), and an 8 MiB run of chunks as one solid
 //! frame.
 //!
-//! `cargo bench -p relsync-benches --bench delta` (about a minute on 2 cores).
+//! The same chunks are also framed as bsdiff: bidiff's instructions against the window.
+//!
+//! `cargo bench -p relsync-benches --bench delta` (about two minutes on 2 cores).
 //!
 //! The new chunks are old bytes with a 4-byte change every ~200 bytes, like the shifted
 //! pointers of a recompiled binary. Decoding (and copying each window once) is what clients
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{KIB, MIB, next, semi_compressible};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use relsync_chunker::frame::{self, SolidDecoder, WindowDecoder, WindowEncoder};
+use relsync_chunker::frame::{self, BsdiffOp, SolidDecoder, WindowDecoder, WindowEncoder};
 
 const WINDOW: usize = 8 * MIB;
 const CHUNK: usize = 64 * KIB;
@@ -152,6 +154,75 @@ fn delta(c: &mut Criterion) {
     group.finish();
 }
 
+/// bidiff's instructions for `new` against `window`, as the publisher gets them per segment.
+fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
+    let mut ops = Vec::new();
+    bidiff::diff(window, new, &bidiff::DiffParams::default(), |m| {
+        ops.push(BsdiffOp {
+            src: m.add_old_start as u64,
+            add: m.add_length as u64,
+            copy: (m.copy_end - m.copy_start()) as u64,
+        });
+        Ok::<_, std::io::Error>(())
+    })
+    .expect("bidiff");
+    ops
+}
+
+/// The delta chunks as one 512 KiB segment matched once, framed chunk by chunk at level 19.
+fn bsdiff(c: &mut Criterion) {
+    let old = old_window();
+    let chunks = new_chunks(&old);
+    let segment = chunks.concat();
+    let start = Instant::now();
+    let ops = bsdiff_ops(&old, &segment);
+    eprintln!(
+        "bsdiff: bidiff of a 512 KiB segment against the 8 MiB window {:.2} s (once)",
+        start.elapsed().as_secs_f64()
+    );
+    let mut encoder = WindowEncoder::new(&old, 19).expect("preparing the window");
+    let decoder = WindowDecoder::new(old.clone());
+    let frames: Vec<Vec<u8>> = (0..CHUNKS)
+        .map(|i| {
+            let (from, to) = ((i * CHUNK) as u64, ((i + 1) * CHUNK) as u64);
+            let ops = frame::slice_ops(&ops, from, to);
+            let frame = encoder
+                .compress_bsdiff(&chunks[i], &ops)
+                .expect("bsdiff frame");
+            frame.expect("instructions within the control limit")
+        })
+        .collect();
+    let bytes: usize = frames.iter().map(Vec::len).sum();
+    let zstd: usize = chunks
+        .iter()
+        .map(|c| encoder.compress(c).expect("delta frame").len())
+        .sum();
+    eprintln!(
+        "bsdiff l19: {CHUNKS} x 64 KiB -> {bytes} B in bsdiff frames ({:.2}%), {zstd} B in \
+         zstd delta frames",
+        100.0 * bytes as f64 / segment.len() as f64
+    );
+    for (frame, chunk) in frames.iter().zip(&chunks) {
+        let back = decoder.decompress_bsdiff(frame, CHUNK).expect("decoding");
+        assert!(back == *chunk, "a bsdiff frame decoded to other bytes");
+    }
+    let mut group = c.benchmark_group("bsdiff_64KiB_window_8MiB");
+    group.throughput(Throughput::Bytes(segment.len() as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("decode_l19", |b| {
+        b.iter(|| {
+            for frame in &frames {
+                black_box(
+                    decoder
+                        .decompress_bsdiff(black_box(frame), CHUNK)
+                        .expect("decoding"),
+                );
+            }
+        })
+    });
+    group.finish();
+}
+
 /// Decodes a solid frame as a client does: fed as it streams in, output handed on in pieces.
 fn decode_solid(frame: &[u8], len: usize) -> usize {
     let mut decoder = SolidDecoder::new(len as u64).expect("solid decoder");
@@ -202,6 +273,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = delta, solid
+    targets = delta, bsdiff, solid
 }
 criterion_main!(benches);

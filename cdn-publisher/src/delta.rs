@@ -22,7 +22,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use relsync_chunker::frame::BsdiffOp;
+use relsync_chunker::frame::{BsdiffOp, slice_ops};
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_engine::layout::pack_path;
 use relsync_engine::manifest::{
@@ -445,35 +445,6 @@ fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
     ops
 }
 
-/// The instructions of `ops` (which rebuild a whole segment) that cover its bytes
-/// `from..to`, rebased to start there.
-fn slice_ops(ops: &[BsdiffOp], from: u64, to: u64) -> Vec<BsdiffOp> {
-    let mut out = Vec::new();
-    let mut at = 0u64;
-    for op in ops {
-        let (add_start, copy_start, end) = (at, at + op.add, at + op.add + op.copy);
-        at = end;
-        if end <= from {
-            continue;
-        }
-        if add_start >= to {
-            break;
-        }
-        let add_from = add_start.clamp(from, to);
-        let add_to = copy_start.clamp(from, to);
-        let copy = end.clamp(from, to) - copy_start.clamp(from, to);
-        let add = add_to - add_from;
-        if add + copy > 0 {
-            out.push(BsdiffOp {
-                src: op.src + (add_from - add_start).min(op.add),
-                add,
-                copy,
-            });
-        }
-    }
-    out
-}
-
 /// The manifests `depth` steps back from `start` along `parent` links.
 pub fn base_chain(
     origin: &LocalOrigin,
@@ -548,45 +519,5 @@ mod tests {
             zstd += encoder.compress(chunk).unwrap().len();
         }
         assert!(bsdiff * 3 < zstd * 2, "bsdiff {bsdiff} B, zstd {zstd} B");
-    }
-
-    #[test]
-    fn slices_split_instructions_at_the_cut() {
-        let ops = [
-            BsdiffOp {
-                src: 100,
-                add: 10,
-                copy: 5,
-            },
-            BsdiffOp {
-                src: 500,
-                add: 20,
-                copy: 0,
-            },
-        ];
-        assert_eq!(
-            slice_ops(&ops, 12, 20),
-            [
-                BsdiffOp {
-                    src: 110,
-                    add: 0,
-                    copy: 3
-                },
-                BsdiffOp {
-                    src: 500,
-                    add: 5,
-                    copy: 0
-                },
-            ]
-        );
-        assert_eq!(
-            slice_ops(&ops, 3, 8),
-            [BsdiffOp {
-                src: 103,
-                add: 5,
-                copy: 0
-            }]
-        );
-        assert!(slice_ops(&ops, 35, 40).is_empty());
     }
 }

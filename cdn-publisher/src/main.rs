@@ -42,7 +42,7 @@ enum Command {
         out: PathBuf,
     },
     /// Publish directory DIR as VERSION on a channel of an origin folder.
-    Push(PushArgs),
+    Push(Box<PushArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{public}");
             Ok(())
         }
-        Command::Push(args) => run_push(args),
+        Command::Push(args) => run_push(*args),
     }
 }
 

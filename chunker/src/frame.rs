@@ -7,7 +7,7 @@
 use crate::{Error, Result};
 
 mod bsdiff;
-pub use bsdiff::{BsdiffOp, max_control_len};
+pub use bsdiff::{BsdiffOp, max_control_len, slice_ops};
 
 /// The zstd level used when the caller has no opinion.
 pub const DEFAULT_LEVEL: i32 = 19;

@@ -38,6 +38,35 @@ pub const fn max_control_len(len: usize) -> usize {
     4 * len + 64
 }
 
+/// The instructions of `ops` (which rebuild some bytes) that rebuild their part `from..to`,
+/// for an encoder that matched a whole segment at once and frames it chunk by chunk.
+pub fn slice_ops(ops: &[BsdiffOp], from: u64, to: u64) -> Vec<BsdiffOp> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for op in ops {
+        let (add_start, copy_start, end) = (at, at + op.add, at + op.add + op.copy);
+        at = end;
+        if end <= from {
+            continue;
+        }
+        if add_start >= to {
+            break;
+        }
+        let add_from = add_start.clamp(from, to);
+        let add_to = copy_start.clamp(from, to);
+        let copy = end.clamp(from, to) - copy_start.clamp(from, to);
+        let add = add_to - add_from;
+        if add + copy > 0 {
+            out.push(BsdiffOp {
+                src: op.src + (add_from - add_start).min(op.add),
+                add,
+                copy,
+            });
+        }
+    }
+    out
+}
+
 impl WindowEncoder {
     /// Encodes `data` as the bsdiff instructions `ops` against this encoder's window.
     ///
@@ -384,6 +413,46 @@ mod tests {
             let err = decoder.decompress_bsdiff(&frame, len).unwrap_err();
             assert!(err.to_string().contains(reason), "{reason}: {err}");
         }
+    }
+
+    #[test]
+    fn slices_split_instructions_at_the_cut() {
+        let ops = [
+            BsdiffOp {
+                src: 100,
+                add: 10,
+                copy: 5,
+            },
+            BsdiffOp {
+                src: 500,
+                add: 20,
+                copy: 0,
+            },
+        ];
+        assert_eq!(
+            slice_ops(&ops, 12, 20),
+            [
+                BsdiffOp {
+                    src: 110,
+                    add: 0,
+                    copy: 3
+                },
+                BsdiffOp {
+                    src: 500,
+                    add: 5,
+                    copy: 0
+                },
+            ]
+        );
+        assert_eq!(
+            slice_ops(&ops, 3, 8),
+            [BsdiffOp {
+                src: 103,
+                add: 5,
+                copy: 0
+            }]
+        );
+        assert!(slice_ops(&ops, 35, 40).is_empty());
     }
 
     proptest! {
