@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! magic      8 bytes  "RELSYNC1"
-//! kind       1 byte   1 = manifest, 2 = channel pointer
+//! kind       1 byte   1 = manifest, 2 = channel pointer, 3 = root document
 //! body_len   u32 LE
 //! body       body_len bytes (postcard)
 //! sig_count  u8
@@ -28,6 +28,8 @@ pub enum Kind {
     Manifest = 1,
     /// A channel pointer.
     Pointer = 2,
+    /// A root document ([`crate::root`]).
+    Root = 3,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Manifest => "manifest",
             Kind::Pointer => "channel pointer",
+            Kind::Root => "root document",
         }
     }
 }
@@ -69,30 +72,65 @@ pub fn seal(kind: Kind, body: &[u8], keys: &[&SecretKey]) -> Result<Vec<u8>> {
 
 /// Returns the body of an envelope once a trusted key's signature on it checks out.
 pub fn open<'a>(kind: Kind, bytes: &'a [u8], trusted: &[PublicKey]) -> Result<&'a [u8]> {
+    open_threshold(kind, bytes, trusted, 1)
+}
+
+/// Returns the body of an envelope once valid signatures of at least `threshold` distinct
+/// keys of `trusted` are on it. Keys are compared as curve points, so a repeated signature or
+/// a second encoding of one key counts once; signatures of other keys are ignored.
+pub fn open_threshold<'a>(
+    kind: Kind,
+    bytes: &'a [u8],
+    trusted: &[PublicKey],
+    threshold: u32,
+) -> Result<&'a [u8]> {
     let (body, sigs) = split(kind, bytes)?;
     let msg = message(kind, body);
-    let mut seen_trusted = false;
+    let trusted: Vec<([u8; 32], &PublicKey)> = trusted.iter().map(|k| (k.canonical(), k)).collect();
+    let mut signed: Vec<[u8; 32]> = Vec::new();
+    let mut failed = 0;
     for sig in sigs.chunks_exact(SIG_LEN) {
         let (key_bytes, sig_bytes) = sig.split_at(32);
-        let Some(key) = trusted.iter().find(|k| k.as_bytes()[..] == key_bytes[..]) else {
+        let mut raw_key = [0u8; 32];
+        raw_key.copy_from_slice(key_bytes);
+        let Ok(claimed) = PublicKey::from_bytes(&raw_key) else {
             continue;
         };
-        seen_trusted = true;
+        let canonical = claimed.canonical();
+        let Some((_, key)) = trusted.iter().find(|(c, _)| *c == canonical) else {
+            continue;
+        };
+        if signed.contains(&canonical) {
+            continue;
+        }
         let mut raw = [0u8; 64];
         raw.copy_from_slice(sig_bytes);
         let signature = ed25519_dalek::Signature::from_bytes(&raw);
         if key.0.verify_strict(&msg, &signature).is_ok() {
-            return Ok(body);
+            signed.push(canonical);
+            if signed.len() as u64 >= u64::from(threshold.max(1)) {
+                return Ok(body);
+            }
+        } else {
+            failed += 1;
         }
     }
     Err(Error::BadSignature {
         what: kind.name(),
-        reason: if seen_trusted {
-            "signature does not verify (tampered or corrupt)".into()
-        } else {
-            "not signed by any trusted key (unknown key)".into()
+        reason: match (signed.len(), failed) {
+            (0, 0) => "not signed by any trusted key (unknown key)".into(),
+            (0, _) if threshold <= 1 => "signature does not verify (tampered or corrupt)".into(),
+            (n, f) => format!(
+                "{n} valid signature(s) of trusted keys, {threshold} needed ({f} did not verify)"
+            ),
         },
     })
+}
+
+/// Splits an envelope without checking signatures, for a caller that must read the body to
+/// learn which keys to check (a pinned root names its own keys).
+pub(crate) fn split_unverified(kind: Kind, bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    split(kind, bytes)
 }
 
 /// Returns the body without checking signatures. Only for publishers reading their own origin.

@@ -23,6 +23,12 @@ impl PublicKey {
         self.0.as_bytes()
     }
 
+    /// The key's curve point in its one canonical encoding. Two encodings of one point (the
+    /// y coordinate is also accepted unreduced) are one key: thresholds count this.
+    pub fn canonical(&self) -> [u8; 32] {
+        self.0.to_edwards().compress().to_bytes()
+    }
+
     /// Parses the raw 32 bytes, refusing weak (small-order) points.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
         let key = VerifyingKey::from_bytes(bytes)
@@ -43,6 +49,25 @@ impl fmt::Display for PublicKey {
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({self})")
+    }
+}
+
+/// Serialized as its 32 raw bytes; decoding refuses what [`PublicKey::from_bytes`] refuses.
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.as_bytes().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let bytes = <[u8; 32]>::deserialize(deserializer)?;
+        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
     }
 }
 

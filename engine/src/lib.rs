@@ -22,8 +22,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it does not do (yet): root key rotation and thresholds, delta frames, LAN peers,
-//! object-store origins. Manifest and pack *writing* helpers live here so the publisher and the
+//! What it does not do (yet): root key rotation and thresholds, LAN peers, object-store
+//! origins. Manifest and pack *writing* helpers live here so the publisher and the
 //! client share one format, but walking and packing a release is the publisher's job.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -43,6 +43,7 @@ mod origin;
 mod path;
 mod plan;
 mod progress;
+pub mod root;
 mod store;
 mod updater;
 mod verify;
