@@ -6,6 +6,7 @@ mod keygen;
 mod origin;
 mod pack;
 mod push;
+mod root;
 mod solid;
 mod walk;
 
@@ -43,6 +44,11 @@ enum Command {
     },
     /// Publish directory DIR as VERSION on a channel of an origin folder.
     Push(Box<PushArgs>),
+    /// Manage the root documents that name the keys of each role (root, release, channel).
+    Root {
+        #[command(subcommand)]
+        command: root::RootCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Push(args) => run_push(*args),
+        Command::Root { command } => root::run(command),
     }
 }
 

@@ -22,7 +22,7 @@ impl LocalOrigin {
             bail!("unsupported origin {spec:?}: use a folder path or file:// URL");
         }
         let root = PathBuf::from(spec.strip_prefix("file://").unwrap_or(spec));
-        for dir in ["channels", "manifests", "packs", ".tmp"] {
+        for dir in ["channels", "manifests", "packs", "keys", ".tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }

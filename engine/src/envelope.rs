@@ -42,6 +42,52 @@ impl Kind {
     }
 }
 
+/// The bytes a signer signs for `body`: what an external signer (an HSM, a cloud KMS) is
+/// given, whose ed25519 signature [`attach`] then adds.
+pub fn signing_message(kind: Kind, body: &[u8]) -> Vec<u8> {
+    message(kind, body)
+}
+
+/// Adds `key`'s detached `signature` to an envelope, refusing one that does not verify.
+pub fn attach(kind: Kind, bytes: &[u8], key: &PublicKey, signature: &[u8; 64]) -> Result<Vec<u8>> {
+    let (body, sigs) = split(kind, bytes)?;
+    let count = sigs.len() / SIG_LEN;
+    let more = u8::try_from(count + 1)
+        .map_err(|_| Error::malformed(kind.name(), "too many signatures"))?;
+    let msg = message(kind, body);
+    key.0
+        .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(signature))
+        .map_err(|_| Error::BadSignature {
+            what: kind.name(),
+            reason: format!("the signature to attach does not verify for {key}"),
+        })?;
+    let mut out = bytes[..bytes.len() - sigs.len() - 1].to_vec();
+    out.push(more);
+    out.extend_from_slice(sigs);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(signature);
+    Ok(out)
+}
+
+/// Adds `key`'s signature to an envelope.
+pub fn sign(kind: Kind, bytes: &[u8], key: &SecretKey) -> Result<Vec<u8>> {
+    let (body, _) = split(kind, bytes)?;
+    attach(kind, bytes, &key.public(), &key.sign(&message(kind, body)))
+}
+
+/// The public keys whose signatures an envelope carries (not checked).
+pub fn signers(kind: Kind, bytes: &[u8]) -> Result<Vec<[u8; 32]>> {
+    let (_, sigs) = split(kind, bytes)?;
+    Ok(sigs
+        .chunks_exact(SIG_LEN)
+        .map(|s| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&s[..32]);
+            key
+        })
+        .collect())
+}
+
 fn message(kind: Kind, body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + 32);
     msg.extend_from_slice(CONTEXT);
@@ -197,5 +243,39 @@ mod tests {
         let mut long = sealed.clone();
         long.push(0);
         assert!(open(Kind::Manifest, &long, &[key.public()]).is_err());
+    }
+
+    #[test]
+    fn detached_signatures_attach_and_count_toward_thresholds() {
+        let (a, b) = (
+            SecretKey::generate().unwrap(),
+            SecretKey::generate().unwrap(),
+        );
+        let keys = [a.public(), b.public()];
+        let unsigned = seal(Kind::Root, b"body", &[]).unwrap();
+        assert!(open_threshold(Kind::Root, &unsigned, &keys, 1).is_err());
+        // An external signer signs the message; attaching checks it.
+        let external = a.sign(&signing_message(Kind::Root, b"body"));
+        let one = attach(Kind::Root, &unsigned, &a.public(), &external).unwrap();
+        assert!(attach(Kind::Root, &unsigned, &b.public(), &external).is_err());
+        assert_eq!(open_threshold(Kind::Root, &one, &keys, 1).unwrap(), b"body");
+        let err = open_threshold(Kind::Root, &one, &keys, 2).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("1 valid signature(s) of trusted keys, 2 needed"),
+            "{err}"
+        );
+        // The same key again does not make two.
+        let again = sign(Kind::Root, &one, &a).unwrap();
+        assert!(open_threshold(Kind::Root, &again, &keys, 2).is_err());
+        let both = sign(Kind::Root, &one, &b).unwrap();
+        assert_eq!(
+            open_threshold(Kind::Root, &both, &keys, 2).unwrap(),
+            b"body"
+        );
+        assert_eq!(signers(Kind::Root, &both).unwrap().len(), 2);
+        // A signature made for another kind never counts.
+        let other = b.sign(&signing_message(Kind::Manifest, b"body"));
+        assert!(attach(Kind::Root, &one, &b.public(), &other).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //!   manifests/<id>       manifests       releases/<version>-<id8>/...   current and previous
 //!   manifests/<id>.from-<base>   deltas
 //!   packs/<id>           chunk packs     .relsync/state.redb            the store
+//!   keys/root-<n>        root chain
 //!                                        .relsync/chunks/<chunk id>     fetched, verified frames
 //!                                        .relsync/staging/<id8>/        tree being assembled
 //!                                        .relsync/lock
@@ -28,6 +29,11 @@ pub fn manifest_path(id: &ManifestId) -> String {
 /// Origin path of manifest `id` as a delta against manifest `base`.
 pub fn manifest_delta_path(id: &ManifestId, base: &ManifestId) -> String {
     format!("manifests/{id}.from-{base}")
+}
+
+/// Origin path of root document `version` (1, 2, ...).
+pub fn root_path(version: u64) -> String {
+    format!("keys/root-{version}")
 }
 
 /// Origin path of a pack.

@@ -152,6 +152,11 @@ impl Root {
         Ok(root)
     }
 
+    /// Decodes a root document without checking any signature, for tools that display one.
+    pub fn read_unverified(bytes: &[u8]) -> Result<Self> {
+        Self::from_body(envelope::open_unverified(Kind::Root, bytes)?)
+    }
+
     /// Reads a root the caller pins, such as a file shipped with the app: it must be signed by
     /// a threshold of its own root keys.
     pub fn open_pinned(bytes: &[u8]) -> Result<Self> {

@@ -1,0 +1,311 @@
+//! `cdn-publisher root`: create, rotate, sign and publish the root documents that name each
+//! role's keys (`relsync_engine::root`).
+//!
+//! A root document is made unsigned into a file, signed by as many holders of root keys as its
+//! thresholds need (with `--key`, or with a detached signature from an HSM or KMS), then
+//! published to the origin as `keys/root-<n>`, which refuses it unless the thresholds are met.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use relsync_engine::envelope::{self, Kind};
+use relsync_engine::layout::root_path;
+use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
+use relsync_engine::{PublicKey, envelope::signing_message};
+
+use crate::keygen::read_secret;
+use crate::origin::LocalOrigin;
+
+/// Keys and thresholds for the roles, as given on the command line.
+#[derive(Debug, clap::Args)]
+pub struct RoleArgs {
+    /// A root key (signs root documents): `ed25519:<hex>` or a `.pub` file. Repeatable.
+    #[arg(long = "root", value_name = "KEY")]
+    root: Vec<String>,
+    /// A release key (signs manifests). Repeatable.
+    #[arg(long = "release", value_name = "KEY")]
+    release: Vec<String>,
+    /// A channel key (signs channel pointers). Repeatable.
+    #[arg(long = "channel", value_name = "KEY")]
+    channel: Vec<String>,
+    /// Signatures of distinct root keys needed.
+    #[arg(long)]
+    root_threshold: Option<u32>,
+    /// Signatures of distinct release keys needed.
+    #[arg(long)]
+    release_threshold: Option<u32>,
+    /// Signatures of distinct channel keys needed.
+    #[arg(long)]
+    channel_threshold: Option<u32>,
+    /// Days until clients stop trusting this root for new decisions.
+    #[arg(long, default_value_t = 365)]
+    expires_days: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RootCommand {
+    /// Write the first root document (version 1, unsigned) to FILE.
+    Init {
+        /// Product the keys publish; clients refuse roots of another product.
+        #[arg(long, default_value = "app")]
+        product: String,
+        #[command(flatten)]
+        roles: RoleArgs,
+        /// Where to write the document.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write the next root document (unsigned) to FILE: the origin's newest root with the roles
+    /// given replaced. It needs signatures of the old root keys and of the new ones.
+    Rotate {
+        /// The origin folder.
+        #[arg(long = "to", value_name = "ORIGIN")]
+        to: String,
+        #[command(flatten)]
+        roles: RoleArgs,
+        /// Where to write the document.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Add a signature to a root document file: with a secret key, or a detached signature
+    /// made elsewhere over the message `root show` prints.
+    Sign {
+        /// The document.
+        file: PathBuf,
+        /// Secret key file.
+        #[arg(long, conflicts_with_all = ["public", "signature"])]
+        key: Option<PathBuf>,
+        /// The external signer's public key (`ed25519:<hex>` or a `.pub` file).
+        #[arg(long, requires = "signature")]
+        public: Option<String>,
+        /// The external signer's ed25519 signature, 128 hex characters.
+        #[arg(long, requires = "public")]
+        signature: Option<String>,
+    },
+    /// Print a root document: version, roles, who signed it, and the message to sign.
+    Show {
+        /// The document.
+        file: PathBuf,
+    },
+    /// Publish a signed root document as `keys/root-<n>`, refusing it unless it is the
+    /// next root of the origin's chain with every threshold met.
+    Publish {
+        /// The document.
+        file: PathBuf,
+        /// The origin folder.
+        #[arg(long = "to", value_name = "ORIGIN")]
+        to: String,
+    },
+}
+
+pub fn run(command: RootCommand) -> Result<()> {
+    match command {
+        RootCommand::Init {
+            product,
+            roles,
+            out,
+        } => {
+            let root = Root {
+                format: ROOT_FORMAT,
+                product,
+                version: 1,
+                expires_unix: expires(roles.expires_days),
+                root: role("root", &roles.root, roles.root_threshold, None)?,
+                release: role("release", &roles.release, roles.release_threshold, None)?,
+                channel: role("channel", &roles.channel, roles.channel_threshold, None)?,
+            };
+            write_unsigned(&root, &out)
+        }
+        RootCommand::Rotate { to, roles, out } => {
+            let origin = LocalOrigin::open(&to)?;
+            let (current, _) = newest(&origin)?
+                .with_context(|| format!("{to} has no root documents; use `root init`"))?;
+            let next = Root {
+                format: ROOT_FORMAT,
+                product: current.product.clone(),
+                version: current.version + 1,
+                expires_unix: expires(roles.expires_days),
+                root: role(
+                    "root",
+                    &roles.root,
+                    roles.root_threshold,
+                    Some(&current.root),
+                )?,
+                release: role(
+                    "release",
+                    &roles.release,
+                    roles.release_threshold,
+                    Some(&current.release),
+                )?,
+                channel: role(
+                    "channel",
+                    &roles.channel,
+                    roles.channel_threshold,
+                    Some(&current.channel),
+                )?,
+            };
+            write_unsigned(&next, &out)
+        }
+        RootCommand::Sign {
+            file,
+            key,
+            public,
+            signature,
+        } => {
+            let bytes = read(&file)?;
+            let signed = match (key, public, signature) {
+                (Some(key), _, _) => envelope::sign(Kind::Root, &bytes, &read_secret(&key)?)?,
+                (None, Some(public), Some(signature)) => {
+                    let public = parse_key(&public)?;
+                    let mut raw = [0u8; 64];
+                    hex::decode_to_slice(signature.trim(), &mut raw)
+                        .context("--signature needs 128 hex characters")?;
+                    envelope::attach(Kind::Root, &bytes, &public, &raw)?
+                }
+                _ => bail!("give --key, or --public with --signature"),
+            };
+            write_file(&file, &signed)?;
+            println!(
+                "{} now carries {} signature(s)",
+                file.display(),
+                envelope::signers(Kind::Root, &signed)?.len()
+            );
+            Ok(())
+        }
+        RootCommand::Show { file } => show(&file),
+        RootCommand::Publish { file, to } => {
+            let bytes = read(&file)?;
+            let origin = LocalOrigin::open(&to)?;
+            let root = match newest(&origin)? {
+                Some((current, _)) => current
+                    .open_next(&bytes)
+                    .context("the document is not a valid next root for this origin")?,
+                None => {
+                    let root = Root::open_pinned(&bytes)
+                        .context("the document is not a valid first root")?;
+                    if root.version != 1 {
+                        bail!("the origin has no roots yet; the first must be version 1");
+                    }
+                    root
+                }
+            };
+            origin.put(&root_path(root.version), &bytes)?;
+            println!(
+                "published {} (root version {})",
+                root_path(root.version),
+                root.version
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The newest root on the origin, walked from `keys/root-1` and checked link by link.
+pub fn newest(origin: &LocalOrigin) -> Result<Option<(Root, Vec<u8>)>> {
+    let Some(first) = origin.read(&root_path(1))? else {
+        return Ok(None);
+    };
+    let mut root = Root::open_pinned(&first).context("keys/root-1 on the origin")?;
+    let mut bytes = first;
+    while let Some(next) = origin.read(&root_path(root.version + 1))? {
+        let path = root_path(root.version + 1);
+        root = root
+            .open_next(&next)
+            .with_context(|| format!("{path} on the origin"))?;
+        bytes = next;
+    }
+    Ok(Some((root, bytes)))
+}
+
+fn role(
+    name: &str,
+    keys: &[String],
+    threshold: Option<u32>,
+    old: Option<&RoleKeys>,
+) -> Result<RoleKeys> {
+    if keys.is_empty() {
+        return match old {
+            Some(old) => Ok(RoleKeys {
+                threshold: threshold.unwrap_or(old.threshold),
+                ..old.clone()
+            }),
+            None => bail!("give at least one --{name} key"),
+        };
+    }
+    Ok(RoleKeys {
+        keys: keys.iter().map(|k| parse_key(k)).collect::<Result<_>>()?,
+        threshold: threshold.unwrap_or(1),
+    })
+}
+
+/// `ed25519:<hex>`, or a file holding it (such as `KEY.pub` from keygen).
+fn parse_key(spec: &str) -> Result<PublicKey> {
+    if spec.starts_with("ed25519:") {
+        return Ok(spec.parse()?);
+    }
+    let text = std::fs::read_to_string(spec).with_context(|| format!("reading key {spec}"))?;
+    text.parse()
+        .with_context(|| format!("{spec} does not hold an ed25519: public key"))
+}
+
+fn expires(days: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    now.saturating_add(days.saturating_mul(86_400))
+}
+
+fn write_unsigned(root: &Root, out: &Path) -> Result<()> {
+    let sealed = envelope::seal(Kind::Root, &root.to_body()?, &[])?;
+    write_file(out, &sealed)?;
+    println!(
+        "wrote root version {} to {}; it needs {} root signature(s){}",
+        root.version,
+        out.display(),
+        root.root.threshold,
+        if root.version > 1 {
+            " from the new root keys and a threshold of the old ones"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn show(file: &Path) -> Result<()> {
+    let bytes = read(file)?;
+    let body = envelope::open_unverified(Kind::Root, &bytes)?;
+    let root = Root::read_unverified(&bytes)?;
+    println!(
+        "root version {} for product {:?}",
+        root.version, root.product
+    );
+    println!("expires    unix {}", root.expires_unix);
+    for (name, role) in [
+        ("root", &root.root),
+        ("release", &root.release),
+        ("channel", &root.channel),
+    ] {
+        println!("{name:<10} {} of {}:", role.threshold, role.keys.len());
+        for key in &role.keys {
+            println!("             {key}");
+        }
+    }
+    for key in envelope::signers(Kind::Root, &bytes)? {
+        println!("signed by  ed25519:{}", hex::encode(key));
+    }
+    println!(
+        "message    {}",
+        hex::encode(signing_message(Kind::Root, body))
+    );
+    Ok(())
+}
+
+fn read(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
