@@ -41,7 +41,7 @@ for setting in "${settings[@]}"; do
     --key "$work/key" --to "$work/origin" --json "${flags[@]}")
   update=$("$bin/relsync" update --origin "$work/origin" --channel "$channel" --trust "$key" \
     --install "$work/i-$channel" --json)
-  diff -r --no-dereference "$releases/$name-$new" "$work/i-$channel/current" >/dev/null
+  diff -r --no-dereference "$releases/$name-$new" "$work/i-$channel/current/" >/dev/null
   printf '| %s | %.1f s, %.2f MB/s | %s | %s (%s) |\n' "${setting:-(defaults)}" \
     "$(field seconds <<<"$push")" "$(field mb_per_s <<<"$push")" \
     "$(field bytes_downloaded <<<"$update")" "$(field delta_frames <<<"$push")" \

@@ -61,9 +61,14 @@ struct PushArgs {
     /// Channel to publish to (e.g. stable, beta).
     #[arg(long)]
     channel: String,
-    /// Secret key file from `cdn-publisher keygen`.
+    /// Secret key file from `cdn-publisher keygen` that signs the manifest (and the pointer,
+    /// unless --channel-key is given). Repeat for a threshold.
+    #[arg(long, value_name = "KEY", required = true)]
+    key: Vec<PathBuf>,
+    /// Secret key file that signs the channel pointer (the channel role, kept online when the
+    /// release key is not). Repeat for a threshold.
     #[arg(long, value_name = "KEY")]
-    key: PathBuf,
+    channel_key: Vec<PathBuf>,
     /// Origin folder (a path or file:// URL) that an HTTP server or CDN serves.
     #[arg(long = "to", value_name = "ORIGIN")]
     to: String,
@@ -137,7 +142,16 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_push(args: PushArgs) -> Result<()> {
-    let key = keygen::read_secret(&args.key)?;
+    let read = |paths: &[PathBuf]| -> Result<Vec<_>> {
+        paths.iter().map(|p| keygen::read_secret(p)).collect()
+    };
+    let release = read(&args.key)?;
+    let channel = if args.channel_key.is_empty() {
+        read(&args.key)?
+    } else {
+        read(&args.channel_key)?
+    };
+    let signers = push::Signers { release, channel };
     let origin = LocalOrigin::open(&args.to)?;
     let opts = PushOptions {
         dir: args.dir,
@@ -171,7 +185,7 @@ fn run_push(args: PushArgs) -> Result<()> {
     } else {
         None
     };
-    let summary = push(&opts, &key, &origin, &|done, total| {
+    let summary = push(&opts, &signers, &origin, &|done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total);
             bar.set_position(done);

@@ -169,9 +169,18 @@ fn unix_now() -> u64 {
 }
 
 /// Publishes `opts.dir` to `origin`. `progress` gets (bytes read, total bytes).
+/// The keys a push signs with.
+#[derive(Debug)]
+pub struct Signers {
+    /// Sign the manifest.
+    pub release: Vec<SecretKey>,
+    /// Sign the channel pointer.
+    pub channel: Vec<SecretKey>,
+}
+
 pub fn push(
     opts: &PushOptions,
-    key: &SecretKey,
+    signers: &Signers,
     origin: &LocalOrigin,
     progress: &dyn Fn(u64, u64),
 ) -> Result<PushSummary> {
@@ -408,10 +417,21 @@ pub fn push(
         }
     }
 
-    let (id, bytes) = manifest.seal(key)?;
+    let root = crate::root::newest(origin)?.map(|(root, _)| root);
+    let release: Vec<&SecretKey> = signers.release.iter().collect();
+    let (id, bytes) = manifest.seal_by(&release)?;
     // Never publish what clients would refuse.
-    TrustedManifest::open_local(bytes.clone())
-        .context("the release breaks a rule clients enforce")?;
+    match &root {
+        Some(root) => TrustedManifest::open_release(bytes.clone(), &id, &root.release)
+            .with_context(|| {
+                format!(
+                    "the manifest's signatures do not meet the release role of root version {}",
+                    root.version
+                )
+            })?,
+        None => TrustedManifest::open_local(bytes.clone())
+            .context("the release breaks a rule clients enforce")?,
+    };
     let file = compress_envelope(&bytes)?;
     origin.put(&manifest_path(&id), &file)?;
     let manifest_deltas = put_manifest_deltas(origin, &id, &bytes, parent, opts.manifest_deltas)?;
@@ -420,13 +440,24 @@ pub fn push(
         product: opts.product.clone(),
         channel: opts.channel.clone(),
         version: opts.version.clone(),
+        root_version: root.as_ref().map_or(0, |r| r.version),
         manifest: id,
         manifest_len: file.len() as u64,
         manifest_deltas,
         issued_unix: created,
         expires_unix: manifest.expires_unix,
     };
-    origin.put(&channel_path(&opts.channel), &pointer.seal(key)?)?;
+    let channel: Vec<&SecretKey> = signers.channel.iter().collect();
+    let sealed = pointer.seal(&channel)?;
+    if let Some(root) = &root {
+        Pointer::open(&sealed, &root.channel).with_context(|| {
+            format!(
+                "the pointer's signatures do not meet the channel role of root version {}",
+                root.version
+            )
+        })?;
+    }
+    origin.put(&channel_path(&opts.channel), &sealed)?;
     summary.manifest = id.to_string();
     summary.manifest_bytes = file.len() as u64;
     Ok(finish(summary, started))

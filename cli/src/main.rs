@@ -51,9 +51,18 @@ struct UpdateArgs {
     /// Channel to follow.
     #[arg(long, default_value = "stable")]
     channel: String,
-    /// Trusted publisher key, as printed by `cdn-publisher keygen` (repeatable).
-    #[arg(long = "trust", value_name = "PUBKEY", required = true)]
+    /// Trusted publisher key, as printed by `cdn-publisher keygen` (repeatable). It may sign
+    /// everything, and the origin's root chain (keys/root-N) may take over from it.
+    #[arg(
+        long = "trust",
+        value_name = "PUBKEY",
+        required_unless_present = "trust_root"
+    )]
     trust: Vec<String>,
+    /// A pinned root document (keys/root-N as published) to start the root chain from,
+    /// instead of --trust keys.
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
     /// Refuse releases of any other product.
     #[arg(long)]
     product: Option<String>,
@@ -132,6 +141,11 @@ fn update(args: UpdateArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut config = UpdaterConfig::new(&args.origin, &args.channel, keys, &args.install);
     config.product = args.product;
+    if let Some(path) = &args.trust_root {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading --trust-root {}", path.display()))?;
+        config.trusted_root = Some(bytes);
+    }
     config.fetch.max_parallel_requests = args.parallel.max(1);
     let progress = Arc::new(render::Progress::new(!args.json));
     let updater = Updater::open(config)?.with_reporter(progress.clone());

@@ -4,8 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use semver::Version;
 
-use crate::layout::{channel_path, manifest_delta_path, manifest_path};
+use crate::layout::{channel_path, manifest_delta_path, manifest_path, root_path};
 use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
+use crate::root::{self, Root};
 use std::sync::Arc;
 
 use crate::layout::InstallLayout;
@@ -79,7 +80,11 @@ pub(crate) async fn check(
             limits::POINTER_BYTES,
         )
         .await?;
-    let pointer = Pointer::open(&bytes, &config.trusted_keys)?;
+    let (root, new_root) = trusted_root(origin, config, store, &bytes).await?;
+    if root.version > 0 {
+        root.check_fresh(now)?;
+    }
+    let pointer = Pointer::open(&bytes, &root.channel)?;
     expect_eq("channel", &config.channel, &pointer.channel)?;
     // Without an explicit product, the installed one binds: a key that signs several
     // products cannot swap one for another.
@@ -138,10 +143,10 @@ pub(crate) async fn check(
                 .get(&path, what, len.min(limits::MANIFEST_BYTES))
                 .await?;
             let base = base.map(|(_, m)| m.clone());
-            let (id, keys) = (pointer.manifest, config.trusted_keys.clone());
+            let (id, release) = (pointer.manifest, root.release.clone());
             blocking(move || {
                 let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
-                TrustedManifest::open(envelope, &id, &keys)
+                TrustedManifest::open_release(envelope, &id, &release)
             })
             .await?
         }
@@ -162,6 +167,10 @@ pub(crate) async fn check(
     }
 
     if persist {
+        if let Some(envelope) = new_root {
+            let store = store.clone();
+            blocking(move || store.set_trusted_root(&envelope)).await?;
+        }
         let state = TrustedState {
             highest_version: pointer.version.clone(),
             manifest: pointer.manifest,
@@ -178,6 +187,67 @@ pub(crate) async fn check(
         previous,
         installed_on_disk,
     })
+}
+
+/// The root to check `pointer` (not yet verified) against: the newest trusted one (stored,
+/// else the pinned root or keys), walked forward along `keys/root-<n>` up to the root version
+/// the pointer names. Returns the root and, if it moved, its envelope to persist.
+///
+/// The pointer's hint is unverified, but only picks how far to walk: every step is checked
+/// against the root before it, and the pointer must then verify under the result.
+async fn trusted_root(
+    origin: &Origin,
+    config: &UpdaterConfig,
+    store: &Arc<Store>,
+    pointer: &[u8],
+) -> Result<(Root, Option<Vec<u8>>)> {
+    let stored = {
+        let store = store.clone();
+        blocking(move || store.trusted_root()).await?
+    };
+    let pinned = match &config.trusted_root {
+        Some(bytes) => Root::open_pinned(bytes)?,
+        None => Root::from_keys(
+            config.product.as_deref().unwrap_or_default(),
+            &config.trusted_keys,
+        )?,
+    };
+    let mut root = match stored {
+        Some(bytes) => {
+            let stored = Root::open_pinned(&bytes)?;
+            if stored.version >= pinned.version {
+                stored
+            } else {
+                pinned
+            }
+        }
+        None => pinned,
+    };
+    let wanted = Pointer::decode_unverified(pointer).map_or(0, |p| p.root_version);
+    let steps = wanted.saturating_sub(root.version);
+    if steps > root::limits::CHAIN_STEPS {
+        return Err(Error::malformed(
+            "channel pointer",
+            format!(
+                "names root version {wanted}, {steps} steps past the trusted {} (at most {})",
+                root.version,
+                root::limits::CHAIN_STEPS
+            ),
+        ));
+    }
+    let mut newest = None;
+    while root.version < wanted {
+        let bytes = origin
+            .get(
+                &root_path(root.version + 1),
+                "root document",
+                root::limits::ROOT_BYTES,
+            )
+            .await?;
+        root = root.open_next(&bytes)?;
+        newest = Some(bytes);
+    }
+    Ok((root, newest))
 }
 
 fn expect_eq(what: &'static str, expected: &str, got: &str) -> Result<()> {

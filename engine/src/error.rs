@@ -141,6 +141,19 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// Two paths of one tree name the same file on a case-insensitive or normalizing file
+    /// system: their [`crate::collision_key`]s are equal.
+    #[error(
+        "paths {first:?} and {second:?} collide: they are equal once Unicode case and \
+         compatibility forms are folded, so a case-insensitive or normalizing file system \
+         would see one file"
+    )]
+    PathCollision {
+        /// The path listed first.
+        first: String,
+        /// The later path that collides with it.
+        second: String,
+    },
     /// The install has no release yet, or no previous one for rollback.
     #[error("{0}")]
     NothingInstalled(String),

@@ -56,7 +56,10 @@ pub use fetch::{FetchConfig, Fetched};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
 pub use keys::{PublicKey, SecretKey};
 pub use origin::{Origin, RangeBody, Traffic};
-pub use path::{NodeKind, RelPath, check_symlink_in_tree, check_symlink_target};
+pub use path::{
+    MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
+    check_symlink_target, collision_key,
+};
 #[doc(hidden)]
 pub use plan::plan_stage;
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};

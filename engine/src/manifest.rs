@@ -10,7 +10,7 @@
 //! of the lengths of the frames before it in the same pack (plain frames first, then each
 //! base's deltas, then solid frames).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use relsync_chunker::{ChunkId, ChunkParams};
 use semver::Version;
@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Kind};
 use crate::keys::{PublicKey, SecretKey};
-use crate::path::{NodeKind, RelPath, check_symlink_in_tree};
+use crate::path::{RelPath, TreeIndex, TreeNode};
+use crate::root::RoleKeys;
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
 /// The format version this engine writes and reads.
@@ -217,6 +218,10 @@ pub struct Pointer {
     pub channel: String,
     /// The release's version.
     pub version: Version,
+    /// The newest root document (`keys/root-<n>`) when this was signed; 0 if the origin has
+    /// none. A client behind it walks the root chain up to it before checking this pointer's
+    /// signature, which must then hold under that root.
+    pub root_version: u64,
     /// The manifest at `manifests/<id>`.
     pub manifest: ManifestId,
     /// Length of that file.
@@ -274,9 +279,14 @@ pub fn decompress_envelope(file: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> 
 impl Manifest {
     /// Encodes and signs the manifest, returning its id and envelope bytes.
     pub fn seal(&self, key: &SecretKey) -> Result<(ManifestId, Vec<u8>)> {
+        self.seal_by(&[key])
+    }
+
+    /// Like [`Manifest::seal`], signed by every key of `keys` (for a threshold).
+    pub fn seal_by(&self, keys: &[&SecretKey]) -> Result<(ManifestId, Vec<u8>)> {
         let body =
             postcard::to_stdvec(self).map_err(|e| Error::malformed("manifest", e.to_string()))?;
-        let bytes = envelope::seal(Kind::Manifest, &body, &[key])?;
+        let bytes = envelope::seal(Kind::Manifest, &body, keys)?;
         Ok((ManifestId::of(&bytes), bytes))
     }
 
@@ -398,21 +408,16 @@ impl Manifest {
                 return Err(bad(format!("pack {} frames do not add up", pack.id)));
             }
         }
-        let mut kinds: HashMap<&str, NodeKind> = HashMap::new();
+        // Parents first and real directories, no duplicates, no case/normalization
+        // collisions, then every symlink resolved over the tree (path.rs).
+        let mut tree = TreeIndex::with_capacity(self.entries.len());
         for entry in &self.entries {
-            if let Some(parent) = entry.path.parent()
-                && kinds.get(parent.as_str()) != Some(&NodeKind::Dir)
-            {
-                return Err(bad(format!("{} comes before its directory", entry.path)));
-            }
-            let kind = match entry.kind {
-                EntryKind::Dir => NodeKind::Dir,
-                EntryKind::File(_) => NodeKind::File,
-                EntryKind::Symlink { .. } => NodeKind::Symlink,
+            let node = match &entry.kind {
+                EntryKind::Dir => TreeNode::Dir,
+                EntryKind::File(_) => TreeNode::File,
+                EntryKind::Symlink { target } => TreeNode::Symlink(target),
             };
-            if kinds.insert(entry.path.as_str(), kind).is_some() {
-                return Err(bad(format!("{} listed twice", entry.path)));
-            }
+            tree.insert(&entry.path, node)?;
             match &entry.kind {
                 EntryKind::Dir | EntryKind::Symlink { .. } => {}
                 EntryKind::File(f) => {
@@ -430,26 +435,21 @@ impl Manifest {
                 }
             }
         }
-        for entry in &self.entries {
-            if let EntryKind::Symlink { target } = &entry.kind {
-                check_symlink_in_tree(&entry.path, target, |p| kinds.get(p).copied())?;
-            }
-        }
-        Ok(())
+        tree.check_symlinks()
     }
 }
 
 impl Pointer {
-    /// Encodes and signs the pointer.
-    pub fn seal(&self, key: &SecretKey) -> Result<Vec<u8>> {
+    /// Encodes the pointer and signs it with every key of `keys`.
+    pub fn seal(&self, keys: &[&SecretKey]) -> Result<Vec<u8>> {
         let body = postcard::to_stdvec(self)
             .map_err(|e| Error::malformed("channel pointer", e.to_string()))?;
-        envelope::seal(Kind::Pointer, &body, &[key])
+        envelope::seal(Kind::Pointer, &body, keys)
     }
 
-    /// Verifies the signature, then decodes.
-    pub fn open(bytes: &[u8], trusted: &[PublicKey]) -> Result<Self> {
-        let body = envelope::open(Kind::Pointer, bytes, trusted)?;
+    /// Verifies that a threshold of the channel role signed it, then decodes.
+    pub fn open(bytes: &[u8], channel: &RoleKeys) -> Result<Self> {
+        let body = channel.open(Kind::Pointer, bytes)?;
         let pointer: Pointer = postcard::from_bytes(body)
             .map_err(|e| Error::malformed("channel pointer", e.to_string()))?;
         if pointer.format != FORMAT_VERSION {
@@ -491,6 +491,20 @@ pub struct TrustedManifest {
 impl TrustedManifest {
     /// Verifies `bytes` against `expected` and the trusted keys, then decodes and validates.
     pub fn open(bytes: Vec<u8>, expected: &ManifestId, trusted: &[PublicKey]) -> Result<Self> {
+        Self::open_signed(bytes, expected, trusted, 1)
+    }
+
+    /// Like [`TrustedManifest::open`], requiring a threshold of the release role.
+    pub fn open_release(bytes: Vec<u8>, expected: &ManifestId, release: &RoleKeys) -> Result<Self> {
+        Self::open_signed(bytes, expected, &release.keys, release.threshold)
+    }
+
+    fn open_signed(
+        bytes: Vec<u8>,
+        expected: &ManifestId,
+        trusted: &[PublicKey],
+        threshold: u32,
+    ) -> Result<Self> {
         let actual = ManifestId::of(&bytes);
         if actual != *expected {
             return Err(Error::ManifestHashMismatch {
@@ -499,7 +513,7 @@ impl TrustedManifest {
             });
         }
 
-        envelope::open(Kind::Manifest, &bytes, trusted)?;
+        envelope::open_threshold(Kind::Manifest, &bytes, trusted, threshold)?;
         Self::open_local(bytes)
     }
 
@@ -732,6 +746,83 @@ mod tests {
         for (what, m) in cases {
             assert!(open(&m).is_err(), "{what} was accepted");
         }
+    }
+
+    #[test]
+    fn refuses_colliding_looping_and_nested_trees_naming_the_paths() {
+        let dir = || EntryKind::Dir;
+        let cases: Vec<(&str, Vec<Entry>, &[&str])> = vec![
+            (
+                "case collision",
+                vec![entry("README", dir()), entry("readme", dir())],
+                &["\"README\"", "\"readme\"", "collide"],
+            ),
+            (
+                "NFC vs NFD collision",
+                vec![entry("caf\u{e9}", dir()), entry("cafe\u{301}", dir())],
+                // Debug escapes the combining accent, which shows the difference.
+                &["\"caf\u{e9}\"", "\"cafe\\u{301}\"", "collide"],
+            ),
+            (
+                "sharp s vs ss",
+                vec![entry("Stra\u{df}e", dir()), entry("strasse", dir())],
+                &["Stra\u{df}e", "strasse", "collide"],
+            ),
+            (
+                "collision one level down",
+                vec![
+                    entry("lib", dir()),
+                    entry("lib/Foo.so", dir()),
+                    entry("lib/foo.so", dir()),
+                ],
+                &["\"lib/Foo.so\"", "\"lib/foo.so\""],
+            ),
+            (
+                "symlink loop",
+                vec![entry("a", link("b")), entry("b", link("a"))],
+                &["\"a -> b\"", "loops"],
+            ),
+            (
+                "symlink chain that escapes",
+                vec![
+                    entry("d", dir()),
+                    entry("d/up", link("..")),
+                    entry("d/esc", link("up/..")),
+                ],
+                &["\"d/esc -> up/..\""],
+            ),
+            (
+                "entry below a symlink",
+                vec![
+                    entry("real", dir()),
+                    entry("l", link("real")),
+                    entry("l/f", dir()),
+                ],
+                &["\"l/f\"", "below a symlink"],
+            ),
+        ];
+        for (what, entries, needles) in cases {
+            let err = match open(&manifest(entries, vec![], 0)) {
+                Ok(_) => panic!("{what} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            for needle in needles {
+                assert!(err.contains(needle), "{what}: {err:?} lacks {needle:?}");
+            }
+        }
+        // The same names without a twin, and a chain that stays inside, are fine.
+        let ok = manifest(
+            vec![
+                entry("README", dir()),
+                entry("Stra\u{df}e", dir()),
+                entry("d", dir()),
+                entry("d/back", link("../l")),
+                entry("l", link("README")),
+            ],
+            vec![],
+            0,
+        );
+        open(&ok).unwrap();
     }
 
     #[test]

@@ -350,6 +350,7 @@ pub fn plan_stage(
         product: target.product.clone(),
         channel: target.channel.clone(),
         version: target.version.clone(),
+        root_version: 0,
         manifest: target.id(),
         manifest_len: target.bytes().len() as u64,
         manifest_deltas: Vec::new(),

@@ -189,7 +189,8 @@ impl Root {
                 format!("version {} follows version {}", next.version, self.version),
             ));
         }
-        if next.product != self.product {
+        // A root made from bare keys names no product; the pointer binds it.
+        if !self.product.is_empty() && next.product != self.product {
             return Err(Error::malformed(
                 "root document",
                 format!("for product {:?}, not {:?}", next.product, self.product),

@@ -116,6 +116,19 @@ impl Store {
         Ok(())
     }
 
+    /// The newest root document this client verified, as signed.
+    pub fn trusted_root(&self) -> Result<Option<Vec<u8>>> {
+        self.meta("root")
+    }
+
+    /// Records a newly verified root document.
+    pub fn set_trusted_root(&self, envelope: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert("root", envelope)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     fn release_named(&self, key: &str) -> Result<Option<Release>> {
         let Some(dir) = self.meta(key)? else {
             return Ok(None);

@@ -32,8 +32,12 @@ pub struct UpdaterConfig {
     pub channel: String,
     /// When set, releases of any other product are refused.
     pub product: Option<String>,
-    /// Keys whose signature makes metadata trusted.
+    /// Keys whose signature makes metadata trusted, for every role, one signature each: the
+    /// starting point when no root document is pinned.
     pub trusted_keys: Vec<PublicKey>,
+    /// A pinned root document (`keys/root-<n>` as published): the starting point of the root
+    /// chain, instead of `trusted_keys`.
+    pub trusted_root: Option<Vec<u8>>,
     /// The install directory (holds `current`).
     pub install_dir: PathBuf,
     /// Transfer settings.
@@ -53,6 +57,7 @@ impl UpdaterConfig {
             channel: channel.into(),
             product: None,
             trusted_keys,
+            trusted_root: None,
             install_dir: install_dir.into(),
             fetch: FetchConfig::default(),
         }
@@ -119,8 +124,10 @@ impl Updater {
                 format!("{:?} (use letters, digits, '-', '_', '.')", config.channel),
             ));
         }
-        if config.trusted_keys.is_empty() {
-            return Err(Error::InvalidKey("no trusted keys given".into()));
+        if config.trusted_keys.is_empty() && config.trusted_root.is_none() {
+            return Err(Error::InvalidKey(
+                "no trusted keys or root document given".into(),
+            ));
         }
         let origin = Origin::parse(&config.origin)?;
         let layout = InstallLayout::new(&config.install_dir);

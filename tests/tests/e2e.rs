@@ -17,5 +17,7 @@ mod hostile;
 mod origin_errors;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/trust.rs"]
+mod trust;
 #[path = "e2e/update.rs"]
 mod update;
