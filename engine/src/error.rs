@@ -77,6 +77,19 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The install's file system lacks the space an update needs; nothing was fetched.
+    #[error(
+        "not enough free space on {}: the update needs {needed} bytes (plus a margin), {available} are available",
+        path.display()
+    )]
+    NoSpace {
+        /// The install directory.
+        path: PathBuf,
+        /// Bytes the update would write.
+        needed: u64,
+        /// Bytes free for this user.
+        available: u64,
+    },
     /// Signed metadata is past its expiry.
     #[error("stale metadata: {what} expired at unix time {expires_unix} (now {now_unix})")]
     Expired {

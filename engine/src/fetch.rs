@@ -114,6 +114,23 @@ impl VerifiedChunk {
     }
 }
 
+/// Refuses to start an update that cannot fit: `needed` bytes plus a 1% (at least 1 MiB)
+/// margin must be free for an unprivileged user on the install's file system.
+fn check_free_space(install: &std::path::Path, needed: u64) -> Result<()> {
+    let stat = rustix::fs::statvfs(install)
+        .map_err(|e| Error::io("checking free space of", install)(std::io::Error::from(e)))?;
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let margin = (needed / 100).max(1 << 20);
+    if needed.saturating_add(margin) > available {
+        return Err(Error::NoSpace {
+            path: install.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
 /// Decoders for the delta windows in use, read from installed files on first use.
 struct WindowCache {
     sources: HashMap<WindowKey, WindowSource>,
@@ -176,6 +193,7 @@ pub(crate) async fn fetch(
     config: &FetchConfig,
     reporter: Arc<dyn Reporter>,
 ) -> Result<Fetched> {
+    check_free_space(layout.root(), planned.plan.totals.bytes_to_write)?;
     if planned.ranges.is_empty() {
         return Ok(Fetched { planned });
     }

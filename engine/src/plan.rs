@@ -108,6 +108,9 @@ pub struct PlanTotals {
     pub solid_frames: u64,
     /// Bytes the range requests will download.
     pub bytes_to_fetch: u64,
+    /// Bytes the update writes to the install's file system before it applies: fetched
+    /// chunks (kept until apply) and the files written into the staging tree.
+    pub bytes_to_write: u64,
     /// Range requests.
     pub requests: u64,
 }
@@ -223,6 +226,7 @@ pub(crate) fn plan(
                 }
                 _ => {
                     plan.totals.files_written += 1;
+                    plan.totals.bytes_to_write += file.size;
                     needed.extend(file.chunks.iter().copied());
                     FileAction::Write {
                         chunks_local: 0,
@@ -258,6 +262,7 @@ pub(crate) fn plan(
             }
             None => {
                 plan.totals.chunks_fetched += 1;
+                plan.totals.bytes_to_write += len;
                 missing.push(index);
             }
         }
