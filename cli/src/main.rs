@@ -72,6 +72,10 @@ struct UpdateArgs {
     /// Range requests in flight at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Fail a response that averages fewer bytes per second than this after its first 10 s
+    /// (0: no minimum).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES_PER_SEC")]
+    min_rate: u64,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -147,6 +151,7 @@ fn update(args: UpdateArgs) -> Result<()> {
         config.trusted_root = Some(bytes);
     }
     config.fetch.max_parallel_requests = args.parallel.max(1);
+    config.fetch.min_bytes_per_sec = args.min_rate;
     let progress = Arc::new(render::Progress::new(!args.json));
     let updater = Updater::open(config)?.with_reporter(progress.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()

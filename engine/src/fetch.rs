@@ -28,6 +28,7 @@ use crate::{Error, ManifestId, PackId, Result};
 ///
 /// # Defaults
 /// - `max_parallel_requests`: 4
+/// - `min_bytes_per_sec`: 1 KiB/s
 /// - `max_range_bytes`: 8 MiB
 /// - `coalesce_gap_bytes`: 32 KiB (a smaller gap between two needed frames is downloaded
 ///   rather than paid for with another request)
@@ -43,6 +44,8 @@ pub struct FetchConfig {
     pub coalesce_gap_bytes: u64,
     /// Tries per request before giving up.
     pub attempts: u32,
+    /// A response whose average rate after its first 10 s is lower fails (0: no minimum).
+    pub min_bytes_per_sec: u64,
 }
 
 impl Default for FetchConfig {
@@ -52,6 +55,7 @@ impl Default for FetchConfig {
             max_range_bytes: 8 * 1024 * 1024,
             coalesce_gap_bytes: 32 * 1024,
             attempts: 4,
+            min_bytes_per_sec: 1024,
         }
     }
 }

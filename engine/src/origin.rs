@@ -46,6 +46,52 @@ impl Traffic {
 pub struct Origin {
     kind: Kind,
     traffic: Arc<Traffic>,
+    min_bytes_per_sec: u64,
+}
+
+/// How long a response may take before its average rate must reach the minimum.
+const SLOW_GRACE: Duration = Duration::from_secs(10);
+
+/// Fails a response whose body arrives slower, on average after [`SLOW_GRACE`], than the
+/// minimum rate: a stalled link or a slow-retrieval attack (a server dribbling bytes just often
+/// enough to beat the read timeout) must not hold an update forever.
+#[derive(Debug)]
+struct RateGuard {
+    started: std::time::Instant,
+    received: u64,
+    min_bytes_per_sec: u64,
+}
+
+impl RateGuard {
+    fn new(min_bytes_per_sec: u64) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            received: 0,
+            min_bytes_per_sec,
+        }
+    }
+
+    fn add(&mut self, n: usize, url: &str) -> Result<()> {
+        self.received += n as u64;
+        let elapsed = self.started.elapsed();
+        if elapsed < SLOW_GRACE || self.min_bytes_per_sec == 0 {
+            return Ok(());
+        }
+        let rate = self.received as f64 / elapsed.as_secs_f64();
+        if rate < self.min_bytes_per_sec as f64 {
+            return Err(Error::Http {
+                url: url.to_owned(),
+                reason: format!(
+                    "too slow: {rate:.0} bytes/s over {:.0} s, under the minimum of {} bytes/s \
+                     (a stalled link, or a server withholding data)",
+                    elapsed.as_secs_f64(),
+                    self.min_bytes_per_sec
+                ),
+                transient: false,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,7 +146,14 @@ impl Origin {
         Ok(Self {
             kind,
             traffic: Arc::default(),
+            min_bytes_per_sec: 0,
         })
+    }
+
+    /// Fails any HTTP response whose average rate, after its first 10 s, is under
+    /// `bytes_per_sec` (0: no minimum).
+    pub fn set_min_rate(&mut self, bytes_per_sec: u64) {
+        self.min_bytes_per_sec = bytes_per_sec;
     }
 
     /// The request and byte counters.
@@ -173,8 +226,10 @@ impl Origin {
                     return Err(status_error(status, what, url));
                 }
                 let mut out = Vec::new();
+                let mut guard = RateGuard::new(self.min_bytes_per_sec);
                 while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, e))? {
                     self.traffic.add_bytes(chunk.len());
+                    guard.add(chunk.len(), &url)?;
                     if (out.len() + chunk.len()) as u64 > limit {
                         return Err(Error::TooLarge { what, url, limit });
                     }
@@ -260,7 +315,7 @@ impl Origin {
                     });
                 }
                 Ok(RangeBody {
-                    inner: RangeInner::Http(response, url),
+                    inner: RangeInner::Http(response, url, RateGuard::new(self.min_bytes_per_sec)),
                     traffic: self.traffic.clone(),
                 })
             }
@@ -289,7 +344,7 @@ pub struct RangeBody {
 
 #[derive(Debug)]
 enum RangeInner {
-    Http(reqwest::Response, String),
+    Http(reqwest::Response, String, RateGuard),
     Bytes(Option<Bytes>),
 }
 
@@ -298,8 +353,13 @@ impl RangeBody {
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
         let piece = match &mut self.inner {
             RangeInner::Bytes(bytes) => bytes.take(),
-            RangeInner::Http(response, url) => {
-                response.chunk().await.map_err(|e| transport(url, e))?
+            RangeInner::Http(response, url, guard) => {
+                let piece = response.chunk().await.map_err(|e| transport(url, e))?;
+                if let Some(piece) = &piece {
+                    self.traffic.add_bytes(piece.len());
+                    guard.add(piece.len(), url)?;
+                }
+                return Ok(piece);
             }
         };
         if let Some(piece) = &piece {

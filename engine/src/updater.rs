@@ -129,7 +129,8 @@ impl Updater {
                 "no trusted keys or root document given".into(),
             ));
         }
-        let origin = Origin::parse(&config.origin)?;
+        let mut origin = Origin::parse(&config.origin)?;
+        origin.set_min_rate(config.fetch.min_bytes_per_sec);
         let layout = InstallLayout::new(&config.install_dir);
         let (lock, store) = open_install(&layout, true)?;
         Ok(Self {

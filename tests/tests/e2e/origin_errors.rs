@@ -194,3 +194,31 @@ fn server_errors_on_packs_fail_in_bounded_time_with_bounded_retries() {
     w.update_ok(&n.url(), &dir);
     relsync_tests::assert_trees_equal(&current(&dir), &w.v2);
 }
+
+/// A server that withholds data (here: 2 kB/s, against `--min-rate 65536`) fails a fresh
+/// install once a response is past its 10 s grace, naming the cause and installing nothing;
+/// the same install over a healthy server then succeeds.
+#[test]
+fn a_server_dribbling_bytes_fails_at_the_minimum_rate() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("slow");
+    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(2_000));
+    let out = w
+        .update_cmd(&slow.url(), &dir)
+        .args(["--min-rate", "65536"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    out.assert_failure("install from a server sending 2 kB/s");
+    assert!(out.stderr.contains("too slow"), "{out}");
+    assert!(
+        out.elapsed < SERVER_ERROR_DEADLINE,
+        "a slow server held the install for {:?}\n{out}",
+        out.elapsed
+    );
+    assert!(
+        fs::symlink_metadata(current(&dir)).is_err(),
+        "a failed install left `current`\n{out}"
+    );
+    let r = w.update_ok(&n.url(), &dir);
+    assert_eq!(r.str("version"), relsync_tests::V1, "{}", r.out);
+}
