@@ -263,16 +263,9 @@ fn solid(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(Duration::from_secs(2));
     targets = delta, bsdiff, solid
 }
 criterion_main!(benches);

@@ -346,16 +346,9 @@ fn plan(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(Duration::from_secs(5));
     targets = plan
 }
 criterion_main!(benches);

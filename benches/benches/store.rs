@@ -156,16 +156,9 @@ fn report_memory() {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config(Duration::from_secs(2));
     targets = store
 }
 criterion_main!(benches);

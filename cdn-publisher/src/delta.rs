@@ -379,11 +379,7 @@ fn encode_segment(
     let mut new = vec![0u8; (last - first) as usize];
     file.read_exact_at(&mut new, first)
         .with_context(|| format!("reading {}", segment.new_path.display()))?;
-    let ops = if params.bsdiff {
-        bsdiff_ops(&window, &new)
-    } else {
-        Vec::new()
-    };
+    let ops = params.bsdiff.then(|| bsdiff_ops(&window, &new));
     let mut frames = Vec::new();
     for &(index, at) in &segment.chunks {
         let entry = &chunks[index as usize];
@@ -395,8 +391,8 @@ fn encode_segment(
             segment.new_path.display()
         );
         let mut best = (DeltaCodec::Zstd, encoder.compress(data)?);
-        if params.bsdiff {
-            let ops = slice_ops(&ops, from, from + data.len() as u64);
+        if let Some(ops) = &ops {
+            let ops = slice_ops(ops, from, from + data.len() as u64);
             if let Some(frame) = encoder.compress_bsdiff(data, &ops)?
                 && frame.len() < best.1.len()
             {

@@ -353,17 +353,16 @@ impl RangeBody {
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
         let piece = match &mut self.inner {
             RangeInner::Bytes(bytes) => bytes.take(),
-            RangeInner::Http(response, url, guard) => {
-                let piece = response.chunk().await.map_err(|e| transport(url, e))?;
-                if let Some(piece) = &piece {
-                    self.traffic.add_bytes(piece.len());
-                    guard.add(piece.len(), url)?;
-                }
-                return Ok(piece);
+            RangeInner::Http(response, url, _) => {
+                response.chunk().await.map_err(|e| transport(url, e))?
             }
         };
         if let Some(piece) = &piece {
+            // Counted before any refusal, so every byte received is accounted for.
             self.traffic.add_bytes(piece.len());
+            if let RangeInner::Http(_, url, guard) = &mut self.inner {
+                guard.add(piece.len(), url)?;
+            }
         }
         Ok(piece)
     }

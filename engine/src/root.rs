@@ -160,8 +160,7 @@ impl Root {
     /// Reads a root the caller pins, such as a file shipped with the app: it must be signed by
     /// a threshold of its own root keys.
     pub fn open_pinned(bytes: &[u8]) -> Result<Self> {
-        let (body, _) = envelope::split_unverified(Kind::Root, bytes)?;
-        let claimed = Self::from_body(body)?;
+        let claimed = Self::read_unverified(bytes)?;
         claimed.root.open(Kind::Root, bytes)?;
         Ok(claimed)
     }

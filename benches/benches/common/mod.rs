@@ -12,6 +12,15 @@ use relsync_engine::manifest::{
 use relsync_engine::{FileHash, PackId, RelPath, SecretKey};
 use semver::Version;
 
+/// Criterion settings shared by the benches: few samples, short warm-up, so a full run stays
+/// within minutes on 2 cores.
+pub fn criterion_config(measurement: std::time::Duration) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(measurement)
+}
+
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * KIB;
 

@@ -74,7 +74,9 @@ fn init_chain(w: &World, keys: &Keys) -> PathBuf {
     doc
 }
 
-fn push(w: &World, tree: &Path, version: &str, release: &Path, channel: &Path) -> Output {
+/// Pushes `tree` signed by the release key and channel key `channel`.
+fn push(w: &World, keys: &Keys, tree: &Path, version: &str, channel: &str) -> Output {
+    let (release, channel) = (keys.secret("release"), keys.secret(channel));
     w.publisher()
         .arg("push")
         .arg(tree)
@@ -86,8 +88,34 @@ fn push(w: &World, tree: &Path, version: &str, release: &Path, channel: &Path) -
             "--to",
             path(&w.origin),
         ])
-        .args(["--key", path(release), "--channel-key", path(channel)])
+        .args(["--key", path(&release), "--channel-key", path(&channel)])
         .run()
+}
+
+/// Rotates the channel role to key `channel`: root 2, signed by the root key, published.
+fn rotate_channel(w: &World, keys: &Keys, channel: &str) -> PathBuf {
+    let doc = w.path().join("root-2.doc");
+    let new_key = keys.public(channel);
+    root(
+        w,
+        &[
+            "rotate",
+            "--to",
+            path(&w.origin),
+            "--channel",
+            path(&new_key),
+            "--out",
+            path(&doc),
+        ],
+    )
+    .assert_success("root rotate");
+    root(
+        w,
+        &["sign", path(&doc), "--key", path(&keys.secret("root"))],
+    )
+    .assert_success("root sign");
+    root(w, &["publish", path(&doc), "--to", path(&w.origin)]).assert_success("publish root 2");
+    doc
 }
 
 fn update_pinned(w: &World, origin: &str, dir: &Path, pinned: &Path) -> Output {
@@ -112,67 +140,22 @@ fn a_pinned_client_follows_key_rotation() {
     let w = World::new();
     let keys = Keys::new(&w, &["root", "release", "channel", "channel2"]);
     let pinned = init_chain(&w, &keys);
-    let refused = push(
-        &w,
-        &w.v1,
-        V1,
-        &keys.secret("release"),
-        &keys.secret("channel2"),
-    );
+    let refused = push(&w, &keys, &w.v1, V1, "channel2");
     refused.assert_failure("push signed by a channel key root 1 does not name");
     assert!(
         refused.stderr.contains("channel role of root version 1"),
         "{refused}"
     );
-    push(
-        &w,
-        &w.v1,
-        V1,
-        &keys.secret("release"),
-        &keys.secret("channel"),
-    )
-    .assert_success("push v1");
+    push(&w, &keys, &w.v1, V1, "channel").assert_success("push v1");
     let n = Nginx::start(&w.origin, &NginxOptions::default());
     let dir = w.install_dir("pinned");
     update_pinned(&w, &n.url(), &dir, &pinned).assert_success("install v1 from a pinned root");
     assert_trees_equal(&current(&dir), &w.v1);
 
-    let doc = w.path().join("root-2.doc");
-    root(
-        &w,
-        &[
-            "rotate",
-            "--to",
-            path(&w.origin),
-            "--channel",
-            path(&keys.public("channel2")),
-            "--out",
-            path(&doc),
-        ],
-    )
-    .assert_success("root rotate");
-    root(
-        &w,
-        &["sign", path(&doc), "--key", path(&keys.secret("root"))],
-    )
-    .assert_success("root sign");
-    root(&w, &["publish", path(&doc), "--to", path(&w.origin)]).assert_success("publish root 2");
-    let old_channel = push(
-        &w,
-        &w.v2,
-        V2,
-        &keys.secret("release"),
-        &keys.secret("channel"),
-    );
+    rotate_channel(&w, &keys, "channel2");
+    let old_channel = push(&w, &keys, &w.v2, V2, "channel");
     old_channel.assert_failure("push signed by the rotated-out channel key");
-    push(
-        &w,
-        &w.v2,
-        V2,
-        &keys.secret("release"),
-        &keys.secret("channel2"),
-    )
-    .assert_success("push v2");
+    push(&w, &keys, &w.v2, V2, "channel2").assert_success("push v2");
     let out = update_pinned(&w, &n.url(), &dir, &pinned);
     out.assert_success("update across the rotation");
     assert_trees_equal(&current(&dir), &w.v2);
@@ -186,47 +169,14 @@ fn a_forged_or_tampered_root_is_refused() {
     let w = World::new();
     let keys = Keys::new(&w, &["root", "release", "channel", "channel2", "evil"]);
     let pinned = init_chain(&w, &keys);
-    push(
-        &w,
-        &w.v1,
-        V1,
-        &keys.secret("release"),
-        &keys.secret("channel"),
-    )
-    .assert_success("push v1");
+    push(&w, &keys, &w.v1, V1, "channel").assert_success("push v1");
     let n = Nginx::start(&w.origin, &NginxOptions::default());
     let dir = w.install_dir("victim");
     update_pinned(&w, &n.url(), &dir, &pinned).assert_success("install v1");
     let link = current_link(&dir);
 
-    let real = w.path().join("root-2.doc");
-    root(
-        &w,
-        &[
-            "rotate",
-            "--to",
-            path(&w.origin),
-            "--channel",
-            path(&keys.public("channel2")),
-            "--out",
-            path(&real),
-        ],
-    )
-    .assert_success("root rotate");
-    root(
-        &w,
-        &["sign", path(&real), "--key", path(&keys.secret("root"))],
-    )
-    .assert_success("root sign");
-    root(&w, &["publish", path(&real), "--to", path(&w.origin)]).assert_success("publish root 2");
-    push(
-        &w,
-        &w.v2,
-        V2,
-        &keys.secret("release"),
-        &keys.secret("channel2"),
-    )
-    .assert_success("push v2");
+    let real = rotate_channel(&w, &keys, "channel2");
+    push(&w, &keys, &w.v2, V2, "channel2").assert_success("push v2");
 
     // The attacker's root 2 names their key for every role and carries only their signature.
     let evil = w.path().join("evil-root-2.doc");
@@ -272,13 +222,7 @@ fn a_forged_or_tampered_root_is_refused() {
         );
         assert_trees_equal(&current(&dir), &w.v1);
         // The publisher refuses to push on top of a broken chain too.
-        let push = push(
-            &w,
-            &w.v2,
-            "2.1.0",
-            &keys.secret("release"),
-            &keys.secret("channel2"),
-        );
+        let push = push(&w, &keys, &w.v2, "2.1.0", "channel2");
         push.assert_failure(&format!("push over a {what} root 2"));
         assert!(push.stderr.contains("keys/root-2"), "{what}: {push}");
     }
