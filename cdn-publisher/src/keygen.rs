@@ -61,3 +61,13 @@ pub fn read_secret(path: &Path) -> Result<SecretKey> {
         std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
     SecretKey::from_file_text(&text).with_context(|| format!("key {}", path.display()))
 }
+
+/// A public key: `ed25519:<hex>`, or a file holding it (such as `KEY.pub` from keygen).
+pub fn parse_public(spec: &str) -> Result<PublicKey> {
+    if spec.starts_with("ed25519:") {
+        return Ok(spec.parse()?);
+    }
+    let text = std::fs::read_to_string(spec).with_context(|| format!("reading key {spec}"))?;
+    text.parse()
+        .with_context(|| format!("{spec} does not hold an ed25519: public key"))
+}

@@ -5,8 +5,10 @@ mod delta;
 mod keygen;
 mod origin;
 mod pack;
+mod publish;
 mod push;
 mod root;
+mod sign;
 mod solid;
 mod walk;
 
@@ -49,7 +51,93 @@ enum Command {
         #[command(subcommand)]
         command: root::RootCommand,
     },
+    /// Add a signature to a signed document file (a manifest from `push --unsigned-out`, a
+    /// pointer from `--unsigned-pointer-out`, or a root): with a secret key, or a detached
+    /// signature made elsewhere (HSM, cloud KMS) over the message `show` prints.
+    Sign(sign::SignArgs),
+    /// Print a signed document file: what it says, who signed it, and the message to sign.
+    Show {
+        /// The document.
+        file: PathBuf,
+    },
+    /// Publish a manifest signed elsewhere (see `push --unsigned-out`), then the channel
+    /// pointer naming it.
+    Publish(PublishArgs),
+    /// Publish or re-sign a channel pointer.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
 }
+
+/// How a channel pointer gets signed: with local channel keys, or written unsigned for a
+/// signer elsewhere.
+#[derive(Debug, clap::Args)]
+struct PointerSigning {
+    /// Secret key file that signs the channel pointer. Repeat for a threshold.
+    #[arg(
+        long,
+        value_name = "KEY",
+        required_unless_present = "unsigned_pointer_out"
+    )]
+    channel_key: Vec<PathBuf>,
+    /// Write the pointer unsigned to FILE instead, to be signed (`cdn-publisher sign`) and
+    /// then published with `cdn-publisher channel set`.
+    #[arg(long, value_name = "FILE", conflicts_with = "channel_key")]
+    unsigned_pointer_out: Option<PathBuf>,
+    /// Days until clients stop trusting the pointer; re-sign it before then with
+    /// `cdn-publisher channel refresh` (a short life limits how long a withheld update can
+    /// go unnoticed).
+    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS)]
+    pointer_days: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// The signed manifest file.
+    file: PathBuf,
+    /// Origin folder (a path or file:// URL) whose packs the manifest names.
+    #[arg(long = "to", value_name = "ORIGIN")]
+    to: String,
+    #[command(flatten)]
+    pointer: PointerSigning,
+    /// How many earlier manifests of the channel the new one is also published as a delta of.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
+    manifest_deltas: u64,
+    /// Move the channel even to a lower version, or to other content for an equal one.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Publish a signed channel pointer file (from `--unsigned-pointer-out`, then signed).
+    Set {
+        /// The signed pointer file.
+        file: PathBuf,
+        /// The origin folder.
+        #[arg(long = "to", value_name = "ORIGIN")]
+        to: String,
+        /// Move the channel even to a lower version, or to other content for an equal one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Re-sign the channel's current pointer with a new issue time and expiry (run it from
+    /// cron well within --pointer-days): clients refuse an expired pointer as stale.
+    Refresh {
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+        /// The origin folder.
+        #[arg(long = "to", value_name = "ORIGIN")]
+        to: String,
+        #[command(flatten)]
+        pointer: PointerSigning,
+    },
+}
+
+/// Default life of a channel pointer.
+const DEFAULT_POINTER_DAYS: u64 = 7;
 
 #[derive(Debug, clap::Args)]
 struct PushArgs {
@@ -63,8 +151,16 @@ struct PushArgs {
     channel: String,
     /// Secret key file from `cdn-publisher keygen` that signs the manifest (and the pointer,
     /// unless --channel-key is given). Repeat for a threshold.
-    #[arg(long, value_name = "KEY", required = true)]
+    #[arg(long, value_name = "KEY", required_unless_present = "unsigned_out")]
     key: Vec<PathBuf>,
+    /// Write the packs, but the manifest unsigned to FILE instead of publishing it: sign it
+    /// elsewhere (`cdn-publisher show FILE` prints the message), attach the signature with
+    /// `cdn-publisher sign`, then publish with `cdn-publisher publish`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "channel_key"])]
+    unsigned_out: Option<PathBuf>,
+    /// Days until clients stop trusting the channel pointer (see `channel refresh`).
+    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS)]
+    pointer_days: u64,
     /// Secret key file that signs the channel pointer (the channel role, kept online when the
     /// release key is not). Repeat for a threshold.
     #[arg(long, value_name = "KEY")]
@@ -75,6 +171,10 @@ struct PushArgs {
     /// Product name bound into the signed metadata.
     #[arg(long, default_value = "app")]
     product: String,
+    /// Bind the release to one platform (e.g. x86_64-linux, as `relsync update --help`
+    /// shows for each client): clients of any other platform refuse it.
+    #[arg(long)]
+    platform: Option<String>,
     /// Publish even if the channel has an equal or higher version.
     #[arg(long)]
     force: bool,
@@ -138,18 +238,75 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Push(args) => run_push(*args),
         Command::Root { command } => root::run(command),
+        Command::Sign(args) => sign::sign(&args),
+        Command::Show { file } => sign::show(&file),
+        Command::Publish(args) => {
+            let origin = LocalOrigin::open(&args.to)?;
+            let envelope = sign::read(&args.file)?;
+            let published =
+                publish::put_manifest(&origin, &envelope, args.manifest_deltas as usize)?;
+            println!("published manifest {}", published.id);
+            let pointer = publish::pointer_for(&origin, &published, args.pointer.pointer_days)?;
+            set_pointer(&origin, &pointer, &args.pointer, args.force)
+        }
+        Command::Channel {
+            command: ChannelCommand::Set { file, to, force },
+        } => {
+            let origin = LocalOrigin::open(&to)?;
+            let pointer = publish::put_pointer(&origin, &sign::read(&file)?, force)?;
+            println!("channel {} now offers {}", pointer.channel, pointer.version);
+            Ok(())
+        }
+        Command::Channel {
+            command:
+                ChannelCommand::Refresh {
+                    channel,
+                    to,
+                    pointer,
+                },
+        } => {
+            let origin = LocalOrigin::open(&to)?;
+            let refreshed = publish::refreshed(&origin, &channel, pointer.pointer_days)?;
+            set_pointer(&origin, &refreshed, &pointer, false)
+        }
     }
 }
 
+/// Signs `pointer` and publishes it, or writes it unsigned for a signer elsewhere.
+fn set_pointer(
+    origin: &LocalOrigin,
+    pointer: &relsync_engine::manifest::Pointer,
+    signing: &PointerSigning,
+    force: bool,
+) -> Result<()> {
+    if let Some(out) = &signing.unsigned_pointer_out {
+        sign::write_file(out, &pointer.seal(&[])?)?;
+        println!(
+            "wrote the unsigned pointer to {}; sign it, then `cdn-publisher channel set`",
+            out.display()
+        );
+        return Ok(());
+    }
+    let keys = read_secrets(&signing.channel_key)?;
+    let sealed = pointer.seal(&keys.iter().collect::<Vec<_>>())?;
+    let pointer = publish::put_pointer(origin, &sealed, force)?;
+    println!(
+        "channel {} now offers {} until unix {}",
+        pointer.channel, pointer.version, pointer.expires_unix
+    );
+    Ok(())
+}
+
+fn read_secrets(paths: &[PathBuf]) -> Result<Vec<relsync_engine::SecretKey>> {
+    paths.iter().map(|p| keygen::read_secret(p)).collect()
+}
+
 fn run_push(args: PushArgs) -> Result<()> {
-    let read = |paths: &[PathBuf]| -> Result<Vec<_>> {
-        paths.iter().map(|p| keygen::read_secret(p)).collect()
-    };
-    let release = read(&args.key)?;
+    let release = read_secrets(&args.key)?;
     let channel = if args.channel_key.is_empty() {
-        read(&args.key)?
+        read_secrets(&args.key)?
     } else {
-        read(&args.channel_key)?
+        read_secrets(&args.channel_key)?
     };
     let signers = push::Signers { release, channel };
     let origin = LocalOrigin::open(&args.to)?;
@@ -158,6 +315,7 @@ fn run_push(args: PushArgs) -> Result<()> {
         version: args.version,
         channel: args.channel,
         product: args.product,
+        platform: args.platform,
         force: args.force,
         zstd_level: args.level,
         chunking: ChunkParams::default(),
@@ -172,6 +330,8 @@ fn run_push(args: PushArgs) -> Result<()> {
         },
         manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,
+        pointer_days: args.pointer_days,
+        unsigned_out: args.unsigned_out,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);
@@ -211,7 +371,12 @@ fn print_summary(s: &PushSummary) {
         );
         return;
     }
-    println!("published {} to channel {}", s.version, s.channel);
+    let done = if s.unsigned.is_some() {
+        "packed"
+    } else {
+        "published"
+    };
+    println!("{done} {} for channel {}", s.version, s.channel);
     println!(
         "  files      {} ({} dirs, {} symlinks)",
         s.files, s.dirs, s.symlinks
@@ -237,6 +402,16 @@ fn print_summary(s: &PushSummary) {
             s.solid_frames, s.solid_bytes
         );
     }
-    println!("  manifest   {}", s.manifest);
+    match &s.unsigned {
+        Some(file) => {
+            println!("  manifest   unsigned, in {file}");
+            println!(
+                "  next       sign it (`cdn-publisher show {file}` prints the message; \
+                 `cdn-publisher sign {file}` attaches signatures), then \
+                 `cdn-publisher publish {file}`"
+            );
+        }
+        None => println!("  manifest   {}", s.manifest),
+    }
     println!("  took       {:.2} s ({:.1} MB/s)", s.seconds, s.mb_per_s);
 }

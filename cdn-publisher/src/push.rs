@@ -8,23 +8,23 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
-use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path, valid_channel};
+use relsync_engine::layout::{channel_path, valid_channel};
 use relsync_engine::manifest::{
-    ChunkEntry, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, ManifestDelta,
-    Pointer, TrustedManifest, compress_envelope, compress_envelope_delta, limits,
+    ChunkEntry, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer, limits,
 };
-use relsync_engine::{FileHash, ManifestId, SecretKey};
+use relsync_engine::{FileHash, SecretKey};
 use semver::Version;
 use serde::Serialize;
 
 use crate::delta::{self, DeltaParams, NewFile};
 use crate::origin::LocalOrigin;
 use crate::pack::PackWriter;
+use crate::publish::{expiry, pointer_for, put_manifest, put_pointer, unix_now};
 use crate::solid;
 use crate::walk::{Item, walk};
 
@@ -38,6 +38,7 @@ pub struct PushOptions {
     pub version: Version,
     pub channel: String,
     pub product: String,
+    pub platform: Option<String>,
     pub force: bool,
     pub zstd_level: i32,
     pub chunking: ChunkParams,
@@ -50,6 +51,11 @@ pub struct PushOptions {
     pub manifest_deltas: usize,
     /// Uncompressed bytes per solid frame (0: no solid frames).
     pub solid_run_bytes: u64,
+    /// Days until the channel pointer expires.
+    pub pointer_days: u64,
+    /// Write the manifest unsigned to this file, for signing elsewhere, instead of signing
+    /// and publishing it (packs are still written).
+    pub unsigned_out: Option<PathBuf>,
 }
 
 /// What a push did.
@@ -70,6 +76,9 @@ pub struct PushSummary {
     /// Pack bytes that were not already on the origin.
     pub pack_bytes_written: u64,
     pub manifest_bytes: u64,
+    /// Where the unsigned manifest was written, when it is to be signed elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsigned: Option<String>,
     /// Versions delta frames were made against.
     pub delta_bases: Vec<String>,
     pub delta_frames: u64,
@@ -162,13 +171,6 @@ impl ChunkTable<'_> {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Publishes `opts.dir` to `origin`. `progress` gets (bytes read, total bytes).
 /// The keys a push signs with.
 #[derive(Debug)]
 pub struct Signers {
@@ -178,6 +180,7 @@ pub struct Signers {
     pub channel: Vec<SecretKey>,
 }
 
+/// Publishes `opts.dir` to `origin`. `progress` gets (bytes read, total bytes).
 pub fn push(
     opts: &PushOptions,
     signers: &Signers,
@@ -190,6 +193,11 @@ pub fn push(
             "invalid channel name {:?}: use letters, digits, '-', '_', '.'",
             opts.channel
         );
+    }
+    if let Some(platform) = &opts.platform
+        && !valid_channel(platform)
+    {
+        bail!("invalid platform name {platform:?}: use letters, digits, '-', '_', '.'");
     }
     opts.chunking.validate()?;
     let existing = match origin.read(&channel_path(&opts.channel))? {
@@ -331,6 +339,7 @@ pub fn push(
         pack_bytes: packs.iter().map(|p| p.len).sum(),
         pack_bytes_written,
         manifest_bytes: 0,
+        unsigned: None,
         delta_bases: bases.iter().map(|b| b.version.to_string()).collect(),
         delta_frames: bases.iter().map(|b| b.deltas.len() as u64).sum(),
         bsdiff_frames: bases
@@ -379,13 +388,10 @@ pub fn push(
         format: FORMAT_VERSION,
         product: opts.product.clone(),
         channel: opts.channel.clone(),
+        platform: opts.platform.clone(),
         version: opts.version.clone(),
         created_unix: created,
-        expires_unix: opts
-            .expires_days
-            .checked_mul(86_400)
-            .and_then(|s| s.checked_add(created))
-            .context("--expires-days is too large")?,
+        expires_unix: expiry(opts.expires_days).context("--expires-days")?,
         chunking: opts.chunking,
         parent,
         packs,
@@ -417,77 +423,21 @@ pub fn push(
         }
     }
 
-    let root = crate::root::newest(origin)?.map(|(root, _)| root);
+    if let Some(out) = &opts.unsigned_out {
+        let (_, unsigned) = manifest.seal_by(&[])?;
+        crate::sign::write_file(out, &unsigned)?;
+        summary.unsigned = Some(out.display().to_string());
+        return Ok(finish(summary, started));
+    }
     let release: Vec<&SecretKey> = signers.release.iter().collect();
-    let (id, bytes) = manifest.seal_by(&release)?;
-    // Never publish what clients would refuse.
-    match &root {
-        Some(root) => TrustedManifest::open_release(bytes.clone(), &id, &root.release)
-            .with_context(|| {
-                format!(
-                    "the manifest's signatures do not meet the release role of root version {}",
-                    root.version
-                )
-            })?,
-        None => TrustedManifest::open_local(bytes.clone())
-            .context("the release breaks a rule clients enforce")?,
-    };
-    let file = compress_envelope(&bytes)?;
-    origin.put(&manifest_path(&id), &file)?;
-    let manifest_deltas = put_manifest_deltas(origin, &id, &bytes, parent, opts.manifest_deltas)?;
-    let pointer = Pointer {
-        format: FORMAT_VERSION,
-        product: opts.product.clone(),
-        channel: opts.channel.clone(),
-        version: opts.version.clone(),
-        root_version: root.as_ref().map_or(0, |r| r.version),
-        manifest: id,
-        manifest_len: file.len() as u64,
-        manifest_deltas,
-        issued_unix: created,
-        expires_unix: manifest.expires_unix,
-    };
+    let (_, bytes) = manifest.seal_by(&release)?;
+    let published = put_manifest(origin, &bytes, opts.manifest_deltas)?;
+    let pointer = pointer_for(origin, &published, opts.pointer_days)?;
     let channel: Vec<&SecretKey> = signers.channel.iter().collect();
-    let sealed = pointer.seal(&channel)?;
-    if let Some(root) = &root {
-        Pointer::open(&sealed, &root.channel).with_context(|| {
-            format!(
-                "the pointer's signatures do not meet the channel role of root version {}",
-                root.version
-            )
-        })?;
-    }
-    origin.put(&channel_path(&opts.channel), &sealed)?;
-    summary.manifest = id.to_string();
-    summary.manifest_bytes = file.len() as u64;
+    put_pointer(origin, &pointer.seal(&channel)?, opts.force)?;
+    summary.manifest = published.id.to_string();
+    summary.manifest_bytes = published.file_len;
     Ok(finish(summary, started))
-}
-
-/// Writes manifest `id` as a delta against each of its `depth` nearest ancestors on the origin.
-fn put_manifest_deltas(
-    origin: &LocalOrigin,
-    id: &ManifestId,
-    envelope: &[u8],
-    parent: Option<ManifestId>,
-    depth: usize,
-) -> Result<Vec<ManifestDelta>> {
-    let mut deltas = Vec::new();
-    let mut next = parent;
-    while let Some(base) = next
-        && deltas.len() < depth
-    {
-        let Some(base_envelope) = origin.read_manifest(&base)? else {
-            break;
-        };
-        let delta = compress_envelope_delta(envelope, &base_envelope)?;
-        origin.put(&manifest_delta_path(id, &base), &delta)?;
-        deltas.push(ManifestDelta {
-            base,
-            len: delta.len() as u64,
-        });
-        next = Manifest::decode_unverified(&base_envelope)?.parent;
-    }
-    Ok(deltas)
 }
 
 fn finish(mut summary: PushSummary, started: Instant) -> PushSummary {

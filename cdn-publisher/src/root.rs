@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::layout::root_path;
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
-use relsync_engine::{PublicKey, envelope::signing_message};
 
-use crate::keygen::read_secret;
+use crate::keygen::parse_public;
 use crate::origin::LocalOrigin;
+use crate::sign::{SignArgs, read, show, sign, write_file};
 
 /// Keys and thresholds for the roles, as given on the command line.
 #[derive(Debug, clap::Args)]
@@ -69,20 +69,8 @@ pub enum RootCommand {
         out: PathBuf,
     },
     /// Add a signature to a root document file: with a secret key, or a detached signature
-    /// made elsewhere over the message `root show` prints.
-    Sign {
-        /// The document.
-        file: PathBuf,
-        /// Secret key file.
-        #[arg(long, conflicts_with_all = ["public", "signature"])]
-        key: Option<PathBuf>,
-        /// The external signer's public key (`ed25519:<hex>` or a `.pub` file).
-        #[arg(long, requires = "signature")]
-        public: Option<String>,
-        /// The external signer's ed25519 signature, 128 hex characters.
-        #[arg(long, requires = "public")]
-        signature: Option<String>,
-    },
+    /// made elsewhere over the message `root show` prints (the same as `cdn-publisher sign`).
+    Sign(SignArgs),
     /// Print a root document: version, roles, who signed it, and the message to sign.
     Show {
         /// The document.
@@ -147,32 +135,7 @@ pub fn run(command: RootCommand) -> Result<()> {
             };
             write_unsigned(&next, &out)
         }
-        RootCommand::Sign {
-            file,
-            key,
-            public,
-            signature,
-        } => {
-            let bytes = read(&file)?;
-            let signed = match (key, public, signature) {
-                (Some(key), _, _) => envelope::sign(Kind::Root, &bytes, &read_secret(&key)?)?,
-                (None, Some(public), Some(signature)) => {
-                    let public = parse_key(&public)?;
-                    let mut raw = [0u8; 64];
-                    hex::decode_to_slice(signature.trim(), &mut raw)
-                        .context("--signature needs 128 hex characters")?;
-                    envelope::attach(Kind::Root, &bytes, &public, &raw)?
-                }
-                _ => bail!("give --key, or --public with --signature"),
-            };
-            write_file(&file, &signed)?;
-            println!(
-                "{} now carries {} signature(s)",
-                file.display(),
-                envelope::signers(Kind::Root, &signed)?.len()
-            );
-            Ok(())
-        }
+        RootCommand::Sign(args) => sign(&args),
         RootCommand::Show { file } => show(&file),
         RootCommand::Publish { file, to } => {
             let bytes = read(&file)?;
@@ -234,19 +197,12 @@ fn role(
         };
     }
     Ok(RoleKeys {
-        keys: keys.iter().map(|k| parse_key(k)).collect::<Result<_>>()?,
+        keys: keys
+            .iter()
+            .map(|k| parse_public(k))
+            .collect::<Result<_>>()?,
         threshold: threshold.unwrap_or(1),
     })
-}
-
-/// `ed25519:<hex>`, or a file holding it (such as `KEY.pub` from keygen).
-fn parse_key(spec: &str) -> Result<PublicKey> {
-    if spec.starts_with("ed25519:") {
-        return Ok(spec.parse()?);
-    }
-    let text = std::fs::read_to_string(spec).with_context(|| format!("reading key {spec}"))?;
-    text.parse()
-        .with_context(|| format!("{spec} does not hold an ed25519: public key"))
 }
 
 fn expires(days: u64) -> u64 {
@@ -271,41 +227,4 @@ fn write_unsigned(root: &Root, out: &Path) -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn show(file: &Path) -> Result<()> {
-    let bytes = read(file)?;
-    let body = envelope::open_unverified(Kind::Root, &bytes)?;
-    let root = Root::read_unverified(&bytes)?;
-    println!(
-        "root version {} for product {:?}",
-        root.version, root.product
-    );
-    println!("expires    unix {}", root.expires_unix);
-    for (name, role) in [
-        ("root", &root.root),
-        ("release", &root.release),
-        ("channel", &root.channel),
-    ] {
-        println!("{name:<10} {} of {}:", role.threshold, role.keys.len());
-        for key in &role.keys {
-            println!("             {key}");
-        }
-    }
-    for key in envelope::signers(Kind::Root, &bytes)? {
-        println!("signed by  ed25519:{}", hex::encode(key));
-    }
-    println!(
-        "message    {}",
-        hex::encode(signing_message(Kind::Root, body))
-    );
-    Ok(())
-}
-
-fn read(file: &Path) -> Result<Vec<u8>> {
-    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -32,6 +32,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the release `update --download-only` staged, without the network (its
+    /// metadata was verified when it was downloaded, so it may have expired since).
+    Apply {
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object at the end instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -66,6 +76,9 @@ struct UpdateArgs {
     /// Refuse releases of any other product.
     #[arg(long)]
     product: Option<String>,
+    /// This machine's platform: releases bound to another one are refused.
+    #[arg(long, default_value_t = relsync_engine::this_platform())]
+    platform: String,
     /// The install directory; DIR/current is the installed tree.
     #[arg(long, value_name = "DIR")]
     install: PathBuf,
@@ -76,9 +89,17 @@ struct UpdateArgs {
     /// (0: no minimum).
     #[arg(long, default_value_t = 1024, value_name = "BYTES_PER_SEC")]
     min_rate: u64,
+    /// Give up if checking and fetching take longer than this (e.g. 90s, 30m, 6h; 0: no
+    /// limit). Fetched chunks are kept, so the next run resumes.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    deadline: std::time::Duration,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Fetch and verify the release, but stage it instead of switching to it; `relsync
+    /// apply` switches later, offline.
+    #[arg(long, conflicts_with = "dry_run")]
+    download_only: bool,
     /// Print one JSON object at the end instead of progress and a summary.
     #[arg(long)]
     json: bool,
@@ -93,7 +114,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
-        Command::Status { json, .. } | Command::Rollback { json, .. } => *json,
+        Command::Status { json, .. }
+        | Command::Rollback { json, .. }
+        | Command::Apply { json, .. } => *json,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +139,18 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
                 render::print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Apply { install, json } => {
+            let progress = Arc::new(render::Progress::new(!json));
+            let report = relsync_engine::apply_staged(&install, progress.clone());
+            progress.finish();
+            let report = report?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                render::print_report(&report);
             }
             Ok(())
         }
@@ -145,6 +180,7 @@ fn update(args: UpdateArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut config = UpdaterConfig::new(&args.origin, &args.channel, keys, &args.install);
     config.product = args.product;
+    config.platform = args.platform;
     if let Some(path) = &args.trust_root {
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading --trust-root {}", path.display()))?;
@@ -152,6 +188,7 @@ fn update(args: UpdateArgs) -> Result<()> {
     }
     config.fetch.max_parallel_requests = args.parallel.max(1);
     config.fetch.min_bytes_per_sec = args.min_rate;
+    config.fetch.deadline = (!args.deadline.is_zero()).then_some(args.deadline);
     let progress = Arc::new(render::Progress::new(!args.json));
     let updater = Updater::open(config)?.with_reporter(progress.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,7 +206,11 @@ fn update(args: UpdateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let report = runtime.block_on(updater.update());
+    let report = if args.download_only {
+        runtime.block_on(updater.download())
+    } else {
+        runtime.block_on(updater.update())
+    };
     progress.finish();
     let report = report?;
     if args.json {

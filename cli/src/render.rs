@@ -124,9 +124,13 @@ pub fn print_report(r: &UpdateReport) {
         println!("already up to date at {}", r.version);
         return;
     }
-    match &r.previous_version {
-        Some(old) => println!("updated {old} -> {}", r.version),
-        None => println!("installed {}", r.version),
+    match (&r.previous_version, r.applied) {
+        (_, false) => println!(
+            "staged {} (verified); `relsync apply` installs it, offline",
+            r.version
+        ),
+        (Some(old), true) => println!("updated {old} -> {}", r.version),
+        (None, true) => println!("installed {}", r.version),
     }
     println!(
         "  downloaded {} in {} requests",

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::layout::InstallLayout;
 use crate::origin::{Origin, blocking};
-use crate::store::{Release, Store, TrustedState};
+use crate::store::{Release, Store, TrustCopy, TrustedState};
 use crate::{Error, Result, UpdaterConfig};
 
 /// Verified metadata for the release a channel offers, next to what is installed.
@@ -63,9 +63,24 @@ pub(crate) async fn check(
     store: &Arc<Store>,
     persist: bool,
 ) -> Result<Checked> {
-    let (trusted_state, installed, previous) = {
-        let store = store.clone();
-        blocking(move || Ok((store.trusted_state()?, store.current()?, store.previous()?))).await?
+    let copy_path = layout.trust_copy();
+    let (trusted_state, copy, installed, previous) = {
+        let (store, copy_path) = (store.clone(), copy_path.clone());
+        blocking(move || {
+            Ok((
+                store.trusted_state()?,
+                TrustCopy::read(&copy_path).unwrap_or_default(),
+                store.current()?,
+                store.previous()?,
+            ))
+        })
+        .await?
+    };
+    // The copy only ever raises the floor: it matters once a lost database was rebuilt.
+    let trusted_state = match (trusted_state, copy.state) {
+        (Some(db), Some(copy)) if copy.highest_version > db.highest_version => Some(copy),
+        (None, copy) => copy,
+        (db, _) => db,
     };
     let installed_on_disk = installed.as_ref().is_some_and(|r| {
         crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
@@ -80,7 +95,7 @@ pub(crate) async fn check(
             limits::POINTER_BYTES,
         )
         .await?;
-    let (root, new_root) = trusted_root(origin, config, store, &bytes).await?;
+    let (root, new_root) = trusted_root(origin, config, store, copy.root, &bytes).await?;
     if root.version > 0 {
         root.check_fresh(now)?;
     }
@@ -153,6 +168,9 @@ pub(crate) async fn check(
     };
     expect_eq("manifest channel", &pointer.channel, &target.channel)?;
     expect_eq("manifest product", &pointer.product, &target.product)?;
+    if let Some(platform) = &target.platform {
+        expect_eq("platform", &config.platform, platform)?;
+    }
     expect_eq(
         "manifest version",
         &pointer.version.to_string(),
@@ -178,7 +196,15 @@ pub(crate) async fn check(
             time_unix: now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS)),
         };
         let store = store.clone();
-        blocking(move || store.set_trusted_state(&state)).await?;
+        blocking(move || {
+            store.set_trusted_state(&state)?;
+            TrustCopy {
+                state: Some(state),
+                root: store.trusted_root()?,
+            }
+            .write(&copy_path)
+        })
+        .await?;
     }
     Ok(Checked {
         pointer,
@@ -199,11 +225,23 @@ async fn trusted_root(
     origin: &Origin,
     config: &UpdaterConfig,
     store: &Arc<Store>,
+    copy: Option<Vec<u8>>,
     pointer: &[u8],
 ) -> Result<(Root, Option<Vec<u8>>)> {
     let stored = {
         let store = store.clone();
         blocking(move || store.trusted_root()).await?
+    };
+    let copy = copy.filter(|bytes| Root::open_pinned(bytes).is_ok());
+    let stored = match (stored, copy) {
+        (None, copy) => copy,
+        (Some(db), Some(copy))
+            if Root::read_unverified(&copy).map(|r| r.version).ok()
+                > Root::read_unverified(&db).map(|r| r.version).ok() =>
+        {
+            Some(copy)
+        }
+        (db, _) => db,
     };
     let pinned = match &config.trusted_root {
         Some(bytes) => Root::open_pinned(bytes)?,

@@ -33,7 +33,22 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    /// The kind of envelope `bytes` holds, from its header alone (nothing is verified).
+    pub fn of(bytes: &[u8]) -> Result<Self> {
+        let kind = bytes
+            .strip_prefix(MAGIC)
+            .and_then(|rest| rest.first())
+            .ok_or_else(|| Error::malformed("signed document", "not a relsync envelope"))?;
+        [Kind::Manifest, Kind::Pointer, Kind::Root]
+            .into_iter()
+            .find(|k| *k as u8 == *kind)
+            .ok_or_else(|| {
+                Error::malformed("signed document", format!("unknown document kind {kind}"))
+            })
+    }
+
+    /// What the kind is called in messages.
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Manifest => "manifest",
             Kind::Pointer => "channel pointer",
@@ -272,5 +287,23 @@ mod tests {
         // A signature made for another kind never counts.
         let other = b.sign(&signing_message(Kind::Manifest, b"body"));
         assert!(attach(Kind::Root, &one, &b.public(), &other).is_err());
+    }
+
+    #[test]
+    fn kind_is_read_from_the_header() {
+        for kind in [Kind::Manifest, Kind::Pointer, Kind::Root] {
+            let sealed = seal(kind, b"body", &[]).unwrap();
+            assert_eq!(Kind::of(&sealed).unwrap(), kind);
+        }
+        let mut unknown = seal(Kind::Root, b"body", &[]).unwrap();
+        unknown[MAGIC.len()] = 9;
+        assert!(
+            Kind::of(&unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("kind 9")
+        );
+        assert!(Kind::of(b"RELSYNC").is_err());
+        assert!(Kind::of(b"not an envelope").is_err());
     }
 }

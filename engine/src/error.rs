@@ -170,9 +170,20 @@ pub enum Error {
     /// The install has no release yet, or no previous one for rollback.
     #[error("{0}")]
     NothingInstalled(String),
+    /// Nothing usable is staged for an offline apply.
+    #[error("{0}")]
+    NotStaged(String),
     /// A frame or chunking step failed.
     #[error(transparent)]
     Chunking(#[from] relsync_chunker::Error),
+    /// The update's overall deadline passed before its release was fetched; nothing was
+    /// applied.
+    #[error(
+        "update deadline passed: checking and fetching took over {} s; nothing was applied \
+         (fetched chunks are kept for the next run)",
+        .0.as_secs()
+    )]
+    Deadline(std::time::Duration),
     /// Another updater holds the install.
     #[error("another relsync process is working on {}", .0.display())]
     Locked(PathBuf),

@@ -17,7 +17,7 @@ use relsync_chunker::{ChunkId, frame};
 use tracing::{debug, warn};
 
 use crate::layout::{InstallLayout, pack_path};
-use crate::manifest::{ChunkEntry, DeltaCodec};
+use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
 use crate::origin::{Origin, backoff, blocking};
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
@@ -46,6 +46,9 @@ pub struct FetchConfig {
     pub attempts: u32,
     /// A response whose average rate after its first 10 s is lower fails (0: no minimum).
     pub min_bytes_per_sec: u64,
+    /// The longest an update may spend checking, planning and fetching before it fails
+    /// (`None`: no limit). Assembling and applying are local and never cut short.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Default for FetchConfig {
@@ -56,6 +59,7 @@ impl Default for FetchConfig {
             coalesce_gap_bytes: 32 * 1024,
             attempts: 4,
             min_bytes_per_sec: 1024,
+            deadline: None,
         }
     }
 }
@@ -189,6 +193,27 @@ struct Shared {
 }
 
 /// Runs the fetch stage.
+impl Fetched {
+    /// A plan that needs nothing from the network (every chunk is on disk) as fetched: how an
+    /// offline apply passes the fetch stage.
+    pub(crate) fn local(planned: Planned) -> Result<Self> {
+        let missing = planned.plan.totals.bytes_to_fetch;
+        if missing > 0 {
+            return Err(Error::NotStaged(format!(
+                "the staged release {} is incomplete: {missing} bytes are no longer on disk; \
+                 run `relsync update` online",
+                planned.plan.version
+            )));
+        }
+        Ok(Self { planned })
+    }
+
+    /// The release being installed.
+    pub(crate) fn target(&self) -> &TrustedManifest {
+        &self.planned.checked.target
+    }
+}
+
 pub(crate) async fn fetch(
     mut planned: Planned,
     origin: &Origin,

@@ -67,7 +67,7 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let bytes = <[u8; 32]>::deserialize(deserializer)?;
-        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
+        Self::from_bytes(&bytes).map_err(crate::decode::invalid)
     }
 }
 

@@ -41,7 +41,7 @@ pub fn pack_path(id: &PackId) -> String {
     format!("packs/{id}")
 }
 
-/// Checks a channel name: it becomes a file name on the origin.
+/// Checks a channel name (it becomes a file name on the origin), or a platform name.
 pub fn valid_channel(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -91,6 +91,11 @@ impl InstallLayout {
     /// The redb database.
     pub fn db(&self) -> PathBuf {
         self.state().join("state.redb")
+    }
+
+    /// A copy of the trusted state and root outside the database.
+    pub fn trust_copy(&self) -> PathBuf {
+        self.state().join("trusted")
     }
 
     /// The lock file.

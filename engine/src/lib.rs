@@ -32,6 +32,7 @@
 mod apply;
 mod assemble;
 mod check;
+mod decode;
 pub mod envelope;
 mod error;
 mod fetch;
@@ -65,5 +66,7 @@ pub use plan::plan_stage;
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use progress::{Event, Reporter, Silent};
 pub use store::{Location, Release, Store, StoreStats, TrustedState};
-pub use updater::{Status, UpdateReport, Updater, UpdaterConfig, rollback, status};
+pub use updater::{
+    Status, UpdateReport, Updater, UpdaterConfig, apply_staged, rollback, status, this_platform,
+};
 pub use verify::VerifiedTree;

@@ -23,7 +23,7 @@ use crate::root::RoleKeys;
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
 /// The format version this engine writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
@@ -58,6 +58,9 @@ pub struct Manifest {
     pub product: String,
     /// The channel it was published to.
     pub channel: String,
+    /// The platform it is built for (e.g. `x86_64-linux`), if it is bound to one: clients of
+    /// any other platform refuse it.
+    pub platform: Option<String>,
     /// Its version.
     pub version: Version,
     /// When it was published.
@@ -296,7 +299,7 @@ impl Manifest {
     }
 
     fn decode_body(body: &[u8]) -> Result<Self> {
-        postcard::from_bytes(body).map_err(|e| Error::malformed("manifest", e.to_string()))
+        crate::decode::body("manifest", body)
     }
 
     /// Total bytes of all regular files.
@@ -332,6 +335,11 @@ impl Manifest {
         let bad = |reason: String| Error::malformed("manifest", reason);
         if self.format != FORMAT_VERSION {
             return Err(bad(format!("unsupported format {}", self.format)));
+        }
+        if let Some(platform) = &self.platform
+            && !crate::layout::valid_channel(platform)
+        {
+            return Err(bad(format!("invalid platform name {platform:?}")));
         }
         self.chunking
             .validate()
@@ -450,8 +458,7 @@ impl Pointer {
     /// Verifies that a threshold of the channel role signed it, then decodes.
     pub fn open(bytes: &[u8], channel: &RoleKeys) -> Result<Self> {
         let body = channel.open(Kind::Pointer, bytes)?;
-        let pointer: Pointer = postcard::from_bytes(body)
-            .map_err(|e| Error::malformed("channel pointer", e.to_string()))?;
+        let pointer: Pointer = crate::decode::body("channel pointer", body)?;
         if pointer.format != FORMAT_VERSION {
             return Err(Error::malformed(
                 "channel pointer",
@@ -470,7 +477,7 @@ impl Pointer {
     /// Decodes without checking the signature (publisher side only).
     pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         let body = envelope::open_unverified(Kind::Pointer, bytes)?;
-        postcard::from_bytes(body).map_err(|e| Error::malformed("channel pointer", e.to_string()))
+        crate::decode::body("channel pointer", body)
     }
 }
 
@@ -607,6 +614,7 @@ mod tests {
             format: FORMAT_VERSION,
             product: "app".into(),
             channel: "stable".into(),
+            platform: None,
             version: Version::new(1, 0, 0),
             created_unix: 0,
             expires_unix: u64::MAX,

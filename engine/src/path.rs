@@ -55,9 +55,15 @@ use crate::{Error, Result};
 ///
 /// It is never empty or absolute and has no `.`, `..` or empty components, no NUL and no
 /// backslash, so joining it onto a directory cannot escape that directory.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct RelPath(String);
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Self::new(String::deserialize(d)?).map_err(crate::decode::invalid)
+    }
+}
 
 impl RelPath {
     /// Validates `path`.

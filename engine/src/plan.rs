@@ -26,7 +26,8 @@ use crate::{Error, FetchConfig, FileHash, Result};
 pub struct UpdatePlan {
     /// The release offered.
     pub version: Version,
-    /// The installed release, if any.
+    /// The release kept for rollback once this plan is applied: the installed one, or, when
+    /// up to date, the one already kept.
     pub previous_version: Option<Version>,
     /// The offered manifest's id.
     pub manifest: String,
@@ -191,9 +192,14 @@ pub(crate) fn plan(
     fetch: &FetchConfig,
 ) -> Result<Planned> {
     let target = &checked.target;
+    let kept = if checked.up_to_date() {
+        checked.previous.as_ref().map(|r| &r.manifest.version)
+    } else {
+        checked.installed_version()
+    };
     let mut plan = UpdatePlan {
         version: target.version.clone(),
-        previous_version: checked.installed_version().cloned(),
+        previous_version: kept.cloned(),
         manifest: target.id().to_string(),
         up_to_date: checked.up_to_date(),
         files: Vec::new(),

@@ -146,8 +146,7 @@ impl Root {
 
     /// Decodes a body without checking signatures (the caller checked them).
     fn from_body(body: &[u8]) -> Result<Self> {
-        let root: Self = postcard::from_bytes(body)
-            .map_err(|e| Error::malformed("root document", e.to_string()))?;
+        let root: Self = crate::decode::body("root document", body)?;
         root.validate()?;
         Ok(root)
     }

@@ -81,10 +81,72 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}")))
 }
 
+/// What the client trusts, kept beside the database too (`.relsync/trusted`): if the database
+/// is lost or corrupt and rebuilt, the floor against rollback and the walked root survive.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrustCopy {
+    /// The trusted state.
+    pub state: Option<TrustedState>,
+    /// The newest verified root document, as signed.
+    pub root: Option<Vec<u8>>,
+}
+
+impl TrustCopy {
+    /// Reads the copy; a missing or unreadable one is `None` (the database is the primary).
+    pub fn read(path: &Path) -> Option<Self> {
+        let bytes = std::fs::read(path).ok()?;
+        postcard::from_bytes(&bytes).ok()
+    }
+
+    /// Replaces the copy atomically (write, sync, rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let bytes = encode(self)?;
+        (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })()
+        .map_err(Error::io("writing", path))
+    }
+}
+
 impl Store {
+    /// Opens the database at `path`, or, if it is not a readable redb database, moves it
+    /// aside (to `<path>.corrupt`) and starts a new one.
+    pub fn open_or_rebuild(path: &Path) -> Result<Self> {
+        use redb::{DatabaseError, StorageError};
+        match Database::create(path) {
+            Err(DatabaseError::Storage(e @ StorageError::Corrupted(_))) => {
+                Self::rebuild(path, &e.to_string())
+            }
+            Err(DatabaseError::Storage(StorageError::Io(e)))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Self::rebuild(path, &e.to_string())
+            }
+            Err(e) => Err(e.into()),
+            Ok(db) => Self::with_tables(db),
+        }
+    }
+
+    fn rebuild(path: &Path, reason: &str) -> Result<Self> {
+        let aside = path.with_extension("redb.corrupt");
+        tracing::warn!(reason, aside = %aside.display(), "the state database is corrupt; rebuilding it");
+        std::fs::rename(path, &aside).map_err(Error::io("moving aside", path))?;
+        Self::open(path)
+    }
+
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path)?;
+        Self::with_tables(Database::create(path)?)
+    }
+
+    fn with_tables(db: Database) -> Result<Self> {
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
@@ -146,6 +208,27 @@ impl Store {
     /// The release `current` points at.
     pub fn current(&self) -> Result<Option<Release>> {
         self.release_named("current")
+    }
+
+    /// The release a download verified and staged for a later offline apply.
+    pub fn staged(&self) -> Result<Option<TrustedManifest>> {
+        self.meta("staged")?
+            .map(TrustedManifest::open_local)
+            .transpose()
+    }
+
+    /// Records (or, with `None`, forgets) the staged release's manifest envelope.
+    pub fn set_staged(&self, envelope: Option<&[u8]>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            match envelope {
+                Some(bytes) => meta.insert("staged", bytes)?,
+                None => meta.remove("staged")?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The release kept for rollback.
@@ -282,4 +365,44 @@ fn index_chunks(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_garbage_database_is_moved_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        std::fs::write(&path, vec![0xa5; 8192]).unwrap();
+        assert!(Store::open(&path).is_err());
+        let store = Store::open_or_rebuild(&path).unwrap();
+        assert!(store.trusted_state().unwrap().is_none());
+        assert_eq!(
+            std::fs::read(dir.path().join("state.redb.corrupt")).unwrap(),
+            vec![0xa5; 8192]
+        );
+    }
+
+    #[test]
+    fn the_trust_copy_round_trips_and_ignores_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trusted");
+        assert!(TrustCopy::read(&path).is_none());
+        let copy = TrustCopy {
+            state: Some(TrustedState {
+                highest_version: Version::new(2, 0, 0),
+                manifest: ManifestId([3; 32]),
+                time_unix: 7,
+            }),
+            root: Some(b"root".to_vec()),
+        };
+        copy.write(&path).unwrap();
+        let read = TrustCopy::read(&path).unwrap();
+        assert_eq!(read.state, copy.state);
+        assert_eq!(read.root, copy.root);
+        std::fs::write(&path, b"\xff\xff\xff").unwrap();
+        assert!(TrustCopy::read(&path).is_none());
+    }
 }

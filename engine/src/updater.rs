@@ -12,11 +12,11 @@ use tracing::info_span;
 use crate::apply::{apply, reconcile, switch_current};
 use crate::assemble::assemble;
 use crate::check::{Checked, check};
-use crate::fetch::fetch;
+use crate::fetch::{Fetched, fetch};
 use crate::keys::PublicKey;
 use crate::layout::{InstallLayout, valid_channel};
 use crate::origin::{Origin, blocking};
-use crate::plan::{UpdatePlan, plan};
+use crate::plan::{UpdatePlan, plan, plan_stage};
 use crate::progress::{Event, Reporter, Silent};
 use crate::store::{Store, StoreStats};
 use crate::verify::verify;
@@ -32,6 +32,9 @@ pub struct UpdaterConfig {
     pub channel: String,
     /// When set, releases of any other product are refused.
     pub product: Option<String>,
+    /// This install's platform: a release bound to another one is refused. Defaults to
+    /// [`this_platform`].
+    pub platform: String,
     /// Keys whose signature makes metadata trusted, for every role, one signature each: the
     /// starting point when no root document is pinned.
     pub trusted_keys: Vec<PublicKey>,
@@ -56,6 +59,7 @@ impl UpdaterConfig {
             origin: origin.into(),
             channel: channel.into(),
             product: None,
+            platform: this_platform(),
             trusted_keys,
             trusted_root: None,
             install_dir: install_dir.into(),
@@ -64,15 +68,23 @@ impl UpdaterConfig {
     }
 }
 
+/// The platform this binary was built for, as publishers name it: `<arch>-<os>`, e.g.
+/// `x86_64-linux` or `aarch64-macos`.
+pub fn this_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
 /// The outcome of an update.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpdateReport {
-    /// The version now installed.
+    /// The version now installed, or staged by [`Updater::download`].
     pub version: Version,
     /// The version installed before (kept for rollback).
     pub previous_version: Option<Version>,
     /// Nothing needed doing.
     pub up_to_date: bool,
+    /// The release was switched to (not so after a download that only staged it).
+    pub applied: bool,
     /// Response body bytes received over all requests, metadata included.
     pub bytes_downloaded: u64,
     /// Bytes of chunks reused from local files (linked files not included).
@@ -95,6 +107,30 @@ pub struct UpdateReport {
     pub solid_frames: u64,
     /// Wall time.
     pub duration_ms: u64,
+}
+
+impl UpdateReport {
+    /// The report of `plan` before anything ran: no traffic yet, nothing applied.
+    fn planned(plan: &UpdatePlan) -> Self {
+        let totals = &plan.totals;
+        Self {
+            version: plan.version.clone(),
+            previous_version: plan.previous_version.clone(),
+            up_to_date: plan.up_to_date,
+            applied: false,
+            bytes_downloaded: 0,
+            bytes_reused: totals.bytes_reused,
+            bytes_linked: totals.bytes_linked,
+            requests: 0,
+            files_linked: totals.files_linked,
+            files_written: totals.files_written,
+            chunks_fetched: totals.chunks_fetched,
+            chunks_delta: totals.chunks_delta,
+            chunks_bsdiff: totals.chunks_bsdiff,
+            solid_frames: totals.solid_frames,
+            duration_ms: 0,
+        }
+    }
 }
 
 /// Updates one install directory from one origin.
@@ -187,71 +223,155 @@ impl Updater {
 
     /// Runs check → plan → fetch → assemble → verify → apply.
     pub async fn update(&self) -> Result<UpdateReport> {
+        self.run(true).await
+    }
+
+    /// Runs check → plan → fetch and stops: the release is verified and staged, and
+    /// [`apply_staged`] applies it later without the network, even once its metadata has
+    /// expired. A later `update` or `download` replaces what is staged.
+    pub async fn download(&self) -> Result<UpdateReport> {
+        self.run(false).await
+    }
+
+    async fn run(&self, apply_now: bool) -> Result<UpdateReport> {
         let started = Instant::now();
-        let checked = {
-            let _span = info_span!("check").entered();
-            self.check(true).await?
-        };
-        let (layout, store, fetch_config) = self.parts();
-        let planned = blocking(move || plan(checked, &layout, &store, &fetch_config)).await?;
-        let totals = planned.plan().totals.clone();
-        let up_to_date = planned.plan().up_to_date;
-        let version = planned.plan().version.clone();
-        let mut previous_version = planned.plan().previous_version.clone();
-        if !up_to_date {
+        let deadline = self
+            .config
+            .fetch
+            .deadline
+            .map(|limit| (tokio::time::Instant::from_std(started) + limit, limit));
+        let planned = by_deadline(deadline, async {
+            let checked = {
+                let _span = info_span!("check").entered();
+                self.check(true).await?
+            };
+            let (layout, store, fetch_config) = self.parts();
+            blocking(move || plan(checked, &layout, &store, &fetch_config)).await
+        })
+        .await?;
+        let mut report = UpdateReport::planned(planned.plan());
+        if !report.up_to_date {
+            let totals = &planned.plan().totals;
             self.reporter.report(Event::Planned {
                 bytes_to_fetch: totals.bytes_to_fetch,
                 requests: totals.requests,
                 bytes_reused: totals.bytes_reused,
             });
-            let fetched = fetch(
-                planned,
-                &self.origin,
-                &self.layout,
-                self.store.clone(),
-                &self.config.fetch,
-                self.reporter.clone(),
+            let fetched = by_deadline(
+                deadline,
+                fetch(
+                    planned,
+                    &self.origin,
+                    &self.layout,
+                    self.store.clone(),
+                    &self.config.fetch,
+                    self.reporter.clone(),
+                ),
             )
             .await?;
             let (layout, store, _) = self.parts();
             let reporter = self.reporter.clone();
-            let applied = blocking(move || {
-                let applied = (|| {
-                    let assembled = info_span!("assemble")
-                        .in_scope(|| assemble(fetched, &layout, &reporter))?;
-                    let tree = info_span!("verify").in_scope(|| verify(assembled, &reporter))?;
-                    info_span!("apply").in_scope(|| apply(tree, &layout, &store))
-                })();
-                if applied.is_err() {
-                    // A failed tree is never used; don't leave it filling the disk. Verified
-                    // fetched chunks stay, so a retry does not download them again.
-                    let _ = std::fs::remove_dir_all(layout.staging());
+            let previous = blocking(move || {
+                if apply_now {
+                    finish(fetched, &layout, &store, &reporter).map(Some)
+                } else {
+                    store.set_staged(Some(fetched.target().bytes()))?;
+                    Ok(None)
                 }
-                applied
             })
             .await?;
-            previous_version = applied.previous.clone();
-            self.reporter.report(Event::Applied {
-                version: applied.version,
-            });
+            report.applied = apply_now;
+            if let Some(previous) = previous {
+                report.previous_version = previous;
+            }
         }
         let traffic = self.origin.traffic();
-        Ok(UpdateReport {
-            version,
-            previous_version,
-            up_to_date,
-            bytes_downloaded: traffic.bytes(),
-            bytes_reused: totals.bytes_reused,
-            bytes_linked: totals.bytes_linked,
-            requests: traffic.requests(),
-            files_linked: totals.files_linked,
-            files_written: totals.files_written,
-            chunks_fetched: totals.chunks_fetched,
-            chunks_delta: totals.chunks_delta,
-            chunks_bsdiff: totals.chunks_bsdiff,
-            solid_frames: totals.solid_frames,
-            duration_ms: started.elapsed().as_millis() as u64,
-        })
+        report.bytes_downloaded = traffic.bytes();
+        report.requests = traffic.requests();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+/// assemble → verify → apply, reporting the switch; returns the version kept for rollback.
+fn finish(
+    fetched: Fetched,
+    layout: &InstallLayout,
+    store: &Store,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Option<Version>> {
+    let applied = (|| {
+        let assembled = info_span!("assemble").in_scope(|| assemble(fetched, layout, reporter))?;
+        let tree = info_span!("verify").in_scope(|| verify(assembled, reporter))?;
+        info_span!("apply").in_scope(|| apply(tree, layout, store))
+    })();
+    match applied {
+        Ok(applied) => {
+            store.set_staged(None)?;
+            reporter.report(Event::Applied {
+                version: applied.version,
+            });
+            Ok(applied.previous)
+        }
+        Err(e) => {
+            // A failed tree is never used; don't leave it filling the disk. Verified fetched
+            // chunks stay, so a retry does not download them again.
+            let _ = std::fs::remove_dir_all(layout.staging());
+            Err(e)
+        }
+    }
+}
+
+/// Applies the release an earlier [`Updater::download`] staged, offline: its metadata was
+/// verified when it was downloaded, so it is not checked for expiry again. Refuses when
+/// nothing is staged, when the staged release is no newer than the installed one, or when
+/// any of its chunks is no longer on disk.
+pub fn apply_staged(
+    install_dir: impl Into<PathBuf>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<UpdateReport> {
+    let started = Instant::now();
+    let layout = InstallLayout::new(install_dir);
+    let (_lock, store) = open_install(&layout, false)?;
+    let target = store.staged()?.ok_or_else(|| {
+        Error::NotStaged("nothing is staged; run `relsync update --download-only` first".into())
+    })?;
+    let installed = store.current()?;
+    if let Some(installed) = &installed
+        && installed.manifest.version >= target.version
+    {
+        store.set_staged(None)?;
+        return Err(Error::NotStaged(format!(
+            "the staged release {} is not newer than the installed {}",
+            target.version, installed.manifest.version
+        )));
+    }
+    let planned = plan_stage(
+        target,
+        installed,
+        store.previous()?,
+        &layout,
+        &store,
+        &FetchConfig::default(),
+    )?;
+    let mut report = UpdateReport::planned(planned.plan());
+    let fetched = Fetched::local(planned)?;
+    report.previous_version = finish(fetched, &layout, &store, &reporter)?;
+    report.applied = true;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Runs `work`, failing with [`Error::Deadline`] if `deadline` passes first.
+async fn by_deadline<T>(
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        Some((at, limit)) => tokio::time::timeout_at(at, work)
+            .await
+            .map_err(|_| Error::Deadline(limit))?,
+        None => work.await,
     }
 }
 
@@ -276,7 +396,16 @@ fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
         std::fs::TryLockError::WouldBlock => Error::Locked(layout.root().to_path_buf()),
         std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
     })?;
-    let store = Store::open(&layout.db())?;
+    let store = if create {
+        Store::open_or_rebuild(&layout.db())?
+    } else {
+        Store::open(&layout.db()).map_err(|e| match e {
+            Error::Store(reason) => Error::Store(format!(
+                "{reason} (the next `relsync update` rebuilds a corrupt database)"
+            )),
+            e => e,
+        })?
+    };
     reconcile(layout, &store)?;
     Ok((lock, store))
 }

@@ -11,19 +11,27 @@
 //!   [`assert_trees_equal`] compare trees without following symlinks.
 //! - [`Cmd`] runs a process bounded in time; [`World`] bundles a key pair, both releases and
 //!   an origin folder with the commands of the CLI contract.
+//! - [`Forge`] edits an origin with its publisher's keys: re-sealed pointers and manifests
+//!   with hostile content, unsigned damage, and a byte-exact [`Forge::restore`].
 //!
-//! What this crate does not do: it knows nothing of the engine's internals; it sees only
-//! files, processes, JSON on stdout and nginx's log.
+//! What this crate does not do: it never reads a client's state through the engine; it sees
+//! only files, processes, JSON on stdout and nginx's log. It uses the engine's types only in
+//! [`Forge`], to write what a hostile origin (or a signing key gone bad) could serve.
 
 #![deny(missing_docs)]
 
 mod bins;
+mod forge;
 mod nginx;
 mod run;
 mod tree;
 mod world;
 
 pub use bins::{Bins, bins, workspace_root};
+pub use forge::{
+    Forge, manifest_body_claiming_chunks, manifest_body_replacing, read_secret_key, varint,
+    write_secret_key, zstd_zero_bomb,
+};
 pub use nginx::{LogEntry, LogMark, Nginx, NginxOptions, format_entries, free_port};
 pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, parse_json_object};
 pub use tree::{

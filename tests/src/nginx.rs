@@ -17,7 +17,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// # Defaults
 ///
-/// No rate limit; every file is served.
+/// No rate limit; every file is served; Range headers are honoured.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct NginxOptions {
@@ -25,6 +25,9 @@ pub struct NginxOptions {
     pub limit_rate_bytes_per_sec: Option<u64>,
     /// Answer every request under `/packs/` with this status (`None`: serve the packs).
     pub fail_packs_with: Option<u16>,
+    /// Ignore Range headers (`max_ranges 0`): every GET is answered `200` with the whole file,
+    /// as a misconfigured proxy or a hostile CDN might.
+    pub ignore_ranges: bool,
 }
 
 impl NginxOptions {
@@ -41,6 +44,14 @@ impl NginxOptions {
     pub fn failing_packs(status: u16) -> Self {
         Self {
             fail_packs_with: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// Options that ignore Range headers: `200` and the whole file instead of `206`.
+    pub fn ignoring_ranges() -> Self {
+        Self {
+            ignore_ranges: true,
             ..Self::default()
         }
     }
@@ -268,7 +279,7 @@ impl Nginx {
         for d in temp_path_directives() {
             temps.push_str(&format!("    {d} {};\n", quote(&p.join(d))));
         }
-        let limit = match opts.limit_rate_bytes_per_sec {
+        let mut limit = match opts.limit_rate_bytes_per_sec {
             // Small sendfile pieces (about 50 ms of data each) make the throttled stream smooth
             // instead of one burst a second.
             Some(r) => {
@@ -277,6 +288,9 @@ impl Nginx {
             }
             None => String::new(),
         };
+        if opts.ignore_ranges {
+            limit.push_str("            max_ranges 0;\n");
+        }
         // `^~` so no other location can take the packs back.
         let fail_packs = match opts.fail_packs_with {
             Some(status) => format!(
@@ -544,6 +558,18 @@ mod tests {
         let log = n.wait_log_quiet(Duration::from_millis(200), Duration::from_secs(5));
         assert_eq!(log.len(), 2, "{}", format_entries(&log));
         assert!(log[0].is_pack() && log[0].status == 500, "{}", log[0]);
+    }
+
+    #[test]
+    fn ignoring_ranges_answers_200_with_the_whole_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("packs")).expect("mkdir");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 13) as u8).collect();
+        fs::write(dir.path().join("packs/p"), &data).expect("write");
+        let n = Nginx::start(dir.path(), &NginxOptions::ignoring_ranges());
+        let (head, body) = get(n.addr(), "/packs/p", Some("bytes=10-19"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, data);
     }
 
     #[test]

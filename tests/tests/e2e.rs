@@ -17,6 +17,8 @@ mod hostile;
 mod origin_errors;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/threats.rs"]
+mod threats;
 #[path = "e2e/trust.rs"]
 mod trust;
 #[path = "e2e/update.rs"]

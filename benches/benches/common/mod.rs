@@ -199,6 +199,7 @@ impl ManifestParts {
             format: FORMAT_VERSION,
             product: "bench".into(),
             channel: "stable".into(),
+            platform: None,
             version: self.version,
             created_unix: 1_700_000_000,
             expires_unix: u64::MAX,

@@ -82,3 +82,43 @@ fn corrupted_install_is_repaired_by_the_next_update() {
     assert!(r.bool("up_to_date"), "{}", r.out);
     assert_trees_equal(&current(&dir), &w.v2);
 }
+
+/// The state database is overwritten with garbage. `status` says so and how to recover; the
+/// next update moves it aside, rebuilds it and still refuses a rollback (the trusted floor is
+/// also kept outside the database); with the origin current again, the update succeeds.
+#[test]
+fn a_corrupt_state_database_is_rebuilt_without_losing_the_trust_floor() {
+    let (w, n) = world_with_v1();
+    let v1_pointer =
+        fs::read(w.origin.join("channels").join(relsync_tests::CHANNEL)).expect("v1 pointer");
+    let dir = w.install_dir("corrupt-db");
+    w.update_ok(&n.url(), &dir);
+    w.push_ok(&w.v2, V2);
+    w.update_ok(&n.url(), &dir);
+    let link = relsync_tests::current_link(&dir);
+
+    let db = dir.join(".relsync/state.redb");
+    let len = fs::metadata(&db).expect("state.redb").len();
+    fs::write(&db, relsync_tests::pseudo_random("garbage", len as usize)).expect("corrupt db");
+    let status = w.relsync().args(["status", "--install"]).arg(&dir).run();
+    status.assert_failure("status of an install with a corrupt database");
+    assert!(
+        status.stderr.contains("rebuilds a corrupt database"),
+        "{status}"
+    );
+
+    let pointer = w.origin.join("channels").join(relsync_tests::CHANNEL);
+    let v2_pointer = fs::read(&pointer).expect("v2 pointer");
+    fs::write(&pointer, &v1_pointer).expect("replay the v1 pointer");
+    let out = w.update(&n.url(), &dir, &[]);
+    out.assert_failure("update offered v1 again after the database was rebuilt");
+    assert!(out.stderr.contains("rollback refused"), "{out}");
+    assert_eq!(relsync_tests::current_link(&dir), link, "{out}");
+    assert_trees_equal(&current(&dir), &w.v2);
+    assert!(dir.join(".relsync/state.redb.corrupt").exists());
+
+    fs::write(&pointer, &v2_pointer).expect("restore the v2 pointer");
+    let r = w.update_ok(&n.url(), &dir);
+    assert_eq!(r.str("version"), V2, "{}", r.out);
+    assert_trees_equal(&current(&dir), &w.v2);
+}

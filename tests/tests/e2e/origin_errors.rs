@@ -222,3 +222,31 @@ fn a_server_dribbling_bytes_fails_at_the_minimum_rate() {
     let r = w.update_ok(&n.url(), &dir);
     assert_eq!(r.str("version"), relsync_tests::V1, "{}", r.out);
 }
+
+/// A server slow enough to pass any per-response minimum (20 kB/s, with `--min-rate 0`) is
+/// still cut off by the overall `--deadline`, naming it and installing nothing; the same
+/// install over a healthy server then succeeds.
+#[test]
+fn an_update_past_its_deadline_fails_and_installs_nothing() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("deadline");
+    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(20_000));
+    let out = w
+        .update_cmd(&slow.url(), &dir)
+        .args(["--min-rate", "0", "--deadline", "3s"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_failure("install past its deadline");
+    assert!(out.stderr.contains("update deadline passed"), "{out}");
+    assert!(
+        out.elapsed < Duration::from_secs(20),
+        "a 3 s deadline held the install for {:?}\n{out}",
+        out.elapsed
+    );
+    assert!(
+        fs::symlink_metadata(current(&dir)).is_err(),
+        "a failed install left `current`\n{out}"
+    );
+    let r = w.update_ok(&n.url(), &dir);
+    assert_eq!(r.str("version"), relsync_tests::V1, "{}", r.out);
+}

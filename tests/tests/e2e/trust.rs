@@ -230,3 +230,292 @@ fn a_forged_or_tampered_root_is_refused() {
     update_pinned(&w, &n.url(), &dir, &pinned).assert_success("update with the real root 2");
     assert_trees_equal(&current(&dir), &w.v2);
 }
+
+/// An ed25519 key held by openssl, standing in for an HSM or cloud KMS: the publisher never
+/// sees its secret, only its public key and the signatures it makes.
+struct ExternalSigner {
+    pem: PathBuf,
+}
+
+impl ExternalSigner {
+    fn new(w: &World, name: &str) -> Self {
+        let pem = w.path().join(format!("{name}.pem"));
+        openssl(&["genpkey", "-algorithm", "ed25519", "-out", path(&pem)]);
+        Self { pem }
+    }
+
+    /// `ed25519:<hex>`: the last 32 bytes of the DER public key are the raw key.
+    fn public(&self) -> String {
+        let der = self.pem.with_extension("pub.der");
+        openssl(&[
+            "pkey",
+            "-in",
+            path(&self.pem),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            path(&der),
+        ]);
+        let der = fs::read(&der).expect("public key");
+        format!("ed25519:{}", hex(&der[der.len() - 32..]))
+    }
+
+    /// Signs the message `cdn-publisher show FILE` prints for `file`; returns the hex
+    /// signature.
+    fn sign(&self, w: &World, file: &Path) -> String {
+        let shown = w.publisher().arg("show").arg(file).run();
+        shown.assert_success("show");
+        let message = shown
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("message"))
+            .unwrap_or_else(|| panic!("show prints no message\n{shown}"))
+            .trim();
+        let (msg, sig) = (file.with_extension("msg"), file.with_extension("sig"));
+        fs::write(&msg, unhex(message)).expect("write message");
+        openssl(&[
+            "pkeyutl",
+            "-sign",
+            "-rawin",
+            "-inkey",
+            path(&self.pem),
+            "-in",
+            path(&msg),
+            "-out",
+            path(&sig),
+        ]);
+        hex(&fs::read(&sig).expect("signature"))
+    }
+
+    /// Signs `file` and attaches the signature with `cdn-publisher sign`.
+    fn sign_into(&self, w: &World, file: &Path) -> Output {
+        let signature = self.sign(w, file);
+        w.publisher()
+            .arg("sign")
+            .arg(file)
+            .args(["--public", &self.public(), "--signature", &signature])
+            .run()
+    }
+}
+
+fn openssl(args: &[&str]) {
+    relsync_tests::Cmd::new("openssl")
+        .args(args)
+        .run()
+        .assert_success("openssl");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The release and channel keys live in an external signer: `push --unsigned-out` writes the
+/// packs and an unsigned manifest, openssl signs the printed messages, `sign` attaches them,
+/// and `publish` / `channel set` put the documents on the origin only once the roles'
+/// thresholds are met. A pointer left to expire is refused as stale metadata until
+/// `channel refresh` re-signs it.
+#[test]
+fn detached_signatures_publish_releases_and_refresh_the_channel() {
+    let w = World::new();
+    let keys = Keys::new(&w, &["root"]);
+    let (release, channel) = (
+        ExternalSigner::new(&w, "release"),
+        ExternalSigner::new(&w, "channel"),
+    );
+    let doc = w.path().join("root-1.doc");
+    root(
+        &w,
+        &[
+            "init",
+            "--root",
+            path(&keys.public("root")),
+            "--release",
+            &release.public(),
+            "--channel",
+            &channel.public(),
+            "--out",
+            path(&doc),
+        ],
+    )
+    .assert_success("root init");
+    root(
+        &w,
+        &["sign", path(&doc), "--key", path(&keys.secret("root"))],
+    )
+    .assert_success("root sign");
+    root(&w, &["publish", path(&doc), "--to", path(&w.origin)]).assert_success("root publish");
+
+    let manifest = w.path().join("v1.manifest");
+    w.publisher()
+        .arg("push")
+        .arg(&w.v1)
+        .args([
+            "--version",
+            V1,
+            "--channel",
+            CHANNEL,
+            "--to",
+            path(&w.origin),
+        ])
+        .args(["--unsigned-out", path(&manifest)])
+        .run()
+        .assert_success("push --unsigned-out");
+    let pointer_path = w.origin.join("channels").join(CHANNEL);
+    assert!(!pointer_path.exists(), "an unsigned push moved the channel");
+    let publish = |extra: &[&str]| {
+        w.publisher()
+            .arg("publish")
+            .arg(&manifest)
+            .args(["--to", path(&w.origin)])
+            .args(extra)
+            .run()
+    };
+    let pointer = w.path().join("v1.pointer");
+    let unsigned = publish(&["--unsigned-pointer-out", path(&pointer)]);
+    unsigned.assert_failure("publishing an unsigned manifest");
+    assert!(unsigned.stderr.contains("release role"), "{unsigned}");
+
+    // The channel key's signature is not the release key's, and does not verify as it.
+    let wrong = w
+        .publisher()
+        .arg("sign")
+        .arg(&manifest)
+        .args(["--public", &release.public()])
+        .args(["--signature", &channel.sign(&w, &manifest)])
+        .run();
+    wrong.assert_failure("attaching a signature made by another key");
+    assert!(wrong.stderr.contains("does not verify"), "{wrong}");
+    release
+        .sign_into(&w, &manifest)
+        .assert_success("sign the manifest");
+    publish(&["--unsigned-pointer-out", path(&pointer)]).assert_success("publish");
+    assert!(!pointer_path.exists(), "publish set an unsigned pointer");
+    let set = |file: &Path| {
+        w.publisher()
+            .args(["channel", "set"])
+            .arg(file)
+            .args(["--to", path(&w.origin)])
+            .run()
+    };
+    set(&pointer).assert_failure("setting an unsigned pointer");
+    channel
+        .sign_into(&w, &pointer)
+        .assert_success("sign the pointer");
+    set(&pointer).assert_success("channel set");
+
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("hsm");
+    update_pinned(&w, &n.url(), &dir, &doc).assert_success("install v1");
+    assert_trees_equal(&current(&dir), &w.v1);
+    let link = current_link(&dir);
+
+    // A pointer that has expired (here: re-signed to last 0 days) is refused as stale.
+    let refresh = |days: &str, file: &Path| {
+        w.publisher()
+            .args(["channel", "refresh", "--channel", CHANNEL])
+            .args(["--to", path(&w.origin), "--pointer-days", days])
+            .args(["--unsigned-pointer-out", path(file)])
+            .run()
+            .assert_success("channel refresh");
+        channel
+            .sign_into(&w, file)
+            .assert_success("sign the refreshed pointer");
+        set(file).assert_success("set the refreshed pointer");
+    };
+    refresh("0", &w.path().join("expired.pointer"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let stale = update_pinned(&w, &n.url(), &dir, &doc);
+    stale.assert_failure("update with an expired pointer");
+    assert!(stale.stderr.contains("stale metadata"), "{stale}");
+    assert_eq!(current_link(&dir), link, "{stale}");
+    assert_trees_equal(&current(&dir), &w.v1);
+
+    refresh("7", &w.path().join("fresh.pointer"));
+    let out = update_pinned(&w, &n.url(), &dir, &doc);
+    out.assert_success("update after the refresh");
+    assert!(out.stdout.contains("\"up_to_date\":true"), "{out}");
+}
+
+/// A release bound to a platform (`push --platform`) is refused by clients of any other
+/// platform, which install nothing; a client of that platform installs it.
+#[test]
+fn a_release_bound_to_another_platform_is_refused() {
+    let w = World::new();
+    w.push(&w.v1, V1, &["--platform", "riscv64-plan9"])
+        .assert_success("push bound to riscv64-plan9");
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("elsewhere");
+    let out = w.update(&n.url(), &dir, &[]);
+    out.assert_failure("install of another platform's release");
+    assert!(out.stderr.contains("platform mismatch"), "{out}");
+    assert!(out.stderr.contains("riscv64-plan9"), "{out}");
+    assert!(
+        fs::symlink_metadata(current(&dir)).is_err(),
+        "a refused install left `current`\n{out}"
+    );
+    let out = w.update(&n.url(), &dir, &["--platform", "riscv64-plan9"]);
+    out.assert_success("install on the bound platform");
+    assert_trees_equal(&current(&dir), &w.v1);
+}
+
+/// `update --download-only` verifies and stages v2 without switching to it. The channel's
+/// pointer then expires, so an online update is refused as stale, but `relsync apply` still
+/// installs what was verified before the expiry, with the origin gone.
+#[test]
+fn a_release_staged_before_its_metadata_expired_applies_offline() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("staged");
+    w.update_ok(&n.url(), &dir);
+    w.push_ok(&w.v2, V2);
+    let staged = w.update(&n.url(), &dir, &["--download-only"]);
+    staged.assert_success("download-only");
+    assert!(staged.stdout.contains("\"applied\":false"), "{staged}");
+    assert_trees_equal(&current(&dir), &w.v1);
+    let link = current_link(&dir);
+
+    w.publisher()
+        .args([
+            "channel",
+            "refresh",
+            "--channel",
+            CHANNEL,
+            "--pointer-days",
+            "0",
+        ])
+        .arg("--to")
+        .arg(&w.origin)
+        .arg("--channel-key")
+        .arg(&w.key)
+        .run()
+        .assert_success("channel refresh --pointer-days 0");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let stale = w.update(&n.url(), &dir, &[]);
+    stale.assert_failure("online update with an expired pointer");
+    assert!(stale.stderr.contains("stale metadata"), "{stale}");
+    assert_eq!(current_link(&dir), link, "{stale}");
+
+    drop(n);
+    let apply = || {
+        w.relsync()
+            .args(["apply", "--json", "--install"])
+            .arg(&dir)
+            .run()
+    };
+    let out = apply();
+    out.assert_success("offline apply of the staged release");
+    assert!(out.stdout.contains("\"bytes_downloaded\":0"), "{out}");
+    assert_trees_equal(&current(&dir), &w.v2);
+    let again = apply();
+    again.assert_failure("apply with nothing staged");
+    assert!(again.stderr.contains("nothing is staged"), "{again}");
+}

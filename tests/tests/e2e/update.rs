@@ -137,6 +137,12 @@ fn second_run_when_up_to_date_fetches_only_the_pointer() {
     let r = w.update_ok(&n.url(), &dir);
     assert!(r.bool("up_to_date"), "{}", r.out);
     assert_eq!(r.str("version"), V1, "{}", r.out);
+    assert_eq!(
+        r.opt_str("previous_version"),
+        None,
+        "nothing is kept for rollback after one install\n{}",
+        r.out
+    );
     let log = assert_honest_accounting(&n, mark, &r);
     assert!(
         !log.is_empty(),

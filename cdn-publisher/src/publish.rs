@@ -1,0 +1,219 @@
+//! Publishing signed metadata: a manifest (and its deltas), then the channel pointer naming
+//! it. `push` does both with local keys; `publish` and `channel` do each step for documents
+//! signed elsewhere, and `channel refresh` re-signs an unchanged channel before it expires.
+//!
+//! Nothing is written that clients would refuse: signatures are checked against the origin's
+//! newest root document first.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use relsync_engine::envelope::{self, Kind};
+use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path};
+use relsync_engine::manifest::{
+    FORMAT_VERSION, Manifest, ManifestDelta, Pointer, TrustedManifest, compress_envelope,
+    compress_envelope_delta,
+};
+use relsync_engine::root::Root;
+use relsync_engine::{ManifestId, PublicKey};
+
+use crate::origin::LocalOrigin;
+
+/// A manifest now on the origin.
+#[derive(Debug)]
+pub struct PublishedManifest {
+    pub id: ManifestId,
+    pub manifest: Manifest,
+    /// Length of `manifests/<id>`.
+    pub file_len: u64,
+    pub deltas: Vec<ManifestDelta>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `now + days`, as an expiry time.
+pub fn expiry(days: u64) -> Result<u64> {
+    days.checked_mul(86_400)
+        .and_then(|s| s.checked_add(unix_now()))
+        .context("the number of days is too large")
+}
+
+/// The origin's newest root, if it has any.
+fn newest_root(origin: &LocalOrigin) -> Result<Option<Root>> {
+    Ok(crate::root::newest(origin)?.map(|(root, _)| root))
+}
+
+/// Checks a signed manifest envelope (a threshold of the newest root's release role; without
+/// roots, at least one valid signature) and writes it, with deltas against up to
+/// `delta_depth` of its nearest ancestors.
+pub fn put_manifest(
+    origin: &LocalOrigin,
+    envelope: &[u8],
+    delta_depth: usize,
+) -> Result<PublishedManifest> {
+    let id = ManifestId::of(envelope);
+    match newest_root(origin)? {
+        Some(root) => TrustedManifest::open_release(envelope.to_vec(), &id, &root.release)
+            .with_context(|| {
+                format!(
+                    "the manifest's signatures do not meet the release role of root version {}",
+                    root.version
+                )
+            })?,
+        None => {
+            let signers = signers(Kind::Manifest, envelope)?;
+            if signers.is_empty() {
+                bail!("the manifest is not signed; sign it with `cdn-publisher sign` first");
+            }
+            TrustedManifest::open(envelope.to_vec(), &id, &signers)
+                .context("the release breaks a rule clients enforce")?
+        }
+    };
+    let manifest = Manifest::decode_unverified(envelope)?;
+    let file = compress_envelope(envelope)?;
+    origin.put(&manifest_path(&id), &file)?;
+    let deltas = put_manifest_deltas(origin, &id, envelope, manifest.parent, delta_depth)?;
+    Ok(PublishedManifest {
+        id,
+        manifest,
+        file_len: file.len() as u64,
+        deltas,
+    })
+}
+
+/// The keys an envelope claims signed it.
+fn signers(kind: Kind, bytes: &[u8]) -> Result<Vec<PublicKey>> {
+    envelope::signers(kind, bytes)?
+        .into_iter()
+        .map(|k| PublicKey::from_bytes(&k).map_err(Into::into))
+        .collect()
+}
+
+/// Writes manifest `id` as a delta against each of its `depth` nearest ancestors on the origin.
+fn put_manifest_deltas(
+    origin: &LocalOrigin,
+    id: &ManifestId,
+    envelope: &[u8],
+    parent: Option<ManifestId>,
+    depth: usize,
+) -> Result<Vec<ManifestDelta>> {
+    let mut deltas = Vec::new();
+    let mut next = parent;
+    while let Some(base) = next
+        && deltas.len() < depth
+    {
+        let Some(base_envelope) = origin.read_manifest(&base)? else {
+            break;
+        };
+        let delta = compress_envelope_delta(envelope, &base_envelope)?;
+        origin.put(&manifest_delta_path(id, &base), &delta)?;
+        deltas.push(ManifestDelta {
+            base,
+            len: delta.len() as u64,
+        });
+        next = Manifest::decode_unverified(&base_envelope)?.parent;
+    }
+    Ok(deltas)
+}
+
+/// The (unsigned) pointer naming a published manifest, issued now and expiring in `days`.
+pub fn pointer_for(origin: &LocalOrigin, m: &PublishedManifest, days: u64) -> Result<Pointer> {
+    Ok(Pointer {
+        format: FORMAT_VERSION,
+        product: m.manifest.product.clone(),
+        channel: m.manifest.channel.clone(),
+        version: m.manifest.version.clone(),
+        root_version: newest_root(origin)?.map_or(0, |r| r.version),
+        manifest: m.id,
+        manifest_len: m.file_len,
+        manifest_deltas: m.deltas.clone(),
+        issued_unix: unix_now(),
+        expires_unix: expiry(days)?,
+    })
+}
+
+/// The channel's current pointer re-issued now, expiring in `days`, under the newest root:
+/// what `channel refresh` signs so clients keep trusting an unchanged channel.
+pub fn refreshed(origin: &LocalOrigin, channel: &str, days: u64) -> Result<Pointer> {
+    let current = current_pointer(origin, channel)?
+        .with_context(|| format!("channel {channel} has no pointer on the origin to refresh"))?;
+    if !origin.exists(&manifest_path(&current.manifest)) {
+        bail!(
+            "channel {channel} names manifest {}, which is not on the origin",
+            current.manifest
+        );
+    }
+    Ok(Pointer {
+        root_version: newest_root(origin)?.map_or(0, |r| r.version),
+        issued_unix: unix_now().max(current.issued_unix),
+        expires_unix: expiry(days)?,
+        ..current
+    })
+}
+
+fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Pointer>> {
+    match origin.read(&channel_path(channel))? {
+        Some(bytes) => Ok(Some(
+            Pointer::decode_unverified(&bytes)
+                .context("the origin's current channel pointer is unreadable")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Checks a signed pointer (a threshold of the newest root's channel role; without roots, at
+/// least one valid signature), that the manifest it names is on the origin, and that it does
+/// not move the channel back (unless `force`); then writes it.
+pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<Pointer> {
+    let pointer = match newest_root(origin)? {
+        Some(root) => Pointer::open(sealed, &root.channel).with_context(|| {
+            format!(
+                "the pointer's signatures do not meet the channel role of root version {}",
+                root.version
+            )
+        })?,
+        None => {
+            let signers = signers(Kind::Pointer, sealed)?;
+            if signers.is_empty() {
+                bail!("the pointer is not signed; sign it with `cdn-publisher sign` first");
+            }
+            let role = relsync_engine::root::RoleKeys {
+                keys: signers,
+                threshold: 1,
+            };
+            Pointer::open(sealed, &role)?
+        }
+    };
+    if !origin.exists(&manifest_path(&pointer.manifest)) {
+        bail!(
+            "the pointer names manifest {}, which is not on the origin; publish it first",
+            pointer.manifest
+        );
+    }
+    if let Some(current) = current_pointer(origin, &pointer.channel)?
+        && !force
+    {
+        if pointer.version < current.version {
+            bail!(
+                "channel {} is at {}; refusing to move it back to {} (use --force)",
+                pointer.channel,
+                current.version,
+                pointer.version
+            );
+        }
+        if pointer.version == current.version && pointer.manifest != current.manifest {
+            bail!(
+                "channel {} already names a different manifest for {}; clients that saw it \
+                 would refuse this one as equivocation (use --force)",
+                pointer.channel,
+                pointer.version
+            );
+        }
+    }
+    origin.put(&channel_path(&pointer.channel), sealed)?;
+    Ok(pointer)
+}

@@ -1,0 +1,120 @@
+//! `cdn-publisher sign` and `show`: signatures on any signed document (manifest, channel
+//! pointer, root), added with a local key or attached from a signer elsewhere (an HSM, a
+//! cloud KMS) that signed the message `show` prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use relsync_engine::envelope::{self, Kind, signing_message};
+use relsync_engine::manifest::{Manifest, Pointer};
+use relsync_engine::root::Root;
+
+use crate::keygen::{parse_public, read_secret};
+
+/// A signature to add to a document file.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The document: an unsigned or partly signed manifest, channel pointer or root.
+    pub file: PathBuf,
+    /// Secret key file.
+    #[arg(long, conflicts_with_all = ["public", "signature"])]
+    pub key: Option<PathBuf>,
+    /// The external signer's public key (`ed25519:<hex>` or a `.pub` file).
+    #[arg(long, requires = "signature")]
+    pub public: Option<String>,
+    /// The external signer's ed25519 signature over the message `show` prints, 128 hex
+    /// characters.
+    #[arg(long, requires = "public")]
+    pub signature: Option<String>,
+}
+
+/// Adds one signature to the document, refusing one that does not verify.
+pub fn sign(args: &SignArgs) -> Result<()> {
+    let bytes = read(&args.file)?;
+    let kind = Kind::of(&bytes).with_context(|| format!("reading {}", args.file.display()))?;
+    let signed = match (&args.key, &args.public, &args.signature) {
+        (Some(key), _, _) => envelope::sign(kind, &bytes, &read_secret(key)?)?,
+        (None, Some(public), Some(signature)) => {
+            let public = parse_public(public)?;
+            let mut raw = [0u8; 64];
+            hex::decode_to_slice(signature.trim(), &mut raw)
+                .context("--signature needs 128 hex characters")?;
+            envelope::attach(kind, &bytes, &public, &raw)?
+        }
+        _ => bail!("give --key, or --public with --signature"),
+    };
+    write_file(&args.file, &signed)?;
+    println!(
+        "{} ({}) now carries {} signature(s)",
+        args.file.display(),
+        kind.name(),
+        envelope::signers(kind, &signed)?.len()
+    );
+    Ok(())
+}
+
+/// Prints what a document says, who signed it, and the message a signer signs.
+pub fn show(file: &Path) -> Result<()> {
+    let bytes = read(file)?;
+    let kind = Kind::of(&bytes).with_context(|| format!("reading {}", file.display()))?;
+    match kind {
+        Kind::Root => {
+            let root = Root::read_unverified(&bytes)?;
+            println!(
+                "root version {} for product {:?}",
+                root.version, root.product
+            );
+            println!("expires    unix {}", root.expires_unix);
+            for (name, role) in [
+                ("root", &root.root),
+                ("release", &root.release),
+                ("channel", &root.channel),
+            ] {
+                println!("{name:<10} {} of {}:", role.threshold, role.keys.len());
+                for key in &role.keys {
+                    println!("             {key}");
+                }
+            }
+        }
+        Kind::Manifest => {
+            let m = Manifest::decode_unverified(&bytes)?;
+            println!(
+                "manifest of {} {} on channel {}",
+                m.product, m.version, m.channel
+            );
+            if let Some(platform) = &m.platform {
+                println!("platform   {platform}");
+            }
+            println!(
+                "files      {} ({} bytes)",
+                m.files().count(),
+                m.total_file_bytes()
+            );
+            println!("expires    unix {}", m.expires_unix);
+        }
+        Kind::Pointer => {
+            let p = Pointer::decode_unverified(&bytes)?;
+            println!(
+                "channel pointer {} -> {} {} (root version {})",
+                p.channel, p.product, p.version, p.root_version
+            );
+            println!("manifest   {}", p.manifest);
+            println!("issued     unix {}", p.issued_unix);
+            println!("expires    unix {}", p.expires_unix);
+        }
+    }
+    for key in envelope::signers(kind, &bytes)? {
+        println!("signed by  ed25519:{}", hex::encode(key));
+    }
+    let body = envelope::open_unverified(kind, &bytes)?;
+    println!("message    {}", hex::encode(signing_message(kind, body)));
+    Ok(())
+}
+
+pub fn read(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
