@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what relsync's demo and tests need on a Debian machine: nginx (the test origin
-# server) and zstd (for benchmark comparisons). Idempotent; a no-op when all are present.
+# server), zstd (for benchmark comparisons) and openssl (the tests' stand-in for an HSM).
+# Idempotent; a no-op when all are present.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing ${need[*]} ..." >&2
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo

@@ -112,7 +112,10 @@ pub fn run(command: RootCommand) -> Result<()> {
             let next = Root {
                 format: ROOT_FORMAT,
                 product: current.product.clone(),
-                version: current.version + 1,
+                version: current
+                    .version
+                    .checked_add(1)
+                    .context("the newest root's version cannot be followed")?,
                 expires_unix: expires(roles.expires_days),
                 root: role(
                     "root",
@@ -170,9 +173,13 @@ pub fn newest(origin: &LocalOrigin) -> Result<Option<(Root, Vec<u8>)>> {
         return Ok(None);
     };
     let mut root = Root::open_pinned(&first).context("keys/root-1 on the origin")?;
+    if root.version != 1 {
+        bail!("keys/root-1 on the origin claims version {}", root.version);
+    }
     let mut bytes = first;
-    while let Some(next) = origin.read(&root_path(root.version + 1))? {
-        let path = root_path(root.version + 1);
+    while let Some(path) = root.version.checked_add(1).map(root_path)
+        && let Some(next) = origin.read(&path)?
+    {
         root = root
             .open_next(&next)
             .with_context(|| format!("{path} on the origin"))?;

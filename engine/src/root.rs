@@ -181,7 +181,7 @@ impl Root {
         let body = self.root.open(Kind::Root, bytes)?;
         let next = Self::from_body(body)?;
         next.root.open(Kind::Root, bytes)?;
-        if next.version != self.version + 1 {
+        if self.version.checked_add(1) != Some(next.version) {
             return Err(Error::malformed(
                 "root document",
                 format!("version {} follows version {}", next.version, self.version),
@@ -277,6 +277,19 @@ mod tests {
             .open_next(&sign(&skip, &[&o[0], &o[1], &n[0], &n[1]]))
             .unwrap_err();
         assert!(err.to_string().contains("product"), "{err}");
+    }
+
+    /// Found by the `root_chain` fuzz target: `u64::MAX + 1` overflowed (a panic in debug
+    /// builds, version 0 accepted in release builds).
+    #[test]
+    fn nothing_follows_the_last_version() {
+        let k = keys(2);
+        let last = root(u64::MAX, &k, 1);
+        let wrapped = root(0, &k, 1);
+        let err = last
+            .open_next(&sign(&wrapped, &[&k[0], &k[1]]))
+            .unwrap_err();
+        assert!(err.to_string().contains("follows version"), "{err}");
     }
 
     #[test]

@@ -78,7 +78,9 @@ impl WindowEncoder {
         let mut diff = Vec::new();
         let mut extra = Vec::new();
         let (mut at, mut prev) = (0usize, 0u64);
-        for op in ops {
+        // The decoder refuses empty instructions; skipping one changes nothing, since each
+        // seek is relative to where the last kept instruction left off.
+        for op in ops.iter().filter(|op| op.add > 0 || op.copy > 0) {
             let seek = i64::try_from(op.src).map_err(|_| invalid("window offset overflows"))?
                 - i64::try_from(prev).map_err(|_| invalid("window offset overflows"))?;
             put_varint(&mut ctrl, zigzag(seek));
@@ -301,6 +303,33 @@ mod tests {
         other[60_000] ^= 1;
         let wrong = WindowDecoder::new(other).decompress_bsdiff(&frame, new.len());
         assert!(wrong.map_or(true, |d| d != new));
+    }
+
+    /// Found by the `frames` fuzz target: an empty instruction in the input made a frame the
+    /// decoder refuses.
+    #[test]
+    fn empty_instructions_are_dropped() {
+        let window = vec![7u8; 64];
+        let data = vec![7u8; 32];
+        let ops = [
+            BsdiffOp {
+                src: 40,
+                add: 0,
+                copy: 0,
+            },
+            BsdiffOp {
+                src: 8,
+                add: 32,
+                copy: 0,
+            },
+        ];
+        let frame = WindowEncoder::new(&window, 3)
+            .unwrap()
+            .compress_bsdiff(&data, &ops)
+            .unwrap()
+            .unwrap();
+        let decoded = WindowDecoder::new(window).decompress_bsdiff(&frame, data.len());
+        assert_eq!(decoded.unwrap(), data);
     }
 
     #[test]

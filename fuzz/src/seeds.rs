@@ -1,0 +1,246 @@
+//! Seed corpora: valid inputs for each target, made with the engine's and chunker's own
+//! writers, in the layouts the targets read (each target's header documents its layout).
+//!
+//! Each target calls [`on_init`] before fuzzing: with `RELSYNC_FUZZ_SEEDS=<dir>` set it
+//! writes its seeds there and exits, so the instrumented binary that is already built makes
+//! them (no second, uninstrumented build of the engine):
+//!
+//! ```text
+//! RELSYNC_FUZZ_SEEDS=fuzz/corpus/manifest cargo fuzz run manifest
+//! ```
+
+use std::path::Path;
+
+use relsync_chunker::frame;
+use relsync_engine::ManifestId;
+use relsync_engine::envelope::{self, Kind};
+use relsync_engine::manifest::{
+    FORMAT_VERSION, Manifest, ManifestDelta, Pointer, compress_envelope, compress_envelope_delta,
+};
+use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
+use semver::Version;
+
+use crate::sample::{self, Sample, noise};
+use crate::{keys, put_doc};
+
+/// The targets, by name.
+pub const TARGETS: [&str; 5] = ["manifest", "pointer", "root_chain", "frames", "plan"];
+
+/// If `RELSYNC_FUZZ_SEEDS` names a directory, writes `target`'s seeds there and exits.
+pub fn on_init(target: &str) {
+    let Some(dir) = std::env::var_os("RELSYNC_FUZZ_SEEDS") else {
+        return;
+    };
+    match write(target, Path::new(&dir)) {
+        Ok(n) => {
+            eprintln!("{target}: wrote {n} seeds to {}", Path::new(&dir).display());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("{target}: writing seeds: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Writes `target`'s seeds into `dir` (created if missing) and returns how many.
+pub fn write(target: &str, dir: &Path) -> std::io::Result<usize> {
+    let seeds = seeds(target).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no target {target}"),
+        )
+    })?;
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in &seeds {
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
+    Ok(seeds.len())
+}
+
+/// The id of `manifest` sealed with no signature, as the plan target opens it.
+pub fn unsigned_id(manifest: &Manifest) -> ManifestId {
+    ManifestId::of(&unsigned(manifest))
+}
+
+fn body(manifest: &Manifest) -> Vec<u8> {
+    postcard::to_stdvec(manifest).expect("encoding a sample manifest")
+}
+
+fn unsigned(manifest: &Manifest) -> Vec<u8> {
+    envelope::seal(Kind::Manifest, &body(manifest), &[]).expect("sealing")
+}
+
+fn signed(kind: Kind, body: &[u8], signers: &[usize]) -> Vec<u8> {
+    envelope::seal(kind, body, &keys::secrets(signers)).expect("sealing")
+}
+
+/// The sample releases 1.0.0 and 2.0.0, and an empty release.
+fn releases() -> (Sample, Sample, Manifest) {
+    let v1 = sample::v1();
+    let v2 = sample::v2(&v1, unsigned_id(&v1.manifest));
+    let mut empty = v1.manifest.clone();
+    empty.packs.clear();
+    empty.chunks.clear();
+    empty.entries.clear();
+    empty.solid.clear();
+    empty.platform = Some("x86_64-linux".into());
+    (v1, v2, empty)
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>| out.push((name.to_owned(), bytes));
+    match target {
+        "manifest" => {
+            let (v1, v2, empty) = releases();
+            let manifests = [
+                ("v1", &v1.manifest),
+                ("v2", &v2.manifest),
+                ("empty", &empty),
+            ];
+            for (name, m) in manifests {
+                let env = signed(Kind::Manifest, &body(m), &[0]);
+                add(
+                    &format!("file-{name}"),
+                    cat(&[&[0], &compress_envelope(&env).ok()?]),
+                );
+                add(&format!("envelope-{name}"), cat(&[&[2], &env]));
+                add(&format!("body-{name}"), cat(&[&[3, 0x01], &body(m)]));
+            }
+            let old = signed(Kind::Manifest, &body(&v1.manifest), &[0]);
+            let new = signed(Kind::Manifest, &body(&v2.manifest), &[0, 1]);
+            let mut delta = vec![1];
+            put_doc(&mut delta, &old);
+            delta.extend_from_slice(&compress_envelope_delta(&new, &old).ok()?);
+            add("delta-v2-from-v1", delta);
+            add("envelope-v2-two-signers", cat(&[&[2], &new]));
+            add(
+                "body-v2-two-signers",
+                cat(&[&[3, 0x03], &body(&v2.manifest)]),
+            );
+            add("model", cat(&[&[4], &noise(512, 4)]));
+        }
+        "pointer" => {
+            let (v1, v2, _) = releases();
+            let pointer = Pointer {
+                format: FORMAT_VERSION,
+                product: "app".into(),
+                channel: "stable".into(),
+                version: Version::new(2, 0, 0),
+                root_version: 1,
+                manifest: unsigned_id(&v2.manifest),
+                manifest_len: 4321,
+                manifest_deltas: vec![ManifestDelta {
+                    base: unsigned_id(&v1.manifest),
+                    len: 321,
+                }],
+                issued_unix: 1_700_000_000,
+                expires_unix: 1_700_086_400,
+            };
+            let body = postcard::to_stdvec(&pointer).ok()?;
+            for (name, signers) in [("k0", &[0][..]), ("k0-k1", &[0, 1]), ("unsigned", &[])] {
+                add(
+                    &format!("envelope-{name}"),
+                    cat(&[&[0], &signed(Kind::Pointer, &body, signers)]),
+                );
+            }
+            add("body-k0", cat(&[&[1, 0x01, 1], &body]));
+            add("body-k0-k1-threshold-2", cat(&[&[1, 0x03, 2], &body]));
+        }
+        "root_chain" => {
+            let role = |keys: &[usize], threshold| RoleKeys {
+                keys: keys.iter().map(|&i| keys::public(i)).collect(),
+                threshold,
+            };
+            let root = |version, root_keys: &[usize], threshold| Root {
+                format: ROOT_FORMAT,
+                product: "app".into(),
+                version,
+                expires_unix: 4_000_000_000,
+                root: role(root_keys, threshold),
+                release: role(&[2], 1),
+                channel: role(&[3], 1),
+            };
+            // Rotations: {0,1} needs 2 -> {1,2} needs 2 -> {3} needs 1.
+            let chain = [
+                (root(1, &[0, 1], 2), &[0, 1][..], 0x03u8),
+                (root(2, &[1, 2], 2), &[0, 1, 2], 0x07),
+                (root(3, &[3], 1), &[1, 2, 3], 0x0e),
+            ];
+            let mut envelopes = vec![0];
+            let mut bodies = vec![1];
+            for (r, signers, mask) in &chain {
+                let body = r.to_body().ok()?;
+                put_doc(&mut envelopes, &signed(Kind::Root, &body, signers));
+                put_doc(&mut bodies, &cat(&[&[*mask], &body]));
+            }
+            add("envelopes-1-2-3", envelopes);
+            add("bodies-1-2-3", bodies);
+            add("model", cat(&[&[2], &noise(256, 5)]));
+        }
+        "frames" => {
+            let (v1, v2, _) = releases();
+            let texts = b"zstd frames decode to exactly the declared size\n".repeat(20);
+            let datas: [(&str, &[u8]); 3] = [
+                ("empty", b""),
+                ("text", &texts),
+                ("noise", &v1.file("lib/libx.so")[..1000]),
+            ];
+            for (name, data) in datas {
+                let len = (data.len() as u32).to_le_bytes();
+                let plain = frame::compress(data, 3).ok()?;
+                add(&format!("plain-{name}"), cat(&[&[0], &len, &plain]));
+                add(
+                    &format!("declared-{name}"),
+                    cat(&[&[1], &(1u32 << 20).to_le_bytes(), &plain]),
+                );
+                let solid = frame::compress_solid(data, 3).ok()?;
+                add(
+                    &format!("solid-{name}"),
+                    cat(&[&[4], &len, &100u16.to_le_bytes(), &solid]),
+                );
+            }
+            // A changed part of bin/app against the old file as the window.
+            let window = &v1.file("bin/app")[1000..4000];
+            let new = &v2.file("bin/app")[1500..2500];
+            let len = (new.len() as u32).to_le_bytes();
+            let mut encoder = frame::WindowEncoder::new(window, 3).ok()?;
+            let zstd = encoder.compress(new).ok()?;
+            let op = frame::BsdiffOp {
+                src: 500,
+                add: new.len() as u64 - 100,
+                copy: 100,
+            };
+            let bsdiff = encoder.compress_bsdiff(new, &[op]).ok()??;
+            for (mode, name, frame) in [(2u8, "window-zstd", &zstd), (3, "window-bsdiff", &bsdiff)]
+            {
+                let mut seed = vec![mode];
+                put_doc(&mut seed, window);
+                seed.extend_from_slice(&len);
+                seed.extend_from_slice(frame);
+                add(name, seed);
+            }
+            add("round-trip", cat(&[&[5], &noise(300, 6)]));
+        }
+        "plan" => {
+            let (v1, v2, _) = releases();
+            // Mode byte: bit 0 model, bit 1 installed, bits 2-3 fetch settings.
+            add("update-v2", cat(&[&[0b0010], &body(&v2.manifest)]));
+            add("up-to-date-v1", cat(&[&[0b0010], &body(&v1.manifest)]));
+            add("fresh-v2", cat(&[&[0b0000], &body(&v2.manifest)]));
+            add(
+                "fresh-v2-small-ranges",
+                cat(&[&[0b1100], &body(&v2.manifest)]),
+            );
+            add("model-update", cat(&[&[0b0011], &noise(1024, 7)]));
+            add("model-fresh", cat(&[&[0b0101], &noise(1024, 8)]));
+        }
+        _ => return None,
+    }
+    Some(out)
+}
