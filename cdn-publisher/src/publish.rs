@@ -14,7 +14,7 @@ use relsync_engine::manifest::{
     FORMAT_VERSION, Manifest, ManifestDelta, Pointer, TrustedManifest, compress_envelope,
     compress_envelope_delta,
 };
-use relsync_engine::root::Root;
+use relsync_engine::root::{RoleKeys, Root};
 use relsync_engine::{ManifestId, PublicKey};
 
 use crate::origin::LocalOrigin;
@@ -64,14 +64,12 @@ pub fn put_manifest(
                     root.version
                 )
             })?,
-        None => {
-            let signers = signers(Kind::Manifest, envelope)?;
-            if signers.is_empty() {
-                bail!("the manifest is not signed; sign it with `cdn-publisher sign` first");
-            }
-            TrustedManifest::open(envelope.to_vec(), &id, &signers)
-                .context("the release breaks a rule clients enforce")?
-        }
+        None => TrustedManifest::open_release(
+            envelope.to_vec(),
+            &id,
+            &own_signers(Kind::Manifest, envelope)?,
+        )
+        .context("the release breaks a rule clients enforce")?,
     };
     let manifest = Manifest::decode_unverified(envelope)?;
     let file = compress_envelope(envelope)?;
@@ -85,12 +83,20 @@ pub fn put_manifest(
     })
 }
 
-/// The keys an envelope claims signed it.
-fn signers(kind: Kind, bytes: &[u8]) -> Result<Vec<PublicKey>> {
-    envelope::signers(kind, bytes)?
+/// Without a root on the origin, the publisher cannot know which keys clients trust: the
+/// keys an envelope claims signed it, any one of which must verify.
+fn own_signers(kind: Kind, bytes: &[u8]) -> Result<RoleKeys> {
+    let keys = envelope::signers(kind, bytes)?
         .into_iter()
-        .map(|k| PublicKey::from_bytes(&k).map_err(Into::into))
-        .collect()
+        .map(|k| PublicKey::from_bytes(&k))
+        .collect::<relsync_engine::Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        bail!(
+            "the {} is not signed; sign it with `cdn-publisher sign` first",
+            kind.name()
+        );
+    }
+    Ok(RoleKeys { keys, threshold: 1 })
 }
 
 /// Writes manifest `id` as a delta against each of its `depth` nearest ancestors on the origin.
@@ -176,17 +182,7 @@ pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<P
                 root.version
             )
         })?,
-        None => {
-            let signers = signers(Kind::Pointer, sealed)?;
-            if signers.is_empty() {
-                bail!("the pointer is not signed; sign it with `cdn-publisher sign` first");
-            }
-            let role = relsync_engine::root::RoleKeys {
-                keys: signers,
-                threshold: 1,
-            };
-            Pointer::open(sealed, &role)?
-        }
+        None => Pointer::open(sealed, &own_signers(Kind::Pointer, sealed)?)?,
     };
     if !origin.exists(&manifest_path(&pointer.manifest)) {
         bail!(

@@ -33,7 +33,7 @@ pub use forge::{
     write_secret_key, zstd_zero_bomb,
 };
 pub use nginx::{LogEntry, LogMark, Nginx, NginxOptions, format_entries, free_port};
-pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, parse_json_object};
+pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, available_bytes, parse_json_object};
 pub use tree::{
     BIG_FILE, BIG_FILE_INSERT_LEN, BIG_FILE_LEN, Entry, assert_trees_equal, big_file, diff_digests,
     make_release, pseudo_random, pseudo_text, tree_digest,

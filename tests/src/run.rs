@@ -295,3 +295,18 @@ impl Drop for Spawned {
         }
     }
 }
+
+/// Free bytes for an unprivileged user on the file system holding `path`, from `df`.
+pub fn available_bytes(path: &Path) -> u64 {
+    let out = Cmd::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .timeout(Duration::from_secs(30))
+        .run();
+    out.assert_success("df");
+    out.stdout
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .next()
+        .unwrap_or_else(|| panic!("cannot read df's output\n{out}"))
+}

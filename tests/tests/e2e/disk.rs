@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use relsync_tests::{Cmd, V1, V2, assert_trees_equal, current, current_link};
+use relsync_tests::{Cmd, V1, V2, assert_trees_equal, available_bytes, current, current_link};
 
 use crate::common::world_with_v1;
 
@@ -86,21 +86,6 @@ impl Drop for Tmpfs {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
     }
-}
-
-/// Free bytes on the file system holding `path`, from `df`.
-fn available_bytes(path: &Path) -> u64 {
-    let out = Cmd::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .timeout(Duration::from_secs(30))
-        .run();
-    out.assert_success("df");
-    out.stdout
-        .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .next()
-        .unwrap_or_else(|| panic!("cannot read df's output\n{out}"))
 }
 
 /// Fill the file system of `dir` with zeros in `dir/filler` until it is full, then give back

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::time::Duration;
 
-use relsync_tests::{Nginx, NginxOptions, current, current_link, format_entries};
+use relsync_tests::{Nginx, NginxOptions, World, current, current_link, format_entries};
 
 use crate::common::{assert_untouched, installed_v1_then_push_v2, run_log, world_with_v1};
 
@@ -195,23 +195,29 @@ fn server_errors_on_packs_fail_in_bounded_time_with_bounded_retries() {
     relsync_tests::assert_trees_equal(&current(&dir), &w.v2);
 }
 
-/// A server that withholds data (here: 2 kB/s, against `--min-rate 65536`) fails a fresh
-/// install once a response is past its 10 s grace, naming the cause and installing nothing;
-/// the same install over a healthy server then succeeds.
-#[test]
-fn a_server_dribbling_bytes_fails_at_the_minimum_rate() {
-    let (w, n) = world_with_v1();
+/// A fresh install from a server sending `rate` bytes/s, with `args`, fails within `within`
+/// with `expected` in its message and installs nothing; the same install over the healthy
+/// server `n` then succeeds.
+fn assert_slow_install_fails(
+    (w, n): (&World, &Nginx),
+    rate: u64,
+    args: &[&str],
+    expected: &str,
+    within: Duration,
+) {
     let dir = w.install_dir("slow");
-    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(2_000));
+    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(rate));
     let out = w
         .update_cmd(&slow.url(), &dir)
-        .args(["--min-rate", "65536"])
+        .args(args)
         .timeout(Duration::from_secs(120))
         .run();
-    out.assert_failure("install from a server sending 2 kB/s");
-    assert!(out.stderr.contains("too slow"), "{out}");
+    out.assert_failure(&format!(
+        "install from a server sending {rate} B/s with {args:?}"
+    ));
+    assert!(out.stderr.contains(expected), "{out}");
     assert!(
-        out.elapsed < SERVER_ERROR_DEADLINE,
+        out.elapsed < within,
         "a slow server held the install for {:?}\n{out}",
         out.elapsed
     );
@@ -223,30 +229,30 @@ fn a_server_dribbling_bytes_fails_at_the_minimum_rate() {
     assert_eq!(r.str("version"), relsync_tests::V1, "{}", r.out);
 }
 
+/// A server that withholds data (here: 2 kB/s, against `--min-rate 65536`) fails a fresh
+/// install once a response is past its 10 s grace, naming the cause.
+#[test]
+fn a_server_dribbling_bytes_fails_at_the_minimum_rate() {
+    let (w, n) = world_with_v1();
+    assert_slow_install_fails(
+        (&w, &n),
+        2_000,
+        &["--min-rate", "65536"],
+        "too slow",
+        SERVER_ERROR_DEADLINE,
+    );
+}
+
 /// A server slow enough to pass any per-response minimum (20 kB/s, with `--min-rate 0`) is
-/// still cut off by the overall `--deadline`, naming it and installing nothing; the same
-/// install over a healthy server then succeeds.
+/// still cut off by the overall `--deadline`, naming it.
 #[test]
 fn an_update_past_its_deadline_fails_and_installs_nothing() {
     let (w, n) = world_with_v1();
-    let dir = w.install_dir("deadline");
-    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(20_000));
-    let out = w
-        .update_cmd(&slow.url(), &dir)
-        .args(["--min-rate", "0", "--deadline", "3s"])
-        .timeout(Duration::from_secs(60))
-        .run();
-    out.assert_failure("install past its deadline");
-    assert!(out.stderr.contains("update deadline passed"), "{out}");
-    assert!(
-        out.elapsed < Duration::from_secs(20),
-        "a 3 s deadline held the install for {:?}\n{out}",
-        out.elapsed
+    assert_slow_install_fails(
+        (&w, &n),
+        20_000,
+        &["--min-rate", "0", "--deadline", "3s"],
+        "update deadline passed",
+        Duration::from_secs(20),
     );
-    assert!(
-        fs::symlink_metadata(current(&dir)).is_err(),
-        "a failed install left `current`\n{out}"
-    );
-    let r = w.update_ok(&n.url(), &dir);
-    assert_eq!(r.str("version"), relsync_tests::V1, "{}", r.out);
 }

@@ -49,9 +49,9 @@ use relsync_engine::manifest::{
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use relsync_engine::{FileHash, ManifestId, RelPath, SecretKey};
 use relsync_tests::{
-    CHANNEL, Cmd, Entry, Forge, Nginx, NginxOptions, Output, V1, V2, World, current, current_link,
-    diff_digests, manifest_body_claiming_chunks, manifest_body_replacing, parse_json_object,
-    pseudo_random, tree_digest, varint, write_secret_key, zstd_zero_bomb,
+    CHANNEL, Entry, Forge, Nginx, NginxOptions, Output, V1, V2, World, available_bytes, current,
+    current_link, diff_digests, manifest_body_claiming_chunks, manifest_body_replacing,
+    parse_json_object, pseudo_random, tree_digest, varint, write_secret_key, zstd_zero_bomb,
 };
 use semver::Version;
 
@@ -1517,7 +1517,7 @@ impl Bench {
             ));
         }
         fs::remove_dir_all(&probe).expect("rm probe");
-        bench.facts.free_bytes = free_bytes(bench.w.path());
+        bench.facts.free_bytes = available_bytes(bench.w.path());
         bench.baseline = origin_digest(&bench.w.origin, &BTreeSet::new());
         bench.setup = started.elapsed();
         bench
@@ -1725,21 +1725,6 @@ fn copy_dir(from: &Path, to: &Path) {
         from.display(),
         to.display()
     );
-}
-
-/// Free bytes for an unprivileged user on the file system holding `path`, from `df`.
-fn free_bytes(path: &Path) -> u64 {
-    let out = Cmd::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .timeout(Duration::from_secs(30))
-        .run();
-    out.assert_success("df");
-    out.stdout
-        .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .next()
-        .unwrap_or_else(|| panic!("cannot read df's output\n{out}"))
 }
 
 fn print_table(title: &str, rows: &[Row], setup: Duration, elapsed: Duration) {
