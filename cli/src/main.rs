@@ -1,5 +1,6 @@
 //! `relsync`: install and update a release from a relsync origin.
 
+mod lan;
 mod malloc;
 mod render;
 
@@ -42,6 +43,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Share DIR's releases with LAN peers until stopped; with --origin, also keep DIR
+    /// updated (from peers first). Prints each listen address, one per line, as a multiaddr
+    /// ending in /p2p/<peer id>: what `--peer` takes.
+    Serve(lan::ServeArgs),
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -55,44 +60,11 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct UpdateArgs {
-    /// Origin: http(s):// URL, file:// URL or a folder path.
-    #[arg(long, value_name = "URL")]
-    origin: String,
-    /// Channel to follow.
-    #[arg(long, default_value = "stable")]
-    channel: String,
-    /// Trusted publisher key, as printed by `cdn-publisher keygen` (repeatable). It may sign
-    /// everything, and the origin's root chain (keys/root-N) may take over from it.
-    #[arg(
-        long = "trust",
-        value_name = "PUBKEY",
-        required_unless_present = "trust_root"
-    )]
-    trust: Vec<String>,
-    /// A pinned root document (keys/root-N as published) to start the root chain from,
-    /// instead of --trust keys.
-    #[arg(long, value_name = "FILE")]
-    trust_root: Option<PathBuf>,
-    /// Refuse releases of any other product.
-    #[arg(long)]
-    product: Option<String>,
-    /// This machine's platform: releases bound to another one are refused.
-    #[arg(long, default_value_t = relsync_engine::this_platform())]
-    platform: String,
+    #[command(flatten)]
+    source: SourceArgs,
     /// The install directory; DIR/current is the installed tree.
     #[arg(long, value_name = "DIR")]
     install: PathBuf,
-    /// Range requests in flight at once.
-    #[arg(long, default_value_t = 4)]
-    parallel: usize,
-    /// Fail a response that averages fewer bytes per second than this after its first 10 s
-    /// (0: no minimum).
-    #[arg(long, default_value_t = 1024, value_name = "BYTES_PER_SEC")]
-    min_rate: u64,
-    /// Give up if checking and fetching take longer than this (e.g. 90s, 30m, 6h; 0: no
-    /// limit). Fetched chunks are kept, so the next run resumes.
-    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
-    deadline: std::time::Duration,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -103,6 +75,95 @@ struct UpdateArgs {
     /// Print one JSON object at the end instead of progress and a summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    lan: lan::LanArgs,
+}
+
+/// Where releases come from and whom to trust.
+#[derive(Debug, Clone, clap::Args)]
+struct SourceArgs {
+    /// Origin: http(s):// URL, file:// URL or a folder path.
+    #[arg(long, value_name = "URL")]
+    origin: String,
+    #[command(flatten)]
+    options: SourceOptions,
+}
+
+/// Everything about the source but the origin.
+#[derive(Debug, Clone, clap::Args)]
+struct SourceOptions {
+    /// Channel to follow [default: stable].
+    #[arg(long)]
+    channel: Option<String>,
+    /// Trusted publisher key, as printed by `cdn-publisher keygen` (repeatable). It may sign
+    /// everything, and the origin's root chain (keys/root-N) may take over from it.
+    #[arg(long = "trust", value_name = "PUBKEY")]
+    trust: Vec<String>,
+    /// A pinned root document (keys/root-N as published) to start the root chain from,
+    /// instead of --trust keys.
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
+    /// Refuse releases of any other product.
+    #[arg(long)]
+    product: Option<String>,
+    /// This machine's platform: releases bound to another one are refused [default: this
+    /// binary's, e.g. x86_64-linux].
+    #[arg(long)]
+    platform: Option<String>,
+    /// Range requests in flight at once [default: 4].
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Fail a response that averages fewer bytes per second than this after its first 10 s
+    /// (0: no minimum) [default: 1024].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    min_rate: Option<u64>,
+    /// Give up if checking and fetching take longer than this (e.g. 90s, 30m, 6h; 0: no
+    /// limit). Fetched chunks are kept, so the next run resumes [default: 6h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<std::time::Duration>,
+}
+
+impl SourceArgs {
+    /// The updater config for `install`.
+    fn config(&self, install: &std::path::Path) -> Result<UpdaterConfig> {
+        self.options.config(&self.origin, install)
+    }
+}
+
+impl SourceOptions {
+    // Defaults are applied here, not by clap: `serve` takes these options only with
+    // --origin, which it could not tell apart from defaults.
+    fn config(&self, origin: &str, install: &std::path::Path) -> Result<UpdaterConfig> {
+        if self.trust.is_empty() && self.trust_root.is_none() {
+            anyhow::bail!("give the publisher's key with --trust, or a root with --trust-root");
+        }
+        let keys = self
+            .trust
+            .iter()
+            .map(|k| {
+                k.parse::<PublicKey>()
+                    .with_context(|| format!("--trust {k:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let channel = self.channel.as_deref().unwrap_or("stable");
+        let mut config = UpdaterConfig::new(origin, channel, keys, install);
+        config.product = self.product.clone();
+        if let Some(platform) = &self.platform {
+            config.platform = platform.clone();
+        }
+        if let Some(path) = &self.trust_root {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading --trust-root {}", path.display()))?;
+            config.trusted_root = Some(bytes);
+        }
+        config.fetch.max_parallel_requests = self.parallel.unwrap_or(4).max(1);
+        config.fetch.min_bytes_per_sec = self.min_rate.unwrap_or(1024);
+        let deadline = self
+            .deadline
+            .unwrap_or(std::time::Duration::from_secs(6 * 3600));
+        config.fetch.deadline = (!deadline.is_zero()).then_some(deadline);
+        Ok(config)
+    }
 }
 
 fn main() -> ExitCode {
@@ -114,6 +175,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
+        Command::Serve(a) => a.json,
         Command::Status { json, .. }
         | Command::Rollback { json, .. }
         | Command::Apply { json, .. } => *json,
@@ -133,6 +195,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Update(args) => update(args),
+        Command::Serve(args) => lan::serve(args),
         Command::Status { install, json } => {
             let status = relsync_engine::status(&install)?;
             if json {
@@ -169,32 +232,20 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn update(args: UpdateArgs) -> Result<()> {
-    let keys = args
-        .trust
-        .iter()
-        .map(|k| {
-            k.parse::<PublicKey>()
-                .with_context(|| format!("--trust {k:?}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut config = UpdaterConfig::new(&args.origin, &args.channel, keys, &args.install);
-    config.product = args.product;
-    config.platform = args.platform;
-    if let Some(path) = &args.trust_root {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading --trust-root {}", path.display()))?;
-        config.trusted_root = Some(bytes);
-    }
-    config.fetch.max_parallel_requests = args.parallel.max(1);
-    config.fetch.min_bytes_per_sec = args.min_rate;
-    config.fetch.deadline = (!args.deadline.is_zero()).then_some(args.deadline);
-    let progress = Arc::new(render::Progress::new(!args.json));
-    let updater = Updater::open(config)?.with_reporter(progress.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+fn update(args: UpdateArgs) -> Result<()> {
+    let config = args.source.config(&args.install)?;
+    let progress = Arc::new(render::Progress::new(!args.json));
+    let updater = Updater::open(config)?.with_reporter(progress.clone());
+    let runtime = runtime()?;
+    // Started before the check, so peers can fetch from this install while it fetches.
+    let (updater, _node) = runtime.block_on(args.lan.join(updater, &args.install))?;
     if args.dry_run {
         let plan = runtime.block_on(updater.dry_run());
         progress.finish();

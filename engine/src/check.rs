@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use semver::Version;
+use tracing::warn;
 
 use crate::layout::{channel_path, manifest_delta_path, manifest_path, root_path};
 use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::layout::InstallLayout;
 use crate::origin::{Origin, blocking};
+use crate::peers::Peers;
 use crate::store::{Release, Store, TrustCopy, TrustedState};
 use crate::{Error, Result, UpdaterConfig};
 
@@ -55,9 +57,75 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Where signed metadata comes from: the origin or, when it cannot answer, peers. Either way
+/// it is only a candidate until verified.
+#[derive(Clone, Copy)]
+pub(crate) struct MetaSource<'a> {
+    pub origin: &'a Origin,
+    pub peers: Option<&'a dyn Peers>,
+}
+
+impl MetaSource<'_> {
+    /// The origin's copy of `path`, or, if the origin is unreachable or lacks it, every peer's
+    /// copy of `peer_path` (the origin's error when no peer has one).
+    async fn get(
+        &self,
+        path: &str,
+        peer_path: &str,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Copies> {
+        let err = match self.origin.get(path, what, limit).await {
+            Ok(bytes) => {
+                return Ok(Copies {
+                    bytes: vec![bytes],
+                    from_peers: false,
+                });
+            }
+            Err(err @ (Error::Http { .. } | Error::NotFound { .. })) => err,
+            Err(err) => return Err(err),
+        };
+        let Some(peers) = self.peers else {
+            return Err(err);
+        };
+        let copies = peers.metadata(peer_path.to_owned(), limit).await;
+        if copies.is_empty() {
+            return Err(err);
+        }
+        warn!(error = %err, peers = copies.len(), "origin failed; trying {what} from peers");
+        Ok(Copies {
+            bytes: copies.into_iter().map(|(_, bytes)| bytes).collect(),
+            from_peers: true,
+        })
+    }
+}
+
+/// Unverified copies of one document.
+struct Copies {
+    bytes: Vec<Vec<u8>>,
+    from_peers: bool,
+}
+
+/// The first candidate `open` accepts, or the first error.
+fn first_valid<T>(
+    candidates: Vec<Vec<u8>>,
+    mut open: impl FnMut(Vec<u8>) -> Result<T>,
+) -> Result<T> {
+    let mut first_err = None;
+    for candidate in candidates {
+        match open(candidate) {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| Error::malformed("metadata", "no copy to check")))
+}
+
 /// Runs the check stage. With `persist`, records the newly trusted state.
 pub(crate) async fn check(
-    origin: &Origin,
+    source: MetaSource<'_>,
     config: &UpdaterConfig,
     layout: &InstallLayout,
     store: &Arc<Store>,
@@ -88,18 +156,32 @@ pub(crate) async fn check(
     });
     let now = now_unix().max(trusted_state.as_ref().map_or(0, |t| t.time_unix));
 
-    let bytes = origin
-        .get(
-            &channel_path(&config.channel),
-            "channel pointer",
-            limits::POINTER_BYTES,
-        )
-        .await?;
-    let (root, new_root) = trusted_root(origin, config, store, copy.root, &bytes).await?;
-    if root.version > 0 {
-        root.check_fresh(now)?;
+    let path = channel_path(&config.channel);
+    let mut candidates = source
+        .get(&path, &path, "channel pointer", limits::POINTER_BYTES)
+        .await?
+        .bytes;
+    // Newest first: a peer's older pointer must not shadow a newer one.
+    candidates.sort_by_cached_key(|bytes| {
+        std::cmp::Reverse(Pointer::decode_unverified(bytes).ok().map(|p| p.version))
+    });
+    let mut opened = Err(Error::malformed("channel pointer", "no copy to check"));
+    for bytes in candidates {
+        opened = async {
+            let (root, new_root) =
+                trusted_root(source, config, store, copy.root.clone(), &bytes).await?;
+            if root.version > 0 {
+                root.check_fresh(now)?;
+            }
+            let pointer = Pointer::open(&bytes, &root.channel)?;
+            Ok((root, new_root, pointer, bytes))
+        }
+        .await;
+        if opened.is_ok() {
+            break;
+        }
     }
-    let pointer = Pointer::open(&bytes, &root.channel)?;
+    let (root, new_root, pointer, pointer_bytes) = opened?;
     expect_eq("channel", &config.channel, &pointer.channel)?;
     // Without an explicit product, the installed one binds: a key that signs several
     // products cannot swap one for another.
@@ -154,14 +236,22 @@ pub(crate) async fn check(
                     pointer.manifest_len,
                 ),
             };
-            let file = origin
-                .get(&path, what, len.min(limits::MANIFEST_BYTES))
+            // Peers keep whole manifests, not deltas.
+            let files = source
+                .get(
+                    &path,
+                    &manifest_path(&pointer.manifest),
+                    what,
+                    len.min(limits::MANIFEST_BYTES),
+                )
                 .await?;
-            let base = base.map(|(_, m)| m.clone());
+            let base = base.map(|(_, m)| m.clone()).filter(|_| !files.from_peers);
             let (id, release) = (pointer.manifest, root.release.clone());
             blocking(move || {
-                let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
-                TrustedManifest::open_release(envelope, &id, &release)
+                first_valid(files.bytes, |file| {
+                    let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
+                    TrustedManifest::open_release(envelope, &id, &release)
+                })
             })
             .await?
         }
@@ -196,8 +286,10 @@ pub(crate) async fn check(
             time_unix: now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS)),
         };
         let store = store.clone();
+        let channel = config.channel.clone();
         blocking(move || {
             store.set_trusted_state(&state)?;
+            store.set_pointer(&channel, &pointer_bytes)?;
             TrustCopy {
                 state: Some(state),
                 root: store.trusted_root()?,
@@ -222,7 +314,7 @@ pub(crate) async fn check(
 /// The pointer's hint is unverified, but only picks how far to walk: every step is checked
 /// against the root before it, and the pointer must then verify under the result.
 async fn trusted_root(
-    origin: &Origin,
+    source: MetaSource<'_>,
     config: &UpdaterConfig,
     store: &Arc<Store>,
     copy: Option<Vec<u8>>,
@@ -275,14 +367,13 @@ async fn trusted_root(
     }
     let mut newest = None;
     while root.version < wanted {
-        let bytes = origin
-            .get(
-                &root_path(root.version + 1),
-                "root document",
-                root::limits::ROOT_BYTES,
-            )
+        let path = root_path(root.version + 1);
+        let copies = source
+            .get(&path, &path, "root document", root::limits::ROOT_BYTES)
             .await?;
-        root = root.open_next(&bytes)?;
+        let (next, bytes) =
+            first_valid(copies.bytes, |bytes| Ok((root.open_next(&bytes)?, bytes)))?;
+        root = next;
         newest = Some(bytes);
     }
     Ok((root, newest))

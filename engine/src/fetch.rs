@@ -19,10 +19,14 @@ use tracing::{debug, warn};
 use crate::layout::{InstallLayout, pack_path};
 use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
 use crate::origin::{Origin, backoff, blocking};
+use crate::peers::Peers;
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
+use crate::share::{Offer, Share};
 use crate::store::Store;
-use crate::{Error, ManifestId, PackId, Result};
+use crate::{Error, PackId, Result};
+
+mod swarm;
 
 /// How the fetch stage talks to origins.
 ///
@@ -33,6 +37,10 @@ use crate::{Error, ManifestId, PackId, Result};
 /// - `coalesce_gap_bytes`: 32 KiB (a smaller gap between two needed frames is downloaded
 ///   rather than paid for with another request)
 /// - `attempts`: 4 per range request, for 5xx, resets and truncated bodies
+/// - `peer_batch_bytes`: 1 MiB of chunks per request to a peer
+/// - `peer_requests`: 8 requests to peers in flight at once
+/// - `peer_poll`: 250 ms between HAVE rounds while waiting for peers
+/// - `peer_stall`: 5 s without progress before a peer's share of the work moves on
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FetchConfig {
@@ -49,6 +57,16 @@ pub struct FetchConfig {
     /// The longest an update may spend checking, planning and fetching before it fails
     /// (`None`: no limit). Assembling and applying are local and never cut short.
     pub deadline: Option<std::time::Duration>,
+    /// Uncompressed bytes of chunks asked of a peer in one request (and the largest origin
+    /// range while peers share the work).
+    pub peer_batch_bytes: u64,
+    /// Requests to peers in flight at once.
+    pub peer_requests: usize,
+    /// Time between HAVE rounds while frames wait for the peer that owns them.
+    pub peer_poll: std::time::Duration,
+    /// A peer fetching the same release that gains no chunk for this long no longer owns
+    /// any: its frames move to another peer or to the origin.
+    pub peer_stall: std::time::Duration,
 }
 
 impl Default for FetchConfig {
@@ -60,6 +78,10 @@ impl Default for FetchConfig {
             attempts: 4,
             min_bytes_per_sec: 1024,
             deadline: None,
+            peer_batch_bytes: 1024 * 1024,
+            peer_requests: 8,
+            peer_poll: std::time::Duration::from_millis(250),
+            peer_stall: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -68,6 +90,8 @@ impl Default for FetchConfig {
 #[derive(Debug)]
 pub struct Fetched {
     pub(crate) planned: Planned,
+    /// Compressed chunk bytes received from peers.
+    pub(crate) bytes_from_peers: u64,
 }
 
 /// A fetched chunk whose bytes matched its id.
@@ -185,11 +209,24 @@ struct Shared {
     windows: Arc<WindowCache>,
     layout: InstallLayout,
     store: Arc<Store>,
-    manifest: ManifestId,
+    target: TrustedManifest,
     reporter: Arc<dyn Reporter>,
+    /// Bytes of planned frames done (progress).
     received: AtomicU64,
     total: u64,
     attempts: u32,
+    /// Marks chunks held as they are stored, for peers.
+    offer: Option<Arc<Offer>>,
+    from_peers: AtomicU64,
+}
+
+impl Shared {
+    /// Chunk `index` is stored: peers may have it now.
+    fn stored(&self, index: u32) {
+        if let Some(offer) = &self.offer {
+            offer.add(index);
+        }
+    }
 }
 
 /// Runs the fetch stage.
@@ -205,7 +242,10 @@ impl Fetched {
                 planned.plan.version
             )));
         }
-        Ok(Self { planned })
+        Ok(Self {
+            planned,
+            bytes_from_peers: 0,
+        })
     }
 
     /// The release being installed.
@@ -214,9 +254,17 @@ impl Fetched {
     }
 }
 
+/// Where the fetch stage gets chunks besides the origin, and what it shares meanwhile.
+#[derive(Clone, Copy)]
+pub(crate) struct Lan<'a> {
+    pub peers: Option<&'a Arc<dyn Peers>>,
+    pub share: Option<&'a Share>,
+}
+
 pub(crate) async fn fetch(
     mut planned: Planned,
     origin: &Origin,
+    lan: Lan<'_>,
     layout: &InstallLayout,
     store: Arc<Store>,
     config: &FetchConfig,
@@ -224,8 +272,18 @@ pub(crate) async fn fetch(
 ) -> Result<Fetched> {
     check_free_space(layout.root(), planned.plan.totals.bytes_to_write)?;
     if planned.ranges.is_empty() {
-        return Ok(Fetched { planned });
+        return Ok(Fetched {
+            planned,
+            bytes_from_peers: 0,
+        });
     }
+    let offer = lan.share.map(|share| {
+        let missing = planned.ranges.iter().flat_map(|r| &r.frames);
+        share.begin(
+            &planned.checked.target,
+            missing.flat_map(|f| f.chunk..f.chunk + f.chunks()),
+        )
+    });
     let blobs = layout.blobs();
     std::fs::create_dir_all(&blobs).map_err(Error::io("creating", &blobs))?;
     let shared = Arc::new(Shared {
@@ -236,48 +294,65 @@ pub(crate) async fn fetch(
         }),
         layout: layout.clone(),
         store,
-        manifest: planned.checked.target.id(),
+        target: planned.checked.target.clone(),
         reporter,
         received: AtomicU64::new(0),
         total: planned.plan.totals.bytes_to_fetch,
         attempts: config.attempts.max(1),
+        offer,
+        from_peers: AtomicU64::new(0),
     });
-    let jobs = planned.ranges.iter().map(|range| {
-        let target = &planned.checked.target;
-        let frames: Vec<FrameJob> = range
-            .frames
-            .iter()
-            .map(|f| {
-                let count = match f.kind {
-                    FrameKind::Solid { count } => count,
-                    _ => 1,
-                };
-                let first = f.chunk as usize;
-                FrameJob {
-                    frame: *f,
-                    chunks: target.chunks[first..first + count as usize].into(),
-                }
-            })
-            .collect();
-        let pack = target.packs[range.pack as usize].id;
-        let shared = shared.clone();
-        let range = range.clone();
-        async move { fetch_range(&shared, pack, &range, &frames).await }
-    });
-    let results: Vec<Vec<(u32, PathBuf)>> = stream::iter(jobs)
-        .buffer_unordered(config.max_parallel_requests.max(1))
-        .try_collect()
-        .await?;
-    for (index, path) in results.into_iter().flatten() {
+    let stored = match lan.peers {
+        Some(peers) => {
+            let frames = planned.ranges.iter().flat_map(|r| r.frames.clone());
+            swarm::fetch(&shared, peers.clone(), frames.collect(), config).await
+        }
+        None => {
+            let jobs = planned.ranges.iter().map(|range| {
+                let frames: Vec<FrameJob> = range
+                    .frames
+                    .iter()
+                    .map(|f| FrameJob::new(&shared.target, *f))
+                    .collect();
+                let pack = shared.target.packs[range.pack as usize].id;
+                let shared = shared.clone();
+                async move { fetch_range(&shared, pack, range, &frames).await }
+            });
+            let results: Result<Vec<Vec<(u32, PathBuf)>>> = stream::iter(jobs)
+                .buffer_unordered(config.max_parallel_requests.max(1))
+                .try_collect()
+                .await;
+            results.map(|r| r.into_iter().flatten().collect())
+        }
+    };
+    if let Some(offer) = &shared.offer {
+        offer.finished();
+    }
+    let stored = stored?;
+    for (index, path) in stored {
         planned.local.insert(index, LocalChunk::Blob(path));
     }
-    Ok(Fetched { planned })
+    Ok(Fetched {
+        planned,
+        bytes_from_peers: shared.from_peers.load(Ordering::Relaxed),
+    })
 }
 
 /// A frame to fetch and the chunks it decodes to, in order.
+#[derive(Clone)]
 struct FrameJob {
     frame: FrameRef,
     chunks: Arc<[ChunkEntry]>,
+}
+
+impl FrameJob {
+    fn new(target: &TrustedManifest, frame: FrameRef) -> Self {
+        let first = frame.chunk as usize;
+        Self {
+            frame,
+            chunks: target.chunks[first..first + frame.chunks() as usize].into(),
+        }
+    }
 }
 
 /// A solid frame part-way decoded. It outlives a failed request, so the retry continues from
@@ -348,7 +423,7 @@ async fn fetch_range(
         .flat_map(|j| j.chunks.iter().map(|c| c.id))
         .collect();
     let store = shared.store.clone();
-    let manifest = shared.manifest;
+    let manifest = shared.target.id();
     blocking(move || store.journal_add(&ids, &manifest)).await?;
     Ok(progress.stored)
 }
@@ -447,6 +522,7 @@ async fn fetch_frames(
                 VerifiedChunk::verify(&entry, &frame, window, &url_owned)?.store(&layout)
             })
             .await?;
+            shared.stored(job.frame.chunk);
             progress.stored.push((job.frame.chunk, stored.1));
             buf.drain(..(frame_end - buf_start) as usize);
             buf_start = frame_end;
@@ -476,6 +552,7 @@ async fn decode_solid(
     let layout = shared.layout.clone();
     let chunks = job.chunks.clone();
     let first = job.frame.chunk;
+    let offer = shared.offer.clone();
     blocking(move || {
         let mut stored = Vec::new();
         let SolidProgress {
@@ -498,6 +575,7 @@ async fn decode_solid(
                     if pending.len() == entry.len as usize {
                         let data = std::mem::take(pending);
                         let (_, path) = VerifiedChunk::check(entry, data, &url)?.store(&layout)?;
+                        offer.as_ref().inspect(|o| o.add(first + *next as u32));
                         stored.push((first + *next as u32, path));
                         *next += 1;
                     }

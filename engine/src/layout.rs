@@ -98,6 +98,11 @@ impl InstallLayout {
         self.state().join("trusted")
     }
 
+    /// This install's LAN peer identity (an ed25519 key).
+    pub fn peer_key(&self) -> PathBuf {
+        self.state().join("peer-key")
+    }
+
     /// The lock file.
     pub fn lock(&self) -> PathBuf {
         self.state().join("lock")

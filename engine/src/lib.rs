@@ -42,9 +42,11 @@ pub mod layout;
 pub mod manifest;
 mod origin;
 mod path;
+pub mod peers;
 mod plan;
 mod progress;
 pub mod root;
+mod share;
 mod store;
 mod updater;
 mod verify;
@@ -65,6 +67,7 @@ pub use path::{
 pub use plan::plan_stage;
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use progress::{Event, Reporter, Silent};
+pub use share::{HaveAnswer, Share};
 pub use store::{Location, Release, Store, StoreStats, TrustedState};
 pub use updater::{
     Status, UpdateReport, Updater, UpdaterConfig, apply_staged, rollback, status, this_platform,

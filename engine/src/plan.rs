@@ -158,6 +158,16 @@ pub(crate) struct FrameRef {
     pub kind: FrameKind,
 }
 
+impl FrameRef {
+    /// Chunks it decodes to.
+    pub fn chunks(&self) -> u32 {
+        match self.kind {
+            FrameKind::Solid { count } => count,
+            _ => 1,
+        }
+    }
+}
+
 /// A range request and the frames it carries, in pack order.
 #[derive(Debug, Clone)]
 pub(crate) struct Range {
@@ -649,7 +659,7 @@ fn bad_local(chunk: ChunkId, path: &Path, reason: impl ToString) -> Error {
 
 /// Groups frames into range requests: adjacent frames, or frames separated by at most
 /// `coalesce_gap_bytes`, up to `max_range_bytes` a request.
-fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
+pub(crate) fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
     frames.sort_unstable_by_key(|f| (f.pack, f.offset));
     let mut ranges: Vec<Range> = Vec::new();
     for frame in frames {

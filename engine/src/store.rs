@@ -191,6 +191,21 @@ impl Store {
         Ok(())
     }
 
+    /// The last verified pointer of `channel`, as signed (handed to peers whose origin is
+    /// down).
+    pub fn pointer(&self, channel: &str) -> Result<Option<Vec<u8>>> {
+        self.meta(&format!("pointer:{channel}"))
+    }
+
+    /// Records a verified pointer of `channel`.
+    pub fn set_pointer(&self, channel: &str, envelope: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(format!("pointer:{channel}").as_str(), envelope)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     fn release_named(&self, key: &str) -> Result<Option<Release>> {
         let Some(dir) = self.meta(key)? else {
             return Ok(None);

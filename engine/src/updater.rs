@@ -11,13 +11,15 @@ use tracing::info_span;
 
 use crate::apply::{apply, reconcile, switch_current};
 use crate::assemble::assemble;
-use crate::check::{Checked, check};
-use crate::fetch::{Fetched, fetch};
+use crate::check::{Checked, MetaSource, check};
+use crate::fetch::{Fetched, Lan, fetch};
 use crate::keys::PublicKey;
 use crate::layout::{InstallLayout, valid_channel};
 use crate::origin::{Origin, blocking};
+use crate::peers::Peers;
 use crate::plan::{UpdatePlan, plan, plan_stage};
 use crate::progress::{Event, Reporter, Silent};
+use crate::share::Share;
 use crate::store::{Store, StoreStats};
 use crate::verify::verify;
 use crate::{Error, FetchConfig, Result};
@@ -85,8 +87,12 @@ pub struct UpdateReport {
     pub up_to_date: bool,
     /// The release was switched to (not so after a download that only staged it).
     pub applied: bool,
-    /// Response body bytes received over all requests, metadata included.
+    /// Bytes received over all requests, metadata included: from the origin plus from peers.
     pub bytes_downloaded: u64,
+    /// Response body bytes received from the origin.
+    pub bytes_from_origin: u64,
+    /// Compressed chunk bytes received from LAN peers.
+    pub bytes_from_peers: u64,
     /// Bytes of chunks reused from local files (linked files not included).
     pub bytes_reused: u64,
     /// Bytes of files hard-linked unchanged.
@@ -119,6 +125,8 @@ impl UpdateReport {
             up_to_date: plan.up_to_date,
             applied: false,
             bytes_downloaded: 0,
+            bytes_from_origin: 0,
+            bytes_from_peers: 0,
             bytes_reused: totals.bytes_reused,
             bytes_linked: totals.bytes_linked,
             requests: 0,
@@ -140,6 +148,8 @@ pub struct Updater {
     layout: InstallLayout,
     store: Arc<Store>,
     reporter: Arc<dyn Reporter>,
+    peers: Option<Arc<dyn Peers>>,
+    share: Share,
     _lock: File,
 }
 
@@ -169,14 +179,30 @@ impl Updater {
         origin.set_min_rate(config.fetch.min_bytes_per_sec);
         let layout = InstallLayout::new(&config.install_dir);
         let (lock, store) = open_install(&layout, true)?;
+        let store = Arc::new(store);
+        let share = Share::new(layout.clone(), store.clone(), None)?;
         Ok(Self {
             config,
             origin,
             layout,
-            store: Arc::new(store),
+            store,
             reporter: Arc::new(Silent),
+            peers: None,
+            share,
             _lock: lock,
         })
+    }
+
+    /// Asks `peers` for chunks (and, when the origin fails, for metadata) before the origin.
+    pub fn with_peers(mut self, peers: Arc<dyn Peers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// What this install offers peers: hand it to the network before updating, so peers can
+    /// fetch from it while it fetches.
+    pub fn share(&self) -> Share {
+        self.share.clone()
     }
 
     /// Sends progress events to `reporter`.
@@ -189,14 +215,11 @@ impl Updater {
         self.reporter.report(Event::CheckStarted {
             channel: self.config.channel.clone(),
         });
-        let checked = check(
-            &self.origin,
-            &self.config,
-            &self.layout,
-            &self.store,
-            persist,
-        )
-        .await?;
+        let source = MetaSource {
+            origin: &self.origin,
+            peers: self.peers.as_deref(),
+        };
+        let checked = check(source, &self.config, &self.layout, &self.store, persist).await?;
         self.reporter.report(Event::Checked {
             version: checked.version().clone(),
             installed: checked.installed_version().cloned(),
@@ -262,6 +285,10 @@ impl Updater {
                 fetch(
                     planned,
                     &self.origin,
+                    Lan {
+                        peers: self.peers.as_ref(),
+                        share: Some(&self.share),
+                    },
                     &self.layout,
                     self.store.clone(),
                     &self.config.fetch,
@@ -269,11 +296,15 @@ impl Updater {
                 ),
             )
             .await?;
+            report.bytes_from_peers = fetched.bytes_from_peers;
             let (layout, store, _) = self.parts();
             let reporter = self.reporter.clone();
+            let share = self.share.clone();
             let previous = blocking(move || {
                 if apply_now {
-                    finish(fetched, &layout, &store, &reporter).map(Some)
+                    let previous = finish(fetched, &layout, &store, &reporter);
+                    share.refresh()?;
+                    previous.map(Some)
                 } else {
                     store.set_staged(Some(fetched.target().bytes()))?;
                     Ok(None)
@@ -286,7 +317,8 @@ impl Updater {
             }
         }
         let traffic = self.origin.traffic();
-        report.bytes_downloaded = traffic.bytes();
+        report.bytes_from_origin = traffic.bytes();
+        report.bytes_downloaded = traffic.bytes() + report.bytes_from_peers;
         report.requests = traffic.requests();
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
@@ -375,7 +407,7 @@ async fn by_deadline<T>(
     }
 }
 
-fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
+pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
     let state = layout.state();
     if create {
         fs::create_dir_all(&state).map_err(Error::io("creating", &state))?;

@@ -1,0 +1,59 @@
+//! relsync LAN peers: installs on one network share verified chunks and signed metadata, so
+//! the origin serves each byte about once per LAN.
+//!
+//! A [`Node`] is a libp2p swarm (TCP, Noise, Yamux; peers found by mDNS or given) that serves
+//! an install's [`relsync_engine::Share`] and implements [`relsync_engine::peers::Peers`], the
+//! engine's view of the LAN. The engine decides what to ask whom and verifies everything it
+//! gets; this crate moves bytes within bounds:
+//!
+//! | protocol | asks | answers | limit |
+//! |---|---|---|---|
+//! | `/relsync/have/1` | a manifest id | a bitfield over its chunk table | 2 MiB |
+//! | `/relsync/get/1` | chunk indexes, 1–4 MiB of chunks | zstd frames, or `Busy` | 4 MiB batch |
+//! | `/relsync/meta/1` | an origin path | the signed document | 64 MiB |
+//!
+//! ```no_run
+//! # async fn run(updater: relsync_engine::Updater) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use relsync_peer::{Node, NodeConfig};
+//!
+//! let node = Arc::new(Node::start(NodeConfig::default(), updater.share()).await?);
+//! let report = updater.with_peers(node).update().await?;
+//! println!("{} bytes from peers", report.bytes_from_peers);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod node;
+pub mod wire;
+
+use std::path::PathBuf;
+
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Limits, Node, NodeConfig, NodeStats};
+
+/// What can go wrong starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node's key file is unusable.
+    #[error("peer identity {}: {reason}", path.display())]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listen address is unusable.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The transport could not be built.
+    #[error("peer transport: {0}")]
+    Transport(String),
+}

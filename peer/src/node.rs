@@ -1,0 +1,974 @@
+//! The node: one libp2p swarm that serves this install's [`Share`] and asks peers for theirs.
+//!
+//! The swarm runs in its own task. [`Node`] talks to it over a channel, and inbound requests
+//! that read files are answered from blocking tasks, so the swarm never waits on a disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use libp2p::multiaddr::Protocol as AddrPart;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identity, mdns, noise, tcp, yamux};
+use relsync_engine::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
+use relsync_engine::{ManifestId, Share};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::wire::{
+    Codec, Get, GetRequest, GetResponse, Have, HaveRequest, HaveResponse, MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS, Meta, MetaRequest, MetaResponse, Protocol,
+};
+
+/// Limits on what a node serves and how long it waits.
+///
+/// # Defaults
+/// - `serve_requests`: 8 GETs served at once, `serve_per_peer`: 2 of them for one peer; more
+///   are answered `Busy`
+/// - `upload_bytes_per_sec`: no cap
+/// - `ban`: 10 minutes
+/// - `have_timeout`: 3 s; `meta_timeout`: 30 s
+/// - a GET may take 5 s plus a second per MiB asked (`get_base_timeout`, `get_min_rate`)
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// GETs served at once, in total.
+    pub serve_requests: usize,
+    /// GETs served at once to one peer.
+    pub serve_per_peer: usize,
+    /// Upload cap (`None`: none). A GET that would wait over 2 s for it is answered `Busy`.
+    pub upload_bytes_per_sec: Option<u64>,
+    /// How long a peer that sent bad bytes is ignored.
+    pub ban: Duration,
+    /// Wait for HAVE answers.
+    pub have_timeout: Duration,
+    /// Wait for META answers.
+    pub meta_timeout: Duration,
+    /// Fixed part of a GET's timeout.
+    pub get_base_timeout: Duration,
+    /// Slowest transfer rate a GET may have, in bytes per second.
+    pub get_min_rate: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            serve_requests: 8,
+            serve_per_peer: 2,
+            upload_bytes_per_sec: None,
+            ban: Duration::from_secs(600),
+            have_timeout: Duration::from_secs(3),
+            meta_timeout: Duration::from_secs(30),
+            get_base_timeout: Duration::from_secs(5),
+            get_min_rate: 1024 * 1024,
+        }
+    }
+}
+
+/// How a node joins the LAN.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Addresses to listen on (default: every IPv4 interface, a free TCP port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial and keep dialing: `/ip4/…/tcp/…/p2p/<peer id>`.
+    pub peers: Vec<Multiaddr>,
+    /// Find peers by multicast DNS.
+    pub mdns: bool,
+    /// Where the node's key lives (created on first use); `None`: a new identity each run.
+    pub identity: Option<PathBuf>,
+    /// Serving and waiting limits.
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            identity: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a node has served.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NodeStats {
+    /// Compressed chunk bytes sent to peers.
+    pub bytes_uploaded: u64,
+    /// Chunks sent to peers.
+    pub chunks_uploaded: u64,
+    /// GETs answered `Busy`.
+    pub busy_answers: u64,
+    /// Peers banned for sending bad bytes.
+    pub peers_banned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_uploaded: AtomicU64,
+    chunks_uploaded: AtomicU64,
+    busy_answers: AtomicU64,
+    peers_banned: AtomicU64,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    have: request_response::Behaviour<Codec<Have>>,
+    get: request_response::Behaviour<Codec<Get>>,
+    meta: request_response::Behaviour<Codec<Meta>>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+fn protocol<P: Protocol>(timeout: Duration) -> request_response::Behaviour<Codec<P>> {
+    request_response::Behaviour::new(
+        [(P::NAME, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(64),
+    )
+}
+
+enum Command {
+    Have {
+        manifest: ManifestId,
+        chunks: u32,
+        reply: oneshot::Sender<Vec<Holding>>,
+    },
+    Get {
+        peer: PeerId,
+        request: GetRequest,
+        reply: oneshot::Sender<Result<PeerFrames, PeerError>>,
+    },
+    Meta {
+        path: String,
+        limit: u64,
+        reply: oneshot::Sender<Vec<(String, Vec<u8>)>>,
+    },
+    Ban {
+        peer: PeerId,
+        reason: String,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+/// An answer computed off the swarm task, to send.
+enum Answer {
+    Get {
+        peer: PeerId,
+        channel: ResponseChannel<GetResponse>,
+        response: GetResponse,
+    },
+    Meta {
+        channel: ResponseChannel<MetaResponse>,
+        response: MetaResponse,
+    },
+}
+
+/// A running node. Dropping it stops the swarm.
+pub struct Node {
+    id: PeerId,
+    addrs: Vec<Multiaddr>,
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    limits: Limits,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Loads the node key at `path`, or makes one there (mode 0600).
+fn identity(path: &Path) -> Result<identity::Keypair, Error> {
+    let bad = |reason: String| Error::Identity {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(mut bytes) => {
+            let secret = identity::ed25519::SecretKey::try_from_bytes(&mut bytes)
+                .map_err(|e| bad(format!("not a 32-byte ed25519 key: {e}")))?;
+            Ok(identity::ed25519::Keypair::from(secret).into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = identity::ed25519::Keypair::generate();
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| bad(e.to_string()))?;
+                file.write_all(keypair.secret().as_ref())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            std::fs::rename(&tmp, path).map_err(|e| bad(e.to_string()))?;
+            Ok(keypair.into())
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Splits `/…/p2p/<id>` into the address and the id.
+fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut addr = addr.clone();
+    match addr.pop() {
+        Some(AddrPart::P2p(id)) => (addr, Some(id)),
+        Some(last) => {
+            addr.push(last);
+            (addr, None)
+        }
+        None => (addr, None),
+    }
+}
+
+impl Node {
+    /// Starts listening and dialing; returns once the listen addresses are known.
+    pub async fn start(config: NodeConfig, share: Share) -> Result<Self, Error> {
+        let keypair = match &config.identity {
+            Some(path) => identity(path)?,
+            None => identity::Keypair::generate_ed25519(),
+        };
+        let id = keypair.public().to_peer_id();
+        let limits = config.limits.clone();
+        let use_mdns = config.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_behaviour(|key| {
+                let mdns = if use_mdns {
+                    let config = mdns::Config {
+                        query_interval: Duration::from_secs(5),
+                        ..Default::default()
+                    };
+                    Some(mdns::tokio::Behaviour::new(
+                        config,
+                        key.public().to_peer_id(),
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    have: protocol::<Have>(limits.have_timeout),
+                    get: protocol::<Get>(Duration::from_secs(120)),
+                    meta: protocol::<Meta>(limits.meta_timeout),
+                    mdns: Toggle::from(mdns),
+                })
+            })
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let listener = swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+            listeners.push(listener);
+        }
+        let mut addrs = Vec::new();
+        let mut pending = listeners.clone();
+        let settle = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(settle);
+        while !pending.is_empty() {
+            tokio::select! {
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        pending.retain(|l| *l != listener_id);
+                        addrs.push(address.with(AddrPart::P2p(id)));
+                    }
+                    SwarmEvent::ListenerError { error, .. }
+                    | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                        return Err(Error::Listen { addr: format!("{:?}", config.listen), reason: error.to_string() });
+                    }
+                    _ => {}
+                },
+                _ = &mut settle => {
+                    return Err(Error::Listen { addr: format!("{:?}", config.listen), reason: "no address after 10 s".into() });
+                }
+            }
+        }
+        let statics: Vec<(Multiaddr, Option<PeerId>)> =
+            config.peers.iter().map(split_peer).collect();
+        for (addr, peer) in &statics {
+            if *peer == Some(id) {
+                continue;
+            }
+            dial(&mut swarm, addr, *peer);
+        }
+
+        let (commands, inbox) = mpsc::channel(256);
+        let counters = Arc::new(Counters::default());
+        let (answers_tx, answers) = mpsc::channel(256);
+        let driver = Driver {
+            swarm,
+            share,
+            limits: limits.clone(),
+            statics,
+            banned: HashMap::new(),
+            rounds: HashMap::new(),
+            round_of: HashMap::new(),
+            next_round: 0,
+            gets: HashMap::new(),
+            serving: HashMap::new(),
+            serving_total: 0,
+            answers_tx,
+            upload: Arc::new(Mutex::new(Instant::now())),
+            counters: counters.clone(),
+        };
+        let task = tokio::spawn(driver.run(inbox, answers));
+        info!(%id, ?addrs, "peer node listening");
+        Ok(Self {
+            id,
+            addrs,
+            commands,
+            counters,
+            limits,
+            task,
+        })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Where peers can dial it, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.addrs
+    }
+
+    /// Peers connected now (banned ones excluded).
+    pub async fn connected(&self) -> Vec<PeerId> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Connected { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for at least `count` connected peers; returns how many there are.
+    pub async fn wait_for_peers(&self, count: usize, timeout: Duration) -> usize {
+        let until = Instant::now() + timeout;
+        loop {
+            let connected = self.connected().await.len();
+            if connected >= count || Instant::now() >= until {
+                return connected;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What it has served so far.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        NodeStats {
+            bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
+            chunks_uploaded: c.chunks_uploaded.load(Ordering::Relaxed),
+            busy_answers: c.busy_answers.load(Ordering::Relaxed),
+            peers_banned: c.peers_banned.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if let Err(e) = self.commands.try_send(command) {
+            warn!(error = %e, "peer node is not taking commands");
+        }
+    }
+}
+
+fn dial(swarm: &mut Swarm<Behaviour>, addr: &Multiaddr, peer: Option<PeerId>) {
+    let opts = match peer {
+        Some(peer) => DialOpts::peer_id(peer)
+            .addresses(vec![addr.clone()])
+            .build(),
+        None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+    };
+    if let Err(e) = swarm.dial(opts) {
+        debug!(%addr, error = %e, "dial failed");
+    }
+}
+
+impl Peers for Node {
+    fn local_id(&self) -> String {
+        self.id.to_string()
+    }
+
+    fn metadata(&self, path: String, limit: u64) -> BoxFuture<'static, Vec<(String, Vec<u8>)>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Meta { path, limit, reply });
+        Box::pin(async move { answer.await.unwrap_or_default() })
+    }
+
+    fn have(&self, manifest: ManifestId, chunks: u32) -> BoxFuture<'static, Vec<Holding>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Have {
+            manifest,
+            chunks,
+            reply,
+        });
+        Box::pin(async move { answer.await.unwrap_or_default() })
+    }
+
+    fn get(
+        &self,
+        peer: String,
+        manifest: ManifestId,
+        chunks: Vec<u32>,
+        bytes: u64,
+    ) -> BoxFuture<'static, Result<PeerFrames, PeerError>> {
+        let timeout = self.limits.get_base_timeout
+            + Duration::from_secs_f64(bytes as f64 / self.limits.get_min_rate.max(1) as f64);
+        let Ok(peer) = peer.parse::<PeerId>() else {
+            return Box::pin(async move { Err(PeerError::Failed(format!("bad peer id {peer}"))) });
+        };
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Get {
+            peer,
+            request: GetRequest {
+                manifest: *manifest.as_bytes(),
+                chunks,
+            },
+            reply,
+        });
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(PeerError::Failed("peer node stopped".into())),
+                Err(_) => Err(PeerError::Failed(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        })
+    }
+
+    fn ban(&self, peer: &str, reason: &str) {
+        if let Ok(peer) = peer.parse() {
+            self.send(Command::Ban {
+                peer,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// One HAVE or META question sent to every peer, and the answers so far.
+enum Round {
+    Have {
+        chunks: u32,
+        waiting: usize,
+        answers: Vec<Holding>,
+        reply: oneshot::Sender<Vec<Holding>>,
+    },
+    Meta {
+        limit: u64,
+        waiting: usize,
+        answers: Vec<(String, Vec<u8>)>,
+        reply: oneshot::Sender<Vec<(String, Vec<u8>)>>,
+    },
+}
+
+impl Round {
+    fn waiting(&mut self) -> &mut usize {
+        match self {
+            Round::Have { waiting, .. } | Round::Meta { waiting, .. } => waiting,
+        }
+    }
+
+    fn finish(self) {
+        match self {
+            Round::Have { answers, reply, .. } => {
+                let _ = reply.send(answers);
+            }
+            Round::Meta { answers, reply, .. } => {
+                let _ = reply.send(answers);
+            }
+        }
+    }
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    share: Share,
+    limits: Limits,
+    statics: Vec<(Multiaddr, Option<PeerId>)>,
+    banned: HashMap<PeerId, Instant>,
+    rounds: HashMap<u64, Round>,
+    round_of: HashMap<OutboundRequestId, u64>,
+    next_round: u64,
+    gets: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerFrames, PeerError>>>,
+    serving: HashMap<PeerId, usize>,
+    serving_total: usize,
+    answers_tx: mpsc::Sender<Answer>,
+    /// When the upload cap next has room (a leaky bucket).
+    upload: Arc<Mutex<Instant>>,
+    counters: Arc<Counters>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Command>,
+        mut answers: mpsc::Receiver<Answer>,
+    ) {
+        let mut redial = tokio::time::interval(Duration::from_secs(5));
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.event(event),
+                command = inbox.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                Some(answer) = answers.recv() => self.answer(answer),
+                _ = redial.tick() => self.redial(),
+            }
+        }
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Connected peers that are not banned.
+    fn peers(&self) -> Vec<PeerId> {
+        self.swarm
+            .connected_peers()
+            .filter(|p| !self.is_banned(p))
+            .copied()
+            .collect()
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        self.banned.retain(|_, until| *until > now);
+        for (addr, peer) in self.statics.clone() {
+            if let Some(peer) = peer
+                && !self.swarm.is_connected(&peer)
+                && !self.is_banned(&peer)
+                && peer != *self.swarm.local_peer_id()
+            {
+                dial(&mut self.swarm, &addr, Some(peer));
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Have {
+                manifest,
+                chunks,
+                reply,
+            } => {
+                let peers = self.peers();
+                let round = self.open_round(Round::Have {
+                    chunks,
+                    waiting: peers.len(),
+                    answers: Vec::new(),
+                    reply,
+                });
+                for peer in peers {
+                    let request = HaveRequest {
+                        manifest: *manifest.as_bytes(),
+                    };
+                    let id = self.swarm.behaviour_mut().have.send_request(&peer, request);
+                    self.round_of.insert(id, round);
+                }
+            }
+            Command::Meta { path, limit, reply } => {
+                let peers = self.peers();
+                let round = self.open_round(Round::Meta {
+                    limit,
+                    waiting: peers.len(),
+                    answers: Vec::new(),
+                    reply,
+                });
+                for peer in peers {
+                    let request = MetaRequest { path: path.clone() };
+                    let id = self.swarm.behaviour_mut().meta.send_request(&peer, request);
+                    self.round_of.insert(id, round);
+                }
+            }
+            Command::Get {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.is_banned(&peer) || !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(PeerError::Failed("not connected".into())));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().get.send_request(&peer, request);
+                self.gets.insert(id, reply);
+            }
+            Command::Ban { peer, reason } => {
+                warn!(%peer, %reason, "banning peer");
+                self.counters.peers_banned.fetch_add(1, Ordering::Relaxed);
+                self.banned.insert(peer, Instant::now() + self.limits.ban);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Connected { reply } => {
+                let _ = reply.send(self.peers());
+            }
+        }
+    }
+
+    /// Registers a round; one with nobody to ask finishes at once.
+    fn open_round(&mut self, mut round: Round) -> u64 {
+        let id = self.next_round;
+        self.next_round += 1;
+        if *round.waiting() == 0 {
+            round.finish();
+        } else {
+            self.rounds.insert(id, round);
+        }
+        id
+    }
+
+    /// Counts one answer (or failure) of a round in.
+    fn round_answer(&mut self, request: OutboundRequestId, peer: PeerId, answer: Option<Answered>) {
+        let Some(round_id) = self.round_of.remove(&request) else {
+            return;
+        };
+        let Some(round) = self.rounds.get_mut(&round_id) else {
+            return;
+        };
+        match (round, answer) {
+            (
+                Round::Have {
+                    chunks, answers, ..
+                },
+                Some(Answered::Have(HaveResponse::Have {
+                    chunks: theirs,
+                    bits,
+                    wanting,
+                })),
+            ) => match ChunkBits::from_bytes(bits, *chunks).filter(|_| theirs == *chunks) {
+                Some(have) => answers.push(Holding {
+                    peer: peer.to_string(),
+                    have,
+                    wanting,
+                }),
+                None => debug!(%peer, "HAVE answer does not fit the chunk table"),
+            },
+            (Round::Meta { limit, answers, .. }, Some(Answered::Meta(document))) => {
+                if let Some(document) = document.filter(|d| d.len() as u64 <= *limit) {
+                    answers.push((peer.to_string(), document));
+                }
+            }
+            _ => {}
+        }
+        let Some(round) = self.rounds.get_mut(&round_id) else {
+            return;
+        };
+        *round.waiting() -= 1;
+        if *round.waiting() == 0
+            && let Some(round) = self.rounds.remove(&round_id)
+        {
+            round.finish();
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use request_response::{Event as Rr, Message};
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.is_banned(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                } else {
+                    debug!(%peer_id, "peer connected");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if !self.swarm.is_connected(&peer) && !self.is_banned(&peer) {
+                        dial(&mut self.swarm, &addr, Some(peer));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Have(event)) => match event {
+                Rr::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    if self.is_banned(&peer) {
+                        return;
+                    }
+                    let response = match self.share.have(&ManifestId(request.manifest)) {
+                        Some(answer) => HaveResponse::Have {
+                            chunks: answer.have.len(),
+                            bits: answer.have.as_bytes().to_vec(),
+                            wanting: answer.wanting,
+                        },
+                        None => HaveResponse::Unknown,
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .have
+                        .send_response(channel, response);
+                }
+                Rr::Message {
+                    peer,
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => self.round_answer(request_id, peer, Some(Answered::Have(response))),
+                Rr::OutboundFailure {
+                    peer, request_id, ..
+                } => self.round_answer(request_id, peer, None),
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Meta(event)) => match event {
+                Rr::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    if self.is_banned(&peer) {
+                        return;
+                    }
+                    let (share, answers) = (self.share.clone(), self.answers_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let response = MetaResponse {
+                            document: share.metadata(&request.path),
+                        };
+                        let _ = answers.blocking_send(Answer::Meta { channel, response });
+                    });
+                }
+                Rr::Message {
+                    peer,
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => self.round_answer(request_id, peer, Some(Answered::Meta(response.document))),
+                Rr::OutboundFailure {
+                    peer, request_id, ..
+                } => self.round_answer(request_id, peer, None),
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Get(event)) => match event {
+                Rr::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => self.serve_get(peer, request, channel),
+                Rr::Message {
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => {
+                    if let Some(reply) = self.gets.remove(&request_id) {
+                        let _ = reply.send(match response {
+                            GetResponse::Frames(frames) => Ok(frames),
+                            GetResponse::Busy => Err(PeerError::Busy),
+                            GetResponse::Refused(why) => Err(PeerError::Failed(why)),
+                        });
+                    }
+                }
+                Rr::OutboundFailure {
+                    request_id, error, ..
+                } => {
+                    if let Some(reply) = self.gets.remove(&request_id) {
+                        let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn serve_get(
+        &mut self,
+        peer: PeerId,
+        request: GetRequest,
+        channel: ResponseChannel<GetResponse>,
+    ) {
+        if self.is_banned(&peer) {
+            return;
+        }
+        let manifest = ManifestId(request.manifest);
+        let refuse = if request.chunks.len() > MAX_BATCH_CHUNKS {
+            Some(format!("over {MAX_BATCH_CHUNKS} chunks asked"))
+        } else {
+            match self.share.batch_bytes(&manifest, &request.chunks) {
+                Some(bytes) if bytes > MAX_BATCH_BYTES => Some(format!(
+                    "{bytes} bytes asked, over the {MAX_BATCH_BYTES}-byte batch limit"
+                )),
+                _ => None,
+            }
+        };
+        if let Some(why) = refuse {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .get
+                .send_response(channel, GetResponse::Refused(why));
+            return;
+        }
+        let mine = self.serving.entry(peer).or_default();
+        if *mine >= self.limits.serve_per_peer || self.serving_total >= self.limits.serve_requests {
+            self.counters.busy_answers.fetch_add(1, Ordering::Relaxed);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .get
+                .send_response(channel, GetResponse::Busy);
+            return;
+        }
+        *mine += 1;
+        self.serving_total += 1;
+        let (share, answers) = (self.share.clone(), self.answers_tx.clone());
+        let (upload, rate, counters) = (
+            self.upload.clone(),
+            self.limits.upload_bytes_per_sec,
+            self.counters.clone(),
+        );
+        tokio::spawn(async move {
+            let frames =
+                tokio::task::spawn_blocking(move || share.chunks(&manifest, &request.chunks))
+                    .await
+                    .unwrap_or_default();
+            let bytes: u64 = frames.iter().flatten().map(|f| f.len() as u64).sum();
+            let response = match rate.map(|rate| reserve(&upload, bytes, rate)) {
+                Some(None) => {
+                    counters.busy_answers.fetch_add(1, Ordering::Relaxed);
+                    GetResponse::Busy
+                }
+                Some(Some(at)) => {
+                    tokio::time::sleep_until(at).await;
+                    GetResponse::Frames(frames)
+                }
+                None => GetResponse::Frames(frames),
+            };
+            if let GetResponse::Frames(frames) = &response {
+                counters.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
+                counters
+                    .chunks_uploaded
+                    .fetch_add(frames.iter().flatten().count() as u64, Ordering::Relaxed);
+            }
+            let _ = answers
+                .send(Answer::Get {
+                    peer,
+                    channel,
+                    response,
+                })
+                .await;
+        });
+    }
+
+    fn answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Get {
+                peer,
+                channel,
+                response,
+            } => {
+                if let Some(count) = self.serving.get_mut(&peer) {
+                    *count = count.saturating_sub(1);
+                }
+                self.serving_total = self.serving_total.saturating_sub(1);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .get
+                    .send_response(channel, response);
+            }
+            Answer::Meta { channel, response } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .meta
+                    .send_response(channel, response);
+            }
+        }
+    }
+}
+
+/// An answer to a round, by protocol.
+enum Answered {
+    Have(HaveResponse),
+    Meta(Option<Vec<u8>>),
+}
+
+/// Books `bytes` of upload at `rate`: when they may be sent, or `None` if that is over 2 s
+/// away (the caller answers `Busy`).
+fn reserve(next_free: &Mutex<Instant>, bytes: u64, rate: u64) -> Option<Instant> {
+    let mut next = next_free.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let start = (*next).max(now);
+    if start.duration_since(now) > Duration::from_secs(2) {
+        return None;
+    }
+    *next = start + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+    Some(start)
+}

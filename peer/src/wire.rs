@@ -1,0 +1,253 @@
+//! The three request-response protocols and their size limits.
+//!
+//! Each message is a 4-byte little-endian length and a postcard body. A length over the
+//! protocol's limit is refused before anything is read, so a peer cannot make us buffer more.
+
+use std::io;
+use std::marker::PhantomData;
+
+use libp2p::StreamProtocol;
+use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Largest batch a GET may ask for, in uncompressed chunk bytes.
+pub const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Most chunks one GET may name.
+pub const MAX_BATCH_CHUNKS: usize = 4096;
+
+/// HAVE: which chunks of a manifest's chunk table a peer holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Have;
+
+/// GET: a batch of chunks, each zstd-compressed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Get;
+
+/// META: a signed document by its origin path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta;
+
+/// A protocol's name, messages and limits.
+pub trait Protocol: Send + Sync + Clone + Default + 'static {
+    /// The libp2p protocol name.
+    const NAME: StreamProtocol;
+    /// Largest encoded request.
+    const MAX_REQUEST: usize;
+    /// Largest encoded response.
+    const MAX_RESPONSE: usize;
+    /// The request.
+    type Request: Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug;
+    /// The response.
+    type Response: Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug;
+}
+
+/// A HAVE request: the manifest asked about.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaveRequest {
+    /// Its id.
+    pub manifest: [u8; 32],
+}
+
+/// A HAVE answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HaveResponse {
+    /// The peer does not know that manifest.
+    Unknown,
+    /// Its holdings.
+    Have {
+        /// Chunks in the table (must match the asker's manifest).
+        chunks: u32,
+        /// One bit per chunk.
+        bits: Vec<u8>,
+        /// It is fetching this release now.
+        wanting: bool,
+    },
+}
+
+/// A GET request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// The manifest whose chunk table the indexes refer to.
+    pub manifest: [u8; 32],
+    /// Chunk indexes.
+    pub chunks: Vec<u32>,
+}
+
+/// A GET answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GetResponse {
+    /// At its upload limit: ask later or elsewhere.
+    Busy,
+    /// The request breaks a limit.
+    Refused(String),
+    /// One compressed frame per chunk asked, `None` where it has none.
+    Frames(Vec<Option<Vec<u8>>>),
+}
+
+/// A META request: an origin path (`channels/<name>`, `manifests/<id>`, `keys/root-<n>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaRequest {
+    /// The path.
+    pub path: String,
+}
+
+/// A META answer: the document as signed, if the peer holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaResponse {
+    /// The bytes.
+    pub document: Option<Vec<u8>>,
+}
+
+impl Protocol for Have {
+    const NAME: StreamProtocol = StreamProtocol::new("/relsync/have/1");
+    const MAX_REQUEST: usize = 64;
+    /// A bit for each of up to 16M chunks.
+    const MAX_RESPONSE: usize = 2 * 1024 * 1024 + 64;
+    type Request = HaveRequest;
+    type Response = HaveResponse;
+}
+
+impl Protocol for Get {
+    const NAME: StreamProtocol = StreamProtocol::new("/relsync/get/1");
+    const MAX_REQUEST: usize = 64 + 5 * MAX_BATCH_CHUNKS;
+    /// A full batch, with room for incompressible chunks and framing.
+    const MAX_RESPONSE: usize =
+        (MAX_BATCH_BYTES + MAX_BATCH_BYTES / 64) as usize + 16 * MAX_BATCH_CHUNKS + 1024;
+    type Request = GetRequest;
+    type Response = GetResponse;
+}
+
+impl Protocol for Meta {
+    const NAME: StreamProtocol = StreamProtocol::new("/relsync/meta/1");
+    const MAX_REQUEST: usize = 512;
+    /// A compressed manifest of about a million chunks.
+    const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+    type Request = MetaRequest;
+    type Response = MetaResponse;
+}
+
+/// The codec for protocol `P`.
+#[derive(Debug, Clone, Default)]
+pub struct Codec<P>(PhantomData<P>);
+
+async fn read<T, M>(io: &mut T, limit: usize, what: &str) -> io::Result<M>
+where
+    T: AsyncRead + Unpin + Send,
+    M: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} of {len} bytes exceeds the {limit}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await?;
+    postcard::from_bytes(&body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed {what}: {e}")))
+}
+
+async fn write<T, M>(io: &mut T, message: &M, limit: usize, what: &str) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+    M: Serialize,
+{
+    let body = postcard::to_stdvec(message)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if body.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what} of {} bytes exceeds the {limit}-byte limit",
+                body.len()
+            ),
+        ));
+    }
+    io.write_all(&(body.len() as u32).to_le_bytes()).await?;
+    io.write_all(&body).await?;
+    io.close().await
+}
+
+impl<P: Protocol> libp2p::request_response::Codec for Codec<P> {
+    type Protocol = StreamProtocol;
+    type Request = P::Request;
+    type Response = P::Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<P::Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read(io, P::MAX_REQUEST, "request").await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<P::Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read(io, P::MAX_RESPONSE, "response").await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: P::Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write(io, &request, P::MAX_REQUEST, "request").await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: P::Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write(io, &response, P::MAX_RESPONSE, "response").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::futures::executor::block_on;
+    use libp2p::request_response::Codec as _;
+
+    #[test]
+    fn oversized_lengths_are_refused_before_reading() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&(Have::MAX_RESPONSE as u32 + 1).to_le_bytes());
+        let mut io = libp2p::futures::io::Cursor::new(wire);
+        let err =
+            block_on(Codec::<Have>::default().read_response(&Have::NAME, &mut io)).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_refused() {
+        let mut io = libp2p::futures::io::Cursor::new(Vec::new());
+        let request = GetRequest {
+            manifest: [7; 32],
+            chunks: vec![1, 2, 3],
+        };
+        block_on(Codec::<Get>::default().write_request(&Get::NAME, &mut io, request)).unwrap();
+        let mut io = libp2p::futures::io::Cursor::new(io.into_inner());
+        let back = block_on(Codec::<Get>::default().read_request(&Get::NAME, &mut io)).unwrap();
+        assert_eq!(back.chunks, vec![1, 2, 3]);
+
+        let mut garbage = 3u32.to_le_bytes().to_vec();
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let mut io = libp2p::futures::io::Cursor::new(garbage);
+        let err = block_on(Codec::<Get>::default().read_response(&Get::NAME, &mut io)).unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
+    }
+}
