@@ -21,7 +21,7 @@ pub struct LanArgs {
     #[arg(long = "peer", value_name = "MULTIADDR")]
     peers: Vec<Multiaddr>,
     /// Don't look for peers by multicast DNS. With no --peer either, no peers are used.
-    #[arg(long, env = "RELSYNC_NO_MDNS")]
+    #[arg(long, env = "RELSYNC_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     no_mdns: bool,
     /// Where to listen for peers (repeatable).
     #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]

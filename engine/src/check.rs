@@ -66,12 +66,13 @@ pub(crate) struct MetaSource<'a> {
 }
 
 impl MetaSource<'_> {
-    /// The origin's copy of `path`, or, if the origin is unreachable or lacks it, every peer's
-    /// copy of `peer_path` (the origin's error when no peer has one).
+    /// The origin's copy of `path` (at most `limit` bytes), or, if the origin is unreachable
+    /// or lacks it, every peer's copy of `peer` (a path and a limit; the origin's error when no
+    /// peer has one).
     async fn get(
         &self,
         path: &str,
-        peer_path: &str,
+        peer: (&str, u64),
         what: &'static str,
         limit: u64,
     ) -> Result<Copies> {
@@ -88,7 +89,7 @@ impl MetaSource<'_> {
         let Some(peers) = self.peers else {
             return Err(err);
         };
-        let copies = peers.metadata(peer_path.to_owned(), limit).await;
+        let copies = peers.metadata(peer.0.to_owned(), peer.1).await;
         if copies.is_empty() {
             return Err(err);
         }
@@ -158,7 +159,12 @@ pub(crate) async fn check(
 
     let path = channel_path(&config.channel);
     let mut candidates = source
-        .get(&path, &path, "channel pointer", limits::POINTER_BYTES)
+        .get(
+            &path,
+            (&path, limits::POINTER_BYTES),
+            "channel pointer",
+            limits::POINTER_BYTES,
+        )
         .await?
         .bytes;
     // Newest first: a peer's older pointer must not shadow a newer one.
@@ -236,11 +242,12 @@ pub(crate) async fn check(
                     pointer.manifest_len,
                 ),
             };
-            // Peers keep whole manifests, not deltas.
+            // Peers keep whole manifests, not deltas, compressed their own way.
+            let whole = manifest_path(&pointer.manifest);
             let files = source
                 .get(
                     &path,
-                    &manifest_path(&pointer.manifest),
+                    (&whole, limits::MANIFEST_BYTES),
                     what,
                     len.min(limits::MANIFEST_BYTES),
                 )
@@ -369,7 +376,12 @@ async fn trusted_root(
     while root.version < wanted {
         let path = root_path(root.version + 1);
         let copies = source
-            .get(&path, &path, "root document", root::limits::ROOT_BYTES)
+            .get(
+                &path,
+                (&path, root::limits::ROOT_BYTES),
+                "root document",
+                root::limits::ROOT_BYTES,
+            )
             .await?;
         let (next, bytes) =
             first_valid(copies.bytes, |bytes| Ok((root.open_next(&bytes)?, bytes)))?;

@@ -258,6 +258,9 @@ impl Updater {
 
     async fn run(&self, apply_now: bool) -> Result<UpdateReport> {
         let started = Instant::now();
+        // The origin counts over the updater's life (`relsync serve` runs many updates).
+        let traffic = self.origin.traffic();
+        let (bytes_before, requests_before) = (traffic.bytes(), traffic.requests());
         let deadline = self
             .config
             .fetch
@@ -316,10 +319,9 @@ impl Updater {
                 report.previous_version = previous;
             }
         }
-        let traffic = self.origin.traffic();
-        report.bytes_from_origin = traffic.bytes();
-        report.bytes_downloaded = traffic.bytes() + report.bytes_from_peers;
-        report.requests = traffic.requests();
+        report.bytes_from_origin = traffic.bytes() - bytes_before;
+        report.bytes_downloaded = report.bytes_from_origin + report.bytes_from_peers;
+        report.requests = traffic.requests() - requests_before;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }

@@ -32,7 +32,7 @@ pub mod wire;
 use std::path::PathBuf;
 
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Limits, Node, NodeConfig, NodeStats};
+pub use node::{Limits, Node, NodeConfig, NodeStats, Shelf};
 
 /// What can go wrong starting a node.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identity, mdns, noise, tcp, yamux};
 use relsync_engine::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
-use relsync_engine::{ManifestId, Share};
+use relsync_engine::{HaveAnswer, ManifestId, Share};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -29,6 +29,37 @@ use crate::wire::{
     Codec, Get, GetRequest, GetResponse, Have, HaveRequest, HaveResponse, MAX_BATCH_BYTES,
     MAX_BATCH_CHUNKS, Meta, MetaRequest, MetaResponse, Protocol,
 };
+
+/// What a node serves. [`Share`] (an install's releases) is the real one; tests plug in
+/// peers that lie.
+pub trait Shelf: Send + Sync + 'static {
+    /// The answer to HAVE for `manifest`, if it is known.
+    fn have(&self, manifest: &ManifestId) -> Option<HaveAnswer>;
+    /// Uncompressed bytes of chunks `chunks` of `manifest`, if it is known.
+    fn batch_bytes(&self, manifest: &ManifestId, chunks: &[u32]) -> Option<u64>;
+    /// Compressed frames of chunks `chunks` of `manifest` (blocking).
+    fn chunks(&self, manifest: &ManifestId, chunks: &[u32]) -> PeerFrames;
+    /// The signed document at origin path `path` (blocking).
+    fn metadata(&self, path: &str) -> Option<Vec<u8>>;
+}
+
+impl Shelf for Share {
+    fn have(&self, manifest: &ManifestId) -> Option<HaveAnswer> {
+        Share::have(self, manifest)
+    }
+
+    fn batch_bytes(&self, manifest: &ManifestId, chunks: &[u32]) -> Option<u64> {
+        Share::batch_bytes(self, manifest, chunks)
+    }
+
+    fn chunks(&self, manifest: &ManifestId, chunks: &[u32]) -> PeerFrames {
+        Share::chunks(self, manifest, chunks)
+    }
+
+    fn metadata(&self, path: &str) -> Option<Vec<u8>> {
+        Share::metadata(self, path)
+    }
+}
 
 /// Limits on what a node serves and how long it waits.
 ///
@@ -259,7 +290,8 @@ fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
 
 impl Node {
     /// Starts listening and dialing; returns once the listen addresses are known.
-    pub async fn start(config: NodeConfig, share: Share) -> Result<Self, Error> {
+    pub async fn start(config: NodeConfig, shelf: impl Shelf) -> Result<Self, Error> {
+        let shelf: Arc<dyn Shelf> = Arc::new(shelf);
         let keypair = match &config.identity {
             Some(path) => identity(path)?,
             None => identity::Keypair::generate_ed25519(),
@@ -343,7 +375,7 @@ impl Node {
         let (answers_tx, answers) = mpsc::channel(256);
         let driver = Driver {
             swarm,
-            share,
+            shelf,
             limits: limits.clone(),
             statics,
             banned: HashMap::new(),
@@ -536,7 +568,7 @@ impl Round {
 
 struct Driver {
     swarm: Swarm<Behaviour>,
-    share: Share,
+    shelf: Arc<dyn Shelf>,
     limits: Limits,
     statics: Vec<(Multiaddr, Option<PeerId>)>,
     banned: HashMap<PeerId, Instant>,
@@ -747,7 +779,7 @@ impl Driver {
                     if self.is_banned(&peer) {
                         return;
                     }
-                    let response = match self.share.have(&ManifestId(request.manifest)) {
+                    let response = match self.shelf.have(&ManifestId(request.manifest)) {
                         Some(answer) => HaveResponse::Have {
                             chunks: answer.have.len(),
                             bits: answer.have.as_bytes().to_vec(),
@@ -787,10 +819,10 @@ impl Driver {
                     if self.is_banned(&peer) {
                         return;
                     }
-                    let (share, answers) = (self.share.clone(), self.answers_tx.clone());
+                    let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let response = MetaResponse {
-                            document: share.metadata(&request.path),
+                            document: shelf.metadata(&request.path),
                         };
                         let _ = answers.blocking_send(Answer::Meta { channel, response });
                     });
@@ -860,7 +892,7 @@ impl Driver {
         let refuse = if request.chunks.len() > MAX_BATCH_CHUNKS {
             Some(format!("over {MAX_BATCH_CHUNKS} chunks asked"))
         } else {
-            match self.share.batch_bytes(&manifest, &request.chunks) {
+            match self.shelf.batch_bytes(&manifest, &request.chunks) {
                 Some(bytes) if bytes > MAX_BATCH_BYTES => Some(format!(
                     "{bytes} bytes asked, over the {MAX_BATCH_BYTES}-byte batch limit"
                 )),
@@ -887,7 +919,7 @@ impl Driver {
         }
         *mine += 1;
         self.serving_total += 1;
-        let (share, answers) = (self.share.clone(), self.answers_tx.clone());
+        let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
         let (upload, rate, counters) = (
             self.upload.clone(),
             self.limits.upload_bytes_per_sec,
@@ -895,7 +927,7 @@ impl Driver {
         );
         tokio::spawn(async move {
             let frames =
-                tokio::task::spawn_blocking(move || share.chunks(&manifest, &request.chunks))
+                tokio::task::spawn_blocking(move || shelf.chunks(&manifest, &request.chunks))
                     .await
                     .unwrap_or_default();
             let bytes: u64 = frames.iter().flatten().map(|f| f.len() as u64).sum();

@@ -1,4 +1,5 @@
-//! Build the `relsync` and `cdn-publisher` binaries once per test process and find them.
+//! Build the binaries under test (`relsync`, `cdn-publisher` and the test peer `evil-peer`) once
+//! per test process and find them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,8 @@ pub struct Bins {
     pub relsync: PathBuf,
     /// The publisher, `cdn-publisher`.
     pub publisher: PathBuf,
+    /// A LAN peer that lies (`src/bin/evil-peer.rs`).
+    pub evil_peer: PathBuf,
 }
 
 /// The workspace root (the parent of this package).
@@ -49,6 +52,7 @@ fn build() -> Result<Bins, String> {
         return check(Bins {
             relsync: dir.join("relsync"),
             publisher: dir.join("cdn-publisher"),
+            evil_peer: dir.join("evil-peer"),
         });
     }
     let root = workspace_root();
@@ -56,7 +60,8 @@ fn build() -> Result<Bins, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
-        .args(["build", "--bin", "relsync", "--bin", "cdn-publisher"]);
+        .args(["build", "--bin", "relsync", "--bin", "cdn-publisher"])
+        .args(["--bin", "evil-peer"]);
     if release {
         cmd.arg("--release");
     }
@@ -68,7 +73,7 @@ fn build() -> Result<Bins, String> {
         let lines: Vec<&str> = stderr.lines().collect();
         let tail = lines[lines.len().saturating_sub(80)..].join("\n");
         return Err(format!(
-            "`cargo build --bin relsync --bin cdn-publisher` failed ({}), last lines:\n{tail}",
+            "`cargo build` of the binaries under test failed ({}), last lines:\n{tail}",
             out.status
         ));
     }
@@ -76,11 +81,12 @@ fn build() -> Result<Bins, String> {
     check(Bins {
         relsync: dir.join("relsync"),
         publisher: dir.join("cdn-publisher"),
+        evil_peer: dir.join("evil-peer"),
     })
 }
 
 fn check(bins: Bins) -> Result<Bins, String> {
-    for p in [&bins.relsync, &bins.publisher] {
+    for p in [&bins.relsync, &bins.publisher, &bins.evil_peer] {
         if !p.is_file() {
             return Err(format!("binary not found after build: {}", p.display()));
         }

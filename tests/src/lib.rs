@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod bins;
+mod daemon;
 mod forge;
 mod nginx;
 mod run;
@@ -28,6 +29,7 @@ mod tree;
 mod world;
 
 pub use bins::{Bins, bins, workspace_root};
+pub use daemon::Daemon;
 pub use forge::{
     Forge, manifest_body_claiming_chunks, manifest_body_replacing, read_secret_key, varint,
     write_secret_key, zstd_zero_bomb,

@@ -149,7 +149,7 @@ impl Cmd {
         s
     }
 
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args)
             .stdin(Stdio::null())
@@ -168,7 +168,9 @@ impl Cmd {
         }
         c.env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            // No multicast from tests: peers are only those a test names.
+            .env("RELSYNC_NO_MDNS", "1");
         if let Some(home) = &self.home {
             let _ = std::fs::create_dir_all(home);
             c.env("HOME", home)

@@ -15,6 +15,8 @@ mod drift;
 mod hostile;
 #[path = "e2e/origin_errors.rs"]
 mod origin_errors;
+#[path = "e2e/peers.rs"]
+mod peers;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/threats.rs"]

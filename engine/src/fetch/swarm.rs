@@ -33,6 +33,8 @@ use crate::{FetchConfig, Result};
 const PER_PEER_REQUESTS: usize = 2;
 /// Failed requests after which a peer is no longer asked during this fetch.
 const PEER_FAILURES: u32 = 2;
+/// `Busy` answers that count as one failure (a peer that is always busy is passed over).
+const BUSY_ANSWERS: u32 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -51,14 +53,21 @@ struct PeerView {
     present: bool,
     in_flight: usize,
     busy_until: Option<Instant>,
+    busy_answers: u32,
     failures: u32,
     /// Chunks it claimed but did not send.
     refused: HashSet<u32>,
 }
 
 impl PeerView {
-    fn usable(&self, now: Instant) -> bool {
-        self.present && self.failures < PEER_FAILURES && self.busy_until.is_none_or(|t| t <= now)
+    /// Worth asking (perhaps once it has room again).
+    fn usable(&self) -> bool {
+        self.present && self.failures < PEER_FAILURES
+    }
+
+    /// Has room for a request now.
+    fn ready(&self, now: Instant) -> bool {
+        self.in_flight < PER_PEER_REQUESTS && self.busy_until.is_none_or(|t| t <= now)
     }
 }
 
@@ -195,6 +204,7 @@ impl Swarm<'_> {
                 present: true,
                 in_flight: 0,
                 busy_until: None,
+                busy_answers: 0,
                 failures: 0,
                 refused: HashSet::new(),
             });
@@ -225,7 +235,7 @@ impl Swarm<'_> {
         let holders = self
             .views
             .iter()
-            .filter(|(_, v)| v.usable(now) && v.in_flight < PER_PEER_REQUESTS && holds(v))
+            .filter(|(_, v)| v.usable() && holds(v))
             .map(|(p, _)| p.as_str());
         if let Some(peer) = rendezvous_owner(key.as_bytes(), holders) {
             return Source::Peer(peer.to_owned());
@@ -233,8 +243,7 @@ impl Swarm<'_> {
         let stall = self.config.peer_stall;
         let wanting = self.views.iter().filter(|(_, v)| {
             v.wanting
-                && v.present
-                && v.failures < PEER_FAILURES
+                && v.usable()
                 && now.duration_since(v.progress_at) < stall
                 && !(first.0..first.0 + first.1).any(|c| v.refused.contains(&c))
         });
@@ -338,7 +347,7 @@ impl Swarm<'_> {
             && self
                 .views
                 .get(peer)
-                .is_some_and(|v| v.in_flight < PER_PEER_REQUESTS)
+                .is_some_and(|v| v.ready(Instant::now()))
     }
 
     fn get(&mut self, peer: &str, batch: Batch) -> BoxFuture<'static, Outcome> {
@@ -418,6 +427,10 @@ impl Swarm<'_> {
                         PeerError::Busy => {
                             view.busy_until =
                                 Some(Instant::now() + self.config.peer_poll.saturating_mul(2));
+                            view.busy_answers += 1;
+                            if view.busy_answers % BUSY_ANSWERS == 0 {
+                                view.failures += 1;
+                            }
                         }
                         PeerError::Failed(_) => view.failures += 1,
                     }
