@@ -45,7 +45,7 @@ enum Command {
     },
     /// Share DIR's releases with LAN peers until stopped; with --origin, also keep DIR
     /// updated (from peers first). Prints each listen address, one per line, as a multiaddr
-    /// ending in /p2p/<peer id>: what `--peer` takes.
+    /// ending in /p2p/PEER_ID: what `--peer` takes.
     Serve(lan::ServeArgs),
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {

@@ -132,11 +132,20 @@ pub fn print_report(r: &UpdateReport) {
         (Some(old), true) => println!("updated {old} -> {}", r.version),
         (None, true) => println!("installed {}", r.version),
     }
-    println!(
-        "  downloaded {} in {} requests",
-        human_bytes(r.bytes_downloaded),
-        r.requests
-    );
+    if r.bytes_from_peers > 0 {
+        println!(
+            "  downloaded {} from the origin in {} requests, {} from LAN peers",
+            human_bytes(r.bytes_from_origin),
+            r.requests,
+            human_bytes(r.bytes_from_peers)
+        );
+    } else {
+        println!(
+            "  downloaded {} in {} requests",
+            human_bytes(r.bytes_downloaded),
+            r.requests
+        );
+    }
     println!(
         "  reused     {} of chunks, {} files linked unchanged ({})",
         human_bytes(r.bytes_reused),

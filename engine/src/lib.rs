@@ -22,9 +22,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it does not do (yet): root key rotation and thresholds, LAN peers, object-store
-//! origins. Manifest and pack *writing* helpers live here so the publisher and the
-//! client share one format, but walking and packing a release is the publisher's job.
+//! LAN peers plug in through [`peers::Peers`] ([`Updater::with_peers`]) and are served from a
+//! [`Share`]; `relsync-peer` implements both over libp2p. What it does not do (yet):
+//! object-store origins. Manifest and pack *writing* helpers live here so the publisher and
+//! the client share one format, but walking and packing a release is the publisher's job.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

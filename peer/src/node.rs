@@ -361,6 +361,14 @@ impl Node {
                 }
             }
         }
+        // A wildcard address yields one address per interface, reported together.
+        while let Ok(event) =
+            tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await
+        {
+            if let SwarmEvent::NewListenAddr { address, .. } = event {
+                addrs.push(address.with(AddrPart::P2p(id)));
+            }
+        }
         let statics: Vec<(Multiaddr, Option<PeerId>)> =
             config.peers.iter().map(split_peer).collect();
         for (addr, peer) in &statics {
