@@ -646,6 +646,8 @@ def fleet(args) -> dict:
                 t, line = d.get(0)
             except queue.Empty:
                 break
+            if line is not None and line.startswith("/"):
+                continue  # further listen addresses
             pre.append((d.name, line))
             if line is None:
                 raise FleetError(f"{d.name} exited before the publish; see {d.stderr_path}")

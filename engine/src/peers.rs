@@ -98,6 +98,8 @@ pub struct Holding {
     pub peer: String,
     /// The chunks it holds.
     pub have: ChunkBits,
+    /// The chunks it is fetching from the origin now.
+    pub fetching: ChunkBits,
     /// It is fetching this release now, so it will come to hold more.
     pub wanting: bool,
 }

@@ -52,10 +52,24 @@ impl std::fmt::Debug for Share {
 pub(crate) struct Offer {
     manifest: TrustedManifest,
     have: Mutex<ChunkBits>,
+    /// Chunks being fetched from the origin right now.
+    fetching: Mutex<ChunkBits>,
     wanting: AtomicBool,
 }
 
 impl Offer {
+    /// Marks `chunks` as being fetched from the origin (or, with `on` false, no longer).
+    pub(crate) fn fetching(&self, chunks: impl IntoIterator<Item = u32>, on: bool) {
+        let mut bits = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        for chunk in chunks {
+            if on {
+                bits.set(chunk);
+            } else {
+                bits.clear(chunk);
+            }
+        }
+    }
+
     /// The fetch ended: this install will gain no more chunks of the release.
     pub(crate) fn finished(&self) {
         self.wanting.store(false, Ordering::Relaxed);
@@ -75,6 +89,8 @@ impl Offer {
 pub struct HaveAnswer {
     /// Chunks held.
     pub have: ChunkBits,
+    /// Chunks on their way from the origin: peers wait for them rather than fetch them too.
+    pub fetching: ChunkBits,
     /// The release is being fetched, so more will come.
     pub wanting: bool,
 }
@@ -123,6 +139,7 @@ impl Share {
                 Arc::new(Offer {
                     manifest: release.manifest,
                     have: Mutex::new(ChunkBits::full(len)),
+                    fetching: Mutex::new(ChunkBits::empty(len)),
                     wanting: AtomicBool::new(false),
                 })
             })
@@ -147,6 +164,7 @@ impl Share {
         let offer = Arc::new(Offer {
             manifest: manifest.clone(),
             have: Mutex::new(have),
+            fetching: Mutex::new(ChunkBits::empty(len)),
             wanting: AtomicBool::new(true),
         });
         let mut offers = self.offers();
@@ -171,8 +189,14 @@ impl Share {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let fetching = offer
+            .fetching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         Some(HaveAnswer {
             have,
+            fetching,
             wanting: offer.wanting.load(Ordering::Relaxed),
         })
     }

@@ -730,16 +730,21 @@ impl Driver {
                 Some(Answered::Have(HaveResponse::Have {
                     chunks: theirs,
                     bits,
+                    fetching,
                     wanting,
                 })),
-            ) => match ChunkBits::from_bytes(bits, *chunks).filter(|_| theirs == *chunks) {
-                Some(have) => answers.push(Holding {
-                    peer: peer.to_string(),
-                    have,
-                    wanting,
-                }),
-                None => debug!(%peer, "HAVE answer does not fit the chunk table"),
-            },
+            ) => {
+                let fit = |bits| ChunkBits::from_bytes(bits, *chunks).filter(|_| theirs == *chunks);
+                match (fit(bits), fit(fetching)) {
+                    (Some(have), Some(fetching)) => answers.push(Holding {
+                        peer: peer.to_string(),
+                        have,
+                        fetching,
+                        wanting,
+                    }),
+                    _ => debug!(%peer, "HAVE answer does not fit the chunk table"),
+                }
+            }
             (Round::Meta { limit, answers, .. }, Some(Answered::Meta(document))) => {
                 if let Some(document) = document.filter(|d| d.len() as u64 <= *limit) {
                     answers.push((peer.to_string(), document));
@@ -791,6 +796,7 @@ impl Driver {
                         Some(answer) => HaveResponse::Have {
                             chunks: answer.have.len(),
                             bits: answer.have.as_bytes().to_vec(),
+                            fetching: answer.fetching.as_bytes().to_vec(),
                             wanting: answer.wanting,
                         },
                         None => HaveResponse::Unknown,

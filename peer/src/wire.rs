@@ -58,8 +58,10 @@ pub enum HaveResponse {
     Have {
         /// Chunks in the table (must match the asker's manifest).
         chunks: u32,
-        /// One bit per chunk.
+        /// One bit per chunk held.
         bits: Vec<u8>,
+        /// One bit per chunk on its way from the origin.
+        fetching: Vec<u8>,
         /// It is fetching this release now.
         wanting: bool,
     },
@@ -102,8 +104,8 @@ pub struct MetaResponse {
 impl Protocol for Have {
     const NAME: StreamProtocol = StreamProtocol::new("/relsync/have/1");
     const MAX_REQUEST: usize = 64;
-    /// A bit for each of up to 16M chunks.
-    const MAX_RESPONSE: usize = 2 * 1024 * 1024 + 64;
+    /// Two bits for each of up to 16M chunks.
+    const MAX_RESPONSE: usize = 4 * 1024 * 1024 + 64;
     type Request = HaveRequest;
     type Response = HaveResponse;
 }

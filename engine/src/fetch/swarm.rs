@@ -46,6 +46,8 @@ enum Status {
 /// What this node knows of one peer during the fetch.
 struct PeerView {
     have: ChunkBits,
+    /// Chunks it is fetching from the origin.
+    fetching: ChunkBits,
     wanting: bool,
     /// Last time it came to hold more chunks (or was first seen).
     progress_at: Instant,
@@ -161,6 +163,7 @@ impl Swarm<'_> {
                     }
                     Outcome::Origin(frames, result) => {
                         self.origin_in_flight -= 1;
+                        self.announce(&frames, false);
                         for (index, path) in result? {
                             self.local[index as usize] = true;
                             self.stored.push((index, path));
@@ -199,6 +202,7 @@ impl Swarm<'_> {
             }
             let view = self.views.entry(holding.peer).or_insert_with(|| PeerView {
                 have: ChunkBits::empty(holding.have.len()),
+                fetching: ChunkBits::empty(holding.have.len()),
                 wanting: holding.wanting,
                 progress_at: now,
                 present: true,
@@ -209,7 +213,7 @@ impl Swarm<'_> {
                 refused: HashSet::new(),
             });
             let mut have = holding.have;
-            if have.len() != view.have.len() {
+            if have.len() != view.have.len() || holding.fetching.len() != have.len() {
                 continue;
             }
             for &i in &view.refused {
@@ -219,6 +223,7 @@ impl Swarm<'_> {
                 view.progress_at = now;
             }
             view.have = have;
+            view.fetching = holding.fetching;
             view.wanting = holding.wanting;
             view.present = true;
         }
@@ -241,12 +246,24 @@ impl Swarm<'_> {
             return Source::Peer(peer.to_owned());
         }
         let stall = self.config.peer_stall;
-        let wanting = self.views.iter().filter(|(_, v)| {
-            v.wanting
-                && v.usable()
-                && now.duration_since(v.progress_at) < stall
-                && !(first.0..first.0 + first.1).any(|c| v.refused.contains(&c))
-        });
+        let wanting: Vec<(&String, &PeerView)> = self
+            .views
+            .iter()
+            .filter(|(_, v)| {
+                v.wanting
+                    && v.usable()
+                    && now.duration_since(v.progress_at) < stall
+                    && !missing.iter().any(|c| v.refused.contains(c))
+            })
+            .collect();
+        // Already on its way to a peer (perhaps one that started before it saw us): wait.
+        if wanting
+            .iter()
+            .any(|(_, v)| missing.iter().all(|&c| v.fetching.get(c)))
+        {
+            return Source::Wait;
+        }
+        let wanting = wanting.into_iter();
         let candidates = wanting.map(|(p, _)| p.as_str()).chain([self.me.as_str()]);
         match rendezvous_owner(key.as_bytes(), candidates) {
             Some(owner) if owner != self.me => Source::Wait,
@@ -297,6 +314,7 @@ impl Swarm<'_> {
             members
                 .iter()
                 .for_each(|&i| self.status[i] = Status::Fetching);
+            self.announce(&members, true);
             self.origin_in_flight += 1;
             let shared = self.shared.clone();
             in_flight.push(Box::pin(async move {
@@ -304,6 +322,18 @@ impl Swarm<'_> {
                 let result = fetch_range(&shared, pack, &range, &jobs).await;
                 Outcome::Origin(members, result)
             }));
+        }
+    }
+
+    /// Tells peers (through HAVE) that `frames` are on their way from the origin, or no
+    /// longer.
+    fn announce(&self, frames: &[usize], fetching: bool) {
+        if let Some(offer) = &self.shared.offer {
+            let chunks = frames.iter().flat_map(|&i| {
+                let job = &self.jobs[i];
+                job.frame.chunk..job.frame.chunk + job.chunks.len() as u32
+            });
+            offer.fetching(chunks, fetching);
         }
     }
 

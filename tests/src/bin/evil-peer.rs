@@ -36,10 +36,12 @@ impl Shelf for Evil {
         Some(match self.mode {
             Mode::StallWanting => HaveAnswer {
                 have: ChunkBits::empty(len),
+                fetching: ChunkBits::full(len),
                 wanting: true,
             },
             _ => HaveAnswer {
                 have: ChunkBits::full(len),
+                fetching: ChunkBits::empty(len),
                 wanting: false,
             },
         })
