@@ -41,6 +41,7 @@ mod swarm;
 /// - `peer_requests`: 8 requests to peers in flight at once
 /// - `peer_poll`: 250 ms between HAVE rounds while waiting for peers
 /// - `peer_stall`: 5 s without progress before a peer's share of the work moves on
+/// - `peer_join`: 2 s in which idle peers still count as owners
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FetchConfig {
@@ -67,6 +68,10 @@ pub struct FetchConfig {
     /// A peer fetching the same release that gains no chunk for this long no longer owns
     /// any: its frames move to another peer or to the origin.
     pub peer_stall: std::time::Duration,
+    /// For this long after a fetch starts, peers that do not fetch the release yet still own
+    /// a share of it: in a flash crowd they are about to start, and taking their share now
+    /// would fetch it twice.
+    pub peer_join: std::time::Duration,
 }
 
 impl Default for FetchConfig {
@@ -82,6 +87,7 @@ impl Default for FetchConfig {
             peer_requests: 8,
             peer_poll: std::time::Duration::from_millis(250),
             peer_stall: std::time::Duration::from_secs(5),
+            peer_join: std::time::Duration::from_secs(2),
         }
     }
 }

@@ -128,8 +128,8 @@ pub trait Peers: Send + Sync + fmt::Debug {
     /// peer that has one, at most `limit` bytes each: `(peer, bytes)`, unverified.
     fn metadata(&self, path: String, limit: u64) -> BoxFuture<'static, Vec<(String, Vec<u8>)>>;
 
-    /// What each reachable peer holds of `manifest`, a table of `chunks` chunks. Peers that do
-    /// not know the manifest are left out.
+    /// What each reachable peer holds of `manifest`, a table of `chunks` chunks. A peer that
+    /// does not know the manifest holds nothing and wants nothing (yet).
     fn have(&self, manifest: ManifestId, chunks: u32) -> BoxFuture<'static, Vec<Holding>>;
 
     /// Chunks `chunks` of `manifest` from `peer`, each zstd-compressed; `bytes`, their

@@ -16,7 +16,7 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identity, mdns, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identity, mdns, noise, tcp, yamux};
 use relsync_engine::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
 use relsync_engine::{HaveAnswer, ManifestId, Share};
 use serde::Serialize;
@@ -67,6 +67,7 @@ impl Shelf for Share {
 /// - `serve_requests`: 8 GETs served at once, `serve_per_peer`: 2 of them for one peer; more
 ///   are answered `Busy`
 /// - `upload_bytes_per_sec`: no cap
+/// - `max_peers`: 128 inbound connections (and twice that in all), 2 per peer
 /// - `ban`: 10 minutes
 /// - `have_timeout`: 3 s; `meta_timeout`: 30 s
 /// - a GET may take 5 s plus a second per MiB asked (`get_base_timeout`, `get_min_rate`)
@@ -79,6 +80,8 @@ pub struct Limits {
     pub serve_per_peer: usize,
     /// Upload cap (`None`: none). A GET that would wait over 2 s for it is answered `Busy`.
     pub upload_bytes_per_sec: Option<u64>,
+    /// Inbound connections accepted at once.
+    pub max_peers: u32,
     /// How long a peer that sent bad bytes is ignored.
     pub ban: Duration,
     /// Wait for HAVE answers.
@@ -97,6 +100,7 @@ impl Default for Limits {
             serve_requests: 8,
             serve_per_peer: 2,
             upload_bytes_per_sec: None,
+            max_peers: 128,
             ban: Duration::from_secs(600),
             have_timeout: Duration::from_secs(3),
             meta_timeout: Duration::from_secs(30),
@@ -161,6 +165,7 @@ struct Counters {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    connections: connection_limits::Behaviour,
     have: request_response::Behaviour<Codec<Have>>,
     get: request_response::Behaviour<Codec<Get>>,
     meta: request_response::Behaviour<Codec<Meta>>,
@@ -320,7 +325,13 @@ impl Node {
                 } else {
                     None
                 };
+                let connections = connection_limits::ConnectionLimits::default()
+                    .with_max_pending_incoming(Some(32))
+                    .with_max_established_incoming(Some(limits.max_peers))
+                    .with_max_established(Some(2 * limits.max_peers))
+                    .with_max_established_per_peer(Some(2));
                 Ok(Behaviour {
+                    connections: connection_limits::Behaviour::new(connections),
                     have: protocol::<Have>(limits.have_timeout),
                     get: protocol::<Get>(Duration::from_secs(120)),
                     meta: protocol::<Meta>(limits.meta_timeout),
@@ -745,6 +756,17 @@ impl Driver {
                     _ => debug!(%peer, "HAVE answer does not fit the chunk table"),
                 }
             }
+            (
+                Round::Have {
+                    chunks, answers, ..
+                },
+                Some(Answered::Have(HaveResponse::Unknown)),
+            ) => answers.push(Holding {
+                peer: peer.to_string(),
+                have: ChunkBits::empty(*chunks),
+                fetching: ChunkBits::empty(*chunks),
+                wanting: false,
+            }),
             (Round::Meta { limit, answers, .. }, Some(Answered::Meta(document))) => {
                 if let Some(document) = document.filter(|d| d.len() as u64 <= *limit) {
                     answers.push((peer.to_string(), document));

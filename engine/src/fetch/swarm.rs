@@ -107,6 +107,7 @@ struct Swarm<'a> {
     stored: Vec<(u32, PathBuf)>,
     origin_in_flight: usize,
     peer_in_flight: usize,
+    started: Instant,
 }
 
 /// Fetches `frames`, from peers where they can, from the origin where they cannot. Returns the
@@ -136,6 +137,7 @@ pub(super) async fn fetch(
         stored: Vec::new(),
         origin_in_flight: 0,
         peer_in_flight: 0,
+        started: Instant::now(),
     };
     let first = swarm
         .peers
@@ -246,11 +248,13 @@ impl Swarm<'_> {
             return Source::Peer(peer.to_owned());
         }
         let stall = self.config.peer_stall;
+        let joining = now.duration_since(self.started) < self.config.peer_join;
         let wanting: Vec<(&String, &PeerView)> = self
             .views
             .iter()
             .filter(|(_, v)| {
-                v.wanting
+                let idle = !v.wanting && v.have.count() == 0;
+                (v.wanting || (joining && idle))
                     && v.usable()
                     && now.duration_since(v.progress_at) < stall
                     && !missing.iter().any(|c| v.refused.contains(c))
