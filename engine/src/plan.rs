@@ -658,8 +658,16 @@ fn bad_local(chunk: ChunkId, path: &Path, reason: impl ToString) -> Error {
 }
 
 /// Groups frames into range requests: adjacent frames, or frames separated by at most
-/// `coalesce_gap_bytes`, up to `max_range_bytes` a request.
-pub(crate) fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
+/// `coalesce_gap_bytes`, up to `max_range_bytes` a request; then merges ranges further to fit
+/// the request budget.
+pub(crate) fn coalesce(frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
+    let mut ranges = adjacent_ranges(frames, config);
+    fit_request_budget(&mut ranges, config.max_range_bytes);
+    ranges
+}
+
+/// Groups frames into range requests as [`coalesce`] does, without the request budget.
+pub(crate) fn adjacent_ranges(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<Range> {
     frames.sort_unstable_by_key(|f| (f.pack, f.offset));
     let mut ranges: Vec<Range> = Vec::new();
     for frame in frames {
@@ -684,7 +692,6 @@ pub(crate) fn coalesce(mut frames: Vec<FrameRef>, config: &FetchConfig) -> Vec<R
             frames: vec![frame],
         });
     }
-    fit_request_budget(&mut ranges, config.max_range_bytes);
     ranges
 }
 

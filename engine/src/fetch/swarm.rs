@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::{FrameJob, Shared, VerifiedChunk, fetch_range};
 use crate::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers, rendezvous_owner};
-use crate::plan::{FrameRef, coalesce};
+use crate::plan::{FrameRef, adjacent_ranges};
 use crate::progress::Event;
 use crate::{FetchConfig, Result};
 
@@ -235,7 +235,7 @@ impl Swarm<'_> {
     fn decide(&self, i: usize, now: Instant) -> Source {
         let job = &self.jobs[i];
         let first = (job.frame.chunk, job.chunks.len() as u32);
-        let key = job.chunks[0].id;
+        let key = owner_key(job.frame.chunk);
         let missing = (first.0..first.0 + first.1).filter(|&c| !self.local[c as usize]);
         let missing: Vec<u32> = missing.collect();
         let holds = |v: &PeerView| missing.iter().all(|&c| v.have.get(c));
@@ -244,7 +244,7 @@ impl Swarm<'_> {
             .iter()
             .filter(|(_, v)| v.usable() && holds(v))
             .map(|(p, _)| p.as_str());
-        if let Some(peer) = rendezvous_owner(key.as_bytes(), holders) {
+        if let Some(peer) = rendezvous_owner(&key, holders) {
             return Source::Peer(peer.to_owned());
         }
         let stall = self.config.peer_stall;
@@ -269,7 +269,7 @@ impl Swarm<'_> {
         }
         let wanting = wanting.into_iter();
         let candidates = wanting.map(|(p, _)| p.as_str()).chain([self.me.as_str()]);
-        match rendezvous_owner(key.as_bytes(), candidates) {
+        match rendezvous_owner(&key, candidates) {
             Some(owner) if owner != self.me => Source::Wait,
             _ => Source::Origin,
         }
@@ -297,15 +297,16 @@ impl Swarm<'_> {
             return;
         }
         // Small ranges while peers may still share the work: frames not yet started can
-        // still move to an owner that shows up.
+        // still move to an owner that shows up. No gaps bridged: they are others' frames.
         let mut config = self.config.clone();
         config.max_range_bytes = config.max_range_bytes.min(self.config.peer_batch_bytes);
+        config.coalesce_gap_bytes = 0;
         let frames: Vec<FrameRef> = for_origin.iter().map(|&i| self.jobs[i].frame).collect();
         let index: HashMap<(u32, u64), usize> = for_origin
             .iter()
             .map(|&i| ((self.jobs[i].frame.pack, self.jobs[i].frame.offset), i))
             .collect();
-        for range in coalesce(frames, &config) {
+        for range in adjacent_ranges(frames, &config) {
             if self.origin_in_flight >= self.config.max_parallel_requests {
                 break;
             }
@@ -535,6 +536,15 @@ impl Swarm<'_> {
             view.failures = PEER_FAILURES;
         }
     }
+}
+
+/// Frames are owned in blocks of this many chunks of the chunk table, so that an owner's
+/// frames lie together in the packs and its origin ranges carry no one else's bytes.
+const OWNER_BLOCK_CHUNKS: u32 = 16;
+
+/// The rendezvous key of the block holding chunk `index`.
+fn owner_key(index: u32) -> [u8; 4] {
+    (index / OWNER_BLOCK_CHUNKS).to_le_bytes()
 }
 
 /// Where a frame comes from.
