@@ -108,6 +108,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 async fn serve_async(args: ServeArgs) -> Result<()> {
     let updater = match &args.origin {
         Some(origin) => Some(Updater::open(args.source.config(origin, &args.install)?)?),
+        None if !args.source.trust.is_empty() || args.source.trust_root.is_some() => {
+            anyhow::bail!("--trust and --trust-root need --origin: what should DIR follow?")
+        }
         None => None,
     };
     let share = match &updater {
