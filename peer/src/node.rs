@@ -660,35 +660,31 @@ impl Driver {
                 chunks,
                 reply,
             } => {
-                let peers = self.peers();
-                let round = self.open_round(Round::Have {
-                    chunks,
-                    waiting: peers.len(),
-                    answers: Vec::new(),
-                    reply,
-                });
-                for peer in peers {
-                    let request = HaveRequest {
-                        manifest: *manifest.as_bytes(),
-                    };
-                    let id = self.swarm.behaviour_mut().have.send_request(&peer, request);
-                    self.round_of.insert(id, round);
-                }
+                let request = HaveRequest {
+                    manifest: *manifest.as_bytes(),
+                };
+                self.broadcast(
+                    |waiting| Round::Have {
+                        chunks,
+                        waiting,
+                        answers: Vec::new(),
+                        reply,
+                    },
+                    |behaviour, peer| behaviour.have.send_request(peer, request.clone()),
+                );
             }
-            Command::Meta { path, limit, reply } => {
-                let peers = self.peers();
-                let round = self.open_round(Round::Meta {
+            Command::Meta { path, limit, reply } => self.broadcast(
+                |waiting| Round::Meta {
                     limit,
-                    waiting: peers.len(),
+                    waiting,
                     answers: Vec::new(),
                     reply,
-                });
-                for peer in peers {
+                },
+                |behaviour, peer| {
                     let request = MetaRequest { path: path.clone() };
-                    let id = self.swarm.behaviour_mut().meta.send_request(&peer, request);
-                    self.round_of.insert(id, round);
-                }
-            }
+                    behaviour.meta.send_request(peer, request)
+                },
+            ),
             Command::Get {
                 peer,
                 request,
@@ -710,6 +706,21 @@ impl Driver {
             Command::Connected { reply } => {
                 let _ = reply.send(self.peers());
             }
+        }
+    }
+
+    /// Opens a round (given the number of peers it waits for) and sends its question to every
+    /// peer.
+    fn broadcast(
+        &mut self,
+        round: impl FnOnce(usize) -> Round,
+        mut send: impl FnMut(&mut Behaviour, &PeerId) -> OutboundRequestId,
+    ) {
+        let peers = self.peers();
+        let round = self.open_round(round(peers.len()));
+        for peer in peers {
+            let id = send(self.swarm.behaviour_mut(), &peer);
+            self.round_of.insert(id, round);
         }
     }
 
@@ -786,7 +797,6 @@ impl Driver {
     }
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        use request_response::{Event as Rr, Message};
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if self.is_banned(&peer_id) {
@@ -802,99 +812,38 @@ impl Driver {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Have(event)) => match event {
-                Rr::Message {
+            SwarmEvent::Behaviour(BehaviourEvent::Have(event)) => match Rpc::from(event) {
+                Rpc::Request {
                     peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    if self.is_banned(&peer) {
-                        return;
-                    }
-                    let response = match self.shelf.have(&ManifestId(request.manifest)) {
-                        Some(answer) => HaveResponse::Have {
-                            chunks: answer.have.len(),
-                            bits: answer.have.as_bytes().to_vec(),
-                            fetching: answer.fetching.as_bytes().to_vec(),
-                            wanting: answer.wanting,
-                        },
-                        None => HaveResponse::Unknown,
-                    };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .have
-                        .send_response(channel, response);
+                    request,
+                    channel,
+                } => self.serve_have(peer, request, channel),
+                Rpc::Response { peer, id, response } => {
+                    self.round_answer(id, peer, Some(Answered::Have(response)));
                 }
-                Rr::Message {
-                    peer,
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => self.round_answer(request_id, peer, Some(Answered::Have(response))),
-                Rr::OutboundFailure {
-                    peer, request_id, ..
-                } => self.round_answer(request_id, peer, None),
-                _ => {}
+                Rpc::Failed { peer, id, .. } => self.round_answer(id, peer, None),
+                Rpc::Other => {}
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Meta(event)) => match event {
-                Rr::Message {
+            SwarmEvent::Behaviour(BehaviourEvent::Meta(event)) => match Rpc::from(event) {
+                Rpc::Request {
                     peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    if self.is_banned(&peer) {
-                        return;
-                    }
-                    let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let response = MetaResponse {
-                            document: shelf.metadata(&request.path),
-                        };
-                        let _ = answers.blocking_send(Answer::Meta { channel, response });
-                    });
+                    request,
+                    channel,
+                } => self.serve_meta(peer, request, channel),
+                Rpc::Response { peer, id, response } => {
+                    self.round_answer(id, peer, Some(Answered::Meta(response.document)));
                 }
-                Rr::Message {
-                    peer,
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => self.round_answer(request_id, peer, Some(Answered::Meta(response.document))),
-                Rr::OutboundFailure {
-                    peer, request_id, ..
-                } => self.round_answer(request_id, peer, None),
-                _ => {}
+                Rpc::Failed { peer, id, .. } => self.round_answer(id, peer, None),
+                Rpc::Other => {}
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Get(event)) => match event {
-                Rr::Message {
+            SwarmEvent::Behaviour(BehaviourEvent::Get(event)) => match Rpc::from(event) {
+                Rpc::Request {
                     peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
+                    request,
+                    channel,
                 } => self.serve_get(peer, request, channel),
-                Rr::Message {
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => {
-                    if let Some(reply) = self.gets.remove(&request_id) {
+                Rpc::Response { id, response, .. } => {
+                    if let Some(reply) = self.gets.remove(&id) {
                         let _ = reply.send(match response {
                             GetResponse::Frames(frames) => Ok(frames),
                             GetResponse::Busy => Err(PeerError::Busy),
@@ -902,17 +851,58 @@ impl Driver {
                         });
                     }
                 }
-                Rr::OutboundFailure {
-                    request_id, error, ..
-                } => {
-                    if let Some(reply) = self.gets.remove(&request_id) {
-                        let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                Rpc::Failed { id, error, .. } => {
+                    if let Some(reply) = self.gets.remove(&id) {
+                        let _ = reply.send(Err(PeerError::Failed(error)));
                     }
                 }
-                _ => {}
+                Rpc::Other => {}
             },
             _ => {}
         }
+    }
+
+    fn serve_have(
+        &mut self,
+        peer: PeerId,
+        request: HaveRequest,
+        channel: ResponseChannel<HaveResponse>,
+    ) {
+        if self.is_banned(&peer) {
+            return;
+        }
+        let response = match self.shelf.have(&ManifestId(request.manifest)) {
+            Some(answer) => HaveResponse::Have {
+                chunks: answer.have.len(),
+                bits: answer.have.as_bytes().to_vec(),
+                fetching: answer.fetching.as_bytes().to_vec(),
+                wanting: answer.wanting,
+            },
+            None => HaveResponse::Unknown,
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .have
+            .send_response(channel, response);
+    }
+
+    fn serve_meta(
+        &mut self,
+        peer: PeerId,
+        request: MetaRequest,
+        channel: ResponseChannel<MetaResponse>,
+    ) {
+        if self.is_banned(&peer) {
+            return;
+        }
+        let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let response = MetaResponse {
+                document: shelf.metadata(&request.path),
+            };
+            let _ = answers.blocking_send(Answer::Meta { channel, response });
+        });
     }
 
     fn serve_get(
@@ -1018,6 +1008,72 @@ impl Driver {
                     .meta
                     .send_response(channel, response);
             }
+        }
+    }
+}
+
+/// A request-response event, as the driver sees it.
+enum Rpc<Request, Response> {
+    Request {
+        peer: PeerId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    },
+    Response {
+        peer: PeerId,
+        id: OutboundRequestId,
+        response: Response,
+    },
+    Failed {
+        peer: PeerId,
+        id: OutboundRequestId,
+        error: String,
+    },
+    Other,
+}
+
+impl<Request, Response> From<request_response::Event<Request, Response>>
+    for Rpc<Request, Response>
+{
+    fn from(event: request_response::Event<Request, Response>) -> Self {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => Rpc::Request {
+                peer,
+                request,
+                channel,
+            },
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => Rpc::Response {
+                peer,
+                id: request_id,
+                response,
+            },
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => Rpc::Failed {
+                peer,
+                id: request_id,
+                error: error.to_string(),
+            },
+            _ => Rpc::Other,
         }
     }
 }
