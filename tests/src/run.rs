@@ -102,6 +102,20 @@ impl Cmd {
         }
     }
 
+    /// The same command run by `wrapper` (e.g. `ip netns exec NAME`): the wrapper's words come
+    /// first, then the program and its arguments; environment and timeout are kept.
+    pub fn wrapped<S: AsRef<OsStr>>(mut self, wrapper: &[S]) -> Self {
+        let Some((first, rest)) = wrapper.split_first() else {
+            return self;
+        };
+        let mut args: Vec<OsString> = rest.iter().map(|a| a.as_ref().to_os_string()).collect();
+        args.push(self.program.into_os_string());
+        args.append(&mut self.args);
+        self.program = PathBuf::from(first.as_ref());
+        self.args = args;
+        self
+    }
+
     /// Add one argument.
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
         self.args.push(a.as_ref().to_os_string());

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use relsync_tests::{
-    Cmd, Daemon, Nginx, Output, Report, V2, World, assert_trees_equal, bins, current, current_link,
-    format_entries,
+    Cmd, Daemon, Nginx, Output, Report, V1, V2, World, assert_trees_equal, bins, current,
+    current_link, format_entries,
 };
 use serde_json::Value;
 
@@ -323,4 +323,105 @@ fn a_stalling_peer_falls_back_to_the_origin_within_its_timeout() {
 #[test]
 fn a_peer_that_claims_a_share_and_never_fetches_it_is_passed_over() {
     survives("stall-wanting", Duration::from_secs(40));
+}
+
+/// Two network namespaces joined by a veth pair, deleted on drop.
+struct NetnsPair {
+    names: [String; 2],
+}
+
+impl NetnsPair {
+    /// Namespaces `<tag>-a` (10.213.0.1) and `<tag>-b` (10.213.0.2), with multicast routed.
+    fn new(tag: &str) -> Self {
+        let names = [format!("{tag}-a"), format!("{tag}-b")];
+        let pair = Self {
+            names: names.clone(),
+        };
+        let ip = |args: &[&str]| {
+            Cmd::new("ip")
+                .args(args)
+                .timeout(Duration::from_secs(20))
+                .run()
+                .assert_success(&format!("ip {}", args.join(" ")));
+        };
+        let veth = [format!("{tag}va"), format!("{tag}vb")];
+        for name in &names {
+            ip(&["netns", "add", name]);
+        }
+        ip(&[
+            "link", "add", &veth[0], "type", "veth", "peer", "name", &veth[1],
+        ]);
+        for (k, (name, dev)) in names.iter().zip(&veth).enumerate() {
+            let addr = format!("10.213.0.{}/24", k + 1);
+            ip(&["link", "set", dev, "netns", name]);
+            ip(&["-n", name, "addr", "add", &addr, "dev", dev]);
+            ip(&["-n", name, "link", "set", dev, "up"]);
+            ip(&["-n", name, "link", "set", "lo", "up"]);
+            ip(&["-n", name, "route", "add", "224.0.0.0/4", "dev", dev]);
+        }
+        pair
+    }
+
+    /// `cmd` run inside namespace `k`, with mDNS allowed.
+    fn exec(&self, k: usize, cmd: Cmd) -> Cmd {
+        cmd.wrapped(&["ip", "netns", "exec", &self.names[k]])
+            .env("RELSYNC_NO_MDNS", "0")
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .status();
+        }
+    }
+}
+
+/// mDNS: with no `--peer`, a node finds another by multicast and takes every chunk from it.
+/// Multicast must not leave the machine, so both nodes live in network namespaces the test
+/// makes; that needs root, and the test says it skipped otherwise.
+#[test]
+fn peers_find_each_other_by_mdns() {
+    let root = Cmd::new("id").arg("-u").run();
+    if root.stdout.trim() != "0" {
+        eprintln!("SKIPPED peers_find_each_other_by_mdns: network namespaces need root");
+        return;
+    }
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let origin = w.origin.display().to_string();
+    let a = w.install_dir("a");
+    w.update(&origin, &a, &["--no-mdns"])
+        .assert_success("install a");
+    let net = NetnsPair::new(&format!("rsm{}", std::process::id() % 100_000));
+    let serve = w
+        .relsync()
+        .arg("serve")
+        .arg("--install")
+        .arg(&a)
+        .args(["--listen", "/ip4/10.213.0.1/tcp/0", "--json"])
+        .args(["--stop-after", NODE_LIFETIME]);
+    let node = Daemon::start("a", &net.exec(0, serve), &w.path().join("a.log"));
+    assert!(
+        node.addr().starts_with("/ip4/10.213.0.1/"),
+        "{}",
+        node.addr()
+    );
+
+    let b = w.install_dir("b");
+    let update =
+        w.update_cmd(&origin, &b)
+            .args(["--listen", "/ip4/10.213.0.2/tcp/0", "--peer-wait", "15s"]);
+    let out = net.exec(1, update).timeout(Duration::from_secs(60)).run();
+    out.assert_success("update b next to a, found by mDNS");
+    let r = Report::new(out);
+    assert_trees_equal(&current(&b), &w.v1);
+    assert!(r.u64("bytes_from_peers") > 0, "{}", r.out);
+    assert!(
+        r.u64("bytes_from_origin") < 64 * 1024,
+        "only metadata from the origin\n{}",
+        r.out
+    );
 }
