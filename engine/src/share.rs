@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use relsync_chunker::frame;
 
-use crate::layout::{InstallLayout, channel_path, manifest_path, root_path};
+use crate::layout::{InstallLayout, manifest_path, root_path, valid_channel};
 use crate::manifest::TrustedManifest;
 use crate::peers::{ChunkBits, PeerFrames};
 use crate::plan::{read_blob, read_installed};
@@ -250,11 +250,9 @@ impl Share {
     pub fn metadata(&self, path: &str) -> Option<Vec<u8>> {
         let store = &self.inner.store;
         if let Some(channel) = path.strip_prefix("channels/") {
-            return store
-                .pointer(channel)
-                .ok()
-                .flatten()
-                .filter(|_| channel_path(channel) == path);
+            return valid_channel(channel)
+                .then(|| store.pointer(channel).ok().flatten())
+                .flatten();
         }
         if path.starts_with("keys/") {
             let root = store.trusted_root().ok()??;

@@ -130,9 +130,9 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: vec![
-                "/ip4/0.0.0.0/tcp/0"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
+                Multiaddr::empty()
+                    .with(AddrPart::Ip4(std::net::Ipv4Addr::UNSPECIFIED))
+                    .with(AddrPart::Tcp(0)),
             ],
             peers: Vec::new(),
             mdns: true,
