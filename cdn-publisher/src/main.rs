@@ -3,6 +3,7 @@
 
 mod delta;
 mod keygen;
+mod lifecycle;
 mod origin;
 mod pack;
 mod publish;
@@ -23,6 +24,7 @@ use relsync_chunker::{ChunkParams, frame};
 use semver::Version;
 
 use crate::delta::DeltaParams;
+use crate::lifecycle::Change;
 use crate::origin::LocalOrigin;
 use crate::push::{PushOptions, PushSummary, push};
 
@@ -68,6 +70,67 @@ enum Command {
         #[command(subcommand)]
         command: ChannelCommand,
     },
+    /// Change the share of installs a channel's release is offered to (a staged rollout):
+    /// re-signs the channel pointer with the new percentage and fresh issue and expiry times.
+    ///
+    /// Raise it step by step (5, 25, 100); lower it, down to 0, to halt a rollout. Installs
+    /// that already took the release keep it. Critical releases reach every install anyway.
+    Promote(PromoteArgs),
+    /// Withdraw a version from a channel: re-signs the channel pointer with the version added
+    /// to its yanked list.
+    ///
+    /// If the channel offers that version, it moves back to the newest earlier release of the
+    /// channel that is not yanked, offered to every install. Installs running a yanked version
+    /// download nothing new of it; with --roll-back they go back to the channel's release.
+    Yank(YankArgs),
+}
+
+/// The channel a pointer change applies to.
+#[derive(Debug, clap::Args)]
+struct ChannelAt {
+    /// The origin folder (a path or file:// URL).
+    #[arg(long, visible_alias = "to", value_name = "ORIGIN")]
+    origin: String,
+    /// The channel.
+    #[arg(long)]
+    channel: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct PromoteArgs {
+    #[command(flatten)]
+    at: ChannelAt,
+    /// The version the channel offers now; refused if it offers another, so a rollout meant
+    /// for one release never applies to the next.
+    #[arg(long)]
+    version: Version,
+    /// Share of installs offered the release, 0 to 100 (100: everyone, 0: halted).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    percent: u8,
+    #[command(flatten)]
+    pointer: PointerSigning,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct YankArgs {
+    #[command(flatten)]
+    at: ChannelAt,
+    /// The version to withdraw: the channel's current release or an earlier one. Yanking it
+    /// again only sets the --roll-back directive anew.
+    #[arg(long)]
+    version: Version,
+    /// Installs running a yanked version go back to the channel's release (without it, they
+    /// keep running it).
+    #[arg(long)]
+    roll_back: bool,
+    #[command(flatten)]
+    pointer: PointerSigning,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// How a channel pointer gets signed: with local channel keys, or written unsigned for a
@@ -104,6 +167,10 @@ struct PublishArgs {
     /// How many earlier manifests of the channel the new one is also published as a delta of.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
     manifest_deltas: u64,
+    /// Share of installs offered the release at first, 0 to 100; raise it later with
+    /// `cdn-publisher promote`.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    rollout_percent: u8,
     /// Move the channel even to a lower version, or to other content for an equal one.
     #[arg(long)]
     force: bool,
@@ -210,6 +277,26 @@ struct PushArgs {
     /// Uncompressed MiB per solid frame, for fresh installs (0: none; at most 64).
     #[arg(long, default_value_t = 32)]
     solid_mib: u64,
+    /// Mark the release critical (a security fix): clients take it at once, bypassing
+    /// maintenance windows and the staged rollout.
+    #[arg(long)]
+    critical: bool,
+    /// Release notes, signed into the manifest (UTF-8, at most 16 KiB).
+    #[arg(long, value_name = "TEXT", conflicts_with = "notes_file")]
+    notes: Option<String>,
+    /// Read the release notes from PATH (UTF-8, at most 16 KiB).
+    #[arg(long, value_name = "PATH")]
+    notes_file: Option<PathBuf>,
+    /// Share of installs offered the release at first, 0 to 100 (100: everyone); raise it
+    /// later with `cdn-publisher promote`. Critical releases reach every install anyway.
+    /// (With --unsigned-out, give it to `cdn-publisher publish` instead.)
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u8).range(0..=100),
+        conflicts_with = "unsigned_out"
+    )]
+    rollout_percent: u8,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -246,7 +333,12 @@ fn run(cli: Cli) -> Result<()> {
             let published =
                 publish::put_manifest(&origin, &envelope, args.manifest_deltas as usize)?;
             println!("published manifest {}", published.id);
-            let pointer = publish::pointer_for(&origin, &published, args.pointer.pointer_days)?;
+            let pointer = publish::pointer_for(
+                &origin,
+                &published,
+                args.pointer.pointer_days,
+                args.rollout_percent,
+            )?;
             set_pointer(&origin, &pointer, &args.pointer, args.force)
         }
         Command::Channel {
@@ -269,31 +361,141 @@ fn run(cli: Cli) -> Result<()> {
             let refreshed = publish::refreshed(&origin, &channel, pointer.pointer_days)?;
             set_pointer(&origin, &refreshed, &pointer, false)
         }
+        Command::Promote(args) => {
+            let origin = LocalOrigin::open(&args.at.origin)?;
+            let change = lifecycle::promote(
+                &origin,
+                &args.at.channel,
+                &args.version,
+                args.percent,
+                args.pointer.pointer_days,
+            )?;
+            finish_change(&origin, &change, &args.pointer, false, args.json)
+        }
+        Command::Yank(args) => {
+            let origin = LocalOrigin::open(&args.at.origin)?;
+            let change = lifecycle::yank(
+                &origin,
+                &args.at.channel,
+                &args.version,
+                args.roll_back,
+                args.pointer.pointer_days,
+            )?;
+            // Moving the channel back to an earlier release is the point of the yank.
+            let force = change.moved_from.is_some();
+            finish_change(&origin, &change, &args.pointer, force, args.json)
+        }
     }
 }
 
+/// Where a pointer went: published, or written unsigned to a file.
+enum PointerOut {
+    Published(relsync_engine::manifest::Pointer),
+    Unsigned(PathBuf),
+}
+
 /// Signs `pointer` and publishes it, or writes it unsigned for a signer elsewhere.
+fn write_pointer(
+    origin: &LocalOrigin,
+    pointer: &relsync_engine::manifest::Pointer,
+    signing: &PointerSigning,
+    force: bool,
+) -> Result<PointerOut> {
+    if let Some(out) = &signing.unsigned_pointer_out {
+        pointer.validate()?;
+        sign::write_file(out, &pointer.seal(&[])?)?;
+        return Ok(PointerOut::Unsigned(out.clone()));
+    }
+    let keys = read_secrets(&signing.channel_key)?;
+    let sealed = pointer.seal(&keys.iter().collect::<Vec<_>>())?;
+    Ok(PointerOut::Published(publish::put_pointer(
+        origin, &sealed, force,
+    )?))
+}
+
+/// [`write_pointer`], saying what happened.
 fn set_pointer(
     origin: &LocalOrigin,
     pointer: &relsync_engine::manifest::Pointer,
     signing: &PointerSigning,
     force: bool,
 ) -> Result<()> {
-    if let Some(out) = &signing.unsigned_pointer_out {
-        sign::write_file(out, &pointer.seal(&[])?)?;
-        println!(
-            "wrote the unsigned pointer to {}; sign it, then `cdn-publisher channel set`",
-            out.display()
-        );
+    match write_pointer(origin, pointer, signing, force)? {
+        PointerOut::Unsigned(out) => println!(
+            "wrote the unsigned pointer to {}; sign it, then `cdn-publisher channel set{}`",
+            out.display(),
+            if force { " --force" } else { "" }
+        ),
+        PointerOut::Published(pointer) => println!(
+            "channel {} now offers {} until unix {}",
+            pointer.channel, pointer.version, pointer.expires_unix
+        ),
+    }
+    Ok(())
+}
+
+/// Writes the pointer of a `promote` or `yank` and prints what changed.
+fn finish_change(
+    origin: &LocalOrigin,
+    change: &Change,
+    signing: &PointerSigning,
+    force: bool,
+    json: bool,
+) -> Result<()> {
+    let unsigned = match write_pointer(origin, &change.pointer, signing, force)? {
+        PointerOut::Unsigned(out) => Some(out.display().to_string()),
+        PointerOut::Published(_) => None,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&change.summary(unsigned))?);
         return Ok(());
     }
-    let keys = read_secrets(&signing.channel_key)?;
-    let sealed = pointer.seal(&keys.iter().collect::<Vec<_>>())?;
-    let pointer = publish::put_pointer(origin, &sealed, force)?;
-    println!(
-        "channel {} now offers {} until unix {}",
-        pointer.channel, pointer.version, pointer.expires_unix
-    );
+    let p = &change.pointer;
+    match (&change.yanked_now, &change.moved_from) {
+        (None, _) => println!(
+            "channel {}: {} offered to {}% of installs (was {}%)",
+            p.channel, p.version, p.rollout_percent, change.previous_percent
+        ),
+        (Some(v), _) if change.already_yanked => {
+            println!("channel {}: {v} was yanked already", p.channel);
+        }
+        (Some(v), None) => println!("channel {}: yanked {v}", p.channel),
+        (Some(v), Some(from)) => println!(
+            "channel {}: yanked {v}; it offers {} again instead of {from}, to every install",
+            p.channel, p.version
+        ),
+    }
+    if change.yanked_now.is_some() {
+        println!(
+            "  yanked     {}",
+            p.yanked
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if p.rollback_yanked {
+            println!(
+                "  installs   on a yanked version roll back to {}",
+                p.version
+            );
+        } else {
+            println!("  installs   on a yanked version keep it, and download nothing new of it");
+        }
+    }
+    for warning in &change.warnings {
+        println!("  warning    {warning}");
+    }
+    match unsigned {
+        Some(out) => println!(
+            "  pointer    unsigned, in {out}; sign it, then `cdn-publisher channel set{}`",
+            if force { " --force" } else { "" }
+        ),
+        None => println!(
+            "  pointer    signed; channel {} offers {} until unix {}",
+            p.channel, p.version, p.expires_unix
+        ),
+    }
     Ok(())
 }
 
@@ -309,6 +511,11 @@ fn run_push(args: PushArgs) -> Result<()> {
         read_secrets(&args.channel_key)?
     };
     let signers = push::Signers { release, channel };
+    let notes = match (args.notes, &args.notes_file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => push::read_notes_file(path)?,
+        (None, None) => String::new(),
+    };
     let origin = LocalOrigin::open(&args.to)?;
     let opts = PushOptions {
         dir: args.dir,
@@ -332,6 +539,9 @@ fn run_push(args: PushArgs) -> Result<()> {
         solid_run_bytes: args.solid_mib << 20,
         pointer_days: args.pointer_days,
         unsigned_out: args.unsigned_out,
+        critical: args.critical,
+        notes,
+        rollout_percent: args.rollout_percent,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);
@@ -401,6 +611,21 @@ fn print_summary(s: &PushSummary) {
             "  solid      {} frames, {} bytes",
             s.solid_frames, s.solid_bytes
         );
+    }
+    if s.critical {
+        println!("  critical   yes: clients skip maintenance windows and the staged rollout");
+    }
+    if s.notes_bytes > 0 {
+        println!("  notes      {} bytes", s.notes_bytes);
+    }
+    if s.rollout_percent < 100 {
+        println!(
+            "  rollout    {}% of installs (raise it with `cdn-publisher promote`)",
+            s.rollout_percent
+        );
+    }
+    if !s.yanked.is_empty() {
+        println!("  yanked     {} (kept)", s.yanked.join(", "));
     }
     match &s.unsigned {
         Some(file) => {

@@ -65,6 +65,16 @@ impl LocalOrigin {
         Ok(out)
     }
 
+    /// An object's length, if it exists.
+    pub fn len_of(&self, path: &str) -> Result<Option<u64>> {
+        let full = self.root.join(path);
+        match fs::metadata(&full) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", full.display())),
+        }
+    }
+
     /// Whether an object exists.
     pub fn exists(&self, path: &str) -> bool {
         self.root.join(path).exists()

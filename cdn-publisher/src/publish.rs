@@ -1,6 +1,7 @@
 //! Publishing signed metadata: a manifest (and its deltas), then the channel pointer naming
 //! it. `push` does both with local keys; `publish` and `channel` do each step for documents
 //! signed elsewhere, and `channel refresh` re-signs an unchanged channel before it expires.
+//! `promote` and `yank` ([`crate::lifecycle`]) re-sign the pointer with other lifecycle fields.
 //!
 //! Nothing is written that clients would refuse: signatures are checked against the origin's
 //! newest root document first.
@@ -47,14 +48,9 @@ fn newest_root(origin: &LocalOrigin) -> Result<Option<Root>> {
     Ok(crate::root::newest(origin)?.map(|(root, _)| root))
 }
 
-/// Checks a signed manifest envelope (a threshold of the newest root's release role; without
-/// roots, at least one valid signature) and writes it, with deltas against up to
-/// `delta_depth` of its nearest ancestors.
-pub fn put_manifest(
-    origin: &LocalOrigin,
-    envelope: &[u8],
-    delta_depth: usize,
-) -> Result<PublishedManifest> {
+/// Checks a signed manifest envelope as clients will (a threshold of the newest root's release
+/// role; without roots, at least one valid signature; every structural rule).
+pub fn check_manifest(origin: &LocalOrigin, envelope: &[u8]) -> Result<TrustedManifest> {
     let id = ManifestId::of(envelope);
     match newest_root(origin)? {
         Some(root) => TrustedManifest::open_release(envelope.to_vec(), &id, &root.release)
@@ -63,14 +59,25 @@ pub fn put_manifest(
                     "the manifest's signatures do not meet the release role of root version {}",
                     root.version
                 )
-            })?,
+            }),
         None => TrustedManifest::open_release(
             envelope.to_vec(),
             &id,
             &own_signers(Kind::Manifest, envelope)?,
         )
-        .context("the release breaks a rule clients enforce")?,
-    };
+        .context("the release breaks a rule clients enforce"),
+    }
+}
+
+/// Checks a signed manifest envelope ([`check_manifest`]) and writes it, with deltas against
+/// up to `delta_depth` of its nearest ancestors.
+pub fn put_manifest(
+    origin: &LocalOrigin,
+    envelope: &[u8],
+    delta_depth: usize,
+) -> Result<PublishedManifest> {
+    let id = ManifestId::of(envelope);
+    check_manifest(origin, envelope)?;
     let manifest = Manifest::decode_unverified(envelope)?;
     let file = compress_envelope(envelope)?;
     origin.put(&manifest_path(&id), &file)?;
@@ -126,8 +133,21 @@ fn put_manifest_deltas(
     Ok(deltas)
 }
 
-/// The (unsigned) pointer naming a published manifest, issued now and expiring in `days`.
-pub fn pointer_for(origin: &LocalOrigin, m: &PublishedManifest, days: u64) -> Result<Pointer> {
+/// The (unsigned) pointer naming a published manifest, issued now and expiring in `days`,
+/// offered to `rollout_percent` of installs. It keeps the channel's yanked versions and does
+/// not ask yanked installs to roll back; a yanked version cannot be published again.
+pub fn pointer_for(
+    origin: &LocalOrigin,
+    m: &PublishedManifest,
+    days: u64,
+    rollout_percent: u8,
+) -> Result<Pointer> {
+    let channel = &m.manifest.channel;
+    let yanked = current_pointer(origin, channel)?.map_or_else(Vec::new, |p| p.yanked);
+    refuse_yanked(channel, &m.manifest.version, &yanked)?;
+    if rollout_percent > 100 {
+        bail!("the rollout percentage is {rollout_percent}; it must be 0 to 100");
+    }
     Ok(Pointer {
         format: FORMAT_VERSION,
         product: m.manifest.product.clone(),
@@ -139,7 +159,25 @@ pub fn pointer_for(origin: &LocalOrigin, m: &PublishedManifest, days: u64) -> Re
         manifest_deltas: m.deltas.clone(),
         issued_unix: unix_now(),
         expires_unix: expiry(days)?,
+        rollout_percent,
+        yanked,
+        rollback_yanked: false,
     })
+}
+
+/// Refuses to offer `version` on a channel that withdrew it.
+pub fn refuse_yanked(
+    channel: &str,
+    version: &semver::Version,
+    yanked: &[semver::Version],
+) -> Result<()> {
+    if yanked.contains(version) {
+        bail!(
+            "version {version} was yanked from channel {channel}; publish the fix as a new \
+             version"
+        );
+    }
+    Ok(())
 }
 
 /// The channel's current pointer re-issued now, expiring in `days`, under the newest root:
@@ -147,9 +185,16 @@ pub fn pointer_for(origin: &LocalOrigin, m: &PublishedManifest, days: u64) -> Re
 pub fn refreshed(origin: &LocalOrigin, channel: &str, days: u64) -> Result<Pointer> {
     let current = current_pointer(origin, channel)?
         .with_context(|| format!("channel {channel} has no pointer on the origin to refresh"))?;
+    reissued(origin, current, days)
+}
+
+/// `current` re-issued now (never earlier than it was), expiring in `days`, under the newest
+/// root; every other field, the lifecycle ones included, stays.
+pub fn reissued(origin: &LocalOrigin, current: Pointer, days: u64) -> Result<Pointer> {
     if !origin.exists(&manifest_path(&current.manifest)) {
         bail!(
-            "channel {channel} names manifest {}, which is not on the origin",
+            "channel {} names manifest {}, which is not on the origin",
+            current.channel,
             current.manifest
         );
     }
@@ -161,7 +206,8 @@ pub fn refreshed(origin: &LocalOrigin, channel: &str, days: u64) -> Result<Point
     })
 }
 
-fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Pointer>> {
+/// The channel's pointer on the origin, decoded without checking its signature.
+pub fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Pointer>> {
     match origin.read(&channel_path(channel))? {
         Some(bytes) => Ok(Some(
             Pointer::decode_unverified(&bytes)
@@ -172,8 +218,8 @@ fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Pointer
 }
 
 /// Checks a signed pointer (a threshold of the newest root's channel role; without roots, at
-/// least one valid signature), that the manifest it names is on the origin, and that it does
-/// not move the channel back (unless `force`); then writes it.
+/// least one valid signature), that the manifest it names is on the origin, and that it
+/// neither moves the channel back nor drops a yanked version (unless `force`); then writes it.
 pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<Pointer> {
     let pointer = match newest_root(origin)? {
         Some(root) => Pointer::open(sealed, &root.channel).with_context(|| {
@@ -207,6 +253,19 @@ pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<P
                  would refuse this one as equivocation (use --force)",
                 pointer.channel,
                 pointer.version
+            );
+        }
+        let dropped: Vec<String> = current
+            .yanked
+            .iter()
+            .filter(|v| !pointer.is_yanked(v))
+            .map(ToString::to_string)
+            .collect();
+        if !dropped.is_empty() {
+            bail!(
+                "channel {} has yanked {}; refusing a pointer that no longer lists them (use --force)",
+                pointer.channel,
+                dropped.join(", ")
             );
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::delta::{self, DeltaParams, NewFile};
 use crate::origin::LocalOrigin;
 use crate::pack::PackWriter;
-use crate::publish::{expiry, pointer_for, put_manifest, put_pointer, unix_now};
+use crate::publish::{expiry, pointer_for, put_manifest, put_pointer, refuse_yanked, unix_now};
 use crate::solid;
 use crate::walk::{Item, walk};
 
@@ -56,6 +56,52 @@ pub struct PushOptions {
     /// Write the manifest unsigned to this file, for signing elsewhere, instead of signing
     /// and publishing it (packs are still written).
     pub unsigned_out: Option<PathBuf>,
+    /// A critical update: clients bypass maintenance windows and staged rollout.
+    pub critical: bool,
+    /// Release notes (at most [`limits::NOTES_BYTES`]).
+    pub notes: String,
+    /// Share of installs the channel pointer offers the release to, 0 to 100.
+    pub rollout_percent: u8,
+}
+
+/// Reads a release notes file: UTF-8, at most [`limits::NOTES_BYTES`].
+pub fn read_notes_file(path: &Path) -> Result<String> {
+    let reading = || format!("reading release notes {}", path.display());
+    let file = File::open(path).with_context(reading)?;
+    let len = file.metadata().with_context(reading)?.len();
+    let limit = limits::NOTES_BYTES as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(reading)?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "release notes {} are {} bytes; at most {limit} are allowed",
+            path.display(),
+            len.max(bytes.len() as u64),
+        );
+    }
+    let notes = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "release notes {} are not UTF-8 (at byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    check_notes(&notes)?;
+    Ok(notes)
+}
+
+/// Refuses release notes longer than clients accept.
+fn check_notes(notes: &str) -> Result<()> {
+    if notes.len() > limits::NOTES_BYTES {
+        bail!(
+            "the release notes are {} bytes; at most {} are allowed",
+            notes.len(),
+            limits::NOTES_BYTES
+        );
+    }
+    Ok(())
 }
 
 /// What a push did.
@@ -79,6 +125,14 @@ pub struct PushSummary {
     /// Where the unsigned manifest was written, when it is to be signed elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsigned: Option<String>,
+    /// Marked critical.
+    pub critical: bool,
+    /// Bytes of release notes.
+    pub notes_bytes: u64,
+    /// Share of installs the pointer offers the release to.
+    pub rollout_percent: u8,
+    /// The channel's yanked versions, carried over to the new pointer.
+    pub yanked: Vec<String>,
     /// Versions delta frames were made against.
     pub delta_bases: Vec<String>,
     pub delta_frames: u64,
@@ -200,6 +254,13 @@ pub fn push(
         bail!("invalid platform name {platform:?}: use letters, digits, '-', '_', '.'");
     }
     opts.chunking.validate()?;
+    check_notes(&opts.notes)?;
+    if opts.rollout_percent > 100 {
+        bail!(
+            "the rollout percentage is {}; it must be 0 to 100",
+            opts.rollout_percent
+        );
+    }
     let existing = match origin.read(&channel_path(&opts.channel))? {
         Some(bytes) => Some(
             Pointer::decode_unverified(&bytes)
@@ -217,6 +278,9 @@ pub fn push(
             current.version,
             opts.version
         );
+    }
+    if let Some(current) = &existing {
+        refuse_yanked(&opts.channel, &opts.version, &current.yanked)?;
     }
 
     let items = walk(&opts.dir)?;
@@ -340,6 +404,14 @@ pub fn push(
         pack_bytes_written,
         manifest_bytes: 0,
         unsigned: None,
+        critical: opts.critical,
+        notes_bytes: opts.notes.len() as u64,
+        rollout_percent: opts.rollout_percent,
+        yanked: existing
+            .iter()
+            .flat_map(|p| &p.yanked)
+            .map(ToString::to_string)
+            .collect(),
         delta_bases: bases.iter().map(|b| b.version.to_string()).collect(),
         delta_frames: bases.iter().map(|b| b.deltas.len() as u64).sum(),
         bsdiff_frames: bases
@@ -392,6 +464,8 @@ pub fn push(
         version: opts.version.clone(),
         created_unix: created,
         expires_unix: expiry(opts.expires_days).context("--expires-days")?,
+        critical: opts.critical,
+        notes: opts.notes.clone(),
         chunking: opts.chunking,
         parent,
         packs,
@@ -432,7 +506,7 @@ pub fn push(
     let release: Vec<&SecretKey> = signers.release.iter().collect();
     let (_, bytes) = manifest.seal_by(&release)?;
     let published = put_manifest(origin, &bytes, opts.manifest_deltas)?;
-    let pointer = pointer_for(origin, &published, opts.pointer_days)?;
+    let pointer = pointer_for(origin, &published, opts.pointer_days, opts.rollout_percent)?;
     let channel: Vec<&SecretKey> = signers.channel.iter().collect();
     put_pointer(origin, &pointer.seal(&channel)?, opts.force)?;
     summary.manifest = published.id.to_string();

@@ -91,6 +91,15 @@ pub fn show(file: &Path) -> Result<()> {
                 m.total_file_bytes()
             );
             println!("expires    unix {}", m.expires_unix);
+            if m.critical {
+                println!("critical   yes");
+            }
+            if !m.notes.is_empty() {
+                println!("notes      {} bytes:", m.notes.len());
+                for line in m.notes.lines() {
+                    println!("  {}", line.escape_debug());
+                }
+            }
         }
         Kind::Pointer => {
             let p = Pointer::decode_unverified(&bytes)?;
@@ -101,6 +110,19 @@ pub fn show(file: &Path) -> Result<()> {
             println!("manifest   {}", p.manifest);
             println!("issued     unix {}", p.issued_unix);
             println!("expires    unix {}", p.expires_unix);
+            println!("rollout    {}%", p.rollout_percent);
+            if !p.yanked.is_empty() {
+                let yanked: Vec<String> = p.yanked.iter().map(ToString::to_string).collect();
+                println!("yanked     {}", yanked.join(", "));
+                println!(
+                    "rollback   {}",
+                    if p.rollback_yanked {
+                        "installs on a yanked version roll back"
+                    } else {
+                        "no: installs on a yanked version keep it"
+                    }
+                );
+            }
         }
     }
     for key in envelope::signers(kind, &bytes)? {

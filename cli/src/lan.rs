@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use relsync_engine::layout::InstallLayout;
-use relsync_engine::{Share, Updater};
+use relsync_engine::{Engine, Share, Updater};
 use relsync_peer::{Limits, Multiaddr, Node, NodeConfig};
 use tracing::warn;
 
@@ -60,18 +60,15 @@ impl LanArgs {
         Ok(Arc::new(node))
     }
 
-    /// Starts a node serving `updater`'s install and hands it to the updater, unless peers
-    /// are off. Keep the node until the update ends.
-    pub async fn join(
-        &self,
-        updater: Updater,
-        install: &Path,
-    ) -> Result<(Updater, Option<Arc<Node>>)> {
+    /// Starts a node serving `engine`'s install and attaches it, unless peers are off. Keep
+    /// the node until the update ends.
+    pub async fn attach(&self, engine: &Engine, install: &Path) -> Result<Option<Arc<Node>>> {
         if !self.enabled() {
-            return Ok((updater, None));
+            return Ok(None);
         }
-        let node = self.start(install, updater.share()).await?;
-        Ok((updater.with_peers(node.clone()), Some(node)))
+        let node = self.start(install, engine.updater().share()).await?;
+        engine.updater().attach_peers(node.clone());
+        Ok(Some(node))
     }
 }
 

@@ -1,7 +1,10 @@
 //! `relsync`: install and update a release from a relsync origin.
 
+mod audit;
+mod daemon;
 mod lan;
 mod malloc;
+mod metrics;
 mod render;
 
 use std::path::PathBuf;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use relsync_engine::{PublicKey, Updater, UpdaterConfig};
+use relsync_engine::{Engine, HealthCheck, PublicKey, TrialConfig, UpdaterConfig};
 
 /// Install, update and roll back releases published with cdn-publisher.
 #[derive(Debug, Parser)]
@@ -24,6 +27,19 @@ struct Cli {
 enum Command {
     /// Install the channel's release into DIR, or update DIR to it, fetching only what is missing.
     Update(UpdateArgs),
+    /// Check the channel's signed metadata and say whether there is a release to take (and
+    /// why not, when it is held back: rollout, channel behind, marked bad). Changes nothing
+    /// but the trusted state.
+    Check {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the installed and previous versions and store statistics.
     Status {
         /// The install directory.
@@ -47,6 +63,12 @@ enum Command {
     /// updated (from peers first). Prints each listen address, one per line, as a multiaddr
     /// ending in /p2p/PEER_ID: what `--peer` takes.
     Serve(lan::ServeArgs),
+    /// Keep an install updated under a policy from a TOML config (install, origin, trust,
+    /// and the policy and lan tables; see docs/operations.md) until SIGINT or SIGTERM,
+    /// optionally serving Prometheus metrics.
+    Daemon(daemon::DaemonArgs),
+    /// Check or show DIR's hash-chained audit log (read-only: takes no lock).
+    Audit(audit::AuditArgs),
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -75,6 +97,15 @@ struct UpdateArgs {
     /// Print one JSON object at the end instead of progress and a summary.
     #[arg(long)]
     json: bool,
+    /// After switching, run this shell command (`sh -c CMD`; RELSYNC_INSTALL, RELSYNC_CURRENT
+    /// and RELSYNC_VERSION set) as the new release's health check: unless it exits 0 within
+    /// --trial-period, the release is rolled back, marked bad here and not taken again until
+    /// a newer one appears.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["dry_run", "download_only"])]
+    health_check: Option<String>,
+    /// How long the health check may take.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "health_check")]
+    trial_period: std::time::Duration,
     #[command(flatten)]
     lan: lan::LanArgs,
 }
@@ -176,7 +207,11 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Update(a) => a.json,
         Command::Serve(a) => a.json,
+        Command::Daemon(a) => a.json,
+        // Prints its own JSON, failures included.
+        Command::Audit(_) => false,
         Command::Status { json, .. }
+        | Command::Check { json, .. }
         | Command::Rollback { json, .. }
         | Command::Apply { json, .. } => *json,
     };
@@ -196,6 +231,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Update(args) => update(args),
         Command::Serve(args) => lan::serve(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Check {
+            source,
+            install,
+            json,
+        } => check(&source, &install, json),
         Command::Status { install, json } => {
             let status = relsync_engine::status(&install)?;
             if json {
@@ -239,13 +281,53 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn update(args: UpdateArgs) -> Result<()> {
-    let config = args.source.config(&args.install)?;
-    let progress = Arc::new(render::Progress::new(!args.json));
-    let updater = Updater::open(config)?.with_reporter(progress.clone());
+/// An engine for `install` with `source`'s settings.
+fn engine(source: &SourceArgs, install: &std::path::Path) -> Result<relsync_engine::EngineBuilder> {
+    let config = source.config(install)?;
+    let mut builder = Engine::builder(config.origin, config.trusted_keys, install)
+        .channel(config.channel)
+        .fetch(config.fetch);
+    if let Some(product) = config.product {
+        builder = builder.product(product);
+    }
+    if let Some(root) = config.trusted_root {
+        builder = builder.trusted_root(root);
+    }
+    Ok(builder.platform(config.platform))
+}
+
+fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
     let runtime = runtime()?;
+    let engine = {
+        let _entered = runtime.enter();
+        engine(source, install)?.open()?
+    };
+    let outcome = runtime.block_on(engine.check())?;
+    if json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        render::print_check(&outcome);
+    }
+    Ok(())
+}
+
+fn update(args: UpdateArgs) -> Result<()> {
+    let progress = Arc::new(render::Progress::new(!args.json));
+    let mut builder = engine(&args.source, &args.install)?.reporter(progress.clone());
+    if let Some(cmd) = &args.health_check {
+        builder = builder.trial(TrialConfig::health_check(HealthCheck::shell(
+            cmd,
+            args.trial_period,
+        )));
+    }
+    let runtime = runtime()?;
+    let engine = {
+        let _entered = runtime.enter();
+        builder.open()?
+    };
     // Started before the check, so peers can fetch from this install while it fetches.
-    let (updater, _node) = runtime.block_on(args.lan.join(updater, &args.install))?;
+    let _node = runtime.block_on(args.lan.attach(&engine, &args.install))?;
+    let updater = engine.updater();
     if args.dry_run {
         let plan = runtime.block_on(updater.dry_run());
         progress.finish();
@@ -258,9 +340,9 @@ fn update(args: UpdateArgs) -> Result<()> {
         return Ok(());
     }
     let report = if args.download_only {
-        runtime.block_on(updater.download())
+        runtime.block_on(async { engine.download().wait().await })
     } else {
-        runtime.block_on(updater.update())
+        runtime.block_on(engine.update())
     };
     progress.finish();
     let report = report?;

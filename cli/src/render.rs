@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use relsync_engine::{Event, FileAction, Reporter, Status, UpdatePlan, UpdateReport};
+use relsync_engine::{CheckOutcome, Event, FileAction, Reporter, Status, UpdatePlan, UpdateReport};
 
 /// Progress bars on a terminal, a few plain lines otherwise, nothing with `--json`.
 pub struct Progress {
@@ -193,6 +193,43 @@ pub fn print_plan(p: &UpdatePlan) {
     );
 }
 
+pub fn print_check(outcome: &CheckOutcome) {
+    match outcome {
+        CheckOutcome::UpToDate { version } => println!("up to date at {version}"),
+        CheckOutcome::Held { offered, hold } => println!("{offered} is offered but held: {hold}"),
+        CheckOutcome::Available(a) => {
+            let from = a
+                .installed
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), |v| v.to_string());
+            let kind = match (a.critical, a.rollback) {
+                (_, true) => " (yanked release: going back)",
+                (true, false) => " (critical)",
+                _ => "",
+            };
+            println!(
+                "update available: {from} -> {}{kind}, {} to download",
+                a.version,
+                human_bytes(a.bytes_on_wire)
+            );
+            if !a.notes.is_empty() {
+                // Signed, but still not the publisher's to drive this terminal with.
+                let notes: String = a
+                    .notes
+                    .chars()
+                    .map(|c| match c {
+                        '\n' | '\t' => c,
+                        c if c.is_control() => '\u{fffd}',
+                        c => c,
+                    })
+                    .collect();
+                println!("notes:\n{notes}");
+            }
+        }
+        _ => println!("{}", serde_json::to_string(outcome).unwrap_or_default()),
+    }
+}
+
 pub fn print_status(s: &Status) {
     println!("install   {}", s.install_dir.display());
     match &s.version {
@@ -208,6 +245,21 @@ pub fn print_status(s: &Status) {
     }
     if let Some(h) = &s.highest_version_seen {
         println!("highest   {h} (trusted)");
+    }
+    if let Some(c) = &s.channel {
+        println!("channel   {c}");
+    }
+    if let Some(v) = &s.staged_version {
+        println!("staged    {v} (run `relsync apply` to install it)");
+    }
+    if let Some(t) = &s.trial {
+        println!(
+            "trial     {} on trial, {} starts without a healthy report",
+            t.version, t.starts
+        );
+    }
+    for bad in &s.bad_releases {
+        println!("bad       {} ({})", bad.version, bad.reason);
     }
     println!(
         "store     {} releases, {} chunk locations, {} fetched chunks pending",

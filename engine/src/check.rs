@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use semver::Version;
+use serde::Serialize;
 use tracing::warn;
 
 use crate::layout::{channel_path, manifest_delta_path, manifest_path, root_path};
@@ -25,6 +26,43 @@ pub struct Checked {
     pub(crate) previous: Option<Release>,
     /// `current` points at the installed release's directory, which exists.
     pub(crate) installed_on_disk: bool,
+    /// Why the offered release is not taken, if it is not.
+    pub(crate) held: Option<Hold>,
+}
+
+/// Why a check takes nothing although the channel names a release other than the installed
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Hold {
+    /// The channel offers a release no newer than the installed one: after a switch to a
+    /// channel behind this one, or a yank without the signed rollback directive. The install
+    /// waits for the channel to pass it.
+    Behind,
+    /// A staged rollout that has not reached this install's bucket yet.
+    Rollout {
+        /// The share of installs the publisher has let through, in percent.
+        percent: u8,
+    },
+    /// This install marked the release bad (it failed its trial here, or a pointer listed it
+    /// as yanked); a newer one is needed.
+    MarkedBad,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Behind => f.write_str("the channel offers no newer release"),
+            Hold::Rollout { percent } => write!(
+                f,
+                "staged rollout at {percent}% has not reached this install"
+            ),
+            Hold::MarkedBad => {
+                f.write_str("the release is marked bad here (it failed its trial, or was yanked)")
+            }
+        }
+    }
 }
 
 impl Checked {
@@ -38,13 +76,39 @@ impl Checked {
         self.installed.as_ref().map(|r| &r.manifest.version)
     }
 
-    /// Whether the offered release is the installed one.
+    /// Whether there is nothing to take: the offered release is the installed one, or it is
+    /// held back.
     pub fn up_to_date(&self) -> bool {
-        self.installed_on_disk
+        self.held.is_some()
+            || self.installed_on_disk
+                && self
+                    .installed
+                    .as_ref()
+                    .is_some_and(|r| r.manifest.id() == self.pointer.manifest)
+    }
+
+    /// Why the offered release is not taken.
+    pub fn held(&self) -> Option<&Hold> {
+        self.held.as_ref()
+    }
+
+    /// The offered release is signed as critical.
+    pub fn critical(&self) -> bool {
+        self.target.critical
+    }
+
+    /// The offered release's notes.
+    pub fn notes(&self) -> &str {
+        &self.target.notes
+    }
+
+    /// The installed release is yanked, and the publisher signed the directive to go back to
+    /// the offered one.
+    pub fn directed_back(&self) -> bool {
+        self.pointer.rollback_yanked
             && self
-                .installed
-                .as_ref()
-                .is_some_and(|r| r.manifest.id() == self.pointer.manifest)
+                .installed_version()
+                .is_some_and(|v| self.pointer.yanked.contains(v))
     }
 }
 
@@ -133,7 +197,7 @@ pub(crate) async fn check(
     persist: bool,
 ) -> Result<Checked> {
     let copy_path = layout.trust_copy();
-    let (trusted_state, copy, installed, previous) = {
+    let (trusted_state, copy, installed, previous, bad) = {
         let (store, copy_path) = (store.clone(), copy_path.clone());
         blocking(move || {
             Ok((
@@ -141,6 +205,7 @@ pub(crate) async fn check(
                 TrustCopy::read(&copy_path).unwrap_or_default(),
                 store.current()?,
                 store.previous()?,
+                store.bad_releases()?,
             ))
         })
         .await?
@@ -205,8 +270,16 @@ pub(crate) async fn check(
             now_unix: now,
         });
     }
-    if let Some(seen) = &trusted_state {
-        if pointer.version < seen.highest_version {
+    // After a switch of channel, the new channel may be behind: it is held, never taken.
+    let switched = installed
+        .as_ref()
+        .is_some_and(|r| r.manifest.channel != config.channel);
+    // A signed yank may move the channel back past what was seen.
+    let withdrawn = |seen: &Version| pointer.yanked.contains(seen);
+    if let Some(seen) = &trusted_state
+        && !switched
+    {
+        if pointer.version < seen.highest_version && !withdrawn(&seen.highest_version) {
             return Err(Error::Rollback {
                 offered: pointer.version.clone(),
                 seen: seen.highest_version.clone(),
@@ -221,8 +294,12 @@ pub(crate) async fn check(
         }
     }
 
-    let target = match &installed {
-        Some(release) if release.manifest.id() == pointer.manifest => release.manifest.clone(),
+    let held_release = [&installed, &previous]
+        .into_iter()
+        .flatten()
+        .find(|r| r.manifest.id() == pointer.manifest);
+    let target = match held_release {
+        Some(release) => release.manifest.clone(),
         _ => {
             let held = [&installed, &previous];
             let base = held.into_iter().flatten().find_map(|r| {
@@ -281,20 +358,64 @@ pub(crate) async fn check(
         });
     }
 
+    let held = match &installed {
+        Some(release) if release.manifest.id() != pointer.manifest => {
+            let directed_back =
+                pointer.rollback_yanked && pointer.yanked.contains(&release.manifest.version);
+            let bucket = || {
+                crate::manifest::rollout_bucket(
+                    &read_install_id(layout),
+                    &pointer.channel,
+                    &pointer.version,
+                )
+            };
+            if pointer.version <= release.manifest.version && !directed_back {
+                Some(Hold::Behind)
+            } else if bad.iter().any(|b| b.version == pointer.version) {
+                Some(Hold::MarkedBad)
+            } else if !target.critical && !directed_back && bucket() >= pointer.rollout_percent {
+                Some(Hold::Rollout {
+                    percent: pointer.rollout_percent,
+                })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+
     if persist {
         if let Some(envelope) = new_root {
             let store = store.clone();
             blocking(move || store.set_trusted_root(&envelope)).await?;
         }
-        let state = TrustedState {
-            highest_version: pointer.version.clone(),
-            manifest: pointer.manifest,
-            // A publisher's clock running ahead must not push trusted time far forward.
-            time_unix: now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS)),
+        // A publisher's clock running ahead must not push trusted time far forward.
+        let time_unix = now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS));
+        // The floor never moves down (a yank or another channel may offer less).
+        let state = match &trusted_state {
+            Some(seen) if seen.highest_version > pointer.version => TrustedState {
+                time_unix,
+                ..seen.clone()
+            },
+            _ => TrustedState {
+                highest_version: pointer.version.clone(),
+                manifest: pointer.manifest,
+                time_unix,
+            },
         };
         let store = store.clone();
         let channel = config.channel.clone();
+        // Remembered, so a replay of a pointer from before the yank cannot bring it back.
+        let newly_yanked: Vec<Version> = pointer
+            .yanked
+            .iter()
+            .filter(|v| !bad.iter().any(|b| &b.version == *v))
+            .cloned()
+            .collect();
         blocking(move || {
+            for version in &newly_yanked {
+                store.mark_bad(version, "yanked by the publisher")?;
+            }
             store.set_trusted_state(&state)?;
             store.set_pointer(&channel, &pointer_bytes)?;
             TrustCopy {
@@ -311,7 +432,41 @@ pub(crate) async fn check(
         installed,
         previous,
         installed_on_disk,
+        held,
     })
+}
+
+/// This install's random id, or zeros if it has none (installs get one when opened).
+fn read_install_id(layout: &InstallLayout) -> [u8; 16] {
+    std::fs::read_to_string(layout.install_id())
+        .ok()
+        .and_then(|text| {
+            let mut id = [0; 16];
+            hex::decode_to_slice(text.trim(), &mut id).ok()?;
+            Some(id)
+        })
+        .unwrap_or_default()
+}
+
+/// Reads this install's random id, creating it on first use.
+pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
+    let path = layout.install_id();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut id = [0; 16];
+        if hex::decode_to_slice(text.trim(), &mut id).is_ok() {
+            return Ok(id);
+        }
+    }
+    let mut id = [0; 16];
+    getrandom::fill(&mut id).map_err(|e| Error::Io {
+        op: "generating an install id for",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, hex::encode(id)).map_err(Error::io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
+    Ok(id)
 }
 
 /// The root to check `pointer` (not yet verified) against: the newest trusted one (stored,

@@ -184,9 +184,35 @@ pub enum Error {
         .0.as_secs()
     )]
     Deadline(std::time::Duration),
-    /// Another updater holds the install.
-    #[error("another relsync process is working on {}", .0.display())]
-    Locked(PathBuf),
+    /// Another updater holds the install. The lock is the OS's (`flock`), so it dies with
+    /// its process: a lock never outlives a crashed or killed updater.
+    #[error(
+        "another relsync process{} is working on {}",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        dir.display()
+    )]
+    Locked {
+        /// The install directory.
+        dir: PathBuf,
+        /// The process holding the lock, as it recorded itself.
+        holder: Option<u32>,
+    },
+    /// A newly installed release failed its health check and was rolled back.
+    #[error("release {version} failed its health check ({detail}); rolled back to {restored}")]
+    Unhealthy {
+        /// The release that failed; it is marked bad here.
+        version: semver::Version,
+        /// What failed.
+        detail: String,
+        /// The release now current again.
+        restored: semver::Version,
+    },
+    /// The update policy is not usable.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The publisher yanked the release while it was being fetched; the download stopped.
+    #[error("release {0} was withdrawn by the publisher; the download stopped")]
+    Withdrawn(semver::Version),
 }
 
 /// Result alias for the engine.
@@ -196,6 +222,24 @@ impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+
+    /// Whether this is signed data or content failing its checks (worth an audit record),
+    /// rather than a network, disk or usage problem.
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::BadSignature { .. }
+                | Error::Malformed { .. }
+                | Error::Expired { .. }
+                | Error::Rollback { .. }
+                | Error::Mismatch { .. }
+                | Error::ManifestHashMismatch { .. }
+                | Error::BadChunk { .. }
+                | Error::FileMismatch { .. }
+                | Error::UnsafePath { .. }
+                | Error::PathCollision { .. }
+        )
     }
 
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {

@@ -72,6 +72,9 @@ pub struct FetchConfig {
     /// a share of it: in a flash crowd they are about to start, and taking their share now
     /// would fetch it twice.
     pub peer_join: std::time::Duration,
+    /// How often a running fetch re-reads the channel pointer, to stop if the publisher
+    /// yanks the release.
+    pub withdraw_poll: std::time::Duration,
 }
 
 impl Default for FetchConfig {
@@ -88,6 +91,7 @@ impl Default for FetchConfig {
             peer_poll: std::time::Duration::from_millis(250),
             peer_stall: std::time::Duration::from_secs(5),
             peer_join: std::time::Duration::from_secs(2),
+            withdraw_poll: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -314,16 +318,22 @@ pub(crate) async fn fetch(
             swarm::fetch(&shared, peers.clone(), frames.collect(), config).await
         }
         None => {
-            let jobs = planned.ranges.iter().map(|range| {
-                let frames: Vec<FrameJob> = range
-                    .frames
-                    .iter()
-                    .map(|f| FrameJob::new(&shared.target, *f))
-                    .collect();
-                let pack = shared.target.packs[range.pack as usize].id;
-                let shared = shared.clone();
-                async move { fetch_range(&shared, pack, range, &frames).await }
-            });
+            // Collected, so the stream's type holds futures, not a closure: a closure over
+            // borrowed ranges would keep the whole fetch from being `Send`.
+            let jobs: Vec<_> = planned
+                .ranges
+                .iter()
+                .map(|range| {
+                    let frames: Vec<FrameJob> = range
+                        .frames
+                        .iter()
+                        .map(|f| FrameJob::new(&shared.target, *f))
+                        .collect();
+                    let pack = shared.target.packs[range.pack as usize].id;
+                    let shared = shared.clone();
+                    async move { fetch_range(&shared, pack, range, &frames).await }
+                })
+                .collect();
             let results: Result<Vec<Vec<(u32, PathBuf)>>> = stream::iter(jobs)
                 .buffer_unordered(config.max_parallel_requests.max(1))
                 .try_collect()
@@ -472,6 +482,7 @@ async fn fetch_frames(
         shared.reporter.report(Event::Fetched {
             bytes: received,
             total: shared.total,
+            from_peers: shared.from_peers.load(Ordering::Relaxed),
         });
         while let Some(job) = jobs.get(progress.frames) {
             let frame_start = job.frame.offset + progress.solid.as_ref().map_or(0, |s| s.consumed);

@@ -10,6 +10,8 @@
 //!                                        .relsync/chunks/<chunk id>     fetched, verified frames
 //!                                        .relsync/staging/<id8>/        tree being assembled
 //!                                        .relsync/lock
+//!                                        .relsync/audit.log             hash-chained records
+//!                                        .relsync/audit.head            its last record
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -106,6 +108,21 @@ impl InstallLayout {
     /// The lock file.
     pub fn lock(&self) -> PathBuf {
         self.state().join("lock")
+    }
+
+    /// The append-only, hash-chained audit log (see [`crate::audit`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state().join("audit.log")
+    }
+
+    /// The audit log's head: the seq and hash of its last committed record.
+    pub fn audit_head(&self) -> PathBuf {
+        self.state().join("audit.head")
+    }
+
+    /// This install's random id (rollout bucket), kept across updates and store rebuilds.
+    pub fn install_id(&self) -> PathBuf {
+        self.state().join("install-id")
     }
 
     /// Fetched, verified frames waiting to be assembled.

@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Apps and agents usually want the whole lifecycle instead: [`Engine`] adds checks that say
+//! what is offered and why it is held back, background downloads, installs on trial with
+//! automatic rollback, a [`policy::Policy`] (interval, maintenance window, channel, critical
+//! releases), events, telemetry and the audit log ([`audit`]); see [`lifecycle`].
+//!
 //! LAN peers plug in through [`peers::Peers`] ([`Updater::with_peers`]) and are served from a
 //! [`Share`]; `relsync-peer` implements both over libp2p. What it does not do (yet):
 //! object-store origins. Manifest and pack *writing* helpers live here so the publisher and
@@ -32,6 +37,7 @@
 
 mod apply;
 mod assemble;
+pub mod audit;
 mod check;
 mod decode;
 pub mod envelope;
@@ -40,13 +46,16 @@ mod fetch;
 mod ids;
 mod keys;
 pub mod layout;
+pub mod lifecycle;
 pub mod manifest;
 mod origin;
 mod path;
 pub mod peers;
 mod plan;
+pub mod policy;
 mod progress;
 pub mod root;
+pub mod schedule;
 mod share;
 mod store;
 mod updater;
@@ -54,11 +63,15 @@ mod verify;
 
 pub use apply::Applied;
 pub use assemble::Assembled;
-pub use check::Checked;
+pub use check::{Checked, Hold};
 pub use error::{Error, Result};
 pub use fetch::{FetchConfig, Fetched};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
 pub use keys::{PublicKey, SecretKey};
+pub use lifecycle::{
+    CheckOutcome, Download, Engine, EngineBuilder, HealthCheck, Sample, StartOutcome, Telemetry,
+    TrialConfig, UpdateAvailable,
+};
 pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
@@ -69,7 +82,7 @@ pub use plan::plan_stage;
 pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use progress::{Event, Reporter, Silent};
 pub use share::{HaveAnswer, Share};
-pub use store::{Location, Release, Store, StoreStats, TrustedState};
+pub use store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
 pub use updater::{
     Status, UpdateReport, Updater, UpdaterConfig, apply_staged, rollback, status, this_platform,
 };

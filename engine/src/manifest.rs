@@ -22,8 +22,11 @@ use crate::path::{RelPath, TreeIndex, TreeNode};
 use crate::root::RoleKeys;
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
-/// The format version this engine writes and reads.
-pub const FORMAT_VERSION: u32 = 4;
+/// The format version this engine writes and reads, shared by manifests and channel pointers.
+///
+/// 5 added the signed lifecycle fields: [`Manifest::critical`] and [`Manifest::notes`], and
+/// [`Pointer::rollout_percent`], [`Pointer::yanked`] and [`Pointer::rollback_yanked`].
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
@@ -33,6 +36,10 @@ pub mod limits {
     pub const MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
     /// Most manifest deltas a pointer lists.
     pub const MANIFEST_DELTAS: usize = 16;
+    /// Most yanked versions a pointer lists.
+    pub const YANKED: usize = 64;
+    /// Largest release notes, in bytes of UTF-8.
+    pub const NOTES_BYTES: usize = 16 * 1024;
     /// Most chunks in one release.
     pub const CHUNKS: usize = 16 * 1024 * 1024;
     /// Most entries in one release.
@@ -67,6 +74,11 @@ pub struct Manifest {
     pub created_unix: u64,
     /// When clients stop accepting it for a new install.
     pub expires_unix: u64,
+    /// A critical update (a security fix): clients take it at once, bypassing maintenance
+    /// windows and staged rollout ([`Pointer::rollout_percent`]).
+    pub critical: bool,
+    /// Release notes, UTF-8, at most [`limits::NOTES_BYTES`]; empty when there are none.
+    pub notes: String,
     /// The FastCDC bounds used.
     pub chunking: ChunkParams,
     /// The release the channel pointed at before this one.
@@ -235,6 +247,16 @@ pub struct Pointer {
     pub issued_unix: u64,
     /// When clients stop trusting it.
     pub expires_unix: u64,
+    /// Share of installs offered this release, 0 to 100 (100: everyone). Each install puts
+    /// itself in a stable bucket ([`rollout_bucket`]) and takes a non-critical release only if
+    /// its bucket is below this. Lowering it halts a rollout.
+    pub rollout_percent: u8,
+    /// Versions of this channel the publisher withdrew, at most [`limits::YANKED`], never
+    /// [`Pointer::version`] itself. Installs download nothing new of a yanked version.
+    pub yanked: Vec<Version>,
+    /// Installs running a yanked version go back to this pointer's release. Without it they
+    /// keep running what they have.
+    pub rollback_yanked: bool,
 }
 
 /// A manifest delta at `manifests/<id>.from-<base>`.
@@ -299,7 +321,7 @@ impl Manifest {
     }
 
     fn decode_body(body: &[u8]) -> Result<Self> {
-        crate::decode::body("manifest", body)
+        decode_versioned("manifest", body)
     }
 
     /// Total bytes of all regular files.
@@ -340,6 +362,13 @@ impl Manifest {
             && !crate::layout::valid_channel(platform)
         {
             return Err(bad(format!("invalid platform name {platform:?}")));
+        }
+        if self.notes.len() > limits::NOTES_BYTES {
+            return Err(bad(format!(
+                "release notes are {} bytes, more than the {} allowed",
+                self.notes.len(),
+                limits::NOTES_BYTES
+            )));
         }
         self.chunking
             .validate()
@@ -455,30 +484,98 @@ impl Pointer {
         envelope::seal(Kind::Pointer, &body, keys)
     }
 
-    /// Verifies that a threshold of the channel role signed it, then decodes.
+    /// Verifies that a threshold of the channel role signed it, then decodes and validates.
     pub fn open(bytes: &[u8], channel: &RoleKeys) -> Result<Self> {
         let body = channel.open(Kind::Pointer, bytes)?;
-        let pointer: Pointer = crate::decode::body("channel pointer", body)?;
-        if pointer.format != FORMAT_VERSION {
-            return Err(Error::malformed(
-                "channel pointer",
-                format!("unsupported format {}", pointer.format),
-            ));
-        }
-        if pointer.manifest_deltas.len() > limits::MANIFEST_DELTAS {
-            return Err(Error::malformed(
-                "channel pointer",
-                "too many manifest deltas",
-            ));
-        }
+        let pointer: Pointer = decode_versioned("channel pointer", body)?;
+        pointer.validate()?;
         Ok(pointer)
     }
 
-    /// Decodes without checking the signature (publisher side only).
+    /// Decodes without checking the signature or the rules [`Pointer::open`] enforces
+    /// (publisher side only).
     pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         let body = envelope::open_unverified(Kind::Pointer, bytes)?;
-        crate::decode::body("channel pointer", body)
+        decode_versioned("channel pointer", body)
     }
+
+    /// Whether the publisher withdrew `version` from this channel.
+    pub fn is_yanked(&self, version: &Version) -> bool {
+        self.yanked.contains(version)
+    }
+
+    /// Checks the rules a client relies on: format, list sizes, the rollout share, and a
+    /// yanked list without repeats that does not name the pointer's own release.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Error::malformed("channel pointer", reason);
+        if self.format != FORMAT_VERSION {
+            return Err(bad(format!("unsupported format {}", self.format)));
+        }
+        if self.manifest_deltas.len() > limits::MANIFEST_DELTAS {
+            return Err(bad("too many manifest deltas".into()));
+        }
+        if self.rollout_percent > 100 {
+            return Err(bad(format!(
+                "rollout of {}% is above 100%",
+                self.rollout_percent
+            )));
+        }
+        if self.yanked.len() > limits::YANKED {
+            return Err(bad(format!(
+                "{} yanked versions, more than the {} allowed",
+                self.yanked.len(),
+                limits::YANKED
+            )));
+        }
+        let mut seen = HashSet::with_capacity(self.yanked.len());
+        for version in &self.yanked {
+            if !seen.insert(version) {
+                return Err(bad(format!("yanked version {version} is listed twice")));
+            }
+        }
+        if self.is_yanked(&self.version) {
+            return Err(bad(format!(
+                "it offers {}, which it lists as yanked",
+                self.version
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a manifest or pointer body. A body of another format version usually does not
+/// decode at all; the error then names its version instead of the field that failed.
+fn decode_versioned<'a, T: Deserialize<'a>>(what: &'static str, body: &'a [u8]) -> Result<T> {
+    crate::decode::body(what, body).map_err(|e| match postcard::take_from_bytes::<u32>(body) {
+        Ok((format, _)) if format != FORMAT_VERSION => Error::malformed(
+            what,
+            format!("unsupported format {format} (this engine reads {FORMAT_VERSION})"),
+        ),
+        _ => e,
+    })
+}
+
+/// Domain separation for [`rollout_bucket`].
+const ROLLOUT_CONTEXT: &str = "relsync 2026 rollout bucket v1";
+
+/// The rollout bucket, 0 to 99, of one install for one release of a channel: an install takes
+/// a non-critical release only if its bucket is below [`Pointer::rollout_percent`].
+///
+/// It is stable (the same install, channel and version always give the same bucket, so raising
+/// the percentage only adds installs) and spread evenly over installs, and it changes with the
+/// version, so the same installs are not always first. It is BLAKE3 in key-derivation mode
+/// over `install_id ‖ len(channel) as u64 LE ‖ channel ‖ version` (the version as text), the
+/// first 8 bytes of the hash as a little-endian `u64`, modulo 100.
+pub fn rollout_bucket(install_id: &[u8; 16], channel: &str, version: &Version) -> u8 {
+    let mut hasher = blake3::Hasher::new_derive_key(ROLLOUT_CONTEXT);
+    hasher.update(install_id);
+    hasher.update(&(channel.len() as u64).to_le_bytes());
+    hasher.update(channel.as_bytes());
+    hasher.update(version.to_string().as_bytes());
+    let hash = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) % 100) as u8
 }
 
 /// A manifest whose signature, hash and structure were checked, with derived lookups.
@@ -618,6 +715,8 @@ mod tests {
             version: Version::new(1, 0, 0),
             created_unix: 0,
             expires_unix: u64::MAX,
+            critical: false,
+            notes: String::new(),
             chunking: ChunkParams::default(),
             parent: None,
             packs: vec![PackRef {
@@ -878,5 +977,180 @@ mod tests {
         bytes[last] ^= 1;
         let id2 = ManifestId::of(&bytes);
         assert!(TrustedManifest::open(bytes, &id2, &[key().public()]).is_err());
+    }
+
+    #[test]
+    fn release_notes_are_bounded() {
+        let mut m = manifest(vec![], vec![], 0);
+        m.critical = true;
+        m.notes = "\u{e9}".repeat(limits::NOTES_BYTES / 2);
+        let trusted = open(&m).unwrap();
+        assert!(trusted.critical);
+        assert_eq!(trusted.notes.len(), limits::NOTES_BYTES);
+        m.notes.push('x');
+        let err = open(&m).unwrap_err().to_string();
+        assert!(err.contains("release notes are 16385 bytes"), "{err}");
+    }
+
+    fn pointer() -> Pointer {
+        Pointer {
+            format: FORMAT_VERSION,
+            product: "app".into(),
+            channel: "stable".into(),
+            version: Version::new(2, 0, 0),
+            root_version: 0,
+            manifest: ManifestId([1; 32]),
+            manifest_len: 100,
+            manifest_deltas: Vec::new(),
+            issued_unix: 0,
+            expires_unix: u64::MAX,
+            rollout_percent: 100,
+            yanked: Vec::new(),
+            rollback_yanked: false,
+        }
+    }
+
+    fn open_pointer(p: &Pointer) -> Result<Pointer> {
+        let sealed = p.seal(&[&key()])?;
+        Pointer::open(&sealed, &RoleKeys::single(key().public()))
+    }
+
+    #[test]
+    fn pointer_lifecycle_fields_round_trip() {
+        let mut p = pointer();
+        p.rollout_percent = 0;
+        p.yanked = (0..limits::YANKED as u64)
+            .map(|i| Version::new(3, i, 0))
+            .collect();
+        p.rollback_yanked = true;
+        assert_eq!(open_pointer(&p).unwrap(), p);
+        assert!(p.is_yanked(&Version::new(3, 1, 0)));
+        assert!(!p.is_yanked(&p.version));
+    }
+
+    #[test]
+    fn pointer_refuses_bad_lifecycle_fields() {
+        let cases: Vec<(&str, Pointer)> = vec![
+            (
+                "rollout of 101% is above 100%",
+                Pointer {
+                    rollout_percent: 101,
+                    ..pointer()
+                },
+            ),
+            (
+                "65 yanked versions, more than the 64",
+                Pointer {
+                    yanked: (0..=limits::YANKED as u64)
+                        .map(|i| Version::new(1, i, 0))
+                        .collect(),
+                    ..pointer()
+                },
+            ),
+            (
+                "listed twice",
+                Pointer {
+                    yanked: vec![Version::new(1, 0, 0), Version::new(1, 0, 0)],
+                    ..pointer()
+                },
+            ),
+            (
+                "offers 2.0.0, which it lists as yanked",
+                Pointer {
+                    yanked: vec![Version::new(1, 0, 0), Version::new(2, 0, 0)],
+                    ..pointer()
+                },
+            ),
+            (
+                "too many manifest deltas",
+                Pointer {
+                    manifest_deltas: vec![
+                        ManifestDelta {
+                            base: ManifestId([2; 32]),
+                            len: 1,
+                        };
+                        limits::MANIFEST_DELTAS + 1
+                    ],
+                    ..pointer()
+                },
+            ),
+        ];
+        for (needle, p) in cases {
+            let err = open_pointer(&p).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+            assert!(p.validate().is_err());
+        }
+        open_pointer(&pointer()).unwrap();
+    }
+
+    #[test]
+    fn an_older_format_is_named_not_misread() {
+        // A format-4 pointer: the fields before the lifecycle ones.
+        let p = pointer();
+        let old = postcard::to_stdvec(&(
+            4u32,
+            &p.product,
+            &p.channel,
+            &p.version,
+            p.root_version,
+            p.manifest,
+            p.manifest_len,
+            &p.manifest_deltas,
+            p.issued_unix,
+            p.expires_unix,
+        ))
+        .unwrap();
+        let sealed = envelope::seal(Kind::Pointer, &old, &[&key()]).unwrap();
+        for err in [
+            Pointer::open(&sealed, &RoleKeys::single(key().public())).unwrap_err(),
+            Pointer::decode_unverified(&sealed).unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("unsupported format 4"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rollout_buckets_are_stable_and_even() {
+        let v = Version::new(1, 2, 3);
+        let id = |i: u32| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id
+        };
+        assert_eq!(
+            rollout_bucket(&id(7), "stable", &v),
+            rollout_bucket(&id(7), "stable", &v)
+        );
+        let n = 20_000u32;
+        let mut counts = [0u32; 100];
+        for i in 0..n {
+            let bucket = rollout_bucket(&id(i), "stable", &v);
+            assert!(bucket < 100);
+            counts[bucket as usize] += 1;
+        }
+        // 200 expected per bucket; a fair hash stays well inside +-35% (about 5 sigma).
+        for (bucket, &count) in counts.iter().enumerate() {
+            assert!((130..=270).contains(&count), "bucket {bucket}: {count}");
+        }
+        // About 10% of installs are in buckets 0..10.
+        let first_ten: u32 = counts[..10].iter().sum();
+        assert!((1_800..=2_200).contains(&first_ten), "{first_ten}");
+        // Another version reshuffles the installs.
+        let moved = (0..1000)
+            .filter(|&i| {
+                rollout_bucket(&id(i), "stable", &v)
+                    != rollout_bucket(&id(i), "stable", &Version::new(1, 2, 4))
+            })
+            .count();
+        assert!(moved > 900, "{moved}");
+        // The channel's length is hashed too: "beta1" + "2.0.0" is not "beta" + "12.0.0".
+        let moved = (0..1000)
+            .filter(|&i| {
+                rollout_bucket(&id(i), "beta1", &Version::new(2, 0, 0))
+                    != rollout_bucket(&id(i), "beta", &Version::new(12, 0, 0))
+            })
+            .count();
+        assert!(moved > 900, "{moved}");
     }
 }

@@ -207,10 +207,16 @@ pub(crate) fn plan(
     } else {
         checked.installed_version()
     };
+    // A held release is not taken: the plan is to stay on the installed one.
+    let stay = checked
+        .installed
+        .as_ref()
+        .filter(|_| checked.held.is_some())
+        .map_or(target, |r| &r.manifest);
     let mut plan = UpdatePlan {
-        version: target.version.clone(),
+        version: stay.version.clone(),
         previous_version: kept.cloned(),
-        manifest: target.id().to_string(),
+        manifest: stay.id().to_string(),
         up_to_date: checked.up_to_date(),
         files: Vec::new(),
         requests: Vec::new(),
@@ -377,6 +383,9 @@ pub fn plan_stage(
         manifest_deltas: Vec::new(),
         issued_unix: target.created_unix,
         expires_unix: target.expires_unix,
+        rollout_percent: 100,
+        yanked: Vec::new(),
+        rollback_yanked: false,
     };
     let checked = Checked {
         pointer,
@@ -384,6 +393,7 @@ pub fn plan_stage(
         installed,
         previous,
         installed_on_disk,
+        held: None,
     };
     plan(checked, layout, store, fetch)
 }

@@ -37,6 +37,9 @@ pub enum Event {
         bytes: u64,
         /// Pack bytes planned.
         total: u64,
+        /// Of `bytes`, compressed chunk bytes that came from LAN peers (the rest came from
+        /// the origin).
+        from_peers: u64,
     },
     /// A file of the new tree was written or linked.
     Assembled {
@@ -54,6 +57,50 @@ pub enum Event {
     Applied {
         /// The new version.
         version: Version,
+    },
+    /// A check found a release this install may take.
+    UpdateAvailable {
+        /// The release offered.
+        version: Version,
+        /// Bytes the download would transfer.
+        bytes_on_wire: u64,
+        /// Signed as critical by the publisher.
+        critical: bool,
+    },
+    /// A download finished: the release is verified and staged.
+    Downloaded {
+        /// The staged release.
+        version: Version,
+        /// Bytes received from the origin, metadata included.
+        bytes_from_origin: u64,
+        /// Bytes received from LAN peers.
+        bytes_from_peers: u64,
+    },
+    /// Installing a staged release began.
+    InstallStarted {
+        /// The release being installed.
+        version: Version,
+    },
+    /// The app must restart to run the new release: its running files are the old ones.
+    RestartRequired {
+        /// The release now installed.
+        version: Version,
+    },
+    /// An operation failed (it is retried or reported; nothing was switched).
+    Failed {
+        /// `check`, `download`, `install`, `update` or `rollback`.
+        operation: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// `current` went back to an earlier release.
+    RolledBack {
+        /// The release left.
+        from: Version,
+        /// The release now current.
+        to: Version,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -34,6 +34,31 @@ pub struct TrustedState {
     pub time_unix: u64,
 }
 
+/// A release on trial: installed, but not yet reported healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    /// The release's version.
+    pub version: Version,
+    /// Its manifest.
+    pub manifest: ManifestId,
+    /// When it was installed.
+    pub started_unix: u64,
+    /// App starts recorded since, without a healthy report.
+    pub starts: u32,
+}
+
+/// A release this install will not take again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRelease {
+    /// Its version.
+    pub version: Version,
+    /// Why it was marked.
+    pub reason: String,
+}
+
+/// Bad releases remembered; the oldest are forgotten first (a newer release supersedes them).
+const MAX_BAD_RELEASES: usize = 64;
+
 /// Where an installed release holds a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
@@ -162,6 +187,51 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn set_meta<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            match value {
+                Some(value) => meta.insert(key, encode(value)?.as_slice())?,
+                None => meta.remove(key)?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The release on trial, if the last install is not yet confirmed healthy.
+    pub fn trial(&self) -> Result<Option<Trial>> {
+        self.meta("trial")?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Starts (or, with `None`, ends) a trial.
+    pub fn set_trial(&self, trial: Option<&Trial>) -> Result<()> {
+        self.set_meta("trial", trial)
+    }
+
+    /// Releases marked bad, oldest first.
+    pub fn bad_releases(&self) -> Result<Vec<BadRelease>> {
+        Ok(self
+            .meta("bad")?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Marks `version` bad: checks skip it until a newer release is offered.
+    pub fn mark_bad(&self, version: &Version, reason: &str) -> Result<()> {
+        let mut bad = self.bad_releases()?;
+        bad.retain(|b| &b.version != version);
+        bad.push(BadRelease {
+            version: version.clone(),
+            reason: reason.to_owned(),
+        });
+        let excess = bad.len().saturating_sub(MAX_BAD_RELEASES);
+        bad.drain(..excess);
+        self.set_meta("bad", Some(&bad))
     }
 
     /// The trusted state, if any metadata was ever verified.

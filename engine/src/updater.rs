@@ -1,16 +1,18 @@
 //! The updater: one install directory, one origin, the whole pipeline.
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use semver::Version;
 use serde::Serialize;
-use tracing::info_span;
+use tracing::{Instrument, info_span};
 
 use crate::apply::{apply, reconcile, switch_current};
 use crate::assemble::assemble;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::check::{Checked, MetaSource, check};
 use crate::fetch::{Fetched, Lan, fetch};
 use crate::keys::PublicKey;
@@ -20,7 +22,7 @@ use crate::peers::Peers;
 use crate::plan::{UpdatePlan, plan, plan_stage};
 use crate::progress::{Event, Reporter, Silent};
 use crate::share::Share;
-use crate::store::{Store, StoreStats};
+use crate::store::{BadRelease, Store, StoreStats, Trial};
 use crate::verify::verify;
 use crate::{Error, FetchConfig, Result};
 
@@ -87,6 +89,9 @@ pub struct UpdateReport {
     pub up_to_date: bool,
     /// The release was switched to (not so after a download that only staged it).
     pub applied: bool,
+    /// The installed release was yanked, and `current` went back to the release kept for
+    /// rollback, as the publisher's signed directive said.
+    pub rolled_back: bool,
     /// Bytes received over all requests, metadata included: from the origin plus from peers.
     pub bytes_downloaded: u64,
     /// Response body bytes received from the origin.
@@ -124,6 +129,7 @@ impl UpdateReport {
             previous_version: plan.previous_version.clone(),
             up_to_date: plan.up_to_date,
             applied: false,
+            rolled_back: false,
             bytes_downloaded: 0,
             bytes_from_origin: 0,
             bytes_from_peers: 0,
@@ -144,11 +150,13 @@ impl UpdateReport {
 /// Updates one install directory from one origin.
 pub struct Updater {
     config: UpdaterConfig,
+    /// The channel followed now (apps may switch it).
+    channel: std::sync::RwLock<String>,
     origin: Origin,
     layout: InstallLayout,
     store: Arc<Store>,
     reporter: Arc<dyn Reporter>,
-    peers: Option<Arc<dyn Peers>>,
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
     share: Share,
     _lock: File,
 }
@@ -179,24 +187,33 @@ impl Updater {
         origin.set_min_rate(config.fetch.min_bytes_per_sec);
         let layout = InstallLayout::new(&config.install_dir);
         let (lock, store) = open_install(&layout, true)?;
+        crate::check::ensure_install_id(&layout)?;
         let store = Arc::new(store);
         let share = Share::new(layout.clone(), store.clone(), None)?;
         Ok(Self {
+            channel: std::sync::RwLock::new(config.channel.clone()),
             config,
             origin,
             layout,
             store,
             reporter: Arc::new(Silent),
-            peers: None,
+            peers: std::sync::OnceLock::new(),
             share,
             _lock: lock,
         })
     }
 
     /// Asks `peers` for chunks (and, when the origin fails, for metadata) before the origin.
-    pub fn with_peers(mut self, peers: Arc<dyn Peers>) -> Self {
-        self.peers = Some(peers);
+    pub fn with_peers(self, peers: Arc<dyn Peers>) -> Self {
+        self.attach_peers(peers);
         self
+    }
+
+    /// [`with_peers`](Self::with_peers) on an updater already shared (as inside an
+    /// [`Engine`](crate::Engine)). Returns false, changing nothing, if peers were attached
+    /// before.
+    pub fn attach_peers(&self, peers: Arc<dyn Peers>) -> bool {
+        self.peers.set(peers).is_ok()
     }
 
     /// What this install offers peers: hand it to the network before updating, so peers can
@@ -211,15 +228,56 @@ impl Updater {
         self
     }
 
-    async fn check(&self, persist: bool) -> Result<Checked> {
+    /// The channel followed now.
+    pub fn channel(&self) -> String {
+        self.channel
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |c| c.clone())
+    }
+
+    /// Follows `channel` from the next check on. A channel behind the installed release is
+    /// held until it passes it: switching never downgrades.
+    pub fn set_channel(&self, channel: &str) -> Result<()> {
+        if !valid_channel(channel) {
+            return Err(Error::malformed(
+                "channel name",
+                format!("{channel:?} (use letters, digits, '-', '_', '.')"),
+            ));
+        }
+        *self.channel.write().unwrap_or_else(|e| e.into_inner()) = channel.to_owned();
+        Ok(())
+    }
+
+    pub(crate) fn fetch_config(&self) -> &FetchConfig {
+        &self.config.fetch
+    }
+
+    pub(crate) fn layout(&self) -> &InstallLayout {
+        &self.layout
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn reporter(&self) -> &Arc<dyn Reporter> {
+        &self.reporter
+    }
+
+    pub(crate) async fn check(&self, persist: bool) -> Result<Checked> {
+        let channel = self.channel();
         self.reporter.report(Event::CheckStarted {
-            channel: self.config.channel.clone(),
+            channel: channel.clone(),
         });
         let source = MetaSource {
             origin: &self.origin,
-            peers: self.peers.as_deref(),
+            peers: self.peers.get().map(|p| p.as_ref()),
         };
-        let checked = check(source, &self.config, &self.layout, &self.store, persist).await?;
+        let config = UpdaterConfig {
+            channel,
+            ..self.config.clone()
+        };
+        let checked = check(source, &config, &self.layout, &self.store, persist).await?;
         self.reporter.report(Event::Checked {
             version: checked.version().clone(),
             installed: checked.installed_version().cloned(),
@@ -267,14 +325,34 @@ impl Updater {
             .deadline
             .map(|limit| (tokio::time::Instant::from_std(started) + limit, limit));
         let planned = by_deadline(deadline, async {
-            let checked = {
-                let _span = info_span!("check").entered();
-                self.check(true).await?
-            };
+            let checked = self.check(true).instrument(info_span!("check")).await?;
+            if checked.directed_back()
+                && let Some(previous) = &checked.previous
+                && previous.manifest.id() == checked.pointer.manifest
+            {
+                return Ok(Err(checked));
+            }
             let (layout, store, fetch_config) = self.parts();
-            blocking(move || plan(checked, &layout, &store, &fetch_config)).await
+            blocking(move || plan(checked, &layout, &store, &fetch_config))
+                .await
+                .map(Ok)
         })
         .await?;
+        let planned = match planned {
+            Ok(planned) => planned,
+            // The publisher yanked the installed release and signed the way back to the one
+            // kept for rollback: no download needed.
+            Err(checked) => {
+                return self
+                    .go_back(checked, started, (bytes_before, requests_before))
+                    .await;
+            }
+        };
+        let yanked_from = planned
+            .checked
+            .directed_back()
+            .then(|| planned.checked.installed_version().cloned())
+            .flatten();
         let mut report = UpdateReport::planned(planned.plan());
         if !report.up_to_date {
             let totals = &planned.plan().totals;
@@ -283,21 +361,25 @@ impl Updater {
                 requests: totals.requests,
                 bytes_reused: totals.bytes_reused,
             });
-            let fetched = by_deadline(
-                deadline,
-                fetch(
-                    planned,
-                    &self.origin,
-                    Lan {
-                        peers: self.peers.as_ref(),
-                        share: Some(&self.share),
-                    },
-                    &self.layout,
-                    self.store.clone(),
-                    &self.config.fetch,
-                    self.reporter.clone(),
-                ),
-            )
+            let version = planned.plan().version.clone();
+            let fetching = fetch(
+                planned,
+                &self.origin,
+                Lan {
+                    peers: self.peers.get(),
+                    share: Some(&self.share),
+                },
+                &self.layout,
+                self.store.clone(),
+                &self.config.fetch,
+                self.reporter.clone(),
+            );
+            let fetched = by_deadline(deadline, async {
+                tokio::select! {
+                    fetched = fetching => fetched,
+                    withdrawn = self.withdrawn(&version) => Err(withdrawn),
+                }
+            })
             .await?;
             report.bytes_from_peers = fetched.bytes_from_peers;
             let (layout, store, _) = self.parts();
@@ -317,6 +399,9 @@ impl Updater {
             report.applied = apply_now;
             if let Some(previous) = previous {
                 report.previous_version = previous;
+                if let Some(yanked) = yanked_from {
+                    self.store.mark_bad(&yanked, "yanked by the publisher")?;
+                }
             }
         }
         report.bytes_from_origin = traffic.bytes() - bytes_before;
@@ -324,6 +409,77 @@ impl Updater {
         report.requests = traffic.requests() - requests_before;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+}
+
+impl Updater {
+    /// Resolves once a verified pointer lists `version` as yanked (polled quietly, so a
+    /// fetch can stop).
+    async fn withdrawn(&self, version: &Version) -> Error {
+        let config = UpdaterConfig {
+            channel: self.channel(),
+            ..self.config.clone()
+        };
+        let source = MetaSource {
+            origin: &self.origin,
+            peers: self.peers.get().map(|p| p.as_ref()),
+        };
+        loop {
+            tokio::time::sleep(self.config.fetch.withdraw_poll).await;
+            match check(source, &config, &self.layout, &self.store, false).await {
+                Ok(checked) if checked.pointer.yanked.contains(version) => {
+                    return Error::Withdrawn(version.clone());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "re-reading the channel pointer failed"),
+            }
+        }
+    }
+
+    /// Follows a signed rollback directive to the release kept for rollback.
+    async fn go_back(
+        &self,
+        checked: Checked,
+        started: Instant,
+        (bytes_before, requests_before): (u64, u64),
+    ) -> Result<UpdateReport> {
+        let (layout, store, _) = self.parts();
+        let share = self.share.clone();
+        let (from, to) = blocking(move || {
+            let moved = roll_back(&layout, &store)?;
+            store.mark_bad(&moved.0, "yanked by the publisher")?;
+            share.refresh()?;
+            Ok(moved)
+        })
+        .await?;
+        self.reporter.report(Event::RolledBack {
+            from: from.clone(),
+            to: to.clone(),
+            reason: "the publisher yanked it".into(),
+        });
+        let traffic = self.origin.traffic();
+        let bytes_from_origin = traffic.bytes() - bytes_before;
+        drop(checked);
+        Ok(UpdateReport {
+            version: to,
+            previous_version: Some(from),
+            up_to_date: false,
+            applied: true,
+            rolled_back: true,
+            bytes_downloaded: bytes_from_origin,
+            bytes_from_origin,
+            bytes_from_peers: 0,
+            bytes_reused: 0,
+            bytes_linked: 0,
+            requests: traffic.requests() - requests_before,
+            files_linked: 0,
+            files_written: 0,
+            chunks_fetched: 0,
+            chunks_delta: 0,
+            chunks_bsdiff: 0,
+            solid_frames: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
     }
 }
 
@@ -364,12 +520,39 @@ pub fn apply_staged(
     install_dir: impl Into<PathBuf>,
     reporter: Arc<dyn Reporter>,
 ) -> Result<UpdateReport> {
-    let started = Instant::now();
     let layout = InstallLayout::new(install_dir);
     let (_lock, store) = open_install(&layout, false)?;
+    let report = install_staged(&layout, &store, &reporter)?;
+    let manifest = store.current()?.map(|r| r.manifest.id().to_string());
+    AuditLog::open(&layout)?.append(AuditEvent::Installed {
+        version: report.version.clone(),
+        previous: report.previous_version.clone(),
+        manifest: manifest.unwrap_or_default(),
+    })?;
+    Ok(report)
+}
+
+/// [`apply_staged`] with the lock held.
+pub(crate) fn install_staged(
+    layout: &InstallLayout,
+    store: &Store,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<UpdateReport> {
+    let started = Instant::now();
     let target = store.staged()?.ok_or_else(|| {
         Error::NotStaged("nothing is staged; run `relsync update --download-only` first".into())
     })?;
+    if let Some(bad) = store
+        .bad_releases()?
+        .into_iter()
+        .find(|b| b.version == target.version)
+    {
+        store.set_staged(None)?;
+        return Err(Error::NotStaged(format!(
+            "the staged release {} is marked bad ({}); it was discarded",
+            target.version, bad.reason
+        )));
+    }
     let installed = store.current()?;
     if let Some(installed) = &installed
         && installed.manifest.version >= target.version
@@ -384,13 +567,13 @@ pub fn apply_staged(
         target,
         installed,
         store.previous()?,
-        &layout,
-        &store,
+        layout,
+        store,
         &FetchConfig::default(),
     )?;
     let mut report = UpdateReport::planned(planned.plan());
     let fetched = Fetched::local(planned)?;
-    report.previous_version = finish(fetched, &layout, &store, &reporter)?;
+    report.previous_version = finish(fetched, layout, store, reporter)?;
     report.applied = true;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -427,9 +610,18 @@ pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File
         .open(&lock_path)
         .map_err(Error::io("opening", &lock_path))?;
     lock.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => Error::Locked(layout.root().to_path_buf()),
+        std::fs::TryLockError::WouldBlock => Error::Locked {
+            dir: layout.root().to_path_buf(),
+            holder: fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok()),
+        },
         std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
     })?;
+    // For the message a second updater prints; the lock itself is the flock.
+    lock.set_len(0)
+        .and_then(|()| (&lock).write_all(std::process::id().to_string().as_bytes()))
+        .map_err(Error::io("writing", &lock_path))?;
     let store = if create {
         Store::open_or_rebuild(&layout.db())?
     } else {
@@ -461,6 +653,14 @@ pub struct Status {
     pub bytes: u64,
     /// Highest version ever trusted.
     pub highest_version_seen: Option<Version>,
+    /// The channel of the current release.
+    pub channel: Option<String>,
+    /// A release downloaded and waiting to be installed.
+    pub staged_version: Option<Version>,
+    /// The current release, if it is on trial (not yet reported healthy).
+    pub trial: Option<Trial>,
+    /// Releases this install will not take again.
+    pub bad_releases: Vec<BadRelease>,
     /// Store counters.
     pub store: StoreStats,
 }
@@ -469,8 +669,16 @@ pub struct Status {
 pub fn status(install_dir: impl Into<PathBuf>) -> Result<Status> {
     let layout = InstallLayout::new(install_dir);
     let (_lock, store) = open_install(&layout, false)?;
+    status_of(&layout, &store)
+}
+
+pub(crate) fn status_of(layout: &InstallLayout, store: &Store) -> Result<Status> {
     let current = store.current()?;
     Ok(Status {
+        channel: current.as_ref().map(|r| r.manifest.channel.clone()),
+        staged_version: store.staged()?.map(|m| m.version.clone()),
+        trial: store.trial()?,
+        bad_releases: store.bad_releases()?,
         install_dir: layout.root().to_path_buf(),
         version: current.as_ref().map(|r| r.manifest.version.clone()),
         previous_version: store.previous()?.map(|r| r.manifest.version.clone()),
@@ -490,6 +698,17 @@ pub fn status(install_dir: impl Into<PathBuf>) -> Result<Status> {
 pub fn rollback(install_dir: impl Into<PathBuf>) -> Result<(Version, Version)> {
     let layout = InstallLayout::new(install_dir);
     let (_lock, store) = open_install(&layout, false)?;
+    let (from, to) = roll_back(&layout, &store)?;
+    AuditLog::open(&layout)?.append(AuditEvent::RolledBack {
+        from: from.clone(),
+        to: to.clone(),
+        reason: "asked for".into(),
+    })?;
+    Ok((from, to))
+}
+
+/// [`rollback`] with the lock held; ends any trial. Returns (left, now current).
+pub(crate) fn roll_back(layout: &InstallLayout, store: &Store) -> Result<(Version, Version)> {
     let current = store
         .current()?
         .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
@@ -502,8 +721,9 @@ pub fn rollback(install_dir: impl Into<PathBuf>) -> Result<(Version, Version)> {
             previous.dir
         )));
     }
-    switch_current(&layout, &previous.dir)?;
+    switch_current(layout, &previous.dir)?;
     store.set_installed(&previous.dir, Some(&current.dir))?;
+    store.set_trial(None)?;
     Ok((
         current.manifest.version.clone(),
         previous.manifest.version.clone(),

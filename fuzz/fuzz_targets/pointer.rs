@@ -47,7 +47,12 @@ fuzz_target!(init: relsync_fuzz::seeds::on_init("pointer"), |data: &[u8]| {
     distinct.sort_unstable();
     distinct.dedup();
     let decodes = postcard::from_bytes::<Pointer>(body).is_ok_and(|p| {
-        p.format == FORMAT_VERSION && p.manifest_deltas.len() <= limits::MANIFEST_DELTAS
+        p.format == FORMAT_VERSION
+            && p.manifest_deltas.len() <= limits::MANIFEST_DELTAS
+            && p.rollout_percent <= 100
+            && p.yanked.len() <= limits::YANKED
+            && !p.yanked.contains(&p.version)
+            && (1..p.yanked.len()).all(|i| !p.yanked[..i].contains(&p.yanked[i]))
     });
     assert_eq!(
         opened.is_ok(),

@@ -4,13 +4,17 @@
 use std::collections::HashSet;
 
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::manifest::{EntryKind, TrustedManifest};
+use relsync_engine::manifest::{EntryKind, TrustedManifest, limits};
 use relsync_engine::{FetchConfig, FileAction, Planned};
 
 /// What holding a [`TrustedManifest`] promises its users (the planner indexes with these
 /// without checking): frames tile their packs exactly, every index is in range, file sizes
 /// are their chunks' sum, and the manifest survives re-encoding.
 pub fn trusted_manifest(m: &TrustedManifest) {
+    assert!(
+        m.notes.len() <= limits::NOTES_BYTES,
+        "release notes too long"
+    );
     let chunks = m.chunks.len();
     // (pack, start, end) of every frame.
     let mut frames: Vec<(u32, u64, u64)> = Vec::new();

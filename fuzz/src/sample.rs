@@ -252,6 +252,8 @@ fn build(
         version,
         created_unix: 1_700_000_000,
         expires_unix: 4_000_000_000,
+        critical: false,
+        notes: String::new(),
         chunking: params(),
         parent: base.map(|(_, id)| id),
         packs,

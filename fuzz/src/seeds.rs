@@ -141,6 +141,9 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                 }],
                 issued_unix: 1_700_000_000,
                 expires_unix: 1_700_086_400,
+                rollout_percent: 50,
+                yanked: vec![Version::new(1, 5, 0)],
+                rollback_yanked: true,
             };
             let body = postcard::to_stdvec(&pointer).ok()?;
             for (name, signers) in [("k0", &[0][..]), ("k0-k1", &[0, 1]), ("unsigned", &[])] {

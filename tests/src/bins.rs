@@ -1,11 +1,12 @@
-//! Build the binaries under test (`relsync`, `cdn-publisher` and the test peer `evil-peer`) once
-//! per test process and find them.
+//! Build the binaries under test (`relsync`, `cdn-publisher`, the test peer `evil-peer` and the
+//! example apps `self-update` and `dir-app`) once per test process, in one cargo run, and find
+//! them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Paths of the two binaries under test.
+/// Paths of the binaries under test.
 #[derive(Debug, Clone)]
 pub struct Bins {
     /// The client, `relsync`.
@@ -14,6 +15,10 @@ pub struct Bins {
     pub publisher: PathBuf,
     /// A LAN peer that lies (`src/bin/evil-peer.rs`).
     pub evil_peer: PathBuf,
+    /// The example app that replaces its own executable (`examples/src/bin/self-update.rs`).
+    pub self_update: PathBuf,
+    /// The example directory app (`examples/src/bin/dir-app.rs`).
+    pub dir_app: PathBuf,
 }
 
 /// The workspace root (the parent of this package).
@@ -49,11 +54,7 @@ fn build() -> Result<Bins, String> {
     // An escape hatch for running the suite against binaries built elsewhere.
     if let Some(dir) = std::env::var_os("RELSYNC_BIN_DIR") {
         let dir = PathBuf::from(dir);
-        return check(Bins {
-            relsync: dir.join("relsync"),
-            publisher: dir.join("cdn-publisher"),
-            evil_peer: dir.join("evil-peer"),
-        });
+        return check(in_dir(&dir));
     }
     let root = workspace_root();
     let release = release_profile();
@@ -61,7 +62,14 @@ fn build() -> Result<Bins, String> {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         .args(["build", "--bin", "relsync", "--bin", "cdn-publisher"])
-        .args(["--bin", "evil-peer"]);
+        .args([
+            "--bin",
+            "evil-peer",
+            "--bin",
+            "self-update",
+            "--bin",
+            "dir-app",
+        ]);
     if release {
         cmd.arg("--release");
     }
@@ -77,16 +85,28 @@ fn build() -> Result<Bins, String> {
             out.status
         ));
     }
-    let dir = profile_dir(&root, release);
-    check(Bins {
+    check(in_dir(&profile_dir(&root, release)))
+}
+
+fn in_dir(dir: &Path) -> Bins {
+    Bins {
         relsync: dir.join("relsync"),
         publisher: dir.join("cdn-publisher"),
         evil_peer: dir.join("evil-peer"),
-    })
+        self_update: dir.join("self-update"),
+        dir_app: dir.join("dir-app"),
+    }
 }
 
 fn check(bins: Bins) -> Result<Bins, String> {
-    for p in [&bins.relsync, &bins.publisher, &bins.evil_peer] {
+    let all = [
+        &bins.relsync,
+        &bins.publisher,
+        &bins.evil_peer,
+        &bins.self_update,
+        &bins.dir_app,
+    ];
+    for p in all {
         if !p.is_file() {
             return Err(format!("binary not found after build: {}", p.display()));
         }

@@ -2,8 +2,9 @@
 //! `cdn-publisher` and `relsync` binaries run as processes, and real release trees compared
 //! byte for byte.
 //!
-//! - [`bins()`] builds both binaries once per test process (`$CARGO build --bin relsync
-//!   --bin cdn-publisher` in the workspace root, same profile as the test) and finds them.
+//! - [`bins()`] builds the binaries once per test process (`$CARGO build --bin relsync
+//!   --bin cdn-publisher ...` in the workspace root, same profile as the test) and finds them,
+//!   the example apps of `examples/` included.
 //! - [`Nginx`] serves an origin folder on `127.0.0.1:<free port>` with a parseable access log
 //!   (`$status $body_bytes_sent "$request" "$http_range" ...`), optionally rate limited, and is
 //!   killed on drop.

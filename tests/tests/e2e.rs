@@ -3,16 +3,24 @@
 //!
 //! Run with `cargo test -p relsync-tests --test e2e` (the first test builds both binaries).
 
+#[path = "e2e/audit.rs"]
+mod audit;
 #[path = "e2e/common.rs"]
 mod common;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/daemon.rs"]
+mod daemon;
 #[path = "e2e/disk.rs"]
 mod disk;
 #[path = "e2e/drift.rs"]
 mod drift;
+#[path = "e2e/examples.rs"]
+mod examples;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/origin_errors.rs"]
 mod origin_errors;
 #[path = "e2e/peers.rs"]

@@ -203,6 +203,8 @@ impl ManifestParts {
             version: self.version,
             created_unix: 1_700_000_000,
             expires_unix: u64::MAX,
+            critical: false,
+            notes: String::new(),
             chunking: ChunkParams::default(),
             parent: None,
             packs,

@@ -434,6 +434,7 @@ impl Swarm<'_> {
                 self.shared.reporter.report(Event::Fetched {
                     bytes: received + frame_len,
                     total: self.shared.total,
+                    from_peers: self.shared.from_peers.load(Ordering::Relaxed),
                 });
             } else if self.requests[i] == 0 {
                 self.status[i] = Status::Waiting;

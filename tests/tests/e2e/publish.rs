@@ -232,3 +232,89 @@ fn unsafe_trees_are_refused_with_the_file_named() {
     assert!(!out.status.success(), "FIFO accepted\n{out}");
     assert!(out.stderr.contains("FIFO"), "{out}");
 }
+
+/// `promote` and `yank` through the real binary: both re-sign the pointer (its signature
+/// still verifies), `promote` refuses another version, `yank` moves the channel back to the
+/// previous release and refuses when there is nothing left to fall back to.
+#[test]
+fn promote_and_yank_resign_the_channel_pointer() {
+    use relsync_engine::manifest::Pointer;
+    use relsync_engine::root::RoleKeys;
+
+    let w = World::new();
+    // Small trees: the test is about the pointer, not the packing.
+    for (version, tree) in [(V1, "small-1"), (V2, "small-2")] {
+        let tree = w.path().join(tree);
+        fs::create_dir_all(&tree).expect("mkdir");
+        fs::write(tree.join("VERSION"), version).expect("write");
+        w.push(&tree, version, &["--rollout-percent", "10"])
+            .assert_success("push to 10%");
+    }
+    let signed = || {
+        let bytes = fs::read(w.origin.join("channels/stable")).expect("read the pointer");
+        let key = w.pubkey.parse().expect("public key");
+        Pointer::open(&bytes, &RoleKeys::single(key)).expect("the pointer verifies")
+    };
+    assert_eq!(signed().rollout_percent, 10);
+    let lifecycle = |command: &str, version: &str, extra: &[&str]| {
+        w.publisher()
+            .arg(command)
+            .arg("--origin")
+            .arg(&w.origin)
+            .args(["--channel", "stable", "--version", version, "--channel-key"])
+            .arg(&w.key)
+            .args(extra)
+            .arg("--json")
+            .run()
+    };
+
+    let snap = w.origin_snapshot();
+    let out = lifecycle("promote", V1, &["--percent", "50"]);
+    out.assert_failure("promote of a version the channel does not offer");
+    assert!(out.stderr.contains("offers 2.0.0, not 1.0.0"), "{out}");
+    assert!(diff_digests(&w.origin_snapshot(), &snap).is_empty());
+    lifecycle("promote", V2, &["--percent", "101"]).assert_failure("promote to 101%");
+
+    let out = lifecycle("promote", V2, &["--percent", "50"]);
+    out.assert_success("promote to 50%");
+    let r = relsync_tests::Report::new(out);
+    assert_eq!(r.u64("previous_rollout_percent"), 10, "{}", r.out);
+    let p = signed();
+    assert_eq!((p.version.to_string(), p.rollout_percent), (V2.into(), 50));
+
+    let out = lifecycle("yank", V2, &["--roll-back"]);
+    out.assert_success("yank of the current release");
+    let r = relsync_tests::Report::new(out);
+    assert_eq!(r.str("moved_from"), V2, "{}", r.out);
+    let p = signed();
+    assert_eq!(p.version.to_string(), V1);
+    assert_eq!(p.rollout_percent, 100);
+    assert_eq!(p.yanked, vec![V2.parse().expect("version")]);
+    assert!(p.rollback_yanked);
+
+    let out = lifecycle("yank", V1, &[]);
+    out.assert_failure("yank of the last release standing");
+    assert!(
+        out.stderr.contains("no earlier release that is not yanked"),
+        "{out}"
+    );
+    assert_eq!(signed().version.to_string(), V1);
+}
+
+/// Release notes larger than clients accept are refused before anything is written.
+#[test]
+fn oversized_or_conflicting_release_notes_are_refused() {
+    let w = World::new();
+    let notes = w.path().join("NOTES.md");
+    fs::write(&notes, vec![b'n'; 16 * 1024 + 1]).expect("write notes");
+    let notes = notes.to_str().expect("utf-8 path");
+    let out = w.push(&w.v1, V1, &["--notes-file", notes]);
+    out.assert_failure("push with 16 KiB + 1 of notes");
+    assert!(out.stderr.contains("16385 bytes"), "{out}");
+    w.push(&w.v1, V1, &["--notes-file", notes, "--notes", "hi"])
+        .assert_failure("push with --notes and --notes-file");
+    assert!(
+        !w.origin.join("channels/stable").exists(),
+        "a refused push wrote a pointer"
+    );
+}

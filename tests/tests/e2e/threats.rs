@@ -1315,9 +1315,13 @@ fn is_chunk_id(name: &str) -> bool {
 /// - `.relsync/chunks/` may appear, holding only *verified* fetched chunks, kept so a retry
 ///   does not download them again: each a file named by its chunk id whose BLAKE3 is that id
 ///   (chunks are stored raw);
-/// - on a first install, `.relsync/` itself may appear with `state.redb` and `lock`.
+/// - `.relsync/audit.log` and `.relsync/audit.head` may change or appear: the refusal is
+///   recorded there;
+/// - `.relsync/lock` may change content: its holder writes its pid there;
+/// - on a first install, `.relsync/` itself may appear with `state.redb`, `lock` and
+///   `install-id`.
 ///
-/// So `current`, every release dir and `.relsync/lock` must be exactly as before, and there
+/// So `current`, every release dir and `.relsync/install-id` must be exactly as before, and there
 /// must be no new release dir, no `.relsync/staging/`, no `*.part` or `.current.tmp` file, and
 /// no unverified chunk.
 fn strays(
@@ -1331,9 +1335,16 @@ fn strays(
             continue;
         }
         let allowed = match (path.as_str(), entry) {
-            (".relsync/state.redb" | ".relsync/trusted", Entry::File { .. }) => true,
+            (
+                ".relsync/state.redb"
+                | ".relsync/trusted"
+                | ".relsync/lock"
+                | ".relsync/audit.log"
+                | ".relsync/audit.head",
+                Entry::File { .. },
+            ) => true,
             (".relsync/chunks", Entry::Dir) => true,
-            (".relsync", Entry::Dir) | (".relsync/lock", Entry::File { .. }) => fresh,
+            (".relsync", Entry::Dir) | (".relsync/install-id", Entry::File { .. }) => fresh,
             (p, Entry::File { blake3, .. }) => p
                 .strip_prefix(".relsync/chunks/")
                 .is_some_and(|name| is_chunk_id(name) && *blake3 == name.to_ascii_lowercase()),

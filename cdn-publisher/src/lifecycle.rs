@@ -1,0 +1,582 @@
+//! `promote` and `yank`: re-signing a channel's pointer to change who gets what.
+//!
+//! A staged rollout raises (or, to halt it, lowers) [`Pointer::rollout_percent`]. A yank adds
+//! a version to [`Pointer::yanked`]. If the channel offers that very version, the channel
+//! moves back to the newest earlier release that is not yanked, found by following the
+//! manifests' `parent` links on the origin; that release is checked as clients will check it
+//! (hash, signatures under the newest root, structure) before anything is signed.
+//!
+//! The pointer for such a release lists the manifest deltas published with it
+//! (`manifests/<id>.from-<base>`, still on the origin), so installs on its ancestors fetch a
+//! few KiB. Installs on the yanked release have no delta against it and fetch the whole
+//! manifest.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result, anyhow, bail};
+use relsync_engine::ManifestId;
+use relsync_engine::layout::{manifest_delta_path, manifest_path};
+use relsync_engine::manifest::{Manifest, ManifestDelta, Pointer, decompress_envelope, limits};
+use semver::Version;
+use serde::Serialize;
+
+use crate::origin::LocalOrigin;
+use crate::publish::{check_manifest, current_pointer, reissued, unix_now};
+
+/// A re-issued channel pointer, and what changed.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The new pointer, unsigned.
+    pub pointer: Pointer,
+    /// The rollout percentage before.
+    pub previous_percent: u8,
+    /// The version the channel offered before, when the change moved it.
+    pub moved_from: Option<Version>,
+    /// The version just yanked ([`yank`] only).
+    pub yanked_now: Option<Version>,
+    /// The version was yanked already; only the roll-back directive may have changed.
+    pub already_yanked: bool,
+    /// Things the operator should know (say, the release fallen back to has expired).
+    pub warnings: Vec<String>,
+}
+
+/// A [`Change`] as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct ChangeSummary {
+    pub channel: String,
+    /// The version the channel offers now.
+    pub version: String,
+    pub manifest: String,
+    pub rollout_percent: u8,
+    pub previous_rollout_percent: u8,
+    pub yanked: Vec<String>,
+    pub rollback_yanked: bool,
+    /// The version the channel offered before, when it moved.
+    pub moved_from: Option<String>,
+    pub already_yanked: bool,
+    pub expires_unix: u64,
+    /// Where the unsigned pointer was written, when it is to be signed elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsigned: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Change {
+    /// The summary, given where the pointer was written unsigned (if it was).
+    pub fn summary(&self, unsigned: Option<String>) -> ChangeSummary {
+        let p = &self.pointer;
+        ChangeSummary {
+            channel: p.channel.clone(),
+            version: p.version.to_string(),
+            manifest: p.manifest.to_string(),
+            rollout_percent: p.rollout_percent,
+            previous_rollout_percent: self.previous_percent,
+            yanked: p.yanked.iter().map(ToString::to_string).collect(),
+            rollback_yanked: p.rollback_yanked,
+            moved_from: self.moved_from.as_ref().map(ToString::to_string),
+            already_yanked: self.already_yanked,
+            expires_unix: p.expires_unix,
+            unsigned,
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+/// The channel's pointer re-issued (fresh issue time, expiring in `days`) with `percent` as
+/// its rollout percentage. Refused unless the channel offers `version`.
+pub fn promote(
+    origin: &LocalOrigin,
+    channel: &str,
+    version: &Version,
+    percent: u8,
+    days: u64,
+) -> Result<Change> {
+    if percent > 100 {
+        bail!("the rollout percentage is {percent}; it must be 0 to 100");
+    }
+    let current = current_or_refuse(origin, channel)?;
+    if current.version != *version {
+        bail!(
+            "channel {channel} offers {}, not {version}; promote changes the rollout of the \
+             release a channel offers",
+            current.version
+        );
+    }
+    let previous_percent = current.rollout_percent;
+    let pointer = Pointer {
+        rollout_percent: percent,
+        ..reissued(origin, current, days)?
+    };
+    Ok(Change {
+        pointer,
+        previous_percent,
+        moved_from: None,
+        yanked_now: None,
+        already_yanked: false,
+        warnings: Vec::new(),
+    })
+}
+
+/// The channel's pointer re-issued with `version` yanked and the roll-back directive set to
+/// `roll_back`. If the channel offers `version`, it offers the newest earlier release that is
+/// not yanked instead, to every install. Refused for a version the channel never offered, and
+/// when there is nothing to fall back to.
+pub fn yank(
+    origin: &LocalOrigin,
+    channel: &str,
+    version: &Version,
+    roll_back: bool,
+    days: u64,
+) -> Result<Change> {
+    let current = current_or_refuse(origin, channel)?;
+    let mut change = Change {
+        pointer: reissued(origin, current.clone(), days)?,
+        previous_percent: current.rollout_percent,
+        moved_from: None,
+        yanked_now: Some(version.clone()),
+        already_yanked: current.is_yanked(version),
+        warnings: Vec::new(),
+    };
+    change.pointer.rollback_yanked = roll_back;
+    if change.already_yanked {
+        return Ok(change);
+    }
+    if current.yanked.len() >= limits::YANKED {
+        bail!(
+            "channel {channel} already lists {} yanked versions, the most a pointer holds",
+            current.yanked.len()
+        );
+    }
+    let mut yanked = current.yanked.clone();
+    yanked.push(version.clone());
+    yanked.sort();
+
+    if current.version != *version {
+        // An older release: it must be in the channel's history.
+        let mut passed = Vec::new();
+        for release in History::new(origin, Some(current.manifest)) {
+            let release = release?;
+            if release.manifest.version == *version {
+                change.pointer.yanked = yanked;
+                return Ok(change);
+            }
+            passed.push(release.manifest.version.to_string());
+        }
+        bail!(
+            "channel {channel} never offered {version}: its releases on the origin are {}",
+            listed(&passed)
+        );
+    }
+
+    // The channel offers the yanked version: fall back along its history.
+    let mut passed = Vec::new();
+    let mut fallback = None;
+    for release in History::new(origin, Some(current.manifest)) {
+        let release = release?;
+        let m = &release.manifest;
+        if m.channel != channel || m.product != current.product {
+            bail!(
+                "manifest {} in the history of channel {channel} is a release of {} on channel \
+                 {}",
+                release.id,
+                m.product,
+                m.channel
+            );
+        }
+        if yanked.contains(&m.version) {
+            passed.push(format!("{} (yanked)", m.version));
+            continue;
+        }
+        fallback = Some(release);
+        break;
+    }
+    let Some(fallback) = fallback else {
+        bail!(
+            "channel {channel} has no earlier release that is not yanked to fall back to \
+             (its history on the origin: {}); publish a fixed release instead",
+            listed(&passed)
+        );
+    };
+    check_manifest(origin, &fallback.envelope).with_context(|| {
+        format!(
+            "{} (manifest {}), the release to fall back to, would be refused by clients",
+            fallback.manifest.version, fallback.id
+        )
+    })?;
+    if fallback.manifest.expires_unix < unix_now() {
+        change.warnings.push(format!(
+            "{} expired at unix {}: new installs will refuse it until a newer release is \
+             published",
+            fallback.manifest.version, fallback.manifest.expires_unix
+        ));
+    }
+    let manifest_deltas = published_deltas(origin, &fallback);
+    change.moved_from = Some(current.version.clone());
+    change.pointer = Pointer {
+        version: fallback.manifest.version.clone(),
+        manifest: fallback.id,
+        manifest_len: fallback.file_len,
+        manifest_deltas,
+        rollout_percent: 100,
+        yanked,
+        ..change.pointer
+    };
+    Ok(change)
+}
+
+/// Versions for a message: the first few, and how many more.
+fn listed(versions: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = versions[..versions.len().min(SHOWN)].join(", ");
+    if versions.len() > SHOWN {
+        text.push_str(&format!(" and {} older", versions.len() - SHOWN));
+    }
+    text
+}
+
+fn current_or_refuse(origin: &LocalOrigin, channel: &str) -> Result<Pointer> {
+    current_pointer(origin, channel)?
+        .with_context(|| format!("channel {channel} has no pointer on the origin"))
+}
+
+/// The manifest deltas published with `release` that are still on the origin, nearest base
+/// first (the order a pointer lists them in). Best effort: the walk stops at the first gap.
+fn published_deltas(origin: &LocalOrigin, release: &Release) -> Vec<ManifestDelta> {
+    let mut deltas = Vec::new();
+    for base in History::new(origin, release.manifest.parent).take(limits::MANIFEST_DELTAS) {
+        let Ok(base) = base else { break };
+        let Ok(Some(len)) = origin.len_of(&manifest_delta_path(&release.id, &base.id)) else {
+            break;
+        };
+        deltas.push(ManifestDelta { base: base.id, len });
+    }
+    deltas
+}
+
+/// A release on the origin: its manifest file, checked against its name.
+#[derive(Debug)]
+struct Release {
+    id: ManifestId,
+    envelope: Vec<u8>,
+    manifest: Manifest,
+    /// Length of `manifests/<id>`.
+    file_len: u64,
+}
+
+/// A channel's releases, newest first, along the manifests' `parent` links. Ends at a
+/// manifest with no parent or one missing from the origin.
+struct History<'a> {
+    origin: &'a LocalOrigin,
+    next: Option<ManifestId>,
+    seen: HashSet<ManifestId>,
+}
+
+impl<'a> History<'a> {
+    fn new(origin: &'a LocalOrigin, start: Option<ManifestId>) -> Self {
+        Self {
+            origin,
+            next: start,
+            seen: HashSet::new(),
+        }
+    }
+
+    fn read(&self, id: ManifestId) -> Result<Option<Release>> {
+        let Some(file) = self.origin.read(&manifest_path(&id))? else {
+            return Ok(None);
+        };
+        let envelope =
+            decompress_envelope(&file, None).with_context(|| format!("manifest {id}"))?;
+        if ManifestId::of(&envelope) != id {
+            bail!("manifests/{id} on the origin does not hash to its name");
+        }
+        let manifest =
+            Manifest::decode_unverified(&envelope).with_context(|| format!("manifest {id}"))?;
+        Ok(Some(Release {
+            id,
+            envelope,
+            manifest,
+            file_len: file.len() as u64,
+        }))
+    }
+}
+
+impl Iterator for History<'_> {
+    type Item = Result<Release>;
+
+    fn next(&mut self) -> Option<Result<Release>> {
+        let id = self.next.take()?;
+        if !self.seen.insert(id) {
+            return Some(Err(anyhow!("the parent links loop at manifest {id}")));
+        }
+        match self.read(id) {
+            Ok(Some(release)) => {
+                self.next = release.manifest.parent;
+                Some(Ok(release))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use relsync_chunker::ChunkParams;
+    use relsync_engine::SecretKey;
+    use relsync_engine::layout::channel_path;
+    use relsync_engine::root::RoleKeys;
+
+    use super::*;
+    use crate::delta::DeltaParams;
+    use crate::publish::{put_pointer, refreshed};
+    use crate::push::{PushOptions, Signers, push, read_notes_file};
+
+    fn key() -> SecretKey {
+        SecretKey::from_file_text(&format!("relsync-ed25519-secret:{}", "11".repeat(32))).unwrap()
+    }
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        origin: LocalOrigin,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let origin = LocalOrigin::open(tmp.path().join("origin").to_str().unwrap()).unwrap();
+            Self { tmp, origin }
+        }
+
+        fn opts(&self, version: &str) -> PushOptions {
+            let dir = self.tmp.path().join(format!("src-{version}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("app"), format!("the app, release {version}\n")).unwrap();
+            PushOptions {
+                dir,
+                version: version.parse().unwrap(),
+                channel: "stable".into(),
+                product: "app".into(),
+                platform: None,
+                force: false,
+                zstd_level: 3,
+                chunking: ChunkParams::default(),
+                expires_days: 30,
+                max_pack_bytes: 64 << 20,
+                delta_from: 1,
+                delta: DeltaParams::default(),
+                manifest_deltas: 4,
+                solid_run_bytes: 0,
+                pointer_days: 7,
+                unsigned_out: None,
+                critical: false,
+                notes: String::new(),
+                rollout_percent: 100,
+            }
+        }
+
+        fn push_with(&self, opts: &PushOptions) -> Result<ManifestId> {
+            let signers = Signers {
+                release: vec![key()],
+                channel: vec![key()],
+            };
+            let summary = push(opts, &signers, &self.origin, &|_, _| {})?;
+            Ok(summary.manifest.parse()?)
+        }
+
+        fn push(&self, version: &str) -> ManifestId {
+            self.push_with(&self.opts(version)).unwrap()
+        }
+
+        /// Signs and publishes a change as `main` does; returns the pointer as clients see it.
+        fn publish(&self, change: &Change) -> Pointer {
+            let sealed = change.pointer.seal(&[&key()]).unwrap();
+            put_pointer(&self.origin, &sealed, change.moved_from.is_some()).unwrap();
+            self.pointer()
+        }
+
+        /// The origin's pointer, opened with its signature checked.
+        fn pointer(&self) -> Pointer {
+            let bytes = self.origin.read(&channel_path("stable")).unwrap().unwrap();
+            Pointer::open(&bytes, &RoleKeys::single(key().public())).unwrap()
+        }
+    }
+
+    fn v(text: &str) -> Version {
+        text.parse().unwrap()
+    }
+
+    fn err_text<T: std::fmt::Debug>(result: Result<T>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn promote_changes_only_the_percentage_of_the_named_release() {
+        let f = Fixture::new();
+        f.push_with(&PushOptions {
+            rollout_percent: 10,
+            ..f.opts("1.0.0")
+        })
+        .unwrap();
+        let before = f.pointer();
+        assert_eq!(before.rollout_percent, 10);
+
+        let err = err_text(promote(&f.origin, "stable", &v("2.0.0"), 50, 7));
+        assert!(err.contains("offers 1.0.0, not 2.0.0"), "{err}");
+        let err = err_text(promote(&f.origin, "beta", &v("1.0.0"), 50, 7));
+        assert!(err.contains("channel beta has no pointer"), "{err}");
+
+        let change = promote(&f.origin, "stable", &v("1.0.0"), 50, 7).unwrap();
+        assert_eq!(change.previous_percent, 10);
+        let after = f.publish(&change);
+        assert_eq!(after.rollout_percent, 50);
+        assert!(after.issued_unix >= before.issued_unix);
+        assert_eq!(
+            Pointer {
+                rollout_percent: 10,
+                issued_unix: before.issued_unix,
+                expires_unix: before.expires_unix,
+                ..after.clone()
+            },
+            before
+        );
+        // Lowering halts the rollout; refresh keeps the percentage.
+        f.publish(&promote(&f.origin, "stable", &v("1.0.0"), 0, 7).unwrap());
+        let sealed = refreshed(&f.origin, "stable", 7)
+            .unwrap()
+            .seal(&[&key()])
+            .unwrap();
+        put_pointer(&f.origin, &sealed, false).unwrap();
+        assert_eq!(f.pointer().rollout_percent, 0);
+    }
+
+    #[test]
+    fn yank_falls_back_along_the_history_and_is_carried_forward() {
+        let f = Fixture::new();
+        let v1 = f.push("1.0.0");
+        let v2 = f.push("2.0.0");
+        f.push_with(&PushOptions {
+            rollout_percent: 20,
+            ..f.opts("3.0.0")
+        })
+        .unwrap();
+
+        let change = yank(&f.origin, "stable", &v("3.0.0"), true, 7).unwrap();
+        assert_eq!(change.moved_from, Some(v("3.0.0")));
+        let p = f.publish(&change);
+        assert_eq!(
+            (p.version.clone(), p.manifest, p.rollout_percent),
+            (v("2.0.0"), v2, 100)
+        );
+        assert_eq!(p.yanked, vec![v("3.0.0")]);
+        assert!(p.rollback_yanked);
+        // The delta published with 2.0.0 against 1.0.0 is offered again.
+        assert_eq!(
+            p.manifest_deltas.iter().map(|d| d.base).collect::<Vec<_>>(),
+            vec![v1]
+        );
+        let file = f.origin.read(&manifest_path(&v2)).unwrap().unwrap();
+        assert_eq!(p.manifest_len, file.len() as u64);
+
+        // Yanking an older release only lists it; yanking again only resets the directive.
+        let p = f.publish(&yank(&f.origin, "stable", &v("1.0.0"), false, 7).unwrap());
+        assert_eq!((p.version.clone(), p.manifest), (v("2.0.0"), v2));
+        assert_eq!(p.yanked, vec![v("1.0.0"), v("3.0.0")]);
+        assert!(!p.rollback_yanked);
+        let change = yank(&f.origin, "stable", &v("1.0.0"), true, 7).unwrap();
+        assert!(change.already_yanked);
+        assert!(f.publish(&change).rollback_yanked);
+
+        // 2.0.0 has nothing left to fall back to: 1.0.0 is yanked.
+        let err = err_text(yank(&f.origin, "stable", &v("2.0.0"), true, 7));
+        assert!(
+            err.contains("no earlier release that is not yanked")
+                && err.contains("2.0.0 (yanked), 1.0.0 (yanked)"),
+            "{err}"
+        );
+        let err = err_text(yank(&f.origin, "stable", &v("2.5.0"), true, 7));
+        assert!(
+            err.contains("never offered 2.5.0") && err.contains("2.0.0, 1.0.0"),
+            "{err}"
+        );
+
+        // A yanked version cannot come back; a new one keeps the yanked list.
+        let err = err_text(f.push_with(&PushOptions {
+            force: true,
+            ..f.opts("3.0.0")
+        }));
+        assert!(
+            err.contains("3.0.0 was yanked from channel stable"),
+            "{err}"
+        );
+        f.push("4.0.0");
+        let p = f.pointer();
+        assert_eq!(p.version, v("4.0.0"));
+        assert_eq!(p.yanked, vec![v("1.0.0"), v("3.0.0")]);
+        assert!(!p.rollback_yanked);
+        assert_eq!(p.rollout_percent, 100);
+    }
+
+    #[test]
+    fn yank_refuses_the_only_release() {
+        let f = Fixture::new();
+        f.push("1.0.0");
+        let err = err_text(yank(&f.origin, "stable", &v("1.0.0"), false, 7));
+        assert!(
+            err.contains("channel stable has no earlier release that is not yanked"),
+            "{err}"
+        );
+        assert!(f.pointer().yanked.is_empty());
+    }
+
+    #[test]
+    fn a_pointer_that_drops_a_yank_is_refused_unless_forced() {
+        let f = Fixture::new();
+        f.push("1.0.0");
+        f.push("2.0.0");
+        f.publish(&yank(&f.origin, "stable", &v("1.0.0"), false, 7).unwrap());
+        let mut p = f.pointer();
+        p.yanked.clear();
+        let sealed = p.seal(&[&key()]).unwrap();
+        let err = err_text(put_pointer(&f.origin, &sealed, false));
+        assert!(err.contains("has yanked 1.0.0"), "{err}");
+        put_pointer(&f.origin, &sealed, true).unwrap();
+    }
+
+    #[test]
+    fn notes_and_critical_are_signed_into_the_manifest() {
+        let f = Fixture::new();
+        let notes_path = |name: &str, bytes: &[u8]| -> PathBuf {
+            let path = f.tmp.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let max = limits::NOTES_BYTES;
+        let ok = read_notes_file(&notes_path("ok", &vec![b'n'; max])).unwrap();
+        assert_eq!(ok.len(), max);
+        let err = err_text(read_notes_file(&notes_path("big", &vec![b'n'; max + 1])));
+        assert!(err.contains("are 16385 bytes; at most 16384"), "{err}");
+        let err = err_text(read_notes_file(&notes_path("latin1", b"caf\xe9")));
+        assert!(err.contains("not UTF-8 (at byte 3)"), "{err}");
+        let err = err_text(read_notes_file(Path::new("/nonexistent/notes")));
+        assert!(err.contains("/nonexistent/notes"), "{err}");
+
+        let err = err_text(f.push_with(&PushOptions {
+            notes: "x".repeat(max + 1),
+            ..f.opts("1.0.0")
+        }));
+        assert!(err.contains("16385 bytes"), "{err}");
+        let id = f
+            .push_with(&PushOptions {
+                critical: true,
+                notes: "Fixes CVE-2026-0001.\n".into(),
+                ..f.opts("1.0.0")
+            })
+            .unwrap();
+        let envelope = f.origin.read_manifest(&id).unwrap().unwrap();
+        let m = check_manifest(&f.origin, &envelope).unwrap();
+        assert!(m.critical);
+        assert_eq!(m.notes, "Fixes CVE-2026-0001.\n");
+    }
+}

@@ -1,0 +1,1834 @@
+//! An append-only, hash-chained audit log per install: what relsync checked, downloaded,
+//! installed, rolled back or refused, and when.
+//!
+//! [`AuditLog::open`] then [`AuditLog::append`] write records; [`verify`] checks a whole log
+//! without writing anything or taking the install lock, so it works while a daemon runs;
+//! [`records`] reads the records back for display.
+//!
+//! # Format
+//!
+//! `<install>/.relsync/audit.log` ([`InstallLayout::audit_log`]) holds one JSON object per
+//! line, each ending in `\n`:
+//!
+//! ```text
+//! {"seq":0,"time_unix":1764000000,"prev":"<64 hex digits>","event":{"kind":"checked",...}}
+//! ```
+//!
+//! - `seq` numbers the records from 0, one per line, without gaps.
+//! - `time_unix` is the writer's wall clock in seconds. Clocks get set, so nothing checks
+//!   that it never goes backwards.
+//! - `prev` is the hex BLAKE3 of the previous line's bytes, without its newline. For seq 0
+//!   it is the BLAKE3 of the string `relsync-audit-v1` ([`AuditHash::genesis`]).
+//! - `event` is an [`AuditEvent`], tagged by `kind`. Readers ignore fields they do not know,
+//!   and [`verify`] needs only `kind` to be a string, so a log that a newer relsync wrote
+//!   still verifies.
+//!
+//! `<install>/.relsync/audit.head` ([`InstallLayout::audit_head`]) names the last record:
+//! `<seq> <hex BLAKE3 of its line>\n`. Without it, nobody could tell that the end of the log
+//! was cut off or that its last line was edited.
+//!
+//! # Crash invariant
+//!
+//! An append writes its line with `O_APPEND` and syncs it. Then it replaces the head: it
+//! writes a temporary file, syncs it, renames it and syncs the folder. After a crash, the log
+//! either ends at the head's record or has one more record (the line was durable, the head
+//! was not yet). That last line may be torn (it ends without a newline), but only after the
+//! head's record. [`verify`] accepts these cases and says so
+//! ([`AuditSummary::interrupted_append`]). [`AuditLog::open`] repairs them: it points the
+//! head at a complete record that chains onto it, and it cuts off a torn line.
+//!
+//! # What the chain protects, and what it does not
+//!
+//! The chain makes accidents and naive edits evident: a changed, deleted, reordered, repeated
+//! or inserted line, a log cut short, a deleted head or a forged line that does not chain.
+//! Nothing is signed, though. Whoever can write the install's `.relsync` folder can rewrite
+//! the chain and the head consistently, and [`verify`] cannot tell. The same goes for one
+//! forged record appended after the head with a correct `prev`, which looks like an
+//! interrupted append. Ship the head somewhere else (a log collector) to anchor the chain.
+//!
+//! # Appending to a damaged log
+//!
+//! [`AuditLog::open`] does not refuse a damaged log, because a broken audit trail must not
+//! stop updates. It never rewrites records either. When the log's end does not match the
+//! head, new records continue the chain from the head, because the head names the last
+//! record that was known to be committed. They do not continue from whatever the log now ends
+//! with. So the break stays visible: [`verify`] keeps reporting it at the first new line
+//! even after the head is rewritten. Without a usable head, records continue from the log's
+//! last line. To start a new log, remove both files.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::InstallLayout;
+use crate::{Error, Result};
+
+/// What seq 0's `prev` is the BLAKE3 of.
+pub const GENESIS: &str = "relsync-audit-v1";
+
+/// The longest line a record may take, newline excluded. Longer lines are not records.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// How far back from the end [`AuditLog::open`] looks for the last line before it gives up
+/// and treats the end as garbage.
+const READ_END_CAP: u64 = 2 * MAX_LINE_BYTES as u64 + 2;
+
+/// How many bytes [`AuditLog::open`] reads backwards at a time.
+const READ_END_BLOCK: u64 = 4096;
+
+/// The largest head file worth reading (a head is under 100 bytes).
+const MAX_HEAD_BYTES: u64 = 256;
+
+/// A BLAKE3 hash in the audit chain: of a line's bytes (without its newline), or
+/// [`AuditHash::genesis`]. JSON and [`fmt::Display`] show it as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AuditHash(pub [u8; 32]);
+
+impl AuditHash {
+    /// The BLAKE3 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The hash seq 0 chains to: the BLAKE3 of [`GENESIS`].
+    pub fn genesis() -> Self {
+        Self::of(GENESIS.as_bytes())
+    }
+
+    fn parse(hex_digits: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_digits, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Display for AuditHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for AuditHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditHash({})", hex::encode(&self.0[..8]))
+    }
+}
+
+impl Serialize for AuditHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not 64 hex digits (a BLAKE3 hash)"))
+        })
+    }
+}
+
+/// Something relsync did or saw, as one audit record. In JSON, `kind` names the variant in
+/// snake case (`"rolled_back"`) next to the variant's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A check of the channel.
+    Checked {
+        /// The channel checked.
+        channel: String,
+        /// The version the origin offers, if the check got that far.
+        offered: Option<Version>,
+        /// The installed version at the time.
+        installed: Option<Version>,
+        /// What came of it, in words (`up to date`, `update available`, an error).
+        outcome: String,
+    },
+    /// A release's missing chunks were fetched and verified.
+    Downloaded {
+        /// The release.
+        version: Version,
+        /// Bytes fetched from the origin.
+        bytes_from_origin: u64,
+        /// Bytes fetched from LAN peers.
+        bytes_from_peers: u64,
+    },
+    /// `current` was switched to a release.
+    Installed {
+        /// The release now installed.
+        version: Version,
+        /// The release installed before, if any.
+        previous: Option<Version>,
+        /// The release's manifest id (hex).
+        manifest: String,
+    },
+    /// `current` was switched back to an earlier release.
+    RolledBack {
+        /// The release rolled back from.
+        from: Version,
+        /// The release now installed.
+        to: Version,
+        /// Why (a user's command, a failed health check, a yank).
+        reason: String,
+    },
+    /// A release was marked bad, so it is not installed again.
+    MarkedBad {
+        /// The release.
+        version: Version,
+        /// Why.
+        reason: String,
+    },
+    /// Something failed verification: a signature, a manifest, a chunk, a file.
+    VerificationFailed {
+        /// What failed.
+        what: String,
+        /// The error, as displayed.
+        error: String,
+    },
+    /// The publisher yanked a release this install had.
+    Yanked {
+        /// The release.
+        version: Version,
+        /// Whether the install was rolled back off it.
+        rolled_back: bool,
+    },
+    /// A health check ran on a release.
+    HealthCheck {
+        /// The release.
+        version: Version,
+        /// Whether it passed.
+        passed: bool,
+        /// The check's output or error, in short.
+        detail: String,
+    },
+}
+
+impl AuditEvent {
+    /// The event's `kind` tag, as written to the log (`"rolled_back"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Checked { .. } => "checked",
+            AuditEvent::Downloaded { .. } => "downloaded",
+            AuditEvent::Installed { .. } => "installed",
+            AuditEvent::RolledBack { .. } => "rolled_back",
+            AuditEvent::MarkedBad { .. } => "marked_bad",
+            AuditEvent::VerificationFailed { .. } => "verification_failed",
+            AuditEvent::Yanked { .. } => "yanked",
+            AuditEvent::HealthCheck { .. } => "health_check",
+        }
+    }
+}
+
+/// A version or `none`.
+struct OrNone<'a>(&'a Option<Version>);
+
+impl fmt::Display for OrNone<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// A one-line summary, for people.
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditEvent::Checked {
+                channel,
+                offered,
+                installed,
+                outcome,
+            } => write!(
+                f,
+                "checked {channel}: offered {}, installed {}: {outcome}",
+                OrNone(offered),
+                OrNone(installed)
+            ),
+            AuditEvent::Downloaded {
+                version,
+                bytes_from_origin,
+                bytes_from_peers,
+            } => write!(
+                f,
+                "downloaded {version}: {bytes_from_origin} bytes from the origin, \
+                 {bytes_from_peers} from peers"
+            ),
+            AuditEvent::Installed {
+                version,
+                previous,
+                manifest,
+            } => write!(
+                f,
+                "installed {version} (previous {}, manifest {})",
+                OrNone(previous),
+                // The first 16 hex digits, as `short()` ids elsewhere.
+                manifest.get(..16).unwrap_or(manifest)
+            ),
+            AuditEvent::RolledBack { from, to, reason } => {
+                write!(f, "rolled back {from} -> {to}: {reason}")
+            }
+            AuditEvent::MarkedBad { version, reason } => {
+                write!(f, "marked {version} bad: {reason}")
+            }
+            AuditEvent::VerificationFailed { what, error } => {
+                write!(f, "verification of {what} failed: {error}")
+            }
+            AuditEvent::Yanked {
+                version,
+                rolled_back,
+            } => {
+                write!(f, "{version} was yanked")?;
+                if *rolled_back {
+                    f.write_str(", rolled back off it")?;
+                }
+                Ok(())
+            }
+            AuditEvent::HealthCheck {
+                version,
+                passed,
+                detail,
+            } => write!(
+                f,
+                "health check of {version} {}: {detail}",
+                if *passed { "passed" } else { "failed" }
+            ),
+        }
+    }
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The record's number, from 0.
+    pub seq: u64,
+    /// When it was written, in seconds since the Unix epoch (the writer's clock).
+    pub time_unix: u64,
+    /// The hash of the previous line, or [`AuditHash::genesis`] for seq 0.
+    pub prev: AuditHash,
+    /// What happened.
+    pub event: AuditEvent,
+}
+
+/// A line as [`verify`] reads it: the chain's fields, with the event left opaque.
+#[derive(Deserialize)]
+struct Envelope {
+    seq: u64,
+    time_unix: u64,
+    prev: AuditHash,
+    // Only checked for shape, so events from newer versions verify.
+    #[serde(rename = "event")]
+    _event: EventShape,
+}
+
+#[derive(Deserialize)]
+struct EventShape {
+    #[serde(rename = "kind")]
+    _kind: String,
+}
+
+fn parse_envelope(line: &[u8]) -> Result<Envelope, AuditProblem> {
+    serde_json::from_slice(line).map_err(|e| AuditProblem::Unreadable {
+        reason: e.to_string(),
+    })
+}
+
+/// What the head file says: the last committed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: AuditHash,
+}
+
+enum HeadFile {
+    Missing,
+    Unreadable(String),
+    Present(Head),
+}
+
+fn read_head(path: &Path) -> Result<HeadFile> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HeadFile::Missing),
+        Err(e) => return Err(Error::io("opening", path)(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_HEAD_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("reading", path))?;
+    Ok(parse_head(&bytes).map_or_else(HeadFile::Unreadable, HeadFile::Present))
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, String> {
+    if bytes.len() as u64 > MAX_HEAD_BYTES {
+        return Err(format!("over {MAX_HEAD_BYTES} bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let (seq, hash) = body
+        .split_once(' ')
+        .ok_or_else(|| format!("{body:?} is not `<seq> <hash>`"))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("{seq:?} is not a record number"))?;
+    let hash = AuditHash::parse(hash).ok_or_else(|| format!("{hash:?} is not a BLAKE3 hash"))?;
+    Ok(Head { seq, hash })
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing", path))
+}
+
+/// Replaces the head file atomically: write a temporary file, sync, rename, sync the folder.
+fn write_head(path: &Path, head: Head) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    (|| {
+        let mut file = File::create(&tmp)?;
+        writeln!(file, "{} {}", head.seq, head.hash)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })()
+    .map_err(Error::io("writing", path))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// The end of a log, as [`AuditLog::open`] sees it.
+struct LogEnd {
+    /// The log's length.
+    len: u64,
+    /// The last line that ends in a newline.
+    last: LastLine,
+    /// Where the bytes after the last newline start (`len` if the log ends with one), or
+    /// `None` if there are more of them than [`READ_END_CAP`].
+    torn_from: Option<u64>,
+}
+
+enum LastLine {
+    /// No line ends in a newline.
+    None,
+    /// The last complete line, without its newline.
+    Line(Vec<u8>),
+    /// The last complete line is too long to be a record, or too far from the end.
+    TooLong,
+}
+
+impl LogEnd {
+    fn torn(&self) -> bool {
+        self.torn_from != Some(self.len)
+    }
+}
+
+/// Reads the log backwards from its end until it has the last complete line.
+fn read_end(path: &Path) -> Result<LogEnd> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(LogEnd {
+                len: 0,
+                last: LastLine::None,
+                torn_from: Some(0),
+            });
+        }
+        Err(e) => return Err(Error::io("opening", path)(e)),
+    };
+    let len = file.metadata().map_err(Error::io("reading", path))?.len();
+    // The bytes from `start` to the end.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start = len;
+    loop {
+        let last_newline = buf.iter().rposition(|&b| b == b'\n');
+        if let Some(end) = last_newline {
+            let torn_from = Some(start + end as u64 + 1);
+            let line_start = match buf[..end].iter().rposition(|&b| b == b'\n') {
+                Some(i) => Some(i + 1),
+                None if start == 0 => Some(0),
+                None => None,
+            };
+            if let Some(line_start) = line_start {
+                let line = &buf[line_start..end];
+                let last = if line.len() > MAX_LINE_BYTES {
+                    LastLine::TooLong
+                } else {
+                    LastLine::Line(line.to_vec())
+                };
+                return Ok(LogEnd {
+                    len,
+                    last,
+                    torn_from,
+                });
+            }
+        } else if start == 0 {
+            return Ok(LogEnd {
+                len,
+                last: LastLine::None,
+                torn_from: Some(0),
+            });
+        }
+        if len - start > READ_END_CAP {
+            return Ok(LogEnd {
+                len,
+                last: LastLine::TooLong,
+                torn_from: last_newline.map(|end| start + end as u64 + 1),
+            });
+        }
+        let n = start.min(READ_END_BLOCK);
+        start -= n;
+        let mut block = vec![0u8; n as usize];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut block))
+            .map_err(Error::io("reading", path))?;
+        block.extend_from_slice(&buf);
+        buf = block;
+    }
+}
+
+/// Where the next record goes.
+#[derive(Debug)]
+struct Tail {
+    next_seq: u64,
+    prev: AuditHash,
+    /// The log ends in a torn line that is not ours to cut off: end it first.
+    newline_first: bool,
+}
+
+/// An install's audit log, open for appending.
+///
+/// Only one process should append at a time: the one holding the install lock. Appends from
+/// threads of that process are serialized here.
+#[derive(Debug)]
+pub struct AuditLog {
+    log: PathBuf,
+    head: PathBuf,
+    state: PathBuf,
+    tail: Mutex<Tail>,
+}
+
+impl AuditLog {
+    /// Opens the install's audit log for appending. The log and head files are created on
+    /// the first append.
+    ///
+    /// It reads only the log's last line and the head. It repairs what an interrupted append
+    /// left behind: the head is pointed at a record one past it that chains onto it, and a
+    /// torn line after the head's record is cut off. A log whose end disagrees with its head
+    /// in any other way is kept as it is, and appends continue after the head's record, so
+    /// [`verify`] still reports the break (see the [module docs](self)).
+    ///
+    /// Fails only on I/O errors.
+    pub fn open(layout: &InstallLayout) -> Result<Self> {
+        let log = layout.audit_log();
+        let head_path = layout.audit_head();
+        let mut head = match read_head(&head_path)? {
+            HeadFile::Present(h) => Some(h),
+            HeadFile::Missing => None,
+            HeadFile::Unreadable(reason) => {
+                tracing::warn!(path = %head_path.display(), reason, "the audit head is unreadable; ignoring it");
+                None
+            }
+        };
+        let mut end = read_end(&log)?;
+
+        // The last line: parsed if it is a record, and its hash.
+        let last = match &end.last {
+            LastLine::Line(line) => Some((parse_envelope(line).ok(), AuditHash::of(line))),
+            LastLine::TooLong => Some((None, AuditHash::genesis())),
+            LastLine::None => None,
+        };
+
+        // An append that wrote its line but not the head: complete it.
+        if let Some((Some(record), hash)) = &last {
+            let chains_on = match head {
+                Some(h) => record.seq == h.seq + 1 && record.prev == h.hash,
+                None => record.seq == 0 && record.prev == AuditHash::genesis(),
+            };
+            if chains_on {
+                let repaired = Head {
+                    seq: record.seq,
+                    hash: *hash,
+                };
+                tracing::warn!(
+                    seq = record.seq,
+                    "an audit append was interrupted before its head was written; repairing the head"
+                );
+                write_head(&head_path, repaired)?;
+                head = Some(repaired);
+            }
+        }
+
+        let at_head = match (&last, head) {
+            (None, None) => true,
+            (Some((Some(record), hash)), Some(h)) => record.seq == h.seq && *hash == h.hash,
+            _ => false,
+        };
+
+        // A torn line after the committed record is an append that never finished: it was
+        // never committed, so it can go.
+        if at_head
+            && end.torn()
+            && let Some(torn_from) = end.torn_from
+        {
+            tracing::warn!(
+                bytes = end.len - torn_from,
+                "cutting off a torn audit line left by an interrupted append"
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .and_then(|f| {
+                    f.set_len(torn_from)?;
+                    f.sync_all()
+                })
+                .map_err(Error::io("truncating", &log))?;
+            end.len = torn_from;
+        }
+
+        let (next_seq, prev) = match (&last, head) {
+            (None, None) => (0, AuditHash::genesis()),
+            (Some((Some(record), hash)), Some(_)) if at_head => (record.seq + 1, *hash),
+            (_, Some(h)) => {
+                tracing::warn!(
+                    path = %log.display(),
+                    head_seq = h.seq,
+                    "the audit log does not end at its head; appending after the head's record (`relsync audit verify` reports the break)"
+                );
+                (h.seq + 1, h.hash)
+            }
+            (Some((record, hash)), None) => {
+                tracing::warn!(path = %log.display(), "the audit log has no head; appending after its last line");
+                (record.as_ref().map_or(0, |r| r.seq + 1), *hash)
+            }
+        };
+        Ok(Self {
+            log,
+            head: head_path,
+            state: layout.state(),
+            tail: Mutex::new(Tail {
+                next_seq,
+                prev,
+                newline_first: end.torn(),
+            }),
+        })
+    }
+
+    /// The seq the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_seq
+    }
+
+    /// Appends `event`, stamped with the current time, and makes it durable: the line is
+    /// written with `O_APPEND` and synced, then the head is replaced atomically. This blocks
+    /// on two syncs, so async code should call it from a blocking task.
+    ///
+    /// If writing the line fails, the log is cut back to where it was. If only the head
+    /// update fails, the record stays: the error is returned, and the next append or
+    /// [`AuditLog::open`] rewrites the head.
+    pub fn append(&self, event: AuditEvent) -> Result<()> {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let time_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let record = AuditRecord {
+            seq: tail.next_seq,
+            time_unix,
+            prev: tail.prev,
+            event,
+        };
+        let line = serde_json::to_vec(&record)
+            .map_err(|e| Error::malformed("audit record", e.to_string()))?;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(Error::malformed(
+                "audit record",
+                format!(
+                    "{} bytes, over the {MAX_LINE_BYTES}-byte line limit",
+                    line.len()
+                ),
+            ));
+        }
+        let hash = AuditHash::of(&line);
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        if tail.newline_first {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&line);
+        bytes.push(b'\n');
+
+        fs::create_dir_all(&self.state).map_err(Error::io("creating", &self.state))?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .map_err(Error::io("opening", &self.log))?;
+        let len_before = file
+            .metadata()
+            .map_err(Error::io("reading", &self.log))?
+            .len();
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            // Leave no partial line behind for the next append to continue.
+            let _ = file.set_len(len_before).and_then(|()| file.sync_data());
+            return Err(Error::io("appending to", &self.log)(e));
+        }
+        if len_before == 0 {
+            // A new file: make its name durable too.
+            sync_dir(&self.state)?;
+        }
+        tail.next_seq = record.seq + 1;
+        tail.prev = hash;
+        tail.newline_first = false;
+        tracing::debug!(
+            seq = record.seq,
+            kind = record.event.kind(),
+            "audit record appended"
+        );
+        write_head(
+            &self.head,
+            Head {
+                seq: record.seq,
+                hash,
+            },
+        )
+    }
+}
+
+/// What [`verify`] found in an intact log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditSummary {
+    /// Records in the log, including one an interrupted append left.
+    pub records: u64,
+    /// The first record's time (Unix seconds), if there are records.
+    pub first_time_unix: Option<u64>,
+    /// The last record's time (Unix seconds), if there are records.
+    pub last_time_unix: Option<u64>,
+    /// The log is one record past its head, or ends in a torn line after the head's record:
+    /// an append was interrupted between writing the log and the head. Nothing committed is
+    /// missing, and the next [`AuditLog::open`] repairs it.
+    pub interrupted_append: bool,
+}
+
+/// What is wrong with a log. The [`fmt::Display`] form says it in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditProblem {
+    /// The line is not a record: not JSON, a field missing or malformed, or too long.
+    Unreadable {
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The line's `seq` is not the one its position calls for.
+    OutOfSequence {
+        /// The seq this line should have.
+        expected: u64,
+        /// The seq it has.
+        found: u64,
+    },
+    /// The line's `prev` is not the hash of the line before it.
+    ChainBroken {
+        /// The line it should chain to, or `None` for line 1 (which chains to
+        /// [`AuditHash::genesis`]).
+        previous_line: Option<u64>,
+    },
+    /// The log ends before the record the head names.
+    Truncated {
+        /// Records in the log.
+        records: u64,
+        /// Records the head says there are.
+        head_records: u64,
+        /// The log also ends in a line without a newline.
+        incomplete_line: bool,
+    },
+    /// The record with the head's seq does not have the head's hash.
+    HeadMismatch {
+        /// The head's seq.
+        seq: u64,
+    },
+    /// The log runs more than one record past its head.
+    PastHead {
+        /// Records in the log.
+        records: u64,
+        /// Records the head says there are.
+        head_records: u64,
+    },
+    /// The log ends in a line without a newline that is not an interrupted append.
+    Incomplete,
+    /// The head file is missing, but the log has records.
+    HeadMissing {
+        /// Records in the log.
+        records: u64,
+    },
+    /// The head file cannot be parsed.
+    HeadUnreadable {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for AuditProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditProblem::Unreadable { reason } => write!(f, "not an audit record: {reason}"),
+            AuditProblem::OutOfSequence { expected, found } if found > expected => write!(
+                f,
+                "seq {found} where seq {expected} belongs: {} record(s) before it were deleted, \
+                 or lines were reordered",
+                found - expected
+            ),
+            AuditProblem::OutOfSequence { expected, found } => write!(
+                f,
+                "seq {found} where seq {expected} belongs: a record was repeated, or lines \
+                 were reordered"
+            ),
+            AuditProblem::ChainBroken {
+                previous_line: Some(previous),
+            } => write!(
+                f,
+                "its prev hash is not the hash of line {previous}: line {previous} was changed \
+                 after this line was written, or this line was forged"
+            ),
+            AuditProblem::ChainBroken {
+                previous_line: None,
+            } => write!(
+                f,
+                "its prev hash is not the chain's start (the BLAKE3 of {GENESIS:?}): the line \
+                 was changed or forged"
+            ),
+            AuditProblem::Truncated {
+                records,
+                head_records,
+                incomplete_line,
+            } => write!(
+                f,
+                "the log ends after {records} record(s){}, but the head file says it has \
+                 {head_records}: the end of the log was cut off",
+                if *incomplete_line {
+                    " and a partial line"
+                } else {
+                    ""
+                }
+            ),
+            AuditProblem::HeadMismatch { seq } => write!(
+                f,
+                "record {seq} does not match the hash in the head file: the line was changed \
+                 after it was written (or the head was replaced)"
+            ),
+            AuditProblem::PastHead {
+                records,
+                head_records,
+            } => write!(
+                f,
+                "the log has {records} records but the head file says {head_records}: records \
+                 were added without updating the head, or an old head was put back"
+            ),
+            AuditProblem::Incomplete => {
+                f.write_str("the log ends in a partial line (no newline at its end)")
+            }
+            AuditProblem::HeadMissing { records } => write!(
+                f,
+                "the head file is missing although the log has {records} records, so the end \
+                 of the log cannot be checked (was it deleted?)"
+            ),
+            AuditProblem::HeadUnreadable { reason } => {
+                write!(f, "the head file is unreadable: {reason}")
+            }
+        }
+    }
+}
+
+/// Why a log failed [`verify`], or why [`records`] could not read a line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The log is damaged; `line` is where it shows (1-based). Head problems are reported at
+    /// the line of the record the head should name.
+    #[error("audit log broken at line {line}: {problem}")]
+    Broken {
+        /// The line, from 1.
+        line: u64,
+        /// What is wrong.
+        problem: AuditProblem,
+    },
+    /// Reading the log or the head failed.
+    #[error(transparent)]
+    Io(#[from] Error),
+}
+
+/// Reads lines without holding more than [`MAX_LINE_BYTES`] of one. At the end of the file a
+/// partial line stays pending, and reading again picks up bytes appended since.
+struct Lines {
+    reader: BufReader<File>,
+    path: PathBuf,
+    pending: Vec<u8>,
+    overlong: bool,
+}
+
+enum Line {
+    Complete(Vec<u8>),
+    TooLong,
+}
+
+impl Lines {
+    fn open(path: &Path) -> Result<Option<Self>> {
+        match File::open(path) {
+            Ok(file) => Ok(Some(Self {
+                reader: BufReader::with_capacity(64 * 1024, file),
+                path: path.to_path_buf(),
+                pending: Vec::new(),
+                overlong: false,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("opening", path)(e)),
+        }
+    }
+
+    /// The next line ending in a newline, or `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<Line>> {
+        loop {
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(Error::io("reading", &self.path))?;
+            if available.is_empty() {
+                return Ok(None);
+            }
+            let (chunk, found_newline) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], true),
+                None => (available, false),
+            };
+            if !self.overlong {
+                if self.pending.len() + chunk.len() > MAX_LINE_BYTES {
+                    self.overlong = true;
+                    self.pending = Vec::new();
+                } else {
+                    self.pending.extend_from_slice(chunk);
+                }
+            }
+            let used = chunk.len() + usize::from(found_newline);
+            self.reader.consume(used);
+            if found_newline {
+                let line = if std::mem::take(&mut self.overlong) {
+                    Line::TooLong
+                } else {
+                    Line::Complete(std::mem::take(&mut self.pending))
+                };
+                return Ok(Some(line));
+            }
+        }
+    }
+
+    /// Whether bytes without a newline are pending at the end.
+    fn partial(&self) -> bool {
+        self.overlong || !self.pending.is_empty()
+    }
+}
+
+fn too_long() -> AuditProblem {
+    AuditProblem::Unreadable {
+        reason: format!("the line is longer than {MAX_LINE_BYTES} bytes"),
+    }
+}
+
+/// The chain as verified so far.
+#[derive(Default)]
+struct Chain {
+    records: u64,
+    first_time_unix: Option<u64>,
+    last: Option<LastRecord>,
+}
+
+struct LastRecord {
+    seq: u64,
+    time_unix: u64,
+    prev: AuditHash,
+    hash: AuditHash,
+}
+
+impl Chain {
+    fn broken(&self, line: u64, problem: AuditProblem) -> AuditError {
+        AuditError::Broken { line, problem }
+    }
+
+    fn push(&mut self, line: Line) -> Result<(), AuditError> {
+        let number = self.records + 1;
+        let Line::Complete(bytes) = line else {
+            return Err(self.broken(number, too_long()));
+        };
+        let record = parse_envelope(&bytes).map_err(|p| self.broken(number, p))?;
+        if record.seq != self.records {
+            return Err(self.broken(
+                number,
+                AuditProblem::OutOfSequence {
+                    expected: self.records,
+                    found: record.seq,
+                },
+            ));
+        }
+        let expected_prev = self
+            .last
+            .as_ref()
+            .map_or_else(AuditHash::genesis, |l| l.hash);
+        if record.prev != expected_prev {
+            return Err(self.broken(
+                number,
+                AuditProblem::ChainBroken {
+                    previous_line: self.last.as_ref().map(|_| number - 1),
+                },
+            ));
+        }
+        self.first_time_unix.get_or_insert(record.time_unix);
+        self.last = Some(LastRecord {
+            seq: record.seq,
+            time_unix: record.time_unix,
+            prev: record.prev,
+            hash: AuditHash::of(&bytes),
+        });
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Whether the head names a record this chain has not read yet.
+    fn behind(&self, head: &HeadFile) -> bool {
+        match head {
+            HeadFile::Present(h) => h.seq >= self.records,
+            _ => false,
+        }
+    }
+
+    /// Checks the chain's end against the head.
+    fn finish(self, head: HeadFile, partial: bool) -> Result<AuditSummary, AuditError> {
+        let n = self.records;
+        let head = match head {
+            HeadFile::Present(h) => Some(h),
+            HeadFile::Missing => None,
+            HeadFile::Unreadable(reason) => {
+                return Err(self.broken(n.max(1), AuditProblem::HeadUnreadable { reason }));
+            }
+        };
+        let interrupted = match (&self.last, head) {
+            (None, None) => partial,
+            (None, Some(h)) => {
+                return Err(self.broken(
+                    1,
+                    AuditProblem::Truncated {
+                        records: 0,
+                        head_records: h.seq + 1,
+                        incomplete_line: partial,
+                    },
+                ));
+            }
+            (Some(_), None) => {
+                if n == 1 && !partial {
+                    // The first append, interrupted before it wrote the head.
+                    true
+                } else {
+                    return Err(self.broken(n, AuditProblem::HeadMissing { records: n }));
+                }
+            }
+            (Some(last), Some(h)) => {
+                if h.seq == last.seq {
+                    if h.hash != last.hash {
+                        return Err(self.broken(n, AuditProblem::HeadMismatch { seq: h.seq }));
+                    }
+                    partial
+                } else if h.seq > last.seq {
+                    return Err(self.broken(
+                        n + 1,
+                        AuditProblem::Truncated {
+                            records: n,
+                            head_records: h.seq + 1,
+                            incomplete_line: partial,
+                        },
+                    ));
+                } else if h.seq + 1 == last.seq {
+                    if h.hash != last.prev {
+                        // The line the head names chains on, but is not what the head says.
+                        return Err(
+                            self.broken(h.seq + 1, AuditProblem::HeadMismatch { seq: h.seq })
+                        );
+                    }
+                    if partial {
+                        return Err(self.broken(n + 1, AuditProblem::Incomplete));
+                    }
+                    true
+                } else {
+                    return Err(self.broken(
+                        h.seq + 3,
+                        AuditProblem::PastHead {
+                            records: n,
+                            head_records: h.seq + 1,
+                        },
+                    ));
+                }
+            }
+        };
+        Ok(AuditSummary {
+            records: n,
+            first_time_unix: self.first_time_unix,
+            last_time_unix: self.last.as_ref().map(|l| l.time_unix),
+            interrupted_append: interrupted,
+        })
+    }
+}
+
+/// Verifies an install's audit log without writing anything and without the install lock.
+///
+/// It streams the log line by line (holding one line at a time) and checks that each line
+/// is a record, that `seq` counts up from 0 and that each `prev` is the hash of the line
+/// before it. Then it checks that the last record is the one the head file names. The
+/// exception is an interrupted append: one complete record past the head that chains onto
+/// it, or a partial line after the head's record. That passes, with
+/// [`AuditSummary::interrupted_append`] set. Times are not checked, because clocks move.
+/// A missing log with a missing head is an empty, intact log.
+///
+/// If a daemon appends while this runs, the head may name records written after this read
+/// the log's end. It then reads on, up to three times, before it calls the log truncated.
+///
+/// Stops at the first problem found, and reports the line where it shows: an edited line
+/// shows at the next line (its `prev` no longer matches), or at the head for the last line.
+/// Deleted, repeated, reordered or inserted lines show as a wrong `seq` or `prev`. A cut-off
+/// end shows against the head.
+pub fn verify(layout: &InstallLayout) -> Result<AuditSummary, AuditError> {
+    let head_path = layout.audit_head();
+    let mut chain = Chain::default();
+    let Some(mut lines) = Lines::open(&layout.audit_log())? else {
+        return chain.finish(read_head(&head_path)?, false);
+    };
+    let mut rereads = 0;
+    loop {
+        while let Some(line) = lines.next_line()? {
+            chain.push(line)?;
+        }
+        let head = read_head(&head_path)?;
+        // Appends write the log before the head, so the records the head names are there.
+        if chain.behind(&head) && rereads < 3 {
+            rereads += 1;
+            continue;
+        }
+        return chain.finish(head, lines.partial());
+    }
+}
+
+/// The records of an install's log, in order; see [`records`].
+pub struct AuditRecords {
+    lines: Option<Lines>,
+    line: u64,
+}
+
+impl fmt::Debug for AuditRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditRecords")
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for AuditRecords {
+    type Item = Result<AuditRecord, AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let lines = self.lines.as_mut()?;
+        let next = lines.next_line();
+        let line = match next {
+            Err(e) => {
+                self.lines = None;
+                return Some(Err(e.into()));
+            }
+            Ok(None) => {
+                let partial = lines.partial();
+                self.lines = None;
+                return partial.then(|| {
+                    Err(AuditError::Broken {
+                        line: self.line + 1,
+                        problem: AuditProblem::Incomplete,
+                    })
+                });
+            }
+            Ok(Some(line)) => line,
+        };
+        self.line += 1;
+        let broken = |problem| AuditError::Broken {
+            line: self.line,
+            problem,
+        };
+        Some(match line {
+            Line::TooLong => Err(broken(too_long())),
+            Line::Complete(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                broken(AuditProblem::Unreadable {
+                    reason: e.to_string(),
+                })
+            }),
+        })
+    }
+}
+
+/// Reads an install's records, in order, without checking the chain ([`verify`] does that).
+/// A line that is not a record this version understands (an event kind from a newer relsync,
+/// say) comes out as an error, and the records after it still follow. An absent log has no
+/// records.
+pub fn records(layout: &InstallLayout) -> Result<AuditRecords> {
+    Ok(AuditRecords {
+        lines: Lines::open(&layout.audit_log())?,
+        line: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn events() -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::Checked {
+                channel: "stable".into(),
+                offered: Some(v("1.1.0")),
+                installed: Some(v("1.0.0")),
+                outcome: "update available".into(),
+            },
+            AuditEvent::Downloaded {
+                version: v("1.1.0"),
+                bytes_from_origin: 1234,
+                bytes_from_peers: 56,
+            },
+            AuditEvent::Installed {
+                version: v("1.1.0"),
+                previous: Some(v("1.0.0")),
+                manifest: "ab".repeat(32),
+            },
+            AuditEvent::HealthCheck {
+                version: v("1.1.0"),
+                passed: false,
+                detail: "exit 3\nsecond line".into(),
+            },
+            AuditEvent::RolledBack {
+                from: v("1.1.0"),
+                to: v("1.0.0"),
+                reason: "health check failed".into(),
+            },
+            AuditEvent::MarkedBad {
+                version: v("1.1.0"),
+                reason: "health check failed".into(),
+            },
+            AuditEvent::VerificationFailed {
+                what: "manifest".into(),
+                error: "bad signature".into(),
+            },
+            AuditEvent::Yanked {
+                version: v("1.1.0"),
+                rolled_back: true,
+            },
+        ]
+    }
+
+    /// An install with `events()` appended.
+    fn written() -> (tempfile::TempDir, InstallLayout) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = InstallLayout::new(dir.path());
+        let log = AuditLog::open(&layout).unwrap();
+        for e in events() {
+            log.append(e).unwrap();
+        }
+        (dir, layout)
+    }
+
+    fn lines(layout: &InstallLayout) -> Vec<String> {
+        fs::read_to_string(layout.audit_log())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_lines(layout: &InstallLayout, lines: &[String]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        fs::write(layout.audit_log(), text).unwrap();
+    }
+
+    fn broken(layout: &InstallLayout) -> (u64, AuditProblem) {
+        match verify(layout) {
+            Err(AuditError::Broken { line, problem }) => (line, problem),
+            other => panic!("expected a broken log, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let (_dir, layout) = written();
+        let summary = verify(&layout).unwrap();
+        assert_eq!(summary.records, events().len() as u64);
+        assert!(!summary.interrupted_append);
+        assert!(summary.first_time_unix.unwrap() <= summary.last_time_unix.unwrap());
+        let read: Vec<AuditRecord> = records(&layout).unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            read.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+            events()
+        );
+        assert_eq!(read[0].prev, AuditHash::genesis());
+        for (i, r) in read.iter().enumerate() {
+            assert_eq!(r.seq, i as u64);
+        }
+        // The chain: each prev is the hash of the previous line's bytes.
+        let text = lines(&layout);
+        for i in 1..read.len() {
+            assert_eq!(read[i].prev, AuditHash::of(text[i - 1].as_bytes()));
+        }
+        // The head names the last line.
+        let head = fs::read_to_string(layout.audit_head()).unwrap();
+        let last = AuditHash::of(text.last().unwrap().as_bytes());
+        assert_eq!(head, format!("{} {last}\n", read.len() - 1));
+    }
+
+    #[test]
+    fn format_is_as_documented() {
+        let (_dir, layout) = written();
+        let first = &lines(&layout)[0];
+        let value: serde_json::Value = serde_json::from_str(first).unwrap();
+        let keys: Vec<&str> = first
+            .trim_start_matches('{')
+            .split(',')
+            .take(3)
+            .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+            .collect();
+        assert_eq!(keys, ["seq", "time_unix", "prev"]);
+        assert_eq!(value["seq"], 0);
+        assert_eq!(
+            value["prev"],
+            blake3::hash(b"relsync-audit-v1").to_hex().as_str()
+        );
+        assert_eq!(value["event"]["kind"], "checked");
+        assert_eq!(value["event"]["offered"], "1.1.0");
+        for e in events() {
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["kind"], e.kind(), "{e:?}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn empty_and_absent_logs_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = InstallLayout::new(dir.path().join("nowhere"));
+        let summary = verify(&layout).unwrap();
+        assert_eq!(summary.records, 0);
+        assert_eq!(summary.first_time_unix, None);
+        assert_eq!(records(&layout).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn reopening_continues_the_chain() {
+        let (_dir, layout) = written();
+        let log = AuditLog::open(&layout).unwrap();
+        assert_eq!(log.next_seq(), events().len() as u64);
+        log.append(events()[0].clone()).unwrap();
+        assert_eq!(verify(&layout).unwrap().records, events().len() as u64 + 1);
+    }
+
+    #[test]
+    fn an_edited_middle_line_shows_at_the_next_line() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        assert!(text[2].contains("\"1.1.0\""));
+        text[2] = text[2].replacen("\"1.1.0\"", "\"1.1.1\"", 1);
+        write_lines(&layout, &text);
+        let (line, problem) = broken(&layout);
+        assert_eq!(line, 4);
+        assert_eq!(
+            problem,
+            AuditProblem::ChainBroken {
+                previous_line: Some(3)
+            }
+        );
+        assert!(problem.to_string().contains("line 3 was changed"));
+    }
+
+    #[test]
+    fn an_edited_first_line_shows_at_line_2() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text[0] = text[0].replace("stable", "beta");
+        write_lines(&layout, &text);
+        assert_eq!(broken(&layout).0, 2);
+    }
+
+    #[test]
+    fn an_edited_last_line_shows_at_the_head() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        let last = text.len() - 1;
+        text[last] = text[last].replace("true", "false");
+        write_lines(&layout, &text);
+        let (line, problem) = broken(&layout);
+        assert_eq!(line, text.len() as u64);
+        assert_eq!(problem, AuditProblem::HeadMismatch { seq: last as u64 });
+    }
+
+    #[test]
+    fn swapped_lines_are_out_of_sequence() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text.swap(3, 4);
+        write_lines(&layout, &text);
+        let (line, problem) = broken(&layout);
+        assert_eq!(line, 4);
+        assert_eq!(
+            problem,
+            AuditProblem::OutOfSequence {
+                expected: 3,
+                found: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_deleted_middle_line_is_out_of_sequence() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text.remove(2);
+        write_lines(&layout, &text);
+        let (line, problem) = broken(&layout);
+        assert_eq!(line, 3);
+        assert_eq!(
+            problem,
+            AuditProblem::OutOfSequence {
+                expected: 2,
+                found: 3
+            }
+        );
+        assert!(problem.to_string().contains("deleted"));
+    }
+
+    #[test]
+    fn a_repeated_line_is_out_of_sequence() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text.insert(3, text[2].clone());
+        write_lines(&layout, &text);
+        assert_eq!(
+            broken(&layout),
+            (
+                4,
+                AuditProblem::OutOfSequence {
+                    expected: 3,
+                    found: 2
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn deleted_first_lines_are_out_of_sequence() {
+        let (_dir, layout) = written();
+        let text = lines(&layout);
+        write_lines(&layout, &text[2..]);
+        assert_eq!(
+            broken(&layout),
+            (
+                1,
+                AuditProblem::OutOfSequence {
+                    expected: 0,
+                    found: 2
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn cut_off_last_lines_are_truncation() {
+        let n = events().len() as u64;
+        for cut in [1, 2] {
+            let (_dir, layout) = written();
+            let text = lines(&layout);
+            write_lines(&layout, &text[..text.len() - cut]);
+            assert_eq!(
+                broken(&layout),
+                (
+                    n - cut as u64 + 1,
+                    AuditProblem::Truncated {
+                        records: n - cut as u64,
+                        head_records: n,
+                        incomplete_line: false
+                    }
+                ),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_log_cut_mid_line_is_truncation() {
+        let n = events().len() as u64;
+        let (_dir, layout) = written();
+        let bytes = fs::read(layout.audit_log()).unwrap();
+        fs::write(layout.audit_log(), &bytes[..bytes.len() - 20]).unwrap();
+        assert_eq!(
+            broken(&layout),
+            (
+                n,
+                AuditProblem::Truncated {
+                    records: n - 1,
+                    head_records: n,
+                    incomplete_line: true
+                }
+            )
+        );
+        // Only the newline cut off: still the committed line, so still truncation.
+        let (_dir, layout) = written();
+        let bytes = fs::read(layout.audit_log()).unwrap();
+        fs::write(layout.audit_log(), &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(
+            broken(&layout).1,
+            AuditProblem::Truncated {
+                incomplete_line: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_emptied_or_deleted_log_with_a_head_is_truncation() {
+        let (_dir, layout) = written();
+        fs::write(layout.audit_log(), "").unwrap();
+        assert!(matches!(
+            broken(&layout),
+            (1, AuditProblem::Truncated { records: 0, .. })
+        ));
+        fs::remove_file(layout.audit_log()).unwrap();
+        assert!(matches!(
+            broken(&layout),
+            (1, AuditProblem::Truncated { records: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_removed_head_is_reported() {
+        let (_dir, layout) = written();
+        fs::remove_file(layout.audit_head()).unwrap();
+        let n = events().len() as u64;
+        assert_eq!(
+            broken(&layout),
+            (n, AuditProblem::HeadMissing { records: n })
+        );
+    }
+
+    #[test]
+    fn a_garbled_head_is_reported() {
+        let (_dir, layout) = written();
+        fs::write(layout.audit_head(), "seven zz\n").unwrap();
+        assert!(matches!(
+            broken(&layout).1,
+            AuditProblem::HeadUnreadable { .. }
+        ));
+    }
+
+    #[test]
+    fn a_forged_line_with_a_wrong_prev_is_caught() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        let n = text.len();
+        let forged = format!(
+            r#"{{"seq":{n},"time_unix":1,"prev":"{}","event":{{"kind":"yanked","version":"9.9.9","rolled_back":false}}}}"#,
+            AuditHash::of(b"anything")
+        );
+        text.push(forged);
+        write_lines(&layout, &text);
+        assert_eq!(
+            broken(&layout),
+            (
+                n as u64 + 1,
+                AuditProblem::ChainBroken {
+                    previous_line: Some(n as u64)
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn garbage_lines_are_unreadable() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text.insert(2, "hello".into());
+        write_lines(&layout, &text);
+        assert!(matches!(
+            broken(&layout),
+            (3, AuditProblem::Unreadable { .. })
+        ));
+
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text[1] = text[1].replace("\"seq\"", "\"sequence\"");
+        write_lines(&layout, &text);
+        assert!(matches!(
+            broken(&layout),
+            (2, AuditProblem::Unreadable { .. })
+        ));
+
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        text.insert(1, "x".repeat(MAX_LINE_BYTES + 10));
+        write_lines(&layout, &text);
+        assert!(matches!(
+            broken(&layout),
+            (2, AuditProblem::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn an_interrupted_append_passes_and_open_repairs_it() {
+        let (_dir, layout) = written();
+        let head_before = fs::read(layout.audit_head()).unwrap();
+        AuditLog::open(&layout)
+            .unwrap()
+            .append(events()[0].clone())
+            .unwrap();
+        // As if the crash came after the log's sync and before the head's rename.
+        fs::write(layout.audit_head(), &head_before).unwrap();
+        let summary = verify(&layout).unwrap();
+        assert!(summary.interrupted_append);
+        assert_eq!(summary.records, events().len() as u64 + 1);
+
+        let log = AuditLog::open(&layout).unwrap();
+        assert_ne!(fs::read(layout.audit_head()).unwrap(), head_before);
+        let summary = verify(&layout).unwrap();
+        assert!(!summary.interrupted_append);
+        log.append(events()[1].clone()).unwrap();
+        assert_eq!(verify(&layout).unwrap().records, events().len() as u64 + 2);
+    }
+
+    #[test]
+    fn an_interrupted_first_append_passes_and_open_repairs_it() {
+        let (_dir, layout) = written();
+        let text = lines(&layout);
+        write_lines(&layout, &text[..1]);
+        fs::remove_file(layout.audit_head()).unwrap();
+        assert!(verify(&layout).unwrap().interrupted_append);
+        AuditLog::open(&layout).unwrap();
+        assert!(layout.audit_head().exists());
+        assert!(!verify(&layout).unwrap().interrupted_append);
+    }
+
+    #[test]
+    fn two_records_past_the_head_are_not_an_interrupted_append() {
+        let (_dir, layout) = written();
+        let head_before = fs::read(layout.audit_head()).unwrap();
+        let log = AuditLog::open(&layout).unwrap();
+        log.append(events()[0].clone()).unwrap();
+        log.append(events()[1].clone()).unwrap();
+        fs::write(layout.audit_head(), &head_before).unwrap();
+        let n = events().len() as u64;
+        assert_eq!(
+            broken(&layout),
+            (
+                n + 2,
+                AuditProblem::PastHead {
+                    records: n + 2,
+                    head_records: n
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_torn_append_passes_and_open_cuts_it_off() {
+        let (_dir, layout) = written();
+        let size = fs::metadata(layout.audit_log()).unwrap().len();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(layout.audit_log())
+            .unwrap();
+        file.write_all(br#"{"seq":8,"time_u"#).unwrap();
+        let summary = verify(&layout).unwrap();
+        assert!(summary.interrupted_append);
+        assert_eq!(summary.records, events().len() as u64);
+        // `records` reports the partial line.
+        assert!(records(&layout).unwrap().last().unwrap().is_err());
+
+        let log = AuditLog::open(&layout).unwrap();
+        assert_eq!(fs::metadata(layout.audit_log()).unwrap().len(), size);
+        log.append(events()[0].clone()).unwrap();
+        let summary = verify(&layout).unwrap();
+        assert!(!summary.interrupted_append);
+        assert_eq!(summary.records, events().len() as u64 + 1);
+    }
+
+    #[test]
+    fn appends_after_a_cut_off_end_keep_the_break_visible() {
+        let n = events().len() as u64;
+        let (_dir, layout) = written();
+        let text = lines(&layout);
+        write_lines(&layout, &text[..text.len() - 2]);
+        let log = AuditLog::open(&layout).unwrap();
+        assert_eq!(log.next_seq(), n);
+        log.append(events()[0].clone()).unwrap();
+        assert_eq!(
+            broken(&layout),
+            (
+                n - 1,
+                AuditProblem::OutOfSequence {
+                    expected: n - 2,
+                    found: n
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn appends_after_an_edited_last_line_keep_the_break_visible() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        let last = text.len() - 1;
+        text[last] = text[last].replace("true", "false");
+        write_lines(&layout, &text);
+        AuditLog::open(&layout)
+            .unwrap()
+            .append(events()[0].clone())
+            .unwrap();
+        assert_eq!(
+            broken(&layout),
+            (
+                text.len() as u64 + 1,
+                AuditProblem::ChainBroken {
+                    previous_line: Some(text.len() as u64)
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn appends_after_a_foreign_partial_line_start_on_a_new_line() {
+        let (_dir, layout) = written();
+        let text = lines(&layout);
+        // Cut mid-line: the partial line is a committed record, so open must keep it.
+        let bytes = fs::read(layout.audit_log()).unwrap();
+        fs::write(layout.audit_log(), &bytes[..bytes.len() - 20]).unwrap();
+        AuditLog::open(&layout)
+            .unwrap()
+            .append(events()[0].clone())
+            .unwrap();
+        let now = lines(&layout);
+        assert_eq!(now.len(), text.len() + 1);
+        assert!(
+            now.last()
+                .unwrap()
+                .starts_with(&format!("{{\"seq\":{}", text.len()))
+        );
+        assert!(matches!(
+            broken(&layout),
+            (line, AuditProblem::Unreadable { .. }) if line == text.len() as u64
+        ));
+    }
+
+    #[test]
+    fn a_head_with_no_log_continues_after_the_head() {
+        let (_dir, layout) = written();
+        fs::remove_file(layout.audit_log()).unwrap();
+        let log = AuditLog::open(&layout).unwrap();
+        assert_eq!(log.next_seq(), events().len() as u64);
+        log.append(events()[0].clone()).unwrap();
+        assert!(matches!(
+            broken(&layout),
+            (1, AuditProblem::OutOfSequence { expected: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn open_finds_the_last_line_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = InstallLayout::new(dir.path());
+        let log = AuditLog::open(&layout).unwrap();
+        let long = "x".repeat(3 * READ_END_BLOCK as usize);
+        for _ in 0..3 {
+            log.append(AuditEvent::VerificationFailed {
+                what: "chunk".into(),
+                error: long.clone(),
+            })
+            .unwrap();
+        }
+        let log = AuditLog::open(&layout).unwrap();
+        assert_eq!(log.next_seq(), 3);
+        log.append(events()[0].clone()).unwrap();
+        assert_eq!(verify(&layout).unwrap().records, 4);
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = InstallLayout::new(dir.path());
+        let log = AuditLog::open(&layout).unwrap();
+        let err = log
+            .append(AuditEvent::VerificationFailed {
+                what: "chunk".into(),
+                error: "x".repeat(MAX_LINE_BYTES),
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Malformed { .. }), "{err}");
+        assert_eq!(log.next_seq(), 0);
+        assert!(verify(&layout).unwrap().records == 0);
+    }
+
+    #[test]
+    fn unknown_event_kinds_verify_but_do_not_decode() {
+        let (_dir, layout) = written();
+        let mut text = lines(&layout);
+        let n = text.len();
+        let line = format!(
+            r#"{{"seq":{n},"time_unix":5,"prev":"{}","event":{{"kind":"from_the_future","x":1}}}}"#,
+            AuditHash::of(text[n - 1].as_bytes())
+        );
+        let hash = AuditHash::of(line.as_bytes());
+        text.push(line);
+        write_lines(&layout, &text);
+        fs::write(layout.audit_head(), format!("{n} {hash}\n")).unwrap();
+        assert_eq!(verify(&layout).unwrap().records, n as u64 + 1);
+        let read: Vec<_> = records(&layout).unwrap().collect();
+        assert!(read[..n].iter().all(Result::is_ok));
+        assert!(matches!(
+            read[n],
+            Err(AuditError::Broken { line, .. }) if line == n as u64 + 1
+        ));
+    }
+
+    #[test]
+    fn verify_reads_on_when_the_head_is_ahead() {
+        // The head names a record the first read did not see: simulate an append landing
+        // between the read of the log and the read of the head, by appending from the
+        // reader's point of view after opening it.
+        let (_dir, layout) = written();
+        let mut lines = Lines::open(&layout.audit_log()).unwrap().unwrap();
+        let mut chain = Chain::default();
+        while let Some(line) = lines.next_line().unwrap() {
+            chain.push(line).unwrap();
+        }
+        AuditLog::open(&layout)
+            .unwrap()
+            .append(events()[0].clone())
+            .unwrap();
+        let head = read_head(&layout.audit_head()).unwrap();
+        assert!(chain.behind(&head));
+        while let Some(line) = lines.next_line().unwrap() {
+            chain.push(line).unwrap();
+        }
+        let head = read_head(&layout.audit_head()).unwrap();
+        let summary = chain.finish(head, lines.partial()).unwrap();
+        assert_eq!(summary.records, events().len() as u64 + 1);
+    }
+}
