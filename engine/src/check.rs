@@ -197,21 +197,33 @@ pub(crate) async fn check(
     persist: bool,
 ) -> Result<Checked> {
     let copy_path = layout.trust_copy();
-    let (trusted_state, copy, installed, previous, bad) = {
+    let (states, copy, installed, previous, bad) = {
         let (store, copy_path) = (store.clone(), copy_path.clone());
         blocking(move || {
+            let copy = TrustCopy::read(&copy_path).unwrap_or_default();
+            // The copy's marks survive a rebuilt database, like its floors.
+            let mut bad = store.bad_releases()?;
+            for lost in &copy.bad {
+                if !bad.iter().any(|b| b.version == lost.version) {
+                    store.mark_bad(&lost.version, &lost.reason)?;
+                    bad.push(lost.clone());
+                }
+            }
             Ok((
-                store.trusted_state()?,
-                TrustCopy::read(&copy_path).unwrap_or_default(),
+                store.trusted_states()?,
+                copy,
                 store.current()?,
                 store.previous()?,
-                store.bad_releases()?,
+                bad,
             ))
         })
         .await?
     };
+    let db_state = states
+        .iter()
+        .find_map(|(name, state)| (*name == config.channel).then(|| state.clone()));
     // The copy only ever raises the floor: it matters once a lost database was rebuilt.
-    let trusted_state = match (trusted_state, copy.state) {
+    let trusted_state = match (db_state, copy.state(&config.channel).cloned()) {
         (Some(db), Some(copy)) if copy.highest_version > db.highest_version => Some(copy),
         (None, copy) => copy,
         (db, _) => db,
@@ -220,7 +232,13 @@ pub(crate) async fn check(
         crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
             && layout.release(&r.dir).is_dir()
     });
-    let now = now_unix().max(trusted_state.as_ref().map_or(0, |t| t.time_unix));
+    // Trusted time is one clock, whatever the channel.
+    let latest = states
+        .iter()
+        .chain(&copy.states)
+        .map(|(_, s)| s.time_unix)
+        .max();
+    let now = now_unix().max(latest.unwrap_or(0));
 
     let path = channel_path(&config.channel);
     let mut candidates = source
@@ -270,15 +288,10 @@ pub(crate) async fn check(
             now_unix: now,
         });
     }
-    // After a switch of channel, the new channel may be behind: it is held, never taken.
-    let switched = installed
-        .as_ref()
-        .is_some_and(|r| r.manifest.channel != config.channel);
-    // A signed yank may move the channel back past what was seen.
+    // A signed yank may move the channel back past what was seen. (A switch to a channel
+    // behind the installed release is held below, never taken: each channel has its floor.)
     let withdrawn = |seen: &Version| pointer.yanked.contains(seen);
-    if let Some(seen) = &trusted_state
-        && !switched
-    {
+    if let Some(seen) = &trusted_state {
         if pointer.version < seen.highest_version && !withdrawn(&seen.highest_version) {
             return Err(Error::Rollback {
                 offered: pointer.version.clone(),
@@ -358,6 +371,14 @@ pub(crate) async fn check(
         });
     }
 
+    if installed.is_none()
+        && let Some(bad) = bad.iter().find(|b| b.version == pointer.version)
+    {
+        return Err(Error::MarkedBad {
+            version: bad.version.clone(),
+            reason: bad.reason.clone(),
+        });
+    }
     let held = match &installed {
         Some(release) if release.manifest.id() != pointer.manifest => {
             let directed_back =
@@ -416,11 +437,12 @@ pub(crate) async fn check(
             for version in &newly_yanked {
                 store.mark_bad(version, "yanked by the publisher")?;
             }
-            store.set_trusted_state(&state)?;
+            store.set_trusted_state(&channel, &state)?;
             store.set_pointer(&channel, &pointer_bytes)?;
             TrustCopy {
-                state: Some(state),
+                states: store.trusted_states()?,
                 root: store.trusted_root()?,
+                bad: store.bad_releases()?,
             }
             .write(&copy_path)
         })

@@ -198,14 +198,28 @@ pub enum Error {
         holder: Option<u32>,
     },
     /// A newly installed release failed its health check and was rolled back.
-    #[error("release {version} failed its health check ({detail}); rolled back to {restored}")]
+    #[error(
+        "release {version} failed its health check ({detail}); {}",
+        match restored {
+            Some(v) => format!("rolled back to {v}"),
+            None => "no earlier release to roll back to: it stays, marked bad".into(),
+        }
+    )]
     Unhealthy {
         /// The release that failed; it is marked bad here.
         version: semver::Version,
         /// What failed.
         detail: String,
-        /// The release now current again.
-        restored: semver::Version,
+        /// The release now current again, if there was one to go back to.
+        restored: Option<semver::Version>,
+    },
+    /// The release offered is marked bad here, and nothing is installed to stay on.
+    #[error("release {version} is marked bad here ({reason}); waiting for a newer one")]
+    MarkedBad {
+        /// The release.
+        version: semver::Version,
+        /// Why it was marked.
+        reason: String,
     },
     /// The update policy is not usable.
     #[error(transparent)]

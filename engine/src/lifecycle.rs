@@ -81,7 +81,7 @@ pub struct UpdateAvailable {
 /// identifies the install, the user or the release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sample {
-    /// The operation: `check`, `download`, `install` or `rollback`.
+    /// The operation: `check`, `download`, `install`, `update` or `rollback`.
     pub operation: &'static str,
     /// `ok`, `up_to_date`, `held`, `rolled_back` or `failed`.
     pub outcome: &'static str,
@@ -143,12 +143,13 @@ pub enum StartOutcome {
         /// Starts recorded without a healthy report.
         starts: u32,
     },
-    /// The release crash-looped and was rolled back: restart into `to`.
+    /// The release crash-looped and was marked bad: restart into `to`.
     RolledBack {
         /// The release left (now marked bad).
         from: Version,
-        /// The release now current.
-        to: Version,
+        /// The release now current; `None` if there was none to go back to (the bad one
+        /// stays current until a newer release replaces it).
+        to: Option<Version>,
     },
 }
 
@@ -655,6 +656,7 @@ impl Engine {
     }
 
     async fn update_locked(&self) -> Result<UpdateReport> {
+        self.resume_trial().await?;
         let report = match self.inner.updater.update().await {
             Ok(report) => report,
             Err(e) => {
@@ -680,20 +682,12 @@ impl Engine {
     /// After a switch: records it, starts the trial, runs the health check.
     async fn settle(&self, report: UpdateReport) -> Result<UpdateReport> {
         let updater = &self.inner.updater;
-        let (layout, store) = (updater.layout().clone(), updater.store().clone());
-        updater.share().refresh()?;
-        let manifest = store
-            .current()?
-            .map(|r| r.manifest.id().to_string())
-            .unwrap_or_default();
-        self.audit(AuditEvent::Installed {
-            version: report.version.clone(),
-            previous: report.previous_version.clone(),
-            manifest,
-        });
+        let store = updater.store().clone();
+        let current = store.current()?;
+        // First, so a crash from here on leaves the release on trial, not kept.
         let on_trial =
             self.inner.trial.health_check.is_some() || self.inner.trial.max_starts.is_some();
-        if on_trial && let Some(current) = store.current()? {
+        if on_trial && let Some(current) = &current {
             store.set_trial(Some(&Trial {
                 version: current.manifest.version.clone(),
                 manifest: current.manifest.id(),
@@ -701,10 +695,31 @@ impl Engine {
                 starts: 0,
             }))?;
         }
+        self.audit(AuditEvent::Installed {
+            version: report.version.clone(),
+            previous: report.previous_version.clone(),
+            manifest: current
+                .map(|r| r.manifest.id().to_string())
+                .unwrap_or_default(),
+        });
+        updater.share().refresh()?;
+        self.run_health_check(&report.version).await?;
+        self.emit(Event::RestartRequired {
+            version: report.version.clone(),
+        });
+        Ok(report)
+    }
+
+    /// Runs the health check (if any) of the release on trial: passing ends the trial
+    /// (unless the app confirms its own health too), failing rejects the release.
+    async fn run_health_check(&self, version: &Version) -> Result<()> {
+        let updater = &self.inner.updater;
+        let (layout, store) = (updater.layout().clone(), updater.store().clone());
         if let Some(check) = &self.inner.trial.health_check {
-            let verdict = check.run(layout.root(), &report.version).await;
+            let report_version = version.clone();
+            let verdict = check.run(layout.root(), &report_version).await;
             self.audit(AuditEvent::HealthCheck {
-                version: report.version.clone(),
+                version: report_version.clone(),
                 passed: verdict.is_ok(),
                 detail: verdict.as_ref().err().cloned().unwrap_or_default(),
             });
@@ -712,37 +727,67 @@ impl Engine {
                 Ok(()) if self.inner.trial.max_starts.is_none() => store.set_trial(None)?,
                 Ok(()) => {}
                 Err(detail) => {
-                    let restored = self.reject(&report.version, &detail).await?;
+                    let restored = self.reject(&report_version, &detail).await?;
                     return Err(Error::Unhealthy {
-                        version: report.version,
+                        version: report_version,
                         detail,
                         restored,
                     });
                 }
             }
         }
-        self.emit(Event::RestartRequired {
-            version: report.version.clone(),
-        });
-        Ok(report)
+        Ok(())
     }
 
-    /// Rolls the release on trial back and marks it bad; returns the version restored.
-    async fn reject(&self, version: &Version, reason: &str) -> Result<Version> {
+    /// A health check a crash interrupted is run again: a release is never kept without it.
+    async fn resume_trial(&self) -> Result<()> {
+        if self.inner.trial.health_check.is_none() {
+            return Ok(());
+        }
+        match self.current_trial()? {
+            Some(trial) => self.run_health_check(&trial.version).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The trial of the current release, if it is on one; a trial left from another release
+    /// is dropped.
+    fn current_trial(&self) -> Result<Option<Trial>> {
+        let store = self.inner.updater.store();
+        let Some(trial) = store.trial()? else {
+            return Ok(None);
+        };
+        if store.current()?.map(|r| r.manifest.id()) == Some(trial.manifest) {
+            return Ok(Some(trial));
+        }
+        store.set_trial(None)?;
+        Ok(None)
+    }
+
+    /// Marks the release on trial bad and rolls it back; returns the version restored, or
+    /// `None` when there is no earlier release to go back to (it stays, marked bad).
+    async fn reject(&self, version: &Version, reason: &str) -> Result<Option<Version>> {
         let updater = &self.inner.updater;
         let (layout, store) = (updater.layout().clone(), updater.store().clone());
         let (bad, why) = (version.clone(), reason.to_owned());
-        let (from, to) = spawn_blocking(move || {
-            let moved = roll_back(&layout, &store)?;
+        let moved = spawn_blocking(move || {
             store.mark_bad(&bad, &why)?;
-            Ok(moved)
+            store.set_trial(None)?;
+            match roll_back(&layout, &store) {
+                Ok(moved) => Ok(Some(moved)),
+                Err(Error::NothingInstalled(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await?;
-        updater.share().refresh()?;
         self.audit(AuditEvent::MarkedBad {
-            version: from.clone(),
+            version: version.clone(),
             reason: reason.to_owned(),
         });
+        let Some((from, to)) = moved else {
+            return Ok(None);
+        };
+        updater.share().refresh()?;
         self.audit(AuditEvent::RolledBack {
             from: from.clone(),
             to: to.clone(),
@@ -756,7 +801,7 @@ impl Engine {
         self.emit(Event::RestartRequired {
             version: to.clone(),
         });
-        Ok(to)
+        Ok(Some(to))
     }
 
     /// Switches `current` back to the release kept for rollback. Returns (left, now current).
@@ -803,7 +848,7 @@ impl Engine {
     pub async fn record_start(&self) -> Result<StartOutcome> {
         let _op = self.inner.op.lock().await;
         let store = self.inner.updater.store().clone();
-        let Some(mut trial) = store.trial()? else {
+        let Some(mut trial) = self.current_trial()? else {
             return Ok(StartOutcome::Committed);
         };
         trial.starts += 1;
@@ -844,13 +889,13 @@ impl Engine {
         Ok(true)
     }
 
-    /// Reports the current release unhealthy. On trial, it is rolled back and marked bad
-    /// (returns the version restored); once committed, the report is only recorded.
+    /// Reports the current release unhealthy. On trial, it is marked bad and rolled back
+    /// (returns the version restored, if there was one); once committed, the report is only
+    /// recorded.
     pub async fn report_unhealthy(&self, detail: &str) -> Result<Option<Version>> {
         let _op = self.inner.op.lock().await;
         let store = self.inner.updater.store().clone();
-        let version = store.current()?.map(|r| r.manifest.version.clone());
-        let Some(version) = version else {
+        let Some(version) = store.current()?.map(|r| r.manifest.version.clone()) else {
             return Ok(None);
         };
         self.audit(AuditEvent::HealthCheck {
@@ -858,11 +903,9 @@ impl Engine {
             passed: false,
             detail: detail.to_owned(),
         });
-        match store.trial()? {
-            Some(trial) if trial.version == version => {
-                Ok(Some(self.reject(&version, detail).await?))
-            }
-            _ => Ok(None),
+        match self.current_trial()? {
+            Some(_) => self.reject(&version, detail).await,
+            None => Ok(None),
         }
     }
 
@@ -870,6 +913,15 @@ impl Engine {
     /// interval, downloads and installs as the policy allows (critical releases at once),
     /// and retries failures with backoff. Errors never end it.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> schedule::RunStats {
+        {
+            let _op = self.inner.op.lock().await;
+            if let Err(e) = self.resume_trial().await {
+                self.emit(Event::Failed {
+                    operation: "install".into(),
+                    error: e.to_string(),
+                });
+            }
+        }
         let policy = self.policy();
         let tz = &self.inner.time_zone;
         schedule::run(&policy, tz, self, &schedule::SystemClock, stop).await

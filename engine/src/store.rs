@@ -57,7 +57,7 @@ pub struct BadRelease {
 }
 
 /// Bad releases remembered; the oldest are forgotten first (a newer release supersedes them).
-const MAX_BAD_RELEASES: usize = 64;
+const MAX_BAD_RELEASES: usize = 256;
 
 /// Where an installed release holds a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,10 +110,21 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
 /// is lost or corrupt and rebuilt, the floor against rollback and the walked root survive.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrustCopy {
-    /// The trusted state.
-    pub state: Option<TrustedState>,
+    /// The trusted state of each channel followed.
+    pub states: Vec<(String, TrustedState)>,
     /// The newest verified root document, as signed.
     pub root: Option<Vec<u8>>,
+    /// Releases marked bad.
+    pub bad: Vec<BadRelease>,
+}
+
+impl TrustCopy {
+    /// The copy's trusted state of `channel`.
+    pub fn state(&self, channel: &str) -> Option<&TrustedState> {
+        self.states
+            .iter()
+            .find_map(|(name, state)| (name == channel).then_some(state))
+    }
 }
 
 impl TrustCopy {
@@ -234,18 +245,32 @@ impl Store {
         self.set_meta("bad", Some(&bad))
     }
 
-    /// The trusted state, if any metadata was ever verified.
-    pub fn trusted_state(&self) -> Result<Option<TrustedState>> {
-        self.meta("trusted")?.map(|b| decode(&b)).transpose()
+    /// The trusted state of `channel`, if its metadata was ever verified. Each channel has
+    /// its own floor: switching channels neither lowers nor borrows one.
+    pub fn trusted_state(&self, channel: &str) -> Result<Option<TrustedState>> {
+        self.meta(&format!("trusted:{channel}"))?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
-    /// Records newly verified metadata.
-    pub fn set_trusted_state(&self, state: &TrustedState) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?
-            .insert("trusted", encode(state)?.as_slice())?;
-        txn.commit()?;
-        Ok(())
+    /// Every channel's trusted state.
+    pub fn trusted_states(&self) -> Result<Vec<(String, TrustedState)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        let mut states = Vec::new();
+        for row in table.range("trusted:"..)? {
+            let (key, value) = row?;
+            let Some(channel) = key.value().strip_prefix("trusted:") else {
+                break;
+            };
+            states.push((channel.to_owned(), decode(value.value())?));
+        }
+        Ok(states)
+    }
+
+    /// Records newly verified metadata of `channel`.
+    pub fn set_trusted_state(&self, channel: &str, state: &TrustedState) -> Result<()> {
+        self.set_meta(&format!("trusted:{channel}"), Some(state))
     }
 
     /// The newest root document this client verified, as signed.
@@ -463,7 +488,7 @@ mod tests {
         std::fs::write(&path, vec![0xa5; 8192]).unwrap();
         assert!(Store::open(&path).is_err());
         let store = Store::open_or_rebuild(&path).unwrap();
-        assert!(store.trusted_state().unwrap().is_none());
+        assert!(store.trusted_state("stable").unwrap().is_none());
         assert_eq!(
             std::fs::read(dir.path().join("state.redb.corrupt")).unwrap(),
             vec![0xa5; 8192]
@@ -476,17 +501,26 @@ mod tests {
         let path = dir.path().join("trusted");
         assert!(TrustCopy::read(&path).is_none());
         let copy = TrustCopy {
-            state: Some(TrustedState {
-                highest_version: Version::new(2, 0, 0),
-                manifest: ManifestId([3; 32]),
-                time_unix: 7,
-            }),
+            states: vec![(
+                "stable".into(),
+                TrustedState {
+                    highest_version: Version::new(2, 0, 0),
+                    manifest: ManifestId([3; 32]),
+                    time_unix: 7,
+                },
+            )],
             root: Some(b"root".to_vec()),
+            bad: vec![BadRelease {
+                version: Version::new(1, 0, 0),
+                reason: "yanked".into(),
+            }],
         };
         copy.write(&path).unwrap();
         let read = TrustCopy::read(&path).unwrap();
-        assert_eq!(read.state, copy.state);
+        assert_eq!(read.state("stable"), copy.state("stable"));
+        assert_eq!(read.state("beta"), None);
         assert_eq!(read.root, copy.root);
+        assert_eq!(read.bad, copy.bad);
         std::fs::write(&path, b"\xff\xff\xff").unwrap();
         assert!(TrustCopy::read(&path).is_none());
     }

@@ -327,6 +327,7 @@ impl Updater {
         let planned = by_deadline(deadline, async {
             let checked = self.check(true).instrument(info_span!("check")).await?;
             if checked.directed_back()
+                && checked.held().is_none()
                 && let Some(previous) = &checked.previous
                 && previous.manifest.id() == checked.pointer.manifest
             {
@@ -498,6 +499,8 @@ fn finish(
     match applied {
         Ok(applied) => {
             store.set_staged(None)?;
+            // Whatever was on trial is no longer current.
+            store.set_trial(None)?;
             reporter.report(Event::Applied {
                 version: applied.version,
             });
@@ -542,11 +545,8 @@ pub(crate) fn install_staged(
     let target = store.staged()?.ok_or_else(|| {
         Error::NotStaged("nothing is staged; run `relsync update --download-only` first".into())
     })?;
-    if let Some(bad) = store
-        .bad_releases()?
-        .into_iter()
-        .find(|b| b.version == target.version)
-    {
+    let bad = store.bad_releases()?;
+    if let Some(bad) = bad.iter().find(|b| b.version == target.version) {
         store.set_staged(None)?;
         return Err(Error::NotStaged(format!(
             "the staged release {} is marked bad ({}); it was discarded",
@@ -554,8 +554,10 @@ pub(crate) fn install_staged(
         )));
     }
     let installed = store.current()?;
+    // Going down is allowed only away from a release marked bad (a signed yank directive).
     if let Some(installed) = &installed
         && installed.manifest.version >= target.version
+        && !bad.iter().any(|b| b.version == installed.manifest.version)
     {
         store.set_staged(None)?;
         return Err(Error::NotStaged(format!(
@@ -618,10 +620,10 @@ pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File
         },
         std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
     })?;
-    // For the message a second updater prints; the lock itself is the flock.
-    lock.set_len(0)
-        .and_then(|()| (&lock).write_all(std::process::id().to_string().as_bytes()))
-        .map_err(Error::io("writing", &lock_path))?;
+    // For the message a second updater prints (best effort); the lock itself is the flock.
+    let _ = lock
+        .set_len(0)
+        .and_then(|()| (&lock).write_all(std::process::id().to_string().as_bytes()));
     let store = if create {
         Store::open_or_rebuild(&layout.db())?
     } else {
@@ -689,7 +691,12 @@ pub(crate) fn status_of(layout: &InstallLayout, store: &Store) -> Result<Status>
         bytes: current
             .as_ref()
             .map_or(0, |r| r.manifest.total_file_bytes()),
-        highest_version_seen: store.trusted_state()?.map(|t| t.highest_version),
+        highest_version_seen: match &current {
+            Some(r) => store
+                .trusted_state(&r.manifest.channel)?
+                .map(|t| t.highest_version),
+            None => None,
+        },
         store: store.stats()?,
     })
 }

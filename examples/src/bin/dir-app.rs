@@ -55,8 +55,12 @@ async fn try_main(cli: Cli) -> Result<()> {
         .with_context(|| format!("opening {}", cli.install.display()))?;
 
     match engine.record_start().await? {
-        StartOutcome::RolledBack { from, to } => {
+        StartOutcome::RolledBack { from, to: Some(to) } => {
             println!("{from} kept failing: rolled back to {to}; restart to run it");
+            return Ok(());
+        }
+        StartOutcome::RolledBack { from, to: None } => {
+            println!("{from} kept failing, and there is no earlier release to go back to");
             return Ok(());
         }
         StartOutcome::OnTrial { starts } => {

@@ -394,7 +394,10 @@ async fn an_app_that_crash_loops_on_a_new_release_is_rolled_back_by_the_engine()
     let StartOutcome::RolledBack { from, to } = engine.record_start().await.expect("start") else {
         panic!("a crash loop rolls back");
     };
-    assert_eq!((from.to_string(), to.to_string()), (V2.into(), V1.into()));
+    assert_eq!(
+        (from.to_string(), to.map(|v| v.to_string())),
+        (V2.into(), Some(V1.into()))
+    );
     assert_trees_equal(&current(&dir), &w.v1);
     let status = engine.status().await.expect("status");
     assert_eq!(status.bad_releases[0].version.to_string(), V2);
@@ -489,4 +492,35 @@ async fn a_download_stops_when_the_publisher_yanks_its_release() {
     let status = engine.status().await.expect("status");
     assert_eq!(status.version.map(|v| v.to_string()).as_deref(), Some(V1));
     assert!(status.staged_version.is_none());
+}
+
+#[test]
+fn a_signed_rollback_to_a_release_never_installed_here_is_downloaded_and_applied() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    // 2.0.0 comes and goes while this install is away; it jumps from 1.0.0 to 3.0.0.
+    w.push_ok(&w.v2, V2);
+    let v3 = w.path().join("v3");
+    copy_tree(&w.v2, &v3);
+    fs::write(v3.join("THREE"), "3\n").expect("write");
+    w.push_ok(&v3, "3.0.0");
+    w.update_ok(&n.url(), &dir);
+
+    yank(&w, "3.0.0", true);
+    // The download-then-apply path (the daemon's) follows the directive down to 2.0.0.
+    let staged = Report::new(w.update(&n.url(), &dir, &["--download-only"]));
+    assert_eq!(staged.str("version"), V2, "{}", staged.out);
+    let applied = w
+        .relsync()
+        .args(["apply", "--json", "--install"])
+        .arg(&dir)
+        .run();
+    applied.assert_success("apply the release the directive named");
+    assert_trees_equal(&current(&dir), &w.v2);
+    let status = w.status(&dir).json;
+    assert_eq!(status["version"], V2, "{status}");
+    assert_eq!(status["bad_releases"][0]["version"], "3.0.0", "{status}");
 }
