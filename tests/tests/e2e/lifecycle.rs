@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::world_with_v1;
 use relsync_tests::{
     CHANNEL, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal, current,
     pseudo_random,
@@ -36,6 +37,22 @@ fn copy_tree(src: &Path, dst: &Path) {
             fs::copy(&from, &to).expect("copy");
         }
     }
+}
+
+/// A copy of `base` with one more file, named `extra`: a release that differs from it.
+fn variant(w: &World, base: &Path, extra: &str) -> PathBuf {
+    let dir = w.path().join(format!("src-{extra}"));
+    copy_tree(base, &dir);
+    fs::write(dir.join(extra), format!("{extra}\n")).expect("write");
+    dir
+}
+
+/// A world with v1 published, served, and installed in `install-a`.
+fn v1_installed() -> (World, Nginx, PathBuf) {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    (w, n, dir)
 }
 
 const HEALTH: &str = "\"$RELSYNC_CURRENT\"/health.sh";
@@ -133,8 +150,7 @@ fn a_release_failing_its_health_check_rolls_back_by_itself_and_is_not_retried() 
     );
 
     // A newer release is taken.
-    let fixed = with_health(&w, &w.v2, "fixed", 0);
-    fs::write(fixed.join("FIXED"), "3\n").expect("write");
+    let fixed = variant(&w, &with_health(&w, &w.v2, "fixed", 0), "FIXED");
     w.push_ok(&fixed, "3.0.0");
     let r3 = Report::new(update_checked(&w, &n, &dir));
     assert_eq!(r3.str("version"), "3.0.0", "{}", r3.out);
@@ -163,11 +179,7 @@ fn yank(w: &World, version: &str, roll_back: bool) {
 
 #[test]
 fn a_yanked_release_rolls_back_only_on_the_signed_directive() {
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let n = Nginx::start(&w.origin, &NginxOptions::default());
-    let dir = w.install_dir("a");
-    w.update_ok(&n.url(), &dir);
+    let (w, n, dir) = v1_installed();
     w.push_ok(&w.v2, V2);
     w.update_ok(&n.url(), &dir);
 
@@ -199,9 +211,7 @@ fn a_yanked_release_rolls_back_only_on_the_signed_directive() {
 
 #[test]
 fn staged_rollouts_hold_installs_until_promoted_and_critical_releases_skip_them() {
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let (w, n) = world_with_v1();
     let dirs: Vec<PathBuf> = (0..3).map(|i| w.install_dir(&format!("n{i}"))).collect();
     for dir in &dirs {
         w.update_ok(&n.url(), dir);
@@ -232,9 +242,7 @@ fn staged_rollouts_hold_installs_until_promoted_and_critical_releases_skip_them(
         assert_eq!(r.str("version"), V2, "{}", r.out);
     }
 
-    let v3 = w.path().join("v3");
-    copy_tree(&w.v2, &v3);
-    fs::write(v3.join("SECURITY"), "fixed\n").expect("write");
+    let v3 = variant(&w, &w.v2, "SECURITY");
     w.push(
         &v3,
         "3.0.0",
@@ -297,9 +305,7 @@ fn switching_to_a_channel_behind_the_install_waits_for_it() {
     assert_eq!(stay.str("version"), V2, "{}", stay.out);
     assert_trees_equal(&current(&dir), &w.v2);
 
-    let v3 = w.path().join("v3");
-    copy_tree(&w.v1, &v3);
-    fs::write(v3.join("BETA"), "3\n").expect("write");
+    let v3 = variant(&w, &w.v1, "BETA");
     push_beta(&v3, "3.0.0-beta.1");
     let r = Report::new(beta());
     assert_eq!(r.str("version"), "3.0.0-beta.1", "{}", r.out);
@@ -348,9 +354,7 @@ impl relsync_engine::Telemetry for Samples {
 async fn an_app_that_crash_loops_on_a_new_release_is_rolled_back_by_the_engine() {
     use relsync_engine::{CheckOutcome, Engine, Event, Hold, StartOutcome, TrialConfig};
 
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let (w, n) = world_with_v1();
     let dir = w.install_dir("app");
     let samples = std::sync::Arc::new(Samples::default());
     let engine = Engine::builder(n.url(), vec![w.pubkey.parse().expect("key")], &dir)
@@ -453,9 +457,7 @@ async fn an_app_that_crash_loops_on_a_new_release_is_rolled_back_by_the_engine()
 async fn a_download_stops_when_the_publisher_yanks_its_release() {
     use relsync_engine::{Engine, Error, FetchConfig};
 
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let fast = Nginx::start(&w.origin, &NginxOptions::default());
+    let (w, fast) = world_with_v1();
     let dir = w.install_dir("app");
     let mut fetch = FetchConfig::default();
     fetch.withdraw_poll = Duration::from_millis(500);
@@ -496,17 +498,10 @@ async fn a_download_stops_when_the_publisher_yanks_its_release() {
 
 #[test]
 fn a_signed_rollback_to_a_release_never_installed_here_is_downloaded_and_applied() {
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let n = Nginx::start(&w.origin, &NginxOptions::default());
-    let dir = w.install_dir("a");
-    w.update_ok(&n.url(), &dir);
+    let (w, n, dir) = v1_installed();
     // 2.0.0 comes and goes while this install is away; it jumps from 1.0.0 to 3.0.0.
     w.push_ok(&w.v2, V2);
-    let v3 = w.path().join("v3");
-    copy_tree(&w.v2, &v3);
-    fs::write(v3.join("THREE"), "3\n").expect("write");
-    w.push_ok(&v3, "3.0.0");
+    w.push_ok(&variant(&w, &w.v2, "THREE"), "3.0.0");
     w.update_ok(&n.url(), &dir);
 
     yank(&w, "3.0.0", true);
