@@ -385,7 +385,7 @@ pub(crate) async fn check(
                 pointer.rollback_yanked && pointer.yanked.contains(&release.manifest.version);
             let bucket = || {
                 crate::manifest::rollout_bucket(
-                    &read_install_id(layout),
+                    &read_install_id(layout).unwrap_or_default(),
                     &pointer.channel,
                     &pointer.version,
                 )
@@ -458,27 +458,20 @@ pub(crate) async fn check(
     })
 }
 
-/// This install's random id, or zeros if it has none (installs get one when opened).
-fn read_install_id(layout: &InstallLayout) -> [u8; 16] {
-    std::fs::read_to_string(layout.install_id())
-        .ok()
-        .and_then(|text| {
-            let mut id = [0; 16];
-            hex::decode_to_slice(text.trim(), &mut id).ok()?;
-            Some(id)
-        })
-        .unwrap_or_default()
+/// This install's random id, if it has a readable one (installs get one when opened).
+fn read_install_id(layout: &InstallLayout) -> Option<[u8; 16]> {
+    let text = std::fs::read_to_string(layout.install_id()).ok()?;
+    let mut id = [0; 16];
+    hex::decode_to_slice(text.trim(), &mut id).ok()?;
+    Some(id)
 }
 
 /// Reads this install's random id, creating it on first use.
 pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
-    let path = layout.install_id();
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let mut id = [0; 16];
-        if hex::decode_to_slice(text.trim(), &mut id).is_ok() {
-            return Ok(id);
-        }
+    if let Some(id) = read_install_id(layout) {
+        return Ok(id);
     }
+    let path = layout.install_id();
     let mut id = [0; 16];
     getrandom::fill(&mut id).map_err(|e| Error::Io {
         op: "generating an install id for",
