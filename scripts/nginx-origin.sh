@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# nginx-origin.sh start ORIGIN_DIR WORK_DIR PORT  |  nginx-origin.sh stop WORK_DIR
-# Serves ORIGIN_DIR on 127.0.0.1:PORT with an access log of body bytes sent per request.
+# nginx-origin.sh start ORIGIN_DIR WORK_DIR PORT  |  nginx-origin.sh proxy URL WORK_DIR PORT
+#   |  nginx-origin.sh stop WORK_DIR
+# Serves ORIGIN_DIR on 127.0.0.1:PORT with an access log of body bytes sent per request. With
+# `proxy`, serves URL instead (a bucket's path-style URL, e.g.
+# http://127.0.0.1:9000/bucket/prefix/), as a CDN in front of an object store: GET and HEAD
+# only.
 set -euo pipefail
 cmd=$1
-if [[ $cmd == start ]]; then
-  origin=$(realpath "$2"); work=$(realpath -m "$3"); port=$4
+if [[ $cmd == start || $cmd == proxy ]]; then
+  work=$(realpath -m "$3"); port=$4
+  if [[ $cmd == start ]]; then
+    serve="root $(realpath "$2");"
+  else
+    serve="location / { limit_except GET { deny all; } proxy_pass $2; }"
+  fi
   mkdir -p "$work/tmp"
   cat >"$work/nginx.conf" <<CONF
 daemon on;
@@ -18,7 +27,7 @@ http {
   client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp;
   uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;
   sendfile on;
-  server { listen 127.0.0.1:$port; root $origin; }
+  server { listen 127.0.0.1:$port; $serve }
 }
 CONF
   nginx=$(command -v nginx || echo /usr/sbin/nginx)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what relsync's demo and tests need on a Debian machine: nginx (the test origin
-# server), zstd (for benchmark comparisons) and openssl (the tests' stand-in for an HSM).
-# Idempotent; a no-op when all are present.
+# server), zstd (for benchmark comparisons), openssl (the tests' stand-in for an HSM) and
+# s3s-fs (the tests' S3-compatible object store). Idempotent; a no-op when all are present.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
@@ -14,3 +14,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+# 0.14.1: later versions need a newer rustc than the workspace's. $RELSYNC_S3S_FS names one
+# built elsewhere.
+if [[ -z ${RELSYNC_S3S_FS:-} ]] && ! command -v s3s-fs >/dev/null 2>&1 \
+  && [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs ]]; then
+  echo "installing s3s-fs 0.14.1 (cargo install, about 2 minutes) ..." >&2
+  cargo install --locked s3s-fs@0.14.1 --features binary
+fi

@@ -30,7 +30,7 @@ use relsync_engine::manifest::{
 };
 use relsync_engine::{ManifestId, RelPath};
 
-use crate::origin::LocalOrigin;
+use crate::origin::Origin;
 use crate::pack::PackWriter;
 
 /// How delta frames are made.
@@ -72,11 +72,11 @@ const MIN_SAVING_BYTES: usize = 16;
 pub struct BaseRelease<'a> {
     pub id: ManifestId,
     pub manifest: TrustedManifest,
-    origin: &'a LocalOrigin,
+    origin: &'a Origin,
 }
 
 impl<'a> BaseRelease<'a> {
-    pub fn load(origin: &'a LocalOrigin, id: ManifestId) -> Result<Option<Self>> {
+    pub fn load(origin: &'a Origin, id: ManifestId) -> Result<Option<Self>> {
         let Some(bytes) = origin.read_manifest(&id)? else {
             return Ok(None);
         };
@@ -443,7 +443,7 @@ fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
 
 /// The manifests `depth` steps back from `start` along `parent` links.
 pub fn base_chain(
-    origin: &LocalOrigin,
+    origin: &Origin,
     start: Option<ManifestId>,
     depth: usize,
 ) -> Result<Vec<BaseRelease<'_>>> {

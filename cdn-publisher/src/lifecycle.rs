@@ -20,7 +20,7 @@ use relsync_engine::manifest::{Manifest, ManifestDelta, Pointer, decompress_enve
 use semver::Version;
 use serde::Serialize;
 
-use crate::origin::LocalOrigin;
+use crate::origin::Origin;
 use crate::publish::{check_manifest, current_pointer, reissued, unix_now};
 
 /// A re-issued channel pointer, and what changed.
@@ -85,7 +85,7 @@ impl Change {
 /// The channel's pointer re-issued (fresh issue time, expiring in `days`) with `percent` as
 /// its rollout percentage. Refused unless the channel offers `version`.
 pub fn promote(
-    origin: &LocalOrigin,
+    origin: &Origin,
     channel: &str,
     version: &Version,
     percent: u8,
@@ -122,7 +122,7 @@ pub fn promote(
 /// not yanked instead, to every install. Refused for a version the channel never offered, and
 /// when there is nothing to fall back to.
 pub fn yank(
-    origin: &LocalOrigin,
+    origin: &Origin,
     channel: &str,
     version: &Version,
     roll_back: bool,
@@ -234,14 +234,14 @@ fn listed(versions: &[String]) -> String {
     text
 }
 
-fn current_or_refuse(origin: &LocalOrigin, channel: &str) -> Result<Pointer> {
+fn current_or_refuse(origin: &Origin, channel: &str) -> Result<Pointer> {
     current_pointer(origin, channel)?
         .with_context(|| format!("channel {channel} has no pointer on the origin"))
 }
 
 /// The manifest deltas published with `release` that are still on the origin, nearest base
 /// first (the order a pointer lists them in). Best effort: the walk stops at the first gap.
-fn published_deltas(origin: &LocalOrigin, release: &Release) -> Vec<ManifestDelta> {
+fn published_deltas(origin: &Origin, release: &Release) -> Vec<ManifestDelta> {
     let mut deltas = Vec::new();
     for base in History::new(origin, release.manifest.parent).take(limits::MANIFEST_DELTAS) {
         let Ok(base) = base else { break };
@@ -253,26 +253,27 @@ fn published_deltas(origin: &LocalOrigin, release: &Release) -> Vec<ManifestDelt
     deltas
 }
 
-/// A release on the origin: its manifest file, checked against its name.
+/// A release on the origin: its manifest file, checked against its name (not its signatures).
 #[derive(Debug)]
-struct Release {
-    id: ManifestId,
-    envelope: Vec<u8>,
-    manifest: Manifest,
+pub struct Release {
+    pub id: ManifestId,
+    pub envelope: Vec<u8>,
+    /// Decoded without checking its signatures.
+    pub manifest: Manifest,
     /// Length of `manifests/<id>`.
-    file_len: u64,
+    pub file_len: u64,
 }
 
 /// A channel's releases, newest first, along the manifests' `parent` links. Ends at a
 /// manifest with no parent or one missing from the origin.
-struct History<'a> {
-    origin: &'a LocalOrigin,
+pub struct History<'a> {
+    origin: &'a Origin,
     next: Option<ManifestId>,
     seen: HashSet<ManifestId>,
 }
 
 impl<'a> History<'a> {
-    fn new(origin: &'a LocalOrigin, start: Option<ManifestId>) -> Self {
+    pub fn new(origin: &'a Origin, start: Option<ManifestId>) -> Self {
         Self {
             origin,
             next: start,
@@ -323,85 +324,10 @@ impl Iterator for History<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use relsync_chunker::ChunkParams;
-    use relsync_engine::SecretKey;
-    use relsync_engine::layout::channel_path;
-    use relsync_engine::root::RoleKeys;
-
     use super::*;
-    use crate::delta::DeltaParams;
+    use crate::fixture::{Fixture, key};
     use crate::publish::{put_pointer, refreshed};
-    use crate::push::{PushOptions, Signers, push, read_notes_file};
-
-    fn key() -> SecretKey {
-        SecretKey::from_file_text(&format!("relsync-ed25519-secret:{}", "11".repeat(32))).unwrap()
-    }
-
-    struct Fixture {
-        tmp: tempfile::TempDir,
-        origin: LocalOrigin,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            let tmp = tempfile::tempdir().unwrap();
-            let origin = LocalOrigin::open(tmp.path().join("origin").to_str().unwrap()).unwrap();
-            Self { tmp, origin }
-        }
-
-        fn opts(&self, version: &str) -> PushOptions {
-            let dir = self.tmp.path().join(format!("src-{version}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("app"), format!("the app, release {version}\n")).unwrap();
-            PushOptions {
-                dir,
-                version: version.parse().unwrap(),
-                channel: "stable".into(),
-                product: "app".into(),
-                platform: None,
-                force: false,
-                zstd_level: 3,
-                chunking: ChunkParams::default(),
-                expires_days: 30,
-                max_pack_bytes: 64 << 20,
-                delta_from: 1,
-                delta: DeltaParams::default(),
-                manifest_deltas: 4,
-                solid_run_bytes: 0,
-                pointer_days: 7,
-                unsigned_out: None,
-                critical: false,
-                notes: String::new(),
-                rollout_percent: 100,
-            }
-        }
-
-        fn push_with(&self, opts: &PushOptions) -> Result<ManifestId> {
-            let signers = Signers {
-                release: vec![key()],
-                channel: vec![key()],
-            };
-            let summary = push(opts, &signers, &self.origin, &|_, _| {})?;
-            Ok(summary.manifest.parse()?)
-        }
-
-        fn push(&self, version: &str) -> ManifestId {
-            self.push_with(&self.opts(version)).unwrap()
-        }
-
-        /// Signs and publishes a change as `main` does; returns the pointer as clients see it.
-        fn publish(&self, change: &Change) -> Pointer {
-            let sealed = change.pointer.seal(&[&key()]).unwrap();
-            put_pointer(&self.origin, &sealed, change.moved_from.is_some()).unwrap();
-            self.pointer()
-        }
-
-        /// The origin's pointer, opened with its signature checked.
-        fn pointer(&self) -> Pointer {
-            let bytes = self.origin.read(&channel_path("stable")).unwrap().unwrap();
-            Pointer::open(&bytes, &RoleKeys::single(key().public())).unwrap()
-        }
-    }
+    use crate::push::{PushOptions, read_notes_file};
 
     fn v(text: &str) -> Version {
         text.parse().unwrap()

@@ -2,8 +2,11 @@
 #![forbid(unsafe_code)]
 
 mod delta;
+#[cfg(test)]
+mod fixture;
 mod keygen;
 mod lifecycle;
+mod operate;
 mod origin;
 mod pack;
 mod publish;
@@ -25,7 +28,7 @@ use semver::Version;
 
 use crate::delta::DeltaParams;
 use crate::lifecycle::Change;
-use crate::origin::LocalOrigin;
+use crate::origin::Origin;
 use crate::push::{PushOptions, PushSummary, push};
 
 /// Publish releases as signed, content-addressed chunk packs to a relsync origin.
@@ -46,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         out: PathBuf,
     },
-    /// Publish directory DIR as VERSION on a channel of an origin folder.
+    /// Publish directory DIR as VERSION on a channel of an origin (a folder or a bucket).
     Push(Box<PushArgs>),
     /// Manage the root documents that name the keys of each role (root, release, channel).
     Root {
@@ -83,12 +86,27 @@ enum Command {
     /// channel that is not yanked, offered to every install. Installs running a yanked version
     /// download nothing new of it; with --roll-back they go back to the channel's release.
     Yank(YankArgs),
+    /// List an origin: its channels (version offered, rollout, yanked versions, expiry), its
+    /// releases (size, packs, which channels offer them) and the bytes of each kind of object.
+    Ls(operate::LsArgs),
+    /// Delete the releases no channel keeps, and the manifests, deltas and packs only they
+    /// need. A dry run unless --delete.
+    ///
+    /// Each channel keeps the release its pointer names and the --keep releases before it
+    /// along its history. Channel pointers and root documents are never deleted. It refuses to
+    /// delete anything if a pointer or a kept manifest does not verify.
+    Gc(operate::GcArgs),
+    /// Check every object of an origin: packs and manifests hash to their names, manifests
+    /// and pointers verify, deltas decode to their targets, and everything named exists.
+    ///
+    /// Prints each problem with the object's path; exits 1 if there is any.
+    Verify(operate::VerifyArgs),
 }
 
 /// The channel a pointer change applies to.
 #[derive(Debug, clap::Args)]
 struct ChannelAt {
-    /// The origin folder (a path or file:// URL).
+    /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
     #[arg(long, visible_alias = "to", value_name = "ORIGIN")]
     origin: String,
     /// The channel.
@@ -159,7 +177,8 @@ struct PointerSigning {
 struct PublishArgs {
     /// The signed manifest file.
     file: PathBuf,
-    /// Origin folder (a path or file:// URL) whose packs the manifest names.
+    /// The origin whose packs the manifest names: a folder (a path or file:// URL) or a
+    /// bucket (s3://, gs://, az://).
     #[arg(long = "to", value_name = "ORIGIN")]
     to: String,
     #[command(flatten)]
@@ -182,7 +201,7 @@ enum ChannelCommand {
     Set {
         /// The signed pointer file.
         file: PathBuf,
-        /// The origin folder.
+        /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
         #[arg(long = "to", value_name = "ORIGIN")]
         to: String,
         /// Move the channel even to a lower version, or to other content for an equal one.
@@ -195,7 +214,7 @@ enum ChannelCommand {
         /// The channel.
         #[arg(long)]
         channel: String,
-        /// The origin folder.
+        /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
         #[arg(long = "to", value_name = "ORIGIN")]
         to: String,
         #[command(flatten)]
@@ -232,9 +251,17 @@ struct PushArgs {
     /// release key is not). Repeat for a threshold.
     #[arg(long, value_name = "KEY")]
     channel_key: Vec<PathBuf>,
-    /// Origin folder (a path or file:// URL) that an HTTP server or CDN serves.
+    /// The origin an HTTP server or CDN serves: a folder (a path or file:// URL), or a bucket
+    /// `s3://BUCKET/PREFIX` (any S3-compatible store), `gs://BUCKET/PREFIX` or
+    /// `az://CONTAINER/PREFIX`, with credentials and settings from the standard environment
+    /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+    /// AWS_ALLOW_HTTP; GOOGLE_APPLICATION_CREDENTIALS; AZURE_STORAGE_ACCOUNT_NAME,
+    /// AZURE_STORAGE_ACCOUNT_KEY). Objects already in a bucket are not uploaded again.
     #[arg(long = "to", value_name = "ORIGIN")]
     to: String,
+    /// Packs uploading to a bucket at once, while packing goes on.
+    #[arg(long, default_value_t = origin::DEFAULT_UPLOADS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    uploads: u64,
     /// Product name bound into the signed metadata.
     #[arg(long, default_value = "app")]
     product: String,
@@ -328,7 +355,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sign(args) => sign::sign(&args),
         Command::Show { file } => sign::show(&file),
         Command::Publish(args) => {
-            let origin = LocalOrigin::open(&args.to)?;
+            let origin = Origin::open(&args.to)?;
             let envelope = sign::read(&args.file)?;
             let published =
                 publish::put_manifest(&origin, &envelope, args.manifest_deltas as usize)?;
@@ -344,7 +371,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Channel {
             command: ChannelCommand::Set { file, to, force },
         } => {
-            let origin = LocalOrigin::open(&to)?;
+            let origin = Origin::open(&to)?;
             let pointer = publish::put_pointer(&origin, &sign::read(&file)?, force)?;
             println!("channel {} now offers {}", pointer.channel, pointer.version);
             Ok(())
@@ -357,12 +384,12 @@ fn run(cli: Cli) -> Result<()> {
                     pointer,
                 },
         } => {
-            let origin = LocalOrigin::open(&to)?;
+            let origin = Origin::open(&to)?;
             let refreshed = publish::refreshed(&origin, &channel, pointer.pointer_days)?;
             set_pointer(&origin, &refreshed, &pointer, false)
         }
         Command::Promote(args) => {
-            let origin = LocalOrigin::open(&args.at.origin)?;
+            let origin = Origin::open(&args.at.origin)?;
             let change = lifecycle::promote(
                 &origin,
                 &args.at.channel,
@@ -373,7 +400,7 @@ fn run(cli: Cli) -> Result<()> {
             finish_change(&origin, &change, &args.pointer, false, args.json)
         }
         Command::Yank(args) => {
-            let origin = LocalOrigin::open(&args.at.origin)?;
+            let origin = Origin::open(&args.at.origin)?;
             let change = lifecycle::yank(
                 &origin,
                 &args.at.channel,
@@ -385,6 +412,9 @@ fn run(cli: Cli) -> Result<()> {
             let force = change.moved_from.is_some();
             finish_change(&origin, &change, &args.pointer, force, args.json)
         }
+        Command::Ls(args) => operate::run_ls(&args),
+        Command::Gc(args) => operate::run_gc(&args),
+        Command::Verify(args) => operate::run_verify(&args),
     }
 }
 
@@ -396,7 +426,7 @@ enum PointerOut {
 
 /// Signs `pointer` and publishes it, or writes it unsigned for a signer elsewhere.
 fn write_pointer(
-    origin: &LocalOrigin,
+    origin: &Origin,
     pointer: &relsync_engine::manifest::Pointer,
     signing: &PointerSigning,
     force: bool,
@@ -415,7 +445,7 @@ fn write_pointer(
 
 /// [`write_pointer`], saying what happened.
 fn set_pointer(
-    origin: &LocalOrigin,
+    origin: &Origin,
     pointer: &relsync_engine::manifest::Pointer,
     signing: &PointerSigning,
     force: bool,
@@ -436,7 +466,7 @@ fn set_pointer(
 
 /// Writes the pointer of a `promote` or `yank` and prints what changed.
 fn finish_change(
-    origin: &LocalOrigin,
+    origin: &Origin,
     change: &Change,
     signing: &PointerSigning,
     force: bool,
@@ -516,7 +546,7 @@ fn run_push(args: PushArgs) -> Result<()> {
         (None, Some(path)) => push::read_notes_file(path)?,
         (None, None) => String::new(),
     };
-    let origin = LocalOrigin::open(&args.to)?;
+    let origin = Origin::open(&args.to)?.with_max_uploads(args.uploads as usize);
     let opts = PushOptions {
         dir: args.dir,
         version: args.version,
@@ -638,5 +668,9 @@ fn print_summary(s: &PushSummary) {
         }
         None => println!("  manifest   {}", s.manifest),
     }
+    println!(
+        "  origin     {} objects written ({} already there), {} bytes in {:.2} s ({:.1} MB/s)",
+        s.objects_written, s.objects_present, s.bytes_uploaded, s.upload_seconds, s.upload_mb_per_s
+    );
     println!("  took       {:.2} s ({:.1} MB/s)", s.seconds, s.mb_per_s);
 }

@@ -1,4 +1,5 @@
-//! Writing frames into packs of at most `max_pack_bytes`, each named by its BLAKE3.
+//! Writing frames into packs of at most `max_pack_bytes`, each named by its BLAKE3. A sealed
+//! pack goes to the origin's [`Uploads`] (in the background for a bucket) while packing goes on.
 
 use std::io::{BufWriter, Write};
 
@@ -8,15 +9,15 @@ use relsync_engine::layout::pack_path;
 use relsync_engine::manifest::PackRef;
 use tempfile::NamedTempFile;
 
-use crate::origin::LocalOrigin;
+use crate::origin::{Origin, Uploads};
 
 /// Appends frames to the current pack, sealing it into the origin when full.
 pub struct PackWriter<'a> {
-    origin: &'a LocalOrigin,
+    origin: &'a Origin,
+    uploads: Uploads<'a>,
     max_pack_bytes: u64,
     open: Option<OpenPack>,
     sealed: Vec<PackRef>,
-    bytes_written: u64,
 }
 
 struct OpenPack {
@@ -26,13 +27,13 @@ struct OpenPack {
 }
 
 impl<'a> PackWriter<'a> {
-    pub fn new(origin: &'a LocalOrigin, max_pack_bytes: u64) -> Self {
+    pub fn new(origin: &'a Origin, max_pack_bytes: u64) -> Self {
         Self {
             origin,
+            uploads: Uploads::new(origin),
             max_pack_bytes,
             open: None,
             sealed: Vec::new(),
-            bytes_written: 0,
         }
     }
 
@@ -49,8 +50,9 @@ impl<'a> PackWriter<'a> {
             None => self.open.insert(OpenPack {
                 file: BufWriter::with_capacity(
                     1 << 20,
-                    NamedTempFile::new_in(self.origin.scratch())
-                        .context("creating a pack in the origin's .tmp folder")?,
+                    NamedTempFile::new_in(self.origin.scratch()).with_context(|| {
+                        format!("creating a pack in {}", self.origin.scratch().display())
+                    })?,
                 ),
                 hasher: blake3::Hasher::new(),
                 len: 0,
@@ -72,23 +74,18 @@ impl<'a> PackWriter<'a> {
             .into_inner()
             .map_err(|e| e.into_error())
             .context("flushing pack")?;
-        let path = pack_path(&id);
-        if self.origin.exists(&path) {
-            drop(tmp);
-        } else {
-            let tmp = tmp.into_temp_path();
-            self.origin.put_file(&path, &tmp)?;
-            tmp.keep().ok();
-            self.bytes_written += open.len;
-        }
+        self.uploads
+            .put_file(pack_path(&id), tmp.into_temp_path())?;
         self.sealed.push(PackRef { id, len: open.len });
         Ok(())
     }
 
-    /// Seals the last pack; returns all packs and the bytes of those new to the origin.
+    /// Seals the last pack and waits until every pack is on the origin; returns all packs and
+    /// the bytes of those new to the origin.
     pub fn finish(mut self) -> Result<(Vec<PackRef>, u64)> {
         self.seal()?;
-        Ok((self.sealed, self.bytes_written))
+        let bytes_written = self.uploads.finish()?;
+        Ok((self.sealed, bytes_written))
     }
 }
 

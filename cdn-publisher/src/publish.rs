@@ -18,7 +18,7 @@ use relsync_engine::manifest::{
 use relsync_engine::root::{RoleKeys, Root};
 use relsync_engine::{ManifestId, PublicKey};
 
-use crate::origin::LocalOrigin;
+use crate::origin::Origin;
 
 /// A manifest now on the origin.
 #[derive(Debug)]
@@ -44,13 +44,13 @@ pub fn expiry(days: u64) -> Result<u64> {
 }
 
 /// The origin's newest root, if it has any.
-fn newest_root(origin: &LocalOrigin) -> Result<Option<Root>> {
+fn newest_root(origin: &Origin) -> Result<Option<Root>> {
     Ok(crate::root::newest(origin)?.map(|(root, _)| root))
 }
 
 /// Checks a signed manifest envelope as clients will (a threshold of the newest root's release
 /// role; without roots, at least one valid signature; every structural rule).
-pub fn check_manifest(origin: &LocalOrigin, envelope: &[u8]) -> Result<TrustedManifest> {
+pub fn check_manifest(origin: &Origin, envelope: &[u8]) -> Result<TrustedManifest> {
     let id = ManifestId::of(envelope);
     match newest_root(origin)? {
         Some(root) => TrustedManifest::open_release(envelope.to_vec(), &id, &root.release)
@@ -72,7 +72,7 @@ pub fn check_manifest(origin: &LocalOrigin, envelope: &[u8]) -> Result<TrustedMa
 /// Checks a signed manifest envelope ([`check_manifest`]) and writes it, with deltas against
 /// up to `delta_depth` of its nearest ancestors.
 pub fn put_manifest(
-    origin: &LocalOrigin,
+    origin: &Origin,
     envelope: &[u8],
     delta_depth: usize,
 ) -> Result<PublishedManifest> {
@@ -80,19 +80,20 @@ pub fn put_manifest(
     check_manifest(origin, envelope)?;
     let manifest = Manifest::decode_unverified(envelope)?;
     let file = compress_envelope(envelope)?;
-    origin.put(&manifest_path(&id), &file)?;
+    // A manifest already there keeps its bytes, which another compressor may have made.
+    let file_len = origin.put(&manifest_path(&id), &file)?.object_len();
     let deltas = put_manifest_deltas(origin, &id, envelope, manifest.parent, delta_depth)?;
     Ok(PublishedManifest {
         id,
         manifest,
-        file_len: file.len() as u64,
+        file_len,
         deltas,
     })
 }
 
 /// Without a root on the origin, the publisher cannot know which keys clients trust: the
 /// keys an envelope claims signed it, any one of which must verify.
-fn own_signers(kind: Kind, bytes: &[u8]) -> Result<RoleKeys> {
+pub fn own_signers(kind: Kind, bytes: &[u8]) -> Result<RoleKeys> {
     let keys = envelope::signers(kind, bytes)?
         .into_iter()
         .map(|k| PublicKey::from_bytes(&k))
@@ -108,7 +109,7 @@ fn own_signers(kind: Kind, bytes: &[u8]) -> Result<RoleKeys> {
 
 /// Writes manifest `id` as a delta against each of its `depth` nearest ancestors on the origin.
 fn put_manifest_deltas(
-    origin: &LocalOrigin,
+    origin: &Origin,
     id: &ManifestId,
     envelope: &[u8],
     parent: Option<ManifestId>,
@@ -123,11 +124,10 @@ fn put_manifest_deltas(
             break;
         };
         let delta = compress_envelope_delta(envelope, &base_envelope)?;
-        origin.put(&manifest_delta_path(id, &base), &delta)?;
-        deltas.push(ManifestDelta {
-            base,
-            len: delta.len() as u64,
-        });
+        let len = origin
+            .put(&manifest_delta_path(id, &base), &delta)?
+            .object_len();
+        deltas.push(ManifestDelta { base, len });
         next = Manifest::decode_unverified(&base_envelope)?.parent;
     }
     Ok(deltas)
@@ -137,7 +137,7 @@ fn put_manifest_deltas(
 /// offered to `rollout_percent` of installs. It keeps the channel's yanked versions and does
 /// not ask yanked installs to roll back; a yanked version cannot be published again.
 pub fn pointer_for(
-    origin: &LocalOrigin,
+    origin: &Origin,
     m: &PublishedManifest,
     days: u64,
     rollout_percent: u8,
@@ -182,7 +182,7 @@ pub fn refuse_yanked(
 
 /// The channel's current pointer re-issued now, expiring in `days`, under the newest root:
 /// what `channel refresh` signs so clients keep trusting an unchanged channel.
-pub fn refreshed(origin: &LocalOrigin, channel: &str, days: u64) -> Result<Pointer> {
+pub fn refreshed(origin: &Origin, channel: &str, days: u64) -> Result<Pointer> {
     let current = current_pointer(origin, channel)?
         .with_context(|| format!("channel {channel} has no pointer on the origin to refresh"))?;
     reissued(origin, current, days)
@@ -190,8 +190,8 @@ pub fn refreshed(origin: &LocalOrigin, channel: &str, days: u64) -> Result<Point
 
 /// `current` re-issued now (never earlier than it was), expiring in `days`, under the newest
 /// root; every other field, the lifecycle ones included, stays.
-pub fn reissued(origin: &LocalOrigin, current: Pointer, days: u64) -> Result<Pointer> {
-    if !origin.exists(&manifest_path(&current.manifest)) {
+pub fn reissued(origin: &Origin, current: Pointer, days: u64) -> Result<Pointer> {
+    if !origin.try_exists(&manifest_path(&current.manifest))? {
         bail!(
             "channel {} names manifest {}, which is not on the origin",
             current.channel,
@@ -207,7 +207,7 @@ pub fn reissued(origin: &LocalOrigin, current: Pointer, days: u64) -> Result<Poi
 }
 
 /// The channel's pointer on the origin, decoded without checking its signature.
-pub fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Pointer>> {
+pub fn current_pointer(origin: &Origin, channel: &str) -> Result<Option<Pointer>> {
     match origin.read(&channel_path(channel))? {
         Some(bytes) => Ok(Some(
             Pointer::decode_unverified(&bytes)
@@ -220,7 +220,7 @@ pub fn current_pointer(origin: &LocalOrigin, channel: &str) -> Result<Option<Poi
 /// Checks a signed pointer (a threshold of the newest root's channel role; without roots, at
 /// least one valid signature), that the manifest it names is on the origin, and that it
 /// neither moves the channel back nor drops a yanked version (unless `force`); then writes it.
-pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<Pointer> {
+pub fn put_pointer(origin: &Origin, sealed: &[u8], force: bool) -> Result<Pointer> {
     let pointer = match newest_root(origin)? {
         Some(root) => Pointer::open(sealed, &root.channel).with_context(|| {
             format!(
@@ -230,7 +230,7 @@ pub fn put_pointer(origin: &LocalOrigin, sealed: &[u8], force: bool) -> Result<P
         })?,
         None => Pointer::open(sealed, &own_signers(Kind::Pointer, sealed)?)?,
     };
-    if !origin.exists(&manifest_path(&pointer.manifest)) {
+    if !origin.try_exists(&manifest_path(&pointer.manifest))? {
         bail!(
             "the pointer names manifest {}, which is not on the origin; publish it first",
             pointer.manifest

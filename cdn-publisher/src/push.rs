@@ -22,7 +22,7 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::delta::{self, DeltaParams, NewFile};
-use crate::origin::LocalOrigin;
+use crate::origin::{Origin, WriteStats};
 use crate::pack::PackWriter;
 use crate::publish::{expiry, pointer_for, put_manifest, put_pointer, refuse_yanked, unix_now};
 use crate::solid;
@@ -121,6 +121,16 @@ pub struct PushSummary {
     pub pack_bytes: u64,
     /// Pack bytes that were not already on the origin.
     pub pack_bytes_written: u64,
+    /// Objects written to the origin: new packs, the manifest and its deltas, the pointer.
+    pub objects_written: u64,
+    /// Content-addressed objects already on the origin, not written again.
+    pub objects_present: u64,
+    /// Bytes of the objects written.
+    pub bytes_uploaded: u64,
+    /// Seconds during which at least one write to the origin was in flight.
+    pub upload_seconds: f64,
+    /// `bytes_uploaded` over `upload_seconds`, in MB/s.
+    pub upload_mb_per_s: f64,
     pub manifest_bytes: u64,
     /// Where the unsigned manifest was written, when it is to be signed elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,13 +245,17 @@ pub struct Signers {
 }
 
 /// Publishes `opts.dir` to `origin`. `progress` gets (bytes read, total bytes).
+///
+/// The write order keeps the origin consistent for readers at every moment: all packs (the
+/// uploads to a bucket overlap the packing, and all must succeed), then the manifest and its
+/// deltas, then the channel pointer.
 pub fn push(
     opts: &PushOptions,
     signers: &Signers,
-    origin: &LocalOrigin,
+    origin: &Origin,
     progress: &dyn Fn(u64, u64),
 ) -> Result<PushSummary> {
-    let started = Instant::now();
+    let started = (Instant::now(), origin.stats());
     if !valid_channel(&opts.channel) {
         bail!(
             "invalid channel name {:?}: use letters, digits, '-', '_', '.'",
@@ -402,6 +416,11 @@ pub fn push(
         unique_chunks: chunks.len() as u64,
         pack_bytes: packs.iter().map(|p| p.len).sum(),
         pack_bytes_written,
+        objects_written: 0,
+        objects_present: 0,
+        bytes_uploaded: 0,
+        upload_seconds: 0.0,
+        upload_mb_per_s: 0.0,
         manifest_bytes: 0,
         unsigned: None,
         critical: opts.critical,
@@ -485,7 +504,7 @@ pub fn push(
         if same {
             summary.unchanged = true;
             summary.manifest = current.manifest.to_string();
-            return Ok(finish(summary, started));
+            return Ok(finish(summary, started, origin));
         }
         if !opts.force {
             bail!(
@@ -501,7 +520,7 @@ pub fn push(
         let (_, unsigned) = manifest.seal_by(&[])?;
         crate::sign::write_file(out, &unsigned)?;
         summary.unsigned = Some(out.display().to_string());
-        return Ok(finish(summary, started));
+        return Ok(finish(summary, started, origin));
     }
     let release: Vec<&SecretKey> = signers.release.iter().collect();
     let (_, bytes) = manifest.seal_by(&release)?;
@@ -511,12 +530,24 @@ pub fn push(
     put_pointer(origin, &pointer.seal(&channel)?, opts.force)?;
     summary.manifest = published.id.to_string();
     summary.manifest_bytes = published.file_len;
-    Ok(finish(summary, started))
+    Ok(finish(summary, started, origin))
 }
 
-fn finish(mut summary: PushSummary, started: Instant) -> PushSummary {
-    summary.seconds = started.elapsed().as_secs_f64();
+/// Fills in the times and what was written since `started`.
+fn finish(
+    mut summary: PushSummary,
+    started: (Instant, WriteStats),
+    origin: &Origin,
+) -> PushSummary {
+    let (at, before) = started;
+    summary.seconds = at.elapsed().as_secs_f64();
     summary.mb_per_s = summary.bytes as f64 / 1e6 / summary.seconds.max(1e-9);
+    let writes = origin.stats().since(&before);
+    summary.objects_written = writes.objects_written;
+    summary.objects_present = writes.objects_present;
+    summary.bytes_uploaded = writes.bytes_written;
+    summary.upload_seconds = writes.busy_seconds;
+    summary.upload_mb_per_s = writes.bytes_written as f64 / 1e6 / writes.busy_seconds.max(1e-9);
     summary
 }
 

@@ -14,7 +14,7 @@ use relsync_engine::layout::root_path;
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 
 use crate::keygen::parse_public;
-use crate::origin::LocalOrigin;
+use crate::origin::Origin;
 use crate::sign::{SignArgs, read, show, sign, write_file};
 
 /// Keys and thresholds for the roles, as given on the command line.
@@ -106,7 +106,7 @@ pub fn run(command: RootCommand) -> Result<()> {
             write_unsigned(&root, &out)
         }
         RootCommand::Rotate { to, roles, out } => {
-            let origin = LocalOrigin::open(&to)?;
+            let origin = Origin::open(&to)?;
             let (current, _) = newest(&origin)?
                 .with_context(|| format!("{to} has no root documents; use `root init`"))?;
             let next = Root {
@@ -142,7 +142,7 @@ pub fn run(command: RootCommand) -> Result<()> {
         RootCommand::Show { file } => show(&file),
         RootCommand::Publish { file, to } => {
             let bytes = read(&file)?;
-            let origin = LocalOrigin::open(&to)?;
+            let origin = Origin::open(&to)?;
             let root = match newest(&origin)? {
                 Some((current, _)) => current
                     .open_next(&bytes)
@@ -168,24 +168,31 @@ pub fn run(command: RootCommand) -> Result<()> {
 }
 
 /// The newest root on the origin, walked from `keys/root-1` and checked link by link.
-pub fn newest(origin: &LocalOrigin) -> Result<Option<(Root, Vec<u8>)>> {
+pub fn newest(origin: &Origin) -> Result<Option<(Root, Vec<u8>)>> {
+    Ok(chain(origin)?.pop())
+}
+
+/// Every root on the origin, oldest first, walked from `keys/root-1` and checked link by link;
+/// the walk ends at the first version missing.
+pub fn chain(origin: &Origin) -> Result<Vec<(Root, Vec<u8>)>> {
     let Some(first) = origin.read(&root_path(1))? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let mut root = Root::open_pinned(&first).context("keys/root-1 on the origin")?;
+    let root = Root::open_pinned(&first).context("keys/root-1 on the origin")?;
     if root.version != 1 {
         bail!("keys/root-1 on the origin claims version {}", root.version);
     }
-    let mut bytes = first;
-    while let Some(path) = root.version.checked_add(1).map(root_path)
+    let mut chain = vec![(root, first)];
+    while let Some((root, _)) = chain.last()
+        && let Some(path) = root.version.checked_add(1).map(root_path)
         && let Some(next) = origin.read(&path)?
     {
-        root = root
+        let root = root
             .open_next(&next)
             .with_context(|| format!("{path} on the origin"))?;
-        bytes = next;
+        chain.push((root, next));
     }
-    Ok(Some((root, bytes)))
+    Ok(chain)
 }
 
 fn role(

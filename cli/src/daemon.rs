@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
 use relsync_engine::policy::Policy;
 use relsync_engine::{
-    Engine, EngineBuilder, Event, FetchConfig, HealthCheck, PublicKey, Sample, Telemetry,
-    TrialConfig,
+    Engine, EngineBuilder, Event, FetchConfig, HealthCheck, OriginConfig, PublicKey, Sample,
+    Telemetry, TrialConfig,
 };
 use relsync_peer::{Multiaddr, Node};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -62,7 +62,9 @@ pub struct DaemonArgs {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     install: PathBuf,
-    origin: String,
+    #[serde(deserialize_with = "one_or_many")]
+    origin: Vec<String>,
+    ca_cert: Option<PathBuf>,
     #[serde(default)]
     trust: Vec<String>,
     trust_root: Option<PathBuf>,
@@ -101,7 +103,7 @@ fn yes() -> bool {
 #[derive(Debug)]
 struct Config {
     install: PathBuf,
-    origin: String,
+    origin: OriginConfig,
     keys: Vec<PublicKey>,
     trusted_root: Option<Vec<u8>>,
     product: Option<String>,
@@ -126,8 +128,17 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new(""));
         let resolve = |p: &Path| base.join(p);
 
-        if raw.origin.trim().is_empty() {
+        if raw.origin.is_empty() || raw.origin.iter().any(|o| o.trim().is_empty()) {
             bail!("{file}: `origin` is empty");
+        }
+        let mut origin = OriginConfig::from(raw.origin);
+        if let Some(cert) = &raw.ca_cert {
+            let cert = resolve(cert);
+            let pem = std::fs::read(&cert)
+                .with_context(|| format!("{file}: ca_cert: reading {}", cert.display()))?;
+            origin
+                .add_ca_cert_pem(&pem)
+                .with_context(|| format!("{file}: ca_cert {}", cert.display()))?;
         }
         if raw.trust.is_empty() && raw.trust_root.is_none() {
             bail!(
@@ -172,7 +183,7 @@ impl Config {
             .with_context(|| format!("{file}: [lan]"))?;
         Ok(Self {
             install: resolve(&raw.install),
-            origin: raw.origin,
+            origin,
             keys,
             trusted_root,
             product: raw.product,
@@ -255,7 +266,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         type Value = Vec<String>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a multiaddr or a list of them")
+            f.write_str("a string or a list of strings")
         }
 
         fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
@@ -538,7 +549,7 @@ async fn run_async(args: DaemonArgs, config: Config) -> Result<()> {
             "relsync daemon: {} {version}, following {} from {}, checking every {}",
             config.install.display(),
             policy.channel,
-            config.origin,
+            config.origin.mirrors.join(", "),
             humantime::format_duration(policy.check_interval)
         ));
         if let Some(addr) = metrics_addr {
@@ -673,6 +684,32 @@ mod tests {
         for part in ["10.0.0.5", "no_mdns: true", "127.0.0.1", "1000", "1s"] {
             assert!(lan.contains(part), "{part} in {lan}");
         }
+    }
+
+    #[test]
+    fn origin_is_one_url_or_a_list_of_mirrors() {
+        let one = parse(&minimal("")).unwrap();
+        assert_eq!(one.origin.mirrors, ["https://cdn.example.com/app/"]);
+        let text = minimal("").replace(
+            "origin = \"https://cdn.example.com/app/\"",
+            "origin = [\"https://a.example.com/app/\", \"https://b.example.com/app/\"]",
+        );
+        let two = parse(&text).unwrap();
+        assert_eq!(
+            two.origin.mirrors,
+            ["https://a.example.com/app/", "https://b.example.com/app/"]
+        );
+        let none = minimal("").replace("\"https://cdn.example.com/app/\"", "[]");
+        assert!(
+            error(&none).contains("`origin` is empty"),
+            "{}",
+            error(&none)
+        );
+        let cert = error(&minimal("ca_cert = \"ca.pem\""));
+        assert!(
+            cert.contains("ca_cert: reading /etc/relsync/ca.pem"),
+            "{cert}"
+        );
     }
 
     #[test]

@@ -80,9 +80,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     lan: LanArgs,
     /// Also keep DIR updated from this origin (http(s):// URL, file:// URL or a folder),
-    /// from peers first; needs --trust or --trust-root.
-    #[arg(long, value_name = "URL")]
-    origin: Option<String>,
+    /// from peers first; needs --trust or --trust-root. Repeat it for mirrors.
+    #[arg(long = "origin", value_name = "URL")]
+    origin: Vec<String>,
     #[command(flatten)]
     source: SourceOptions,
     /// Time between update checks, with --origin.
@@ -103,12 +103,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve_async(args: ServeArgs) -> Result<()> {
-    let updater = match &args.origin {
-        Some(origin) => Some(Updater::open(args.source.config(origin, &args.install)?)?),
-        None if !args.source.trust.is_empty() || args.source.trust_root.is_some() => {
+    let updater = match args.origin.as_slice() {
+        [] if !args.source.trust.is_empty() || args.source.trust_root.is_some() => {
             anyhow::bail!("--trust and --trust-root need --origin: what should DIR follow?")
         }
-        None => None,
+        [] => None,
+        origin => Some(Updater::open(args.source.config(origin, &args.install)?)?),
     };
     let share = match &updater {
         Some(updater) => updater.share(),

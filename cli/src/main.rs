@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use relsync_engine::{Engine, HealthCheck, PublicKey, TrialConfig, UpdaterConfig};
+use relsync_engine::{Engine, HealthCheck, OriginConfig, PublicKey, TrialConfig, UpdaterConfig};
 
 /// Install, update and roll back releases published with cdn-publisher.
 #[derive(Debug, Parser)]
@@ -113,9 +113,10 @@ struct UpdateArgs {
 /// Where releases come from and whom to trust.
 #[derive(Debug, Clone, clap::Args)]
 struct SourceArgs {
-    /// Origin: http(s):// URL, file:// URL or a folder path.
-    #[arg(long, value_name = "URL")]
-    origin: String,
+    /// Origin: http(s):// URL, file:// URL or a folder path. Repeat it for mirrors of the
+    /// same files, tried in the order given: a request that fails on one moves to the next.
+    #[arg(long = "origin", value_name = "URL", required = true)]
+    origin: Vec<String>,
     #[command(flatten)]
     options: SourceOptions,
 }
@@ -137,6 +138,10 @@ struct SourceOptions {
     /// Refuse releases of any other product.
     #[arg(long)]
     product: Option<String>,
+    /// Also trust the root certificates in this PEM file for HTTPS origins (a private CDN
+    /// or mirror with its own CA).
+    #[arg(long, value_name = "FILE", env = "RELSYNC_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// This machine's platform: releases bound to another one are refused [default: this
     /// binary's, e.g. x86_64-linux].
     #[arg(long)]
@@ -164,7 +169,7 @@ impl SourceArgs {
 impl SourceOptions {
     // Defaults are applied here, not by clap: `serve` takes these options only with
     // --origin, which it could not tell apart from defaults.
-    fn config(&self, origin: &str, install: &std::path::Path) -> Result<UpdaterConfig> {
+    fn config(&self, origin: &[String], install: &std::path::Path) -> Result<UpdaterConfig> {
         if self.trust.is_empty() && self.trust_root.is_none() {
             anyhow::bail!("give the publisher's key with --trust, or a root with --trust-root");
         }
@@ -176,6 +181,14 @@ impl SourceOptions {
                     .with_context(|| format!("--trust {k:?}"))
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut origin = OriginConfig::from(origin);
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-cert {}", path.display()))?;
+            origin
+                .add_ca_cert_pem(&pem)
+                .with_context(|| format!("--ca-cert {}", path.display()))?;
+        }
         let channel = self.channel.as_deref().unwrap_or("stable");
         let mut config = UpdaterConfig::new(origin, channel, keys, install);
         config.product = self.product.clone();

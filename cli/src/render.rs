@@ -86,7 +86,11 @@ impl Reporter for Progress {
                     "fetch    [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
                 ));
             }
-            Event::Fetched { bytes, .. } => self.with_bar(|b| b.set_position(bytes)),
+            // Progress counts frame bytes, not the gaps the plan's total includes.
+            Event::Fetched { bytes, total, .. } => self.with_bar(|b| {
+                b.set_length(total);
+                b.set_position(bytes);
+            }),
             Event::Assembled { files, total } => {
                 if files == 1 {
                     self.set_bar(self.bar(total, "assemble [{bar:30}] {pos}/{len} files"));

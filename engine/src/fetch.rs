@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use relsync_chunker::{ChunkId, frame};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::layout::{InstallLayout, pack_path};
 use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
-use crate::origin::{Origin, backoff, blocking};
+use crate::origin::{Origin, RangeBody, backoff, blocking, is_mirror_failure, is_transient};
 use crate::peers::Peers;
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
 use crate::progress::{Event, Reporter};
@@ -221,8 +222,10 @@ struct Shared {
     store: Arc<Store>,
     target: TrustedManifest,
     reporter: Arc<dyn Reporter>,
-    /// Bytes of planned frames done (progress).
+    /// Bytes of planned frames done (progress): each counted once, however often it was
+    /// requested.
     received: AtomicU64,
+    /// Bytes of the planned frames (the gaps between them not included).
     total: u64,
     attempts: u32,
     /// Marks chunks held as they are stored, for peers.
@@ -231,6 +234,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// `bytes` more of the planned frames are done.
+    fn progress(&self, bytes: u64) {
+        let done = self.received.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.reporter.report(Event::Fetched {
+            bytes: done,
+            total: self.total,
+            from_peers: self.from_peers.load(Ordering::Relaxed),
+        });
+    }
+
     /// Chunk `index` is stored: peers may have it now.
     fn stored(&self, index: u32) {
         if let Some(offer) = &self.offer {
@@ -307,7 +320,12 @@ pub(crate) async fn fetch(
         target: planned.checked.target.clone(),
         reporter,
         received: AtomicU64::new(0),
-        total: planned.plan.totals.bytes_to_fetch,
+        total: planned
+            .ranges
+            .iter()
+            .flat_map(|r| &r.frames)
+            .map(|f| u64::from(f.frame_len))
+            .sum(),
         attempts: config.attempts.max(1),
         offer,
         from_peers: AtomicU64::new(0),
@@ -317,29 +335,7 @@ pub(crate) async fn fetch(
             let frames = planned.ranges.iter().flat_map(|r| r.frames.clone());
             swarm::fetch(&shared, peers.clone(), frames.collect(), config).await
         }
-        None => {
-            // Collected, so the stream's type holds futures, not a closure: a closure over
-            // borrowed ranges would keep the whole fetch from being `Send`.
-            let jobs: Vec<_> = planned
-                .ranges
-                .iter()
-                .map(|range| {
-                    let frames: Vec<FrameJob> = range
-                        .frames
-                        .iter()
-                        .map(|f| FrameJob::new(&shared.target, *f))
-                        .collect();
-                    let pack = shared.target.packs[range.pack as usize].id;
-                    let shared = shared.clone();
-                    async move { fetch_range(&shared, pack, range, &frames).await }
-                })
-                .collect();
-            let results: Result<Vec<Vec<(u32, PathBuf)>>> = stream::iter(jobs)
-                .buffer_unordered(config.max_parallel_requests.max(1))
-                .try_collect()
-                .await;
-            results.map(|r| r.into_iter().flatten().collect())
-        }
+        None => from_origin(&shared, &planned.ranges, config).await,
     };
     if let Some(offer) = &shared.offer {
         offer.finished();
@@ -398,64 +394,248 @@ impl RangeProgress {
     }
 }
 
-/// Fetches one range, retrying transient failures from the first byte not yet verified.
+/// The no-peer path: every range from the origin, `max_parallel_requests` at once.
+///
+/// A mirror that ignores Range headers answers each request with the whole pack. Unless the
+/// active mirror is known to honour ranges, the first range goes first, and its answer
+/// decides how the rest go: a whole pack carries the rest of its pack too, and the ranges
+/// of each other pack merge into one request. Either way no pack is received twice. The
+/// rest start as soon as that answer's status is in, while its body streams.
+async fn from_origin(
+    shared: &Arc<Shared>,
+    ranges: &[Range],
+    config: &FetchConfig,
+) -> Result<Vec<(u32, PathBuf)>> {
+    let parallel = config.max_parallel_requests.max(1);
+    let [first, later @ ..] = ranges else {
+        return Ok(Vec::new());
+    };
+    if later.is_empty() || shared.origin.honours_ranges() {
+        return fetch_ranges(shared, ranges, parallel).await;
+    }
+    let same_pack = later.iter().take_while(|r| r.pack == first.pack).count();
+    let jobs = frame_jobs(&shared.target, std::slice::from_ref(first));
+    let more = frame_jobs(&shared.target, &later[..same_pack]);
+    let pack = shared.target.packs[first.pack as usize].id;
+    let (answered, whole) = oneshot::channel();
+    let probe = async {
+        let (stored, _) = fetch_span(shared, pack, first, &jobs, &more, Some(answered)).await?;
+        Ok(stored)
+    };
+    let rest = |whole: bool| {
+        let rest = if whole { &later[same_pack..] } else { later };
+        if whole || shared.origin.ignores_ranges() {
+            merge_by_pack(rest)
+        } else {
+            rest.to_vec()
+        }
+    };
+    let (mut stored, others) = if parallel == 1 {
+        let stored = probe.await?;
+        let others = fetch_ranges(shared, &rest(whole.await.unwrap_or(false)), 1).await?;
+        (stored, others)
+    } else {
+        let others = async {
+            // Without an answer the first range failed, and its error ends the fetch.
+            let Ok(whole) = whole.await else {
+                return Ok(Vec::new());
+            };
+            fetch_ranges(shared, &rest(whole), parallel - 1).await
+        };
+        futures_util::try_join!(probe, others)?
+    };
+    stored.extend(others);
+    Ok(stored)
+}
+
+/// Fetches `ranges`, `parallel` at once.
+async fn fetch_ranges(
+    shared: &Arc<Shared>,
+    ranges: &[Range],
+    parallel: usize,
+) -> Result<Vec<(u32, PathBuf)>> {
+    // Collected, so the stream's type holds futures, not a closure: a closure over
+    // borrowed ranges would keep the whole fetch from being `Send`.
+    let jobs: Vec<_> = ranges
+        .iter()
+        .map(|range| {
+            let frames = frame_jobs(&shared.target, std::slice::from_ref(range));
+            let pack = shared.target.packs[range.pack as usize].id;
+            let shared = shared.clone();
+            async move { fetch_range(&shared, pack, range, &frames).await }
+        })
+        .collect();
+    let results: Vec<Vec<(u32, PathBuf)>> = stream::iter(jobs)
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The frames of `ranges`, in order, with their chunks.
+fn frame_jobs(target: &TrustedManifest, ranges: &[Range]) -> Vec<FrameJob> {
+    ranges
+        .iter()
+        .flat_map(|r| &r.frames)
+        .map(|f| FrameJob::new(target, *f))
+        .collect()
+}
+
+/// The ranges of each pack as one (`ranges` sorted by pack and offset): for a mirror that
+/// sends whole packs anyway. The frames keep their order; the gaps between them are skipped.
+fn merge_by_pack(ranges: &[Range]) -> Vec<Range> {
+    let mut merged: Vec<Range> = Vec::new();
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if last.pack == range.pack => {
+                last.len = (range.start + range.len).max(last.start + last.len) - last.start;
+                last.frames.extend_from_slice(&range.frames);
+            }
+            _ => merged.push(range.clone()),
+        }
+    }
+    merged
+}
+
+/// The end of a frame in its pack.
+fn frame_end(job: &FrameJob) -> u64 {
+    job.frame.offset + u64::from(job.frame.frame_len)
+}
+
+/// Fetches one range, retrying failures from the first byte not yet verified.
 async fn fetch_range(
     shared: &Shared,
     pack: PackId,
     range: &Range,
     jobs: &[FrameJob],
 ) -> Result<Vec<(u32, PathBuf)>> {
+    fetch_span(shared, pack, range, jobs, &[], None)
+        .await
+        .map(|(stored, _)| stored)
+}
+
+/// One mirror's failures while fetching a range.
+#[derive(Default)]
+struct Tries {
+    /// Failures since the range last made progress.
+    failures: u32,
+    /// It failed in a way a retry does not cure (a 404, a bad answer).
+    out: bool,
+    /// Tried since the last backoff.
+    this_round: bool,
+    last: Option<Error>,
+}
+
+/// Fetches the frames `jobs` of `range`, retrying failures from the first byte not yet
+/// verified: on the next mirror when there are several, and after a backoff once every
+/// mirror left failed since the last one. A mirror is left after `attempts` failures in a row,
+/// or one no retry cures. Should a mirror send the whole pack, the frames `more` (later in
+/// the same pack) are taken from it too. `answered` learns, at the first answer with a body,
+/// whether it is the whole pack. Returns the chunks stored, and whether `more` was taken.
+async fn fetch_span(
+    shared: &Shared,
+    pack: PackId,
+    range: &Range,
+    jobs: &[FrameJob],
+    more: &[FrameJob],
+    mut answered: Option<oneshot::Sender<bool>>,
+) -> Result<(Vec<(u32, PathBuf)>, bool)> {
     let path = pack_path(&pack);
-    let url = shared.origin.url(&path);
-    let end = range.start + range.len;
+    let pack_len = shared.target.packs[range.pack as usize].len;
+    let all: Vec<FrameJob> = jobs.iter().chain(more).cloned().collect();
+    let (mut wanted, mut end) = (jobs.len(), range.start + range.len);
+    let mut tries: Vec<Tries> = (0..shared.origin.mirror_count())
+        .map(|_| Tries::default())
+        .collect();
+    let usable = |t: &Tries| !t.out && t.failures < shared.attempts;
+    let mut round = 0;
     let mut progress = RangeProgress::default();
-    let mut attempt = 0;
-    while progress.frames < jobs.len() {
-        attempt += 1;
+    while progress.frames < wanted {
+        let Some(mirror) = shared.origin.pick(|i| usable(&tries[i])) else {
+            let failures = tries.into_iter().map(|t| t.last).collect();
+            return Err(shared.origin.every_mirror_failed(&path, "pack", failures));
+        };
+        if tries[mirror].this_round {
+            round += 1;
+            backoff(round).await;
+            tries.iter_mut().for_each(|t| t.this_round = false);
+        }
+        tries[mirror].this_round = true;
+        let url = shared.origin.url_on(mirror, &path);
         let before = progress.mark();
         let (frame, consumed) = before;
-        let start = jobs[frame].frame.offset + consumed;
-        if let Err(err) = fetch_frames(shared, &path, &url, start, end, jobs, &mut progress).await {
-            if progress.mark() != before {
-                // Progress was made: a flaky link, not a dead one.
-                attempt = 1;
-            }
-            let transient = matches!(
-                err,
-                Error::Http {
-                    transient: true,
-                    ..
+        let start = all[frame].frame.offset + consumed;
+        let body = shared
+            .origin
+            .get_range_on(mirror, &path, start, end - start, pack_len)
+            .await;
+        let result = match body {
+            Ok(mut body) => {
+                if body.is_whole_object() && wanted < all.len() {
+                    // The whole pack is coming: take its later frames from it too.
+                    wanted = all.len();
+                    end = frame_end(&all[wanted - 1]);
+                    body.extend_to(end);
                 }
-            );
-            if !transient || attempt >= shared.attempts {
-                return Err(err);
+                if let Some(answered) = answered.take() {
+                    let _ = answered.send(body.is_whole_object());
+                }
+                let fetched = fetch_frames(
+                    shared,
+                    &mut body,
+                    &url,
+                    start,
+                    end,
+                    &all[..wanted],
+                    &mut progress,
+                )
+                .await;
+                if fetched.is_ok() {
+                    body.finish().await;
+                }
+                fetched
             }
-            warn!(%url, attempt, error = %err, "range request failed, retrying");
-            backoff(attempt).await;
+            Err(err) => Err(err),
+        };
+        let Err(err) = result else { continue };
+        if progress.mark() != before {
+            // Progress was made: a flaky link, not a dead one.
+            tries.iter_mut().for_each(|t| t.failures = 0);
+            round = 0;
         }
+        if !is_mirror_failure(&err) {
+            return Err(err);
+        }
+        shared.origin.move_on_from(mirror);
+        let tried = &mut tries[mirror];
+        tried.failures += 1;
+        tried.out |= !is_transient(&err);
+        if tries.iter().any(usable) {
+            warn!(%url, error = %err, "range request failed, retrying");
+        }
+        tries[mirror].last = Some(err);
     }
-    let ids: Vec<ChunkId> = jobs
+    let ids: Vec<ChunkId> = all[..wanted]
         .iter()
         .flat_map(|j| j.chunks.iter().map(|c| c.id))
         .collect();
     let store = shared.store.clone();
     let manifest = shared.target.id();
     blocking(move || store.journal_add(&ids, &manifest)).await?;
-    Ok(progress.stored)
+    Ok((progress.stored, wanted > jobs.len()))
 }
 
-/// One request for `start..end`, decoding frames as they complete (solid frames as they
+/// Reads `start..end` from `body`, decoding frames as they complete (solid frames as they
 /// stream). Progress is kept in `progress` even when it fails midway.
 async fn fetch_frames(
     shared: &Shared,
-    path: &str,
+    body: &mut RangeBody,
     url: &str,
     start: u64,
     end: u64,
     jobs: &[FrameJob],
     progress: &mut RangeProgress,
 ) -> Result<()> {
-    let mut body = shared.origin.get_range(path, start, end - start).await?;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = start;
     while progress.frames < jobs.len() {
@@ -475,18 +655,9 @@ async fn fetch_frames(
             });
         }
         buf.extend_from_slice(&piece);
-        let received = shared
-            .received
-            .fetch_add(piece.len() as u64, Ordering::Relaxed)
-            + piece.len() as u64;
-        shared.reporter.report(Event::Fetched {
-            bytes: received,
-            total: shared.total,
-            from_peers: shared.from_peers.load(Ordering::Relaxed),
-        });
         while let Some(job) = jobs.get(progress.frames) {
             let frame_start = job.frame.offset + progress.solid.as_ref().map_or(0, |s| s.consumed);
-            let frame_end = job.frame.offset + u64::from(job.frame.frame_len);
+            let frame_end = frame_end(job);
             let available = (buf_start + buf.len() as u64).min(frame_end);
             if let FrameKind::Solid { .. } = job.frame.kind {
                 if available <= frame_start {
@@ -508,6 +679,7 @@ async fn fetch_frames(
                 };
                 let (solid, mut stored) =
                     decode_solid(shared, job, solid, input, url.to_owned()).await?;
+                shared.progress(available - frame_start);
                 progress.stored.append(&mut stored);
                 buf.drain(..(available - buf_start) as usize);
                 buf_start = available;
@@ -540,6 +712,7 @@ async fn fetch_frames(
             })
             .await?;
             shared.stored(job.frame.chunk);
+            shared.progress(u64::from(job.frame.frame_len));
             progress.stored.push((job.frame.chunk, stored.1));
             buf.drain(..(frame_end - buf_start) as usize);
             buf_start = frame_end;
@@ -611,4 +784,61 @@ async fn decode_solid(
         Ok((solid, stored))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(pack: u32, frames: &[(u64, u32)]) -> Range {
+        let frames: Vec<FrameRef> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, &(offset, frame_len))| FrameRef {
+                chunk: pack * 100 + i as u32,
+                pack,
+                offset,
+                frame_len,
+                kind: FrameKind::Plain,
+            })
+            .collect();
+        let start = frames[0].offset;
+        let end = frames
+            .last()
+            .map_or(start, |f| f.offset + u64::from(f.frame_len));
+        Range {
+            pack,
+            start,
+            len: end - start,
+            frames,
+        }
+    }
+
+    #[test]
+    fn the_ranges_of_each_pack_merge_into_one_in_order() {
+        let ranges = [
+            range(0, &[(10, 5), (15, 5)]),
+            range(0, &[(1000, 10)]),
+            range(1, &[(0, 3)]),
+            range(2, &[(50, 5)]),
+            range(2, &[(90, 10), (200, 1)]),
+        ];
+        let merged = merge_by_pack(&ranges);
+        let summary: Vec<(u32, u64, u64, Vec<u64>)> = merged
+            .iter()
+            .map(|r| {
+                let offsets = r.frames.iter().map(|f| f.offset).collect();
+                (r.pack, r.start, r.len, offsets)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, 10, 1000, vec![10, 15, 1000]),
+                (1, 0, 3, vec![0]),
+                (2, 50, 151, vec![50, 90, 200]),
+            ]
+        );
+        assert!(merge_by_pack(&[]).is_empty());
+    }
 }

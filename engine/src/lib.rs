@@ -72,7 +72,7 @@ pub use lifecycle::{
     CheckOutcome, Download, Engine, EngineBuilder, HealthCheck, Sample, StartOutcome, Telemetry,
     TrialConfig, UpdateAvailable,
 };
-pub use origin::{Origin, RangeBody, Traffic};
+pub use origin::{Origin, OriginConfig, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,

@@ -339,10 +339,10 @@ impl Download {
 
 impl Engine {
     /// Starts building an engine for the install at `install_dir`, updated from `origin`
-    /// (`http(s)://…`, `file://…` or a folder) and trusting metadata signed by
-    /// `trusted_keys`.
+    /// (`http(s)://…`, `file://…` or a folder, or several mirrors as an
+    /// [`OriginConfig`](crate::OriginConfig)) and trusting metadata signed by `trusted_keys`.
     pub fn builder(
-        origin: impl Into<String>,
+        origin: impl Into<crate::OriginConfig>,
         trusted_keys: Vec<PublicKey>,
         install_dir: impl Into<PathBuf>,
     ) -> EngineBuilder {

@@ -1,18 +1,26 @@
-//! Reading an origin: an HTTP(S) server or CDN, or a local folder.
+//! Reading an origin: one or more mirrors (HTTP(S) servers or CDNs, or local folders) that
+//! serve the same files.
 //!
-//! Every response body byte is counted in [`Traffic`], including error bodies, so reports of
-//! bytes on the wire are honest.
+//! Requests go to the active mirror. A failure there (a transient one, a 404 of an object a
+//! lagging mirror lacks, or a bad answer) moves them to the next mirror, and the active
+//! mirror stays wherever requests last succeeded. Mirrors are untrusted like any origin:
+//! what they serve is verified the same way.
+//!
+//! Every response body byte is counted in [`Traffic`], including error bodies and what a
+//! server that ignores `Range` sends before the range, so reports of bytes on the wire are
+//! honest.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
+use tracing::{debug, warn};
 
-use crate::{Error, Result};
+use crate::{Error, FetchConfig, Result};
 
 /// Counts requests and response body bytes.
 #[derive(Debug, Default)]
@@ -41,13 +49,108 @@ impl Traffic {
     }
 }
 
-/// Where releases come from.
+/// Where releases come from: mirrors that serve the same files, and how to reach them.
+///
+/// Built from one origin (`"https://cdn.example.com/app/".into()`) or a list of mirrors
+/// (`vec![primary, backup].into()`).
+///
+/// # Defaults
+/// - `mirrors`: none (at least one is needed)
+/// - root certificates: the built-in (webpki) roots only; see
+///   [`add_ca_cert_pem`](Self::add_ca_cert_pem)
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OriginConfig {
+    /// `http(s)://…`, `file://…` or folder paths, all serving the same files, tried in this
+    /// order.
+    pub mirrors: Vec<String>,
+    /// Extra root certificates for HTTPS mirrors.
+    ca_certs: Vec<reqwest::Certificate>,
+}
+
+impl OriginConfig {
+    /// Trusts the root certificates in `pem` (a PEM file of one or more certificates) for
+    /// HTTPS mirrors, besides the built-in roots: a private CDN or a mirror with a private CA.
+    /// Fails unless `pem` holds at least one valid certificate.
+    pub fn add_ca_cert_pem(&mut self, pem: &[u8]) -> Result<()> {
+        let bad = |reason: String| Error::malformed("CA certificate", reason);
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| bad(chain(&e)))?;
+        if certs.is_empty() {
+            return Err(bad(
+                "no PEM certificate in it (a `-----BEGIN CERTIFICATE-----` block)".into(),
+            ));
+        }
+        // Certificates are parsed only when a client is built: build one now, so a bad one
+        // fails here rather than at the first request.
+        let mut probe = reqwest::Client::builder().tls_built_in_root_certs(false);
+        for cert in &certs {
+            probe = probe.add_root_certificate(cert.clone());
+        }
+        probe.build().map_err(|e| bad(chain(&e)))?;
+        self.ca_certs.extend(certs);
+        Ok(())
+    }
+}
+
+impl From<String> for OriginConfig {
+    fn from(mirror: String) -> Self {
+        vec![mirror].into()
+    }
+}
+
+impl From<&str> for OriginConfig {
+    fn from(mirror: &str) -> Self {
+        mirror.to_owned().into()
+    }
+}
+
+impl From<&String> for OriginConfig {
+    fn from(mirror: &String) -> Self {
+        mirror.clone().into()
+    }
+}
+
+impl From<Vec<String>> for OriginConfig {
+    fn from(mirrors: Vec<String>) -> Self {
+        Self {
+            mirrors,
+            ca_certs: Vec::new(),
+        }
+    }
+}
+
+impl From<&[String]> for OriginConfig {
+    fn from(mirrors: &[String]) -> Self {
+        mirrors.to_vec().into()
+    }
+}
+
+/// Where releases come from: the mirrors of [`OriginConfig`], ready to read.
+///
+/// Cloning is cheap; clones share the counters, the active mirror and what is known about
+/// each mirror.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    kind: Kind,
+    mirrors: Arc<[Mirror]>,
+    /// Index of the mirror requests go to.
+    active: Arc<AtomicUsize>,
     traffic: Arc<Traffic>,
     min_bytes_per_sec: u64,
 }
+
+#[derive(Debug)]
+struct Mirror {
+    kind: Kind,
+    /// `RANGES_*`: what this mirror did with a Range header.
+    ranges: AtomicU8,
+}
+
+/// Not known yet whether the mirror honours Range headers.
+const RANGES_UNKNOWN: u8 = 0;
+/// The mirror answered a range request with `206`.
+const RANGES_HONOURED: u8 = 1;
+/// The mirror answered a range request with the whole object (`200`).
+const RANGES_IGNORED: u8 = 2;
 
 /// How long a response may take before its average rate must reach the minimum.
 const SLOW_GRACE: Duration = Duration::from_secs(10);
@@ -105,48 +208,64 @@ enum Kind {
     },
 }
 
-/// Attempts for whole-object GETs before giving up on transient errors.
+/// Rounds over the mirrors for whole-object GETs before giving up on transient errors.
 const GET_ATTEMPTS: u32 = 4;
 
+/// How long an idle connection stays open for the next request.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// TCP keepalive probes on idle connections, so a dead peer or NAT entry is noticed.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The rest of a whole-object answer past the range is read (and counted) when at most this
+/// long, keeping the connection; a longer rest is cut off with the connection.
+const TAIL_READ_BYTES: u64 = 1 << 20;
+
 impl Origin {
-    /// Parses `http(s)://...`, `file://...` or a plain folder path.
+    /// One mirror: parses `http(s)://...`, `file://...` or a plain folder path.
     pub fn parse(spec: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidOrigin {
-            origin: spec.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let kind = if spec.starts_with("http://") || spec.starts_with("https://") {
-            let url = reqwest::Url::parse(spec).map_err(|e| invalid(&e.to_string()))?;
-            let mut base = url.to_string();
-            if !base.ends_with('/') {
-                base.push('/');
-            }
-            let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(30))
-                .user_agent(concat!("relsync/", env!("CARGO_PKG_VERSION")))
-                // A redirect's body and second request would go uncounted; origins are static.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| invalid(&e.to_string()))?;
-            Kind::Http { client, base }
-        } else {
-            let path = spec.strip_prefix("file://").unwrap_or(spec);
-            if path.contains("://") {
-                return Err(invalid(
-                    "unsupported scheme (use http, https, file or a path)",
-                ));
-            }
-            let root = PathBuf::from(path);
-            if !root.is_dir() {
-                return Err(invalid("no such directory"));
-            }
-            Kind::Dir { root }
-        };
-        Ok(Self {
-            kind,
-            traffic: Arc::default(),
+        Self::mirrors(&[spec.to_owned()])
+    }
+
+    /// Several mirrors serving the same files, tried in this order.
+    pub fn mirrors(specs: &[String]) -> Result<Self> {
+        let fetch = FetchConfig {
             min_bytes_per_sec: 0,
+            ..FetchConfig::default()
+        };
+        Self::open(&specs.into(), &fetch)
+    }
+
+    /// The mirrors of `config`, with connections pooled for `fetch.max_parallel_requests`
+    /// requests at once and `fetch.min_bytes_per_sec` as the minimum rate.
+    pub fn open(config: &OriginConfig, fetch: &FetchConfig) -> Result<Self> {
+        if config.mirrors.is_empty() {
+            return Err(Error::InvalidOrigin {
+                origin: String::new(),
+                reason: "no origin given".into(),
+            });
+        }
+        let mut client = None;
+        let mut mirrors = Vec::with_capacity(config.mirrors.len());
+        for spec in &config.mirrors {
+            let kind = parse_mirror(spec, &mut || {
+                if let Some(client) = &client {
+                    return Ok(Clone::clone(client));
+                }
+                let built = http_client(&config.ca_certs, fetch.max_parallel_requests)?;
+                client = Some(built.clone());
+                Ok(built)
+            })?;
+            mirrors.push(Mirror {
+                kind,
+                ranges: AtomicU8::new(RANGES_UNKNOWN),
+            });
+        }
+        Ok(Self {
+            mirrors: mirrors.into(),
+            active: Arc::default(),
+            traffic: Arc::default(),
+            min_bytes_per_sec: fetch.min_bytes_per_sec,
         })
     }
 
@@ -156,37 +275,168 @@ impl Origin {
         self.min_bytes_per_sec = bytes_per_sec;
     }
 
-    /// The request and byte counters.
+    /// The request and byte counters (shared by every mirror).
     pub fn traffic(&self) -> &Traffic {
         &self.traffic
     }
 
-    /// A printable location for `path`.
+    /// A printable location for `path` on the active mirror.
     pub fn url(&self, path: &str) -> String {
-        match &self.kind {
+        self.url_on(self.active(), path)
+    }
+
+    /// How many mirrors there are.
+    pub(crate) fn mirror_count(&self) -> usize {
+        self.mirrors.len()
+    }
+
+    /// The mirror requests go to now.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed) % self.mirrors.len()
+    }
+
+    /// `path` on mirror `mirror`.
+    pub(crate) fn url_on(&self, mirror: usize, path: &str) -> String {
+        match &self.mirrors[mirror].kind {
             Kind::Http { base, .. } => format!("{base}{path}"),
             Kind::Dir { root } => root.join(path).display().to_string(),
         }
     }
 
-    /// Fetches a whole object of at most `limit` bytes, retrying transient failures.
-    pub async fn get(&self, path: &str, what: &'static str, limit: u64) -> Result<Vec<u8>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.get_once(path, what, limit).await {
-                Err(Error::Http {
-                    transient: true, ..
-                }) if attempt < GET_ATTEMPTS => backoff(attempt).await,
-                other => return other,
-            }
+    /// The first mirror from the active one on that `usable` accepts.
+    pub(crate) fn pick(&self, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.mirrors.len();
+        let first = self.active();
+        (0..n).map(|k| (first + k) % n).find(|&i| usable(i))
+    }
+
+    /// Mirror `mirror` failed: requests move to the next one. Requests that failed there at
+    /// the same time move it once, not once each.
+    pub(crate) fn move_on_from(&self, mirror: usize) {
+        let n = self.mirrors.len();
+        if n > 1 {
+            let _ = self.active.compare_exchange(
+                mirror,
+                (mirror + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
-    async fn get_once(&self, path: &str, what: &'static str, limit: u64) -> Result<Vec<u8>> {
-        let url = self.url(path);
+    /// Whether the active mirror is known to answer range requests with whole objects.
+    pub(crate) fn ignores_ranges(&self) -> bool {
+        self.mirrors[self.active()].ranges.load(Ordering::Relaxed) == RANGES_IGNORED
+    }
+
+    /// Whether the active mirror is known to honour range requests (a folder always does).
+    pub(crate) fn honours_ranges(&self) -> bool {
+        let mirror = &self.mirrors[self.active()];
+        matches!(mirror.kind, Kind::Dir { .. })
+            || mirror.ranges.load(Ordering::Relaxed) == RANGES_HONOURED
+    }
+
+    /// Fetches a whole object of at most `limit` bytes. Every mirror is tried in a round,
+    /// from the active one on; rounds repeat, with a backoff, while a mirror failed in a way
+    /// a retry may cure. The mirror that answers becomes the active one.
+    pub async fn get(&self, path: &str, what: &'static str, limit: u64) -> Result<Vec<u8>> {
+        let n = self.mirrors.len();
+        let mut failures: Vec<Option<Error>> = (0..n).map(|_| None).collect();
+        let mut round = 0;
+        loop {
+            round += 1;
+            let first = self.active();
+            for i in (0..n).map(|k| (first + k) % n) {
+                if failures[i].as_ref().is_some_and(|e| !is_transient(e)) {
+                    continue;
+                }
+                match self.get_once(i, path, what, limit).await {
+                    Ok(bytes) => {
+                        self.active.store(i, Ordering::Relaxed);
+                        return Ok(bytes);
+                    }
+                    Err(err) => {
+                        if n > 1 {
+                            warn!(error = %err, "mirror failed");
+                        }
+                        self.move_on_from(i);
+                        failures[i] = Some(err);
+                    }
+                }
+            }
+            let retry = failures.iter().flatten().any(is_transient);
+            if !retry || round >= GET_ATTEMPTS {
+                return Err(self.every_mirror_failed(path, what, failures));
+            }
+            backoff(round).await;
+        }
+    }
+
+    /// The error for `path` once every mirror failed: with one mirror, its error; with
+    /// several, one naming each mirror and why it failed.
+    pub(crate) fn every_mirror_failed(
+        &self,
+        path: &str,
+        what: &'static str,
+        failures: Vec<Option<Error>>,
+    ) -> Error {
+        let mut failures: Vec<(usize, Error)> = failures
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|e| (i, e)))
+            .collect();
+        if failures.len() <= 1 {
+            return match failures.pop() {
+                Some((_, err)) => err,
+                None => Error::Http {
+                    url: self.url(path),
+                    reason: "no mirror was tried".into(),
+                    transient: false,
+                },
+            };
+        }
+        if failures
+            .iter()
+            .all(|(_, e)| matches!(e, Error::NotFound { .. }))
+        {
+            let urls: Vec<String> = failures
+                .iter()
+                .map(|(i, _)| self.url_on(*i, path))
+                .collect();
+            return Error::NotFound {
+                what,
+                url: urls.join(", nor at "),
+            };
+        }
+        let transient = failures.iter().any(|(_, e)| is_transient(e));
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|(i, e)| {
+                let url = self.url_on(*i, path);
+                match e {
+                    Error::Http { reason, .. } => format!("{url}: {reason}"),
+                    Error::NotFound { .. } => format!("{url}: not found"),
+                    other => format!("{url}: {other}"),
+                }
+            })
+            .collect();
+        Error::Http {
+            url: format!("{path} from {} mirrors", failures.len()),
+            reason: format!("every mirror failed: {}", reasons.join("; ")),
+            transient,
+        }
+    }
+
+    async fn get_once(
+        &self,
+        mirror: usize,
+        path: &str,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let url = self.url_on(mirror, path);
         self.traffic.add_request();
-        match &self.kind {
+        match &self.mirrors[mirror].kind {
             Kind::Dir { root } => {
                 let file = root.join(path);
                 let traffic = self.traffic.clone();
@@ -240,9 +490,41 @@ impl Origin {
         }
     }
 
-    /// Starts fetching `len` bytes at `start` of `path` (one attempt).
-    pub async fn get_range(&self, path: &str, start: u64, len: u64) -> Result<RangeBody> {
-        let url = self.url(path);
+    /// Starts fetching `len` bytes at `start` of `path`, an object of `object_len` bytes,
+    /// from the active mirror (one attempt). A failure moves later requests to the next
+    /// mirror.
+    ///
+    /// A server that ignores the Range header and answers with the whole object still
+    /// yields exactly the range: the bytes before it are received (and counted) but
+    /// skipped, and reading stops after it. Such an answer longer than `object_len`, or a
+    /// `206` for another range, fails.
+    pub async fn get_range(
+        &self,
+        path: &str,
+        start: u64,
+        len: u64,
+        object_len: u64,
+    ) -> Result<RangeBody> {
+        let mirror = self.active();
+        let body = self
+            .get_range_on(mirror, path, start, len, object_len)
+            .await;
+        if body.is_err() {
+            self.move_on_from(mirror);
+        }
+        body
+    }
+
+    /// [`get_range`](Self::get_range) on mirror `mirror`, leaving the active mirror alone.
+    pub(crate) async fn get_range_on(
+        &self,
+        mirror: usize,
+        path: &str,
+        start: u64,
+        len: u64,
+        object_len: u64,
+    ) -> Result<RangeBody> {
+        let url = self.url_on(mirror, path);
         if len == 0 {
             return Err(Error::Http {
                 url,
@@ -251,7 +533,7 @@ impl Origin {
             });
         }
         self.traffic.add_request();
-        match &self.kind {
+        match &self.mirrors[mirror].kind {
             Kind::Dir { root } => {
                 let file = root.join(path);
                 let bytes = blocking(move || {
@@ -279,7 +561,7 @@ impl Origin {
                     traffic: self.traffic.clone(),
                 })
             }
-            Kind::Http { client, .. } => {
+            Kind::Http { client, base } => {
                 let end = start + len - 1;
                 let mut response = client
                     .get(&url)
@@ -288,11 +570,33 @@ impl Origin {
                     .await
                     .map_err(|e| transport(&url, e))?;
                 let status = response.status();
+                let ranges = &self.mirrors[mirror].ranges;
                 if status == StatusCode::OK {
-                    return Err(Error::Http {
-                        url,
-                        reason: "origin ignored the Range header (200 instead of 206)".into(),
-                        transient: false,
+                    let window = Window::new(start, start + len, object_len);
+                    if let Some(announced) = response.content_length() {
+                        window
+                            .check_length(announced)
+                            .map_err(|reason| Error::Http {
+                                url: url.clone(),
+                                reason,
+                                transient: false,
+                            })?;
+                    }
+                    if ranges.swap(RANGES_IGNORED, Ordering::Relaxed) != RANGES_IGNORED {
+                        warn!(
+                            mirror = %base,
+                            "the mirror ignores Range headers (200 instead of 206): each \
+                             request downloads its pack from the start"
+                        );
+                    }
+                    return Ok(RangeBody {
+                        inner: RangeInner::Http {
+                            response,
+                            url,
+                            guard: RateGuard::new(self.min_bytes_per_sec),
+                            window: Some(window),
+                        },
+                        traffic: self.traffic.clone(),
                     });
                 }
                 if status != StatusCode::PARTIAL_CONTENT {
@@ -314,8 +618,19 @@ impl Origin {
                         transient: false,
                     });
                 }
+                let _ = ranges.compare_exchange(
+                    RANGES_UNKNOWN,
+                    RANGES_HONOURED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 Ok(RangeBody {
-                    inner: RangeInner::Http(response, url, RateGuard::new(self.min_bytes_per_sec)),
+                    inner: RangeInner::Http {
+                        response,
+                        url,
+                        guard: RateGuard::new(self.min_bytes_per_sec),
+                        window: None,
+                    },
                     traffic: self.traffic.clone(),
                 })
             }
@@ -335,6 +650,130 @@ impl Origin {
     }
 }
 
+/// One mirror from its spec; `client` gives the HTTP client (built once, on first use).
+fn parse_mirror(
+    spec: &str,
+    client: &mut dyn FnMut() -> std::result::Result<reqwest::Client, reqwest::Error>,
+) -> Result<Kind> {
+    let invalid = |reason: &str| Error::InvalidOrigin {
+        origin: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let url = reqwest::Url::parse(spec).map_err(|e| invalid(&e.to_string()))?;
+        let mut base = url.to_string();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let client = client().map_err(|e| invalid(&chain(&e)))?;
+        return Ok(Kind::Http { client, base });
+    }
+    let path = spec.strip_prefix("file://").unwrap_or(spec);
+    if path.contains("://") {
+        return Err(invalid(
+            "unsupported scheme (use http, https, file or a path)",
+        ));
+    }
+    let root = PathBuf::from(path);
+    if !root.is_dir() {
+        return Err(invalid("no such directory"));
+    }
+    Ok(Kind::Dir { root })
+}
+
+/// The HTTP client every mirror shares. Connections are reused: up to one idle connection
+/// per request in flight is kept per host (HTTP/1.1), or one connection carries them all
+/// (HTTP/2, negotiated by ALPN over TLS).
+fn http_client(
+    ca_certs: &[reqwest::Certificate],
+    max_parallel_requests: usize,
+) -> std::result::Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(30))
+        .user_agent(concat!("relsync/", env!("CARGO_PKG_VERSION")))
+        // A redirect's body and second request would go uncounted; origins are static.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(max_parallel_requests.max(1))
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .http2_adaptive_window(true);
+    for cert in ca_certs {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder.build()
+}
+
+/// What a range request takes of a whole-object (`200`) answer: the bytes before the range
+/// are skipped, the range is delivered, and reading stops after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Window {
+    /// Offset in the object of the next byte received.
+    at: u64,
+    start: u64,
+    end: u64,
+    object_len: u64,
+}
+
+impl Window {
+    fn new(start: u64, end: u64, object_len: u64) -> Self {
+        Self {
+            at: 0,
+            start,
+            end,
+            object_len,
+        }
+    }
+
+    /// Refuses an announced body length that is not the object's, or that ends before the
+    /// range.
+    fn check_length(&self, announced: u64) -> std::result::Result<(), String> {
+        if announced > self.object_len {
+            return Err(format!(
+                "the whole-object answer (200) has {announced} bytes, more than the object's \
+                 {} bytes",
+                self.object_len
+            ));
+        }
+        if announced < self.end {
+            return Err(format!(
+                "the whole-object answer (200) has {announced} bytes and ends before the \
+                 range asked for ({}..{})",
+                self.start, self.end
+            ));
+        }
+        Ok(())
+    }
+
+    /// Delivers on up to `end`, never past the object.
+    fn extend_to(&mut self, end: u64) {
+        self.end = self.end.max(end.min(self.object_len));
+    }
+
+    /// Whether the whole range was delivered.
+    fn done(&self) -> bool {
+        self.at >= self.end
+    }
+
+    /// The part of `piece`, the next bytes received, inside the range (possibly empty).
+    fn take(&mut self, piece: Bytes) -> std::result::Result<Bytes, String> {
+        let from = self.at;
+        let to = from + piece.len() as u64;
+        self.at = to;
+        if to > self.object_len {
+            return Err(format!(
+                "the whole-object answer (200) goes on past the object's {} bytes",
+                self.object_len
+            ));
+        }
+        let (lo, hi) = (from.max(self.start), to.min(self.end));
+        if lo >= hi {
+            return Ok(Bytes::new());
+        }
+        Ok(piece.slice((lo - from) as usize..(hi - from) as usize))
+    }
+}
+
 /// The body of a range response, read piece by piece.
 #[derive(Debug)]
 pub struct RangeBody {
@@ -344,40 +783,157 @@ pub struct RangeBody {
 
 #[derive(Debug)]
 enum RangeInner {
-    Http(reqwest::Response, String, RateGuard),
+    Http {
+        response: reqwest::Response,
+        url: String,
+        guard: RateGuard,
+        /// For a whole-object answer: the range within it.
+        window: Option<Window>,
+    },
     Bytes(Option<Bytes>),
 }
 
 impl RangeBody {
-    /// The next piece of the body, or `None` at its end.
+    /// The next piece of the range, or `None` at its end.
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
-        let piece = match &mut self.inner {
-            RangeInner::Bytes(bytes) => bytes.take(),
-            RangeInner::Http(response, url, _) => {
-                response.chunk().await.map_err(|e| transport(url, e))?
-            }
-        };
-        if let Some(piece) = &piece {
+        loop {
+            let piece = match &mut self.inner {
+                RangeInner::Bytes(bytes) => return Ok(bytes.take()),
+                RangeInner::Http {
+                    window: Some(window),
+                    ..
+                } if window.done() => return Ok(None),
+                RangeInner::Http { response, url, .. } => {
+                    response.chunk().await.map_err(|e| transport(url, e))?
+                }
+            };
+            let Some(piece) = piece else {
+                return Ok(None);
+            };
             // Counted before any refusal, so every byte received is accounted for.
             self.traffic.add_bytes(piece.len());
-            if let RangeInner::Http(_, url, guard) = &mut self.inner {
-                guard.add(piece.len(), url)?;
+            let RangeInner::Http {
+                url, guard, window, ..
+            } = &mut self.inner
+            else {
+                return Ok(Some(piece));
+            };
+            guard.add(piece.len(), url)?;
+            let Some(window) = window else {
+                return Ok(Some(piece));
+            };
+            let part = window.take(piece).map_err(|reason| Error::Http {
+                url: url.clone(),
+                reason,
+                transient: false,
+            })?;
+            if !part.is_empty() {
+                return Ok(Some(part));
             }
         }
-        Ok(piece)
+    }
+
+    /// Whether the server sent the whole object (it ignored the Range header).
+    pub fn is_whole_object(&self) -> bool {
+        matches!(
+            self.inner,
+            RangeInner::Http {
+                window: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// For a whole object: goes on delivering up to `end` (at most the object's length)
+    /// instead of stopping at the end of the range asked for.
+    pub fn extend_to(&mut self, end: u64) {
+        if let RangeInner::Http {
+            window: Some(window),
+            ..
+        } = &mut self.inner
+        {
+            window.extend_to(end);
+        }
+    }
+
+    /// Ends a body whose range was read: what the server still sends is read and counted
+    /// when short (so the connection serves the next request), else the connection is
+    /// dropped.
+    pub async fn finish(mut self) {
+        let RangeInner::Http {
+            response,
+            url,
+            window,
+            ..
+        } = &mut self.inner
+        else {
+            return;
+        };
+        let rest = match (window.as_ref(), response.content_length()) {
+            (Some(w), Some(len)) => len.saturating_sub(w.at),
+            (Some(_), None) => u64::MAX,
+            // A 206 ends with its range; this reads its end.
+            (None, _) => 0,
+        };
+        if rest > TAIL_READ_BYTES {
+            debug!(%url, rest, "dropping the connection rather than reading the rest");
+            return;
+        }
+        let mut read = 0u64;
+        loop {
+            match response.chunk().await {
+                Ok(Some(piece)) => {
+                    self.traffic.add_bytes(piece.len());
+                    read += piece.len() as u64;
+                    if read > rest.max(64 * 1024) {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(%url, error = %e, "reading the end of a response failed");
+                    return;
+                }
+            }
+        }
     }
 }
 
-fn transport(url: &str, e: reqwest::Error) -> Error {
+/// Whether a retry may cure `err` (5xx, 429, resets, truncation).
+pub(crate) fn is_transient(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Http {
+            transient: true,
+            ..
+        }
+    )
+}
+
+/// Whether `err` is a mirror's failure, one another mirror may not have: anything the
+/// server answered or failed to answer, but not what fails verification or the local disk.
+pub(crate) fn is_mirror_failure(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Http { .. } | Error::NotFound { .. } | Error::TooLarge { .. }
+    )
+}
+
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
     let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(inner) = source {
         reason = format!("{reason}: {inner}");
         source = inner.source();
     }
+    reason
+}
+
+fn transport(url: &str, e: reqwest::Error) -> Error {
     Error::Http {
         url: url.to_owned(),
-        reason,
+        reason: chain(&e),
         transient: true,
     }
 }
@@ -411,4 +967,289 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Store(format!("worker thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves canned answers on loopback: `answer` maps each request's head to a response
+    /// (each connection is closed after one). Stops after `max` requests.
+    async fn serve(
+        max: usize,
+        answer: impl Fn(&str) -> Vec<u8> + Send + 'static,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..max {
+                let accepted =
+                    tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+                let Ok(Ok((mut socket, _))) = accepted else {
+                    break;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let _ = socket.write_all(&answer(&head)).await;
+                let _ = socket.shutdown().await;
+                seen.push(head);
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    fn response(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A URL nothing listens on.
+    fn dead_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", listener.local_addr().unwrap())
+    }
+
+    fn folder_mirrors(n: usize) -> (Vec<tempfile::TempDir>, Origin) {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let specs: Vec<String> = dirs
+            .iter()
+            .map(|d| d.path().display().to_string())
+            .collect();
+        (dirs, Origin::mirrors(&specs).unwrap())
+    }
+
+    fn window_pieces(window: &mut Window, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(&window.take(Bytes::copy_from_slice(piece)).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_window_skips_the_prefix_and_stops_after_the_range() {
+        let object: Vec<u8> = (0..100u8).collect();
+        let mut window = Window::new(10, 20, 100);
+        let got = window_pieces(
+            &mut window,
+            &[&object[..4], &object[4..15], &object[15..30]],
+        );
+        assert_eq!(got, &object[10..20]);
+        assert!(window.done());
+        // A piece wholly before the range yields nothing.
+        let mut window = Window::new(50, 60, 100);
+        assert!(
+            window
+                .take(Bytes::from_static(&[0; 50]))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!window.done());
+        // Extended, it delivers on to the new end, never past the object.
+        let mut window = Window::new(0, 10, 100);
+        window.extend_to(1000);
+        assert_eq!(window_pieces(&mut window, &[&object]), object);
+        assert!(window.done());
+    }
+
+    #[test]
+    fn a_window_refuses_answers_longer_than_the_object_or_short_of_the_range() {
+        let window = Window::new(10, 20, 100);
+        assert!(window.check_length(100).is_ok());
+        let long = window.check_length(101).unwrap_err();
+        assert!(long.contains("more than the object's 100 bytes"), "{long}");
+        let short = window.check_length(15).unwrap_err();
+        assert!(short.contains("ends before the range"), "{short}");
+        let mut window = Window::new(90, 100, 100);
+        assert!(window.take(Bytes::from_static(&[0; 99])).is_ok());
+        assert!(window.take(Bytes::from_static(&[0; 2])).is_err());
+    }
+
+    #[test]
+    fn failures_rotate_the_active_mirror_once() {
+        let (_dirs, origin) = folder_mirrors(3);
+        assert_eq!(origin.active(), 0);
+        assert_eq!(origin.pick(|_| true), Some(0));
+        // Two requests failing on mirror 0 at once move on by one mirror, not two.
+        origin.move_on_from(0);
+        origin.move_on_from(0);
+        assert_eq!(origin.active(), 1);
+        assert_eq!(origin.pick(|i| i != 1), Some(2));
+        origin.move_on_from(1);
+        origin.move_on_from(2);
+        assert_eq!(origin.active(), 0, "the last mirror wraps to the first");
+        assert_eq!(origin.pick(|_| false), None);
+        // Clones share the active mirror.
+        let clone = origin.clone();
+        clone.move_on_from(0);
+        assert_eq!(origin.active(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_mirror_fails_over_and_the_good_one_sticks() {
+        let (dirs, origin) = folder_mirrors(2);
+        std::fs::create_dir_all(dirs[1].path().join("manifests")).unwrap();
+        std::fs::write(dirs[1].path().join("manifests/m"), b"manifest").unwrap();
+        let got = origin.get("manifests/m", "manifest", 100).await.unwrap();
+        assert_eq!(got, b"manifest");
+        assert_eq!(origin.active(), 1);
+        assert!(
+            origin
+                .url("x")
+                .starts_with(&dirs[1].path().display().to_string())
+        );
+        // Both asked, one answered.
+        assert_eq!(origin.traffic().requests(), 2);
+        assert_eq!(origin.traffic().bytes(), 8);
+        // The next request starts at the mirror that worked.
+        origin.get("manifests/m", "manifest", 100).await.unwrap();
+        assert_eq!(origin.traffic().requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn when_every_mirror_lacks_an_object_the_error_names_each() {
+        let (dirs, origin) = folder_mirrors(2);
+        let err = origin.get("packs/p", "pack", 100).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::NotFound { what: "pack", .. }),
+            "{text}"
+        );
+        for dir in &dirs {
+            let url = dir.path().join("packs/p").display().to_string();
+            assert!(text.contains(&url), "{url} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_and_a_failing_mirror_are_named_with_their_reasons() {
+        let dead = dead_url();
+        let (failing, server) = serve(GET_ATTEMPTS as usize, |_| {
+            response("503 Service Unavailable", b"busy")
+        })
+        .await;
+        let origin = Origin::mirrors(&[dead.clone(), failing.clone()]).unwrap();
+        tokio::time::pause();
+        let err = origin.get("channels/stable", "channel pointer", 100);
+        let err = err.await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::Http {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(text.contains("every mirror failed"), "{text}");
+        assert!(text.contains(&format!("{dead}channels/stable: ")), "{text}");
+        assert!(
+            text.contains(&format!("{failing}channels/stable: HTTP 503")),
+            "{text}"
+        );
+        tokio::time::resume();
+        // Every round asked both.
+        assert_eq!(origin.traffic().requests(), 2 * u64::from(GET_ATTEMPTS));
+        drop(origin);
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), GET_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_whole_object_answer_yields_the_range_and_counts_every_byte() {
+        let object: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let served = object.clone();
+        let (url, server) = serve(1, move |_| response("200 OK", &served)).await;
+        let origin = Origin::mirrors(&[dead_url(), url]).unwrap();
+        origin.move_on_from(0);
+        let mut body = origin
+            .get_range("packs/p", 1000, 500, object.len() as u64)
+            .await
+            .unwrap();
+        assert!(body.is_whole_object());
+        let mut got = Vec::new();
+        while let Some(piece) = body.next().await.unwrap() {
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, &object[1000..1500]);
+        // The rest is short: read and counted, so the count is the server's.
+        body.finish().await;
+        assert_eq!(origin.traffic().bytes(), object.len() as u64);
+        assert!(origin.ignores_ranges());
+        let seen = server.await.unwrap();
+        assert!(seen[0].contains("range: bytes=1000-1499"), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_whole_object_answer_longer_than_the_object_fails() {
+        let (url, _server) = serve(1, |_| response("200 OK", &[7; 2000])).await;
+        let origin = Origin::parse(&url).unwrap();
+        let err = origin.get_range("packs/p", 0, 10, 1000).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("more than the object's 1000 bytes"), "{text}");
+        assert!(
+            matches!(
+                err,
+                Error::Http {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partial_answer_for_another_range_fails() {
+        let (url, _server) = serve(1, |_| {
+            let mut out = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n\
+                Content-Length: 10\r\nConnection: close\r\n\r\n"
+                .to_vec();
+            out.extend_from_slice(&[1; 10]);
+            out
+        })
+        .await;
+        let origin = Origin::parse(&url).unwrap();
+        let err = origin.get_range("packs/p", 5, 10, 100).await.unwrap_err();
+        assert!(
+            err.to_string().contains("is not the range asked for"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ca_certificate_must_be_one() {
+        let mut config = OriginConfig::from("https://cdn.example.com/");
+        let err = config.add_ca_cert_pem(b"not a certificate").unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        let garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err = config.add_ca_cert_pem(garbage).unwrap_err();
+        assert!(
+            err.to_string().starts_with("malformed CA certificate: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_mirror_is_refused() {
+        let err = Origin::mirrors(&[]).unwrap_err();
+        assert!(err.to_string().contains("no origin given"), "{err}");
+    }
 }

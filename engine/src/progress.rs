@@ -33,9 +33,10 @@ pub enum Event {
     },
     /// Some verified frames arrived.
     Fetched {
-        /// Pack bytes received so far in this stage.
+        /// Bytes of planned frames done so far in this stage (each counted once, however
+        /// it arrived).
         bytes: u64,
-        /// Pack bytes planned.
+        /// Bytes of planned frames (gaps between them excluded).
         total: u64,
         /// Of `bytes`, compressed chunk bytes that came from LAN peers (the rest came from
         /// the origin).

@@ -17,7 +17,7 @@ use crate::check::{Checked, MetaSource, check};
 use crate::fetch::{Fetched, Lan, fetch};
 use crate::keys::PublicKey;
 use crate::layout::{InstallLayout, valid_channel};
-use crate::origin::{Origin, blocking};
+use crate::origin::{Origin, OriginConfig, blocking};
 use crate::peers::Peers;
 use crate::plan::{UpdatePlan, plan, plan_stage};
 use crate::progress::{Event, Reporter, Silent};
@@ -30,8 +30,8 @@ use crate::{Error, FetchConfig, Result};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UpdaterConfig {
-    /// `http(s)://…`, `file://…` or a folder path.
-    pub origin: String,
+    /// The origin: one `http(s)://…`, `file://…` or folder path, or several mirrors.
+    pub origin: OriginConfig,
     /// The channel to follow.
     pub channel: String,
     /// When set, releases of any other product are refused.
@@ -54,7 +54,7 @@ pub struct UpdaterConfig {
 impl UpdaterConfig {
     /// A config with default transfer settings and no product binding.
     pub fn new(
-        origin: impl Into<String>,
+        origin: impl Into<OriginConfig>,
         channel: impl Into<String>,
         trusted_keys: Vec<PublicKey>,
         install_dir: impl Into<PathBuf>,
@@ -183,8 +183,7 @@ impl Updater {
                 "no trusted keys or root document given".into(),
             ));
         }
-        let mut origin = Origin::parse(&config.origin)?;
-        origin.set_min_rate(config.fetch.min_bytes_per_sec);
+        let origin = Origin::open(&config.origin, &config.fetch)?;
         let layout = InstallLayout::new(&config.install_dir);
         let (lock, store) = open_install(&layout, true)?;
         crate::check::ensure_install_id(&layout)?;

@@ -10,6 +10,8 @@
 //!   killed on drop.
 //! - [`make_release`] writes v1 or v2 of a deterministic app tree; [`tree_digest`] and
 //!   [`assert_trees_equal`] compare trees without following symlinks.
+//! - [`S3Server`] is a real S3-compatible server (`s3s-fs`) on loopback, for publishing to a
+//!   bucket; [`NginxOptions::proxying`] puts nginx in front of it as its CDN.
 //! - [`Cmd`] runs a process bounded in time; [`World`] bundles a key pair, both releases and
 //!   an origin folder with the commands of the CLI contract.
 //! - [`Forge`] edits an origin with its publisher's keys: re-sealed pointers and manifests
@@ -26,6 +28,7 @@ mod daemon;
 mod forge;
 mod nginx;
 mod run;
+mod s3;
 mod tree;
 mod world;
 
@@ -37,6 +40,7 @@ pub use forge::{
 };
 pub use nginx::{LogEntry, LogMark, Nginx, NginxOptions, format_entries, free_port};
 pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, available_bytes, parse_json_object};
+pub use s3::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
 pub use tree::{
     BIG_FILE, BIG_FILE_INSERT_LEN, BIG_FILE_LEN, Entry, assert_trees_equal, big_file, diff_digests,
     make_release, pseudo_random, pseudo_text, tree_digest,

@@ -28,6 +28,13 @@ pub struct NginxOptions {
     /// Ignore Range headers (`max_ranges 0`): every GET is answered `200` with the whole file,
     /// as a misconfigured proxy or a hostile CDN might.
     pub ignore_ranges: bool,
+    /// Serve nothing from the folder: pass GETs and HEADs to this URL instead (`proxy_pass`,
+    /// e.g. a bucket's `http://127.0.0.1:PORT/bucket/prefix/`), as a CDN in front of an object
+    /// store does; other methods are refused.
+    pub proxy_to: Option<String>,
+    /// Serve HTTPS with HTTP/2 (negotiated by ALPN) using this certificate and key (PEM
+    /// files) instead of plain HTTP/1.1.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl NginxOptions {
@@ -55,6 +62,22 @@ impl NginxOptions {
             ..Self::default()
         }
     }
+
+    /// Options that serve HTTPS and HTTP/2 with the PEM files `cert` and `key`.
+    pub fn tls(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            tls: Some((cert.into(), key.into())),
+            ..Self::default()
+        }
+    }
+
+    /// Options that proxy GETs and HEADs to `upstream` (see [`NginxOptions::proxy_to`]).
+    pub fn proxying(upstream: impl Into<String>) -> Self {
+        Self {
+            proxy_to: Some(upstream.into()),
+            ..Self::default()
+        }
+    }
 }
 
 /// One line of the access log.
@@ -76,6 +99,8 @@ pub struct LogEntry {
     pub request_time_secs: f64,
     /// `$connection`: the connection serial number.
     pub connection: u64,
+    /// `$server_protocol`: `HTTP/1.1`, `HTTP/2.0`...
+    pub protocol: String,
 }
 
 impl LogEntry {
@@ -136,7 +161,7 @@ impl LogEntry {
 
     fn parse(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 8 {
+        if f.len() != 9 {
             return None;
         }
         let unquote = |s: &str| s.trim_matches('"').to_string();
@@ -151,6 +176,7 @@ impl LogEntry {
             logged_at_secs: f[5].parse().ok()?,
             request_time_secs: f[6].parse().ok()?,
             connection: f[7].parse().ok()?,
+            protocol: f[8].to_owned(),
         })
     }
 }
@@ -194,6 +220,8 @@ pub struct Nginx {
     addr: SocketAddr,
     prefix: TempDir,
     root: PathBuf,
+    /// Serves HTTPS (and HTTP/2).
+    tls: bool,
 }
 
 fn nginx_binary() -> PathBuf {
@@ -291,6 +319,11 @@ impl Nginx {
         if opts.ignore_ranges {
             limit.push_str("            max_ranges 0;\n");
         }
+        if let Some(upstream) = &opts.proxy_to {
+            limit.push_str(&format!(
+                "            limit_except GET {{\n                deny all;\n            }}\n            proxy_pass {upstream};\n"
+            ));
+        }
         // `^~` so no other location can take the packs back.
         let fail_packs = match opts.fail_packs_with {
             Some(status) => format!(
@@ -308,7 +341,7 @@ events {{
     worker_connections 512;
 }}
 http {{
-    log_format relsync '$status\t$body_bytes_sent\t"$request"\t"$http_range"\t$sent_http_content_length\t$msec\t$request_time\t$connection';
+    log_format relsync '$status\t$body_bytes_sent\t"$request"\t"$http_range"\t$sent_http_content_length\t$msec\t$request_time\t$connection\t$server_protocol';
     access_log {access} relsync;
 {temps}    default_type application/octet-stream;
     sendfile on;
@@ -317,8 +350,8 @@ http {{
     keepalive_requests 10000;
     server_tokens off;
     server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
+        listen 127.0.0.1:{port}{listen_tls};
+        server_name localhost;{tls}
         root {root};
         location / {{
 {limit}        }}
@@ -328,6 +361,15 @@ http {{
             pid = quote(&p.join("nginx.pid")),
             err = quote(&p.join("error.log")),
             access = quote(&p.join("access.log")),
+            listen_tls = if opts.tls.is_some() { " ssl http2" } else { "" },
+            tls = match &opts.tls {
+                Some((cert, key)) => format!(
+                    "\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                    quote(cert),
+                    quote(key)
+                ),
+                None => String::new(),
+            },
             root = quote(root),
         );
         let conf_path = p.join("nginx.conf");
@@ -354,6 +396,7 @@ http {{
             addr,
             prefix,
             root: root.to_path_buf(),
+            tls: opts.tls.is_some(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -373,9 +416,10 @@ http {{
         }
     }
 
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// The listening address.
@@ -533,6 +577,7 @@ mod tests {
         assert_eq!(e.status, 206, "{e}");
         assert_eq!(e.body_bytes, 1000, "{e}");
         assert_eq!(e.request, "GET /packs/abc HTTP/1.0");
+        assert_eq!(e.protocol, "HTTP/1.0");
         assert_eq!(e.range.as_deref(), Some("bytes=100-1099"));
         assert_eq!(e.ranges(), vec![(100, Some(1099))]);
         assert_eq!(e.content_length, Some(1000));
@@ -620,11 +665,50 @@ mod tests {
     }
 
     #[test]
+    fn proxying_passes_gets_and_ranges_and_refuses_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("bucket/rel/packs")).expect("mkdir");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 17) as u8).collect();
+        fs::write(dir.path().join("bucket/rel/packs/p"), &data).expect("write");
+        let upstream = Nginx::start(dir.path(), &NginxOptions::default());
+        let empty = tempfile::tempdir().expect("tempdir");
+        let cdn = Nginx::start(
+            empty.path(),
+            &NginxOptions::proxying(format!("{}bucket/rel/", upstream.url())),
+        );
+        let (head, body) = get(cdn.addr(), "/packs/p", Some("bytes=10-19"));
+        assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+        assert_eq!(body, &data[10..20]);
+        let (head, _) = get(cdn.addr(), "/packs/missing", None);
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        let mut s =
+            TcpStream::connect_timeout(&cdn.addr(), Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"PUT /packs/q HTTP/1.0\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+            .expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+        let log = upstream.wait_log_quiet(Duration::from_millis(200), Duration::from_secs(5));
+        assert_eq!(
+            log.len(),
+            2,
+            "the PUT reached the upstream\n{}",
+            format_entries(&log)
+        );
+        assert_eq!(log[0].request, "GET /bucket/rel/packs/p HTTP/1.0");
+        assert_eq!(log[0].range.as_deref(), Some("bytes=10-19"));
+    }
+
+    #[test]
     fn parses_open_and_bad_ranges() {
-        let mut e =
-            LogEntry::parse("206\t5\t\"GET /packs/x HTTP/1.1\"\t\"bytes=10-\"\t5\t1.0\t0.001\t3")
-                .expect("parse");
+        let mut e = LogEntry::parse(
+            "206\t5\t\"GET /packs/x HTTP/1.1\"\t\"bytes=10-\"\t5\t1.0\t0.001\t3\tHTTP/1.1",
+        )
+        .expect("parse");
         assert_eq!(e.ranges(), vec![(10, None)]);
+        assert_eq!(e.protocol, "HTTP/1.1");
         assert_eq!(e.path(), "/packs/x");
         e.range = Some("items=1-2".into());
         assert!(e.ranges().is_empty());

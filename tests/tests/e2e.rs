@@ -21,6 +21,12 @@ mod examples;
 mod hostile;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/mirrors.rs"]
+mod mirrors;
+#[path = "e2e/object_store.rs"]
+mod object_store;
+#[path = "e2e/operate.rs"]
+mod operate;
 #[path = "e2e/origin_errors.rs"]
 mod origin_errors;
 #[path = "e2e/peers.rs"]
