@@ -489,32 +489,38 @@ impl Remote {
         if name.is_empty() {
             bail!("origin {spec:?} names no bucket");
         }
-        let (store, credentials): (Arc<dyn ObjectStore>, _) = match scheme {
+        fn built<S: ObjectStore>(
+            store: object_store::Result<S>,
+            service: &str,
+            spec: &str,
+        ) -> Result<Arc<dyn ObjectStore>> {
+            let store = store.store_context(|| format!("configuring {service} for {spec}"))?;
+            Ok(Arc::new(store))
+        }
+        let url = format!("{scheme}://{name}");
+        let (store, credentials) = match scheme {
             "s3" => (
-                Arc::new(
-                    AmazonS3Builder::from_env()
-                        .with_url(format!("s3://{name}"))
-                        .build()
-                        .store_context(|| format!("configuring S3 for origin {spec}"))?,
-                ),
+                built(
+                    AmazonS3Builder::from_env().with_url(url).build(),
+                    "S3",
+                    spec,
+                )?,
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
             ),
             "gs" => (
-                Arc::new(
-                    GoogleCloudStorageBuilder::from_env()
-                        .with_url(format!("gs://{name}"))
-                        .build()
-                        .store_context(|| format!("configuring Google Cloud Storage for {spec}"))?,
-                ),
+                built(
+                    GoogleCloudStorageBuilder::from_env().with_url(url).build(),
+                    "Google Cloud Storage",
+                    spec,
+                )?,
                 "GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS",
             ),
             "az" => (
-                Arc::new(
-                    MicrosoftAzureBuilder::from_env()
-                        .with_url(format!("az://{name}"))
-                        .build()
-                        .store_context(|| format!("configuring Azure Blob Storage for {spec}"))?,
-                ),
+                built(
+                    MicrosoftAzureBuilder::from_env().with_url(url).build(),
+                    "Azure Blob Storage",
+                    spec,
+                )?,
                 "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY",
             ),
             _ => bail!(

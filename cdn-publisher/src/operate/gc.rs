@@ -219,8 +219,10 @@ fn plan_text(plan: &GcPlan, args: &GcArgs, deleted: Counts) -> Result<String> {
         count(ObjectKind::ManifestDelta),
         count(ObjectKind::Pack)
     );
-    if args.delete {
-        writeln!(out, "deleted {deleted} of {what}")?;
+    if args.delete && deleted == plan.delete_total {
+        writeln!(out, "deleted {what}")?;
+    } else if args.delete {
+        writeln!(out, "deleted {deleted} of the {what} planned")?;
     } else {
         writeln!(out, "would delete {what}")?;
     }
