@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # nginx-origin.sh start ORIGIN_DIR WORK_DIR PORT  |  nginx-origin.sh proxy URL WORK_DIR PORT
 #   |  nginx-origin.sh stop WORK_DIR
-# Serves ORIGIN_DIR on 127.0.0.1:PORT with an access log of body bytes sent per request. With
+# Serves ORIGIN_DIR on 127.0.0.1:PORT with an access log of body bytes sent per request, and
+# the headers a bucket origin gets from the publisher: application/octet-stream, channel
+# pointers cached for 60 s, everything else (content-addressed) immutable. With
 # `proxy`, serves URL instead (a bucket's path-style URL, e.g.
 # http://127.0.0.1:9000/bucket/prefix/), as a CDN in front of an object store: GET and HEAD
 # only.
@@ -10,7 +12,9 @@ cmd=$1
 if [[ $cmd == start || $cmd == proxy ]]; then
   work=$(realpath -m "$3"); port=$4
   if [[ $cmd == start ]]; then
-    serve="root $(realpath "$2");"
+    serve="root $(realpath "$2"); types {} default_type application/octet-stream;
+    location /channels/ { add_header Cache-Control 'public, max-age=60'; }
+    location / { add_header Cache-Control 'public, max-age=31536000, immutable'; }"
   else
     serve="location / { limit_except GET { deny all; } proxy_pass $2; }"
   fi
