@@ -996,15 +996,18 @@ mod tests {
         );
     }
 
+    /// A finished local file in `origin`'s scratch folder, as a pack is before its upload.
+    fn scratch_file(origin: &Origin, bytes: &[u8]) -> tempfile::TempPath {
+        let mut f = tempfile::NamedTempFile::new_in(origin.scratch()).unwrap();
+        f.write_all(bytes).unwrap();
+        f.into_temp_path()
+    }
+
     #[test]
     fn folder_uploads_move_new_packs_and_drop_present_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let origin = Origin::open(&format!("file://{}", tmp.path().display())).unwrap();
-        let local = |bytes: &[u8]| {
-            let mut f = tempfile::NamedTempFile::new_in(origin.scratch()).unwrap();
-            f.write_all(bytes).unwrap();
-            f.into_temp_path()
-        };
+        let local = |bytes: &[u8]| scratch_file(&origin, bytes);
         let mut uploads = Uploads::new(&origin);
         uploads.put_file("packs/a".into(), local(b"aaaa")).unwrap();
         uploads.put_file("packs/a".into(), local(b"aaaa")).unwrap();
@@ -1092,11 +1095,7 @@ mod tests {
         let large: Vec<u8> = (0..(MULTIPART_THRESHOLD_BYTES + PART_BYTES as u64 + 5))
             .map(|i| (i % 251) as u8)
             .collect();
-        let local = |bytes: &[u8]| {
-            let mut f = tempfile::NamedTempFile::new_in(origin.scratch()).unwrap();
-            f.write_all(bytes).unwrap();
-            f.into_temp_path()
-        };
+        let local = |bytes: &[u8]| scratch_file(&origin, bytes);
         let mut uploads = Uploads::new(&origin);
         uploads.put_file("packs/a".into(), local(b"aaaa")).unwrap();
         uploads.put_file("packs/big".into(), local(&large)).unwrap();
