@@ -455,22 +455,13 @@ pub fn format_duration(d: Duration) -> String {
 
 /// A unix time as `YYYY-MM-DD HH:MM` in UTC.
 pub fn utc(unix: u64) -> String {
-    // Days to civil date: Howard Hinnant's algorithm, for days since 1970 (never negative).
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3_600,
-        secs % 3_600 / 60
-    )
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(
+            || format!("unix {unix}"),
+            |t| t.strftime("%Y-%m-%d %H:%M").to_string(),
+        )
 }
 
 /// Rows as text columns padded to their widest cell, two spaces apart and indented by two.
