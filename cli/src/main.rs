@@ -49,6 +49,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the installed release against its signed manifest: every file's hash and mode,
+    /// every link, nothing extra. Exits 1, listing each difference, if it is not exact.
+    Verify {
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the release `update --download-only` staged, without the network (its
     /// metadata was verified when it was downloaded, so it may have expired since).
     Apply {
@@ -210,10 +220,28 @@ impl SourceOptions {
     }
 }
 
+/// An error the command already printed in its `--json` object.
+#[derive(Debug)]
+struct Printed(String);
+
+impl std::fmt::Display for Printed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Printed {}
+
 fn main() -> ExitCode {
     malloc::return_large_frees_to_the_os();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            // Warnings (a retried request, an audit record not written) show unless RUST_LOG
+            // says otherwise.
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -226,12 +254,13 @@ fn main() -> ExitCode {
         Command::Status { json, .. }
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
+        | Command::Verify { json, .. }
         | Command::Apply { json, .. } => *json,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if json {
+            if json && e.downcast_ref::<Printed>().is_none() {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("error: {e:#}");
@@ -259,6 +288,40 @@ fn run(cli: Cli) -> Result<()> {
                 render::print_status(&status);
             }
             Ok(())
+        }
+        Command::Verify { install, json } => {
+            let check = relsync_engine::verify_install(&install)?;
+            let differs = (!check.ok()).then(|| {
+                format!(
+                    "{} differs from release {} in {} place(s)",
+                    check.dir.display(),
+                    check.version,
+                    check.problems.len()
+                )
+            });
+            if json {
+                // One object, with the error in it when there is one.
+                let mut object = serde_json::to_value(&check)?;
+                if let Some(error) = &differs {
+                    object["error"] = error.clone().into();
+                }
+                println!("{object}");
+            } else if check.ok() {
+                println!(
+                    "OK: {} ({}) matches its signed manifest: {} entries",
+                    check.version,
+                    check.dir.display(),
+                    check.entries
+                );
+            } else {
+                for problem in &check.problems {
+                    println!("{problem}");
+                }
+            }
+            match differs {
+                Some(error) => Err(Printed(error).into()),
+                None => Ok(()),
+            }
         }
         Command::Apply { install, json } => {
             let progress = Arc::new(render::Progress::new(!json));

@@ -8,7 +8,10 @@
 //! 5. record current and previous in the store, then delete older releases and blobs.
 //!
 //! A crash before step 4 leaves the old release in place; after it, the new one. The next run
-//! reconciles the store with `current` (see [`reconcile`]).
+//! reconciles the store with `current` (see [`reconcile`]) and removes what a crash left behind.
+//! A failure before step 4 removes the new release's directory itself.
+//!
+//! Every file system step first passes through the fault-injecting seam (`faults::step`).
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -16,6 +19,7 @@ use std::path::Path;
 use semver::Version;
 use tracing::{info, warn};
 
+use crate::faults::step;
 use crate::layout::InstallLayout;
 use crate::manifest::EntryKind;
 use crate::store::Store;
@@ -47,18 +51,26 @@ pub(crate) fn apply(tree: VerifiedTree, layout: &InstallLayout, store: &Store) -
     sync_dir(&assembled.staging)?;
 
     let releases = layout.releases();
+    step("apply.mkdir-releases", &releases)?;
     fs::create_dir_all(&releases).map_err(Error::io("creating", &releases))?;
     let dir = free_name(
         layout,
         &format!("{}-{}", target.version, target.id().short()),
     );
-    store.add_release(&dir, target)?;
     let release = layout.release(&dir);
+    step("apply.record-release", &layout.db())?;
+    store.add_release(&dir, target)?;
+    step("apply.rename-release", &release)?;
     fs::rename(&assembled.staging, &release).map_err(Error::io("renaming", &release))?;
-    sync_dir(&releases)?;
-
-    switch_current(layout, &dir)?;
+    if let Err(e) = sync_dir(&releases).and_then(|()| switch_current(layout, &dir)) {
+        if current_dir(layout).as_deref() != Some(dir.as_str()) {
+            // Never made current: leave nothing behind (the store forgets it at the next apply).
+            let _ = fs::remove_dir_all(&release);
+        }
+        return Err(e);
+    }
     let previous = checked.installed.as_ref().map(|r| r.dir.as_str());
+    step("apply.record-current", &layout.db())?;
     let forgotten = store.set_installed(&dir, previous)?;
     info!(%dir, ?previous, "applied");
     cleanup(layout, &dir, previous, &forgotten);
@@ -80,9 +92,11 @@ pub(crate) fn switch_current(layout: &InstallLayout, dir: &str) -> Result<()> {
         )));
     }
     let tmp = layout.root().join(".current.tmp");
+    step("apply.symlink", &tmp)?;
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(format!("releases/{dir}"), &tmp)
         .map_err(Error::io("creating symlink", &tmp))?;
+    step("apply.swap", &current)?;
     fs::rename(&tmp, &current).map_err(Error::io("switching", &current))?;
     sync_dir(layout.root())
 }
@@ -109,6 +123,7 @@ pub(crate) fn reconcile(layout: &InstallLayout, store: &Store) -> Result<()> {
     }
     let previous = recorded.filter(|p| layout.release(p).is_dir());
     info!(%on_disk, ?previous, "finishing an interrupted apply");
+    step("apply.record-current", &layout.db())?;
     let forgotten = store.set_installed(&on_disk, previous.as_deref())?;
     cleanup(layout, &on_disk, previous.as_deref(), &forgotten);
     Ok(())
@@ -117,6 +132,9 @@ pub(crate) fn reconcile(layout: &InstallLayout, store: &Store) -> Result<()> {
 /// Removes releases other than current and previous, blobs, and staging leftovers.
 /// Best effort: a failure here never undoes a successful apply.
 fn cleanup(layout: &InstallLayout, current: &str, previous: Option<&str>, forgotten: &[String]) {
+    if step("apply.cleanup", &layout.releases()).is_err() {
+        return;
+    }
     let mut stale: Vec<String> = forgotten.to_vec();
     if let Ok(dirs) = fs::read_dir(layout.releases()) {
         stale.extend(
@@ -144,6 +162,7 @@ fn free_name(layout: &InstallLayout, base: &str) -> String {
 }
 
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    step("apply.fsync-dir", path)?;
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("syncing", path))

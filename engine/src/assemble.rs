@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
+use crate::faults::step;
 use crate::fetch::Fetched;
 use crate::layout::InstallLayout;
 use crate::manifest::EntryKind;
@@ -38,17 +39,25 @@ pub(crate) fn assemble(
     let target = &planned.checked.target;
     let staging = layout.staging().join(target.id().short());
     if staging.exists() {
+        step("assemble.clear-staging", &staging)?;
         fs::remove_dir_all(&staging).map_err(Error::io("clearing", &staging))?;
     }
+    step("assemble.create-staging", &staging)?;
     fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
 
     // Directories and symlinks first, in order (parents before children), then files.
     for entry in &target.entries {
         let path = entry.path.under(&staging);
         match &entry.kind {
-            EntryKind::Dir => fs::create_dir(&path).map_err(Error::io("creating", &path))?,
-            EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path)
-                .map_err(Error::io("creating symlink", &path))?,
+            EntryKind::Dir => {
+                step("assemble.mkdir", &path)?;
+                fs::create_dir(&path).map_err(Error::io("creating", &path))?;
+            }
+            EntryKind::Symlink { target } => {
+                step("assemble.symlink", &path)?;
+                std::os::unix::fs::symlink(target, &path)
+                    .map_err(Error::io("creating symlink", &path))?;
+            }
             EntryKind::File(_) => {}
         }
     }
@@ -76,6 +85,7 @@ pub(crate) fn assemble(
 }
 
 fn link(from: &Path, to: &Path) -> Result<()> {
+    step("assemble.link", to)?;
     match fs::hard_link(from, to) {
         Ok(()) => Ok(()),
         // A file system without hard links here: copy (verify checks the result either way).
@@ -106,14 +116,18 @@ fn create_new(path: &Path) -> Result<File> {
 }
 
 fn write_file(planned: &Planned, chunks: &[u32], path: &Path, executable: bool) -> Result<()> {
+    step("assemble.create", path)?;
     let mut out = create_new(path)?;
     let mut sources = HashMap::new();
+    step("assemble.write", path)?;
     for &index in chunks {
         let data = chunk_bytes(planned, &mut sources, index)?;
         out.write_all(&data).map_err(Error::io("writing", path))?;
     }
+    step("assemble.chmod", path)?;
     out.set_permissions(Permissions::from_mode(mode(executable)))
         .map_err(Error::io("setting mode of", path))?;
+    step("assemble.fsync-file", path)?;
     out.sync_all().map_err(Error::io("syncing", path))?;
     Ok(())
 }

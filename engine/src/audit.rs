@@ -680,6 +680,7 @@ impl AuditLog {
             .metadata()
             .map_err(Error::io("reading", &self.log))?
             .len();
+        crate::faults::step("audit.append", &self.log)?;
         if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
             // Leave no partial line behind for the next append to continue.
             let _ = file.set_len(len_before).and_then(|()| file.sync_data());
@@ -692,6 +693,7 @@ impl AuditLog {
         tail.next_seq = record.seq + 1;
         tail.prev = hash;
         tail.newline_first = false;
+        crate::faults::step("audit.head", &self.head)?;
         tracing::debug!(
             seq = record.seq,
             kind = record.event.kind(),

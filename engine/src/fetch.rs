@@ -151,9 +151,14 @@ impl VerifiedChunk {
     fn store(self, layout: &InstallLayout) -> Result<(ChunkId, PathBuf)> {
         let path = layout.blob(&self.id);
         let tmp = path.with_extension("part");
-        std::fs::write(&tmp, &self.data).map_err(Error::io("writing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
-        Ok((self.id, path))
+        let stored = std::fs::write(&tmp, &self.data)
+            .map_err(Error::io("writing", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path)));
+        if stored.is_err() {
+            // A full disk, say: leave no partial blob behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        stored.map(|()| (self.id, path))
     }
 }
 
@@ -528,7 +533,8 @@ struct Tries {
 
 /// Fetches the frames `jobs` of `range`, retrying failures from the first byte not yet
 /// verified: on the next mirror when there are several, and after a backoff once every
-/// mirror left failed since the last one. A mirror is left after `attempts` failures in a row,
+/// mirror left failed since the last one (or after the wait a mirror's `Retry-After` asked
+/// for, if longer: see [`Origin::get`]). A mirror is left after `attempts` failures in a row,
 /// or one no retry cures. Should a mirror send the whole pack, the frames `more` (later in
 /// the same pack) are taken from it too. `answered` learns, at the first answer with a body,
 /// whether it is the whole pack. Returns the chunks stored, and whether `more` was taken.

@@ -42,6 +42,7 @@ mod check;
 mod decode;
 pub mod envelope;
 mod error;
+mod faults;
 mod fetch;
 mod ids;
 mod keys;
@@ -86,4 +87,4 @@ pub use store::{BadRelease, Location, Release, Store, StoreStats, Trial, Trusted
 pub use updater::{
     Status, UpdateReport, Updater, UpdaterConfig, apply_staged, rollback, status, this_platform,
 };
-pub use verify::VerifiedTree;
+pub use verify::{InstallCheck, VerifiedTree, verify_install};

@@ -143,6 +143,8 @@ struct Mirror {
     kind: Kind,
     /// `RANGES_*`: what this mirror did with a Range header.
     ranges: AtomicU8,
+    /// No request goes to this mirror before then: the wait its last `Retry-After` asked for.
+    not_before: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Not known yet whether the mirror honours Range headers.
@@ -155,12 +157,20 @@ const RANGES_IGNORED: u8 = 2;
 /// How long a response may take before its average rate must reach the minimum.
 const SLOW_GRACE: Duration = Duration::from_secs(10);
 
+/// The longest wait a server's `Retry-After` may ask for. A `503` or `429` asking for longer
+/// fails its mirror at once and for the rest of the request (no retry there): requests move
+/// to the next mirror, and with none left the error names the `Retry-After`. An update is not
+/// held for an hour because one server asked; the next run tries again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Fails a response whose body arrives slower, on average after [`SLOW_GRACE`], than the
 /// minimum rate: a stalled link or a slow-retrieval attack (a server dribbling bytes just often
-/// enough to beat the read timeout) must not hold an update forever.
+/// enough to beat the read timeout) must not hold an update forever. The clock starts when the
+/// request is sent, so headers that never come, or come a byte at a time, fail the same way,
+/// and a stall is noticed when the rate drops under the minimum, not at the next byte.
 #[derive(Debug)]
 struct RateGuard {
-    started: std::time::Instant,
+    started: tokio::time::Instant,
     received: u64,
     min_bytes_per_sec: u64,
 }
@@ -168,7 +178,7 @@ struct RateGuard {
 impl RateGuard {
     fn new(min_bytes_per_sec: u64) -> Self {
         Self {
-            started: std::time::Instant::now(),
+            started: tokio::time::Instant::now(),
             received: 0,
             min_bytes_per_sec,
         }
@@ -180,20 +190,46 @@ impl RateGuard {
         if elapsed < SLOW_GRACE || self.min_bytes_per_sec == 0 {
             return Ok(());
         }
-        let rate = self.received as f64 / elapsed.as_secs_f64();
-        if rate < self.min_bytes_per_sec as f64 {
-            return Err(Error::Http {
-                url: url.to_owned(),
-                reason: format!(
-                    "too slow: {rate:.0} bytes/s over {:.0} s, under the minimum of {} bytes/s \
-                     (a stalled link, or a server withholding data)",
-                    elapsed.as_secs_f64(),
-                    self.min_bytes_per_sec
-                ),
-                transient: false,
-            });
+        if (self.received as f64) < self.min_bytes_per_sec as f64 * elapsed.as_secs_f64() {
+            return Err(self.too_slow(url));
         }
         Ok(())
+    }
+
+    /// When the average rate falls under the minimum unless more bytes arrive (never before
+    /// the grace); `None` without a minimum.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        if self.min_bytes_per_sec == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.min_bytes_per_sec as f64);
+        Some(self.started + earned.max(SLOW_GRACE))
+    }
+
+    /// Awaits `step` (the response headers, or the next piece of the body), failing at the
+    /// [`deadline`](Self::deadline).
+    async fn bound<T>(&self, step: impl Future<Output = T>, url: &str) -> Result<T> {
+        match self.deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline, step)
+                .await
+                .map_err(|_| self.too_slow(url)),
+            None => Ok(step.await),
+        }
+    }
+
+    fn too_slow(&self, url: &str) -> Error {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        Error::Http {
+            url: url.to_owned(),
+            reason: format!(
+                "too slow: {} bytes in {elapsed:.0} s ({:.0} bytes/s), under the minimum of {} \
+                 bytes/s (a stalled link, or a server withholding data)",
+                self.received,
+                self.received as f64 / elapsed.max(f64::MIN_POSITIVE),
+                self.min_bytes_per_sec
+            ),
+            transient: false,
+        }
     }
 }
 
@@ -259,6 +295,7 @@ impl Origin {
             mirrors.push(Mirror {
                 kind,
                 ranges: AtomicU8::new(RANGES_UNKNOWN),
+                not_before: std::sync::Mutex::new(None),
             });
         }
         Ok(Self {
@@ -339,6 +376,11 @@ impl Origin {
     /// Fetches a whole object of at most `limit` bytes. Every mirror is tried in a round,
     /// from the active one on; rounds repeat, with a backoff, while a mirror failed in a way
     /// a retry may cure. The mirror that answers becomes the active one.
+    ///
+    /// A `503` or `429` with `Retry-After` holds back that mirror's requests (these and any
+    /// other) for as long as it asks, so the next try waits the longer of the backoff and the
+    /// `Retry-After`. One asking for more than 30 s fails the mirror at once: the next mirror
+    /// is tried, and with none left the error names the `Retry-After`.
     pub async fn get(&self, path: &str, what: &'static str, limit: u64) -> Result<Vec<u8>> {
         let n = self.mirrors.len();
         let mut failures: Vec<Option<Error>> = (0..n).map(|_| None).collect();
@@ -465,19 +507,21 @@ impl Origin {
                 .await
             }
             Kind::Http { client, .. } => {
-                let mut response = client
-                    .get(&url)
-                    .send()
-                    .await
+                self.ready(mirror).await;
+                let mut guard = RateGuard::new(self.min_bytes_per_sec);
+                let mut response = guard
+                    .bound(client.get(&url).send(), &url)
+                    .await?
                     .map_err(|e| transport(&url, e))?;
-                let status = response.status();
-                if status != StatusCode::OK {
-                    self.drain(&mut response).await;
-                    return Err(status_error(status, what, url));
+                if response.status() != StatusCode::OK {
+                    return Err(self.refused(mirror, response, what, url).await);
                 }
                 let mut out = Vec::new();
-                let mut guard = RateGuard::new(self.min_bytes_per_sec);
-                while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, e))? {
+                while let Some(chunk) = guard
+                    .bound(response.chunk(), &url)
+                    .await?
+                    .map_err(|e| transport(&url, e))?
+                {
                     self.traffic.add_bytes(chunk.len());
                     guard.add(chunk.len(), &url)?;
                     if (out.len() + chunk.len()) as u64 > limit {
@@ -497,7 +541,8 @@ impl Origin {
     /// A server that ignores the Range header and answers with the whole object still
     /// yields exactly the range: the bytes before it are received (and counted) but
     /// skipped, and reading stops after it. Such an answer longer than `object_len`, or a
-    /// `206` for another range, fails.
+    /// `206` for another range, fails. A `Retry-After` holds back the mirror's next requests
+    /// as for [`get`](Self::get).
     pub async fn get_range(
         &self,
         path: &str,
@@ -563,11 +608,14 @@ impl Origin {
             }
             Kind::Http { client, base } => {
                 let end = start + len - 1;
-                let mut response = client
+                self.ready(mirror).await;
+                let guard = RateGuard::new(self.min_bytes_per_sec);
+                let request = client
                     .get(&url)
-                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
-                    .send()
-                    .await
+                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
+                let response = guard
+                    .bound(request.send(), &url)
+                    .await?
                     .map_err(|e| transport(&url, e))?;
                 let status = response.status();
                 let ranges = &self.mirrors[mirror].ranges;
@@ -593,15 +641,14 @@ impl Origin {
                         inner: RangeInner::Http {
                             response,
                             url,
-                            guard: RateGuard::new(self.min_bytes_per_sec),
+                            guard,
                             window: Some(window),
                         },
                         traffic: self.traffic.clone(),
                     });
                 }
                 if status != StatusCode::PARTIAL_CONTENT {
-                    self.drain(&mut response).await;
-                    return Err(status_error(status, "pack", url));
+                    return Err(self.refused(mirror, response, "pack", url).await);
                 }
                 let expected = format!("bytes {start}-{end}/");
                 let content_range = response
@@ -628,7 +675,7 @@ impl Origin {
                     inner: RangeInner::Http {
                         response,
                         url,
-                        guard: RateGuard::new(self.min_bytes_per_sec),
+                        guard,
                         window: None,
                     },
                     traffic: self.traffic.clone(),
@@ -637,15 +684,58 @@ impl Origin {
         }
     }
 
-    /// Reads and counts a small error body, so the byte count matches the server's.
-    async fn drain(&self, response: &mut reqwest::Response) {
-        let mut seen = 0usize;
-        while let Ok(Some(chunk)) = response.chunk().await {
-            self.traffic.add_bytes(chunk.len());
-            seen += chunk.len();
-            if seen > 64 * 1024 {
-                break;
+    /// The error for `response`, whose status is not the one asked for. Its small body is read
+    /// and counted, so the byte count matches the server's (for at most [`SLOW_GRACE`]). A
+    /// `503` or `429` with a `Retry-After` of at most [`MAX_RETRY_AFTER`] holds back the
+    /// mirror's next requests that long.
+    async fn refused(
+        &self,
+        mirror: usize,
+        mut response: reqwest::Response,
+        what: &'static str,
+        url: String,
+    ) -> Error {
+        let retry_after = retry_after(&response);
+        let drain = async {
+            let mut seen = 0usize;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                self.traffic.add_bytes(chunk.len());
+                seen += chunk.len();
+                if seen > 64 * 1024 {
+                    break;
+                }
             }
+        };
+        let _ = tokio::time::timeout(SLOW_GRACE, drain).await;
+        let err = status_error(response.status(), what, url, retry_after);
+        if let Some(wait) = retry_after
+            && is_transient(&err)
+        {
+            self.defer(mirror, wait);
+        }
+        err
+    }
+
+    /// Waits until mirror `mirror` may be asked again (see [`refused`](Self::refused)).
+    async fn ready(&self, mirror: usize) {
+        let until = self.mirrors[mirror].not_before.lock().ok().and_then(|t| *t);
+        if let Some(until) = until
+            && until > tokio::time::Instant::now()
+        {
+            debug!(
+                mirror = %self.url_on(mirror, ""),
+                wait_ms = (until - tokio::time::Instant::now()).as_millis() as u64,
+                "waiting as the server's Retry-After asked"
+            );
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Holds back mirror `mirror`'s requests for `wait` from now.
+    fn defer(&self, mirror: usize, wait: Duration) {
+        if let Ok(mut not_before) = self.mirrors[mirror].not_before.lock() {
+            let until = tokio::time::Instant::now() + wait;
+            *not_before = Some(not_before.map_or(until, |t| t.max(until)));
         }
     }
 }
@@ -803,9 +893,15 @@ impl RangeBody {
                     window: Some(window),
                     ..
                 } if window.done() => return Ok(None),
-                RangeInner::Http { response, url, .. } => {
-                    response.chunk().await.map_err(|e| transport(url, e))?
-                }
+                RangeInner::Http {
+                    response,
+                    url,
+                    guard,
+                    ..
+                } => guard
+                    .bound(response.chunk(), url)
+                    .await?
+                    .map_err(|e| transport(url, e))?,
             };
             let Some(piece) = piece else {
                 return Ok(None);
@@ -864,7 +960,7 @@ impl RangeBody {
             response,
             url,
             window,
-            ..
+            guard,
         } = &mut self.inner
         else {
             return;
@@ -881,11 +977,15 @@ impl RangeBody {
         }
         let mut read = 0u64;
         loop {
-            match response.chunk().await {
+            let Ok(piece) = guard.bound(response.chunk(), url).await else {
+                debug!(%url, "the end of a response came too slowly");
+                return;
+            };
+            match piece {
                 Ok(Some(piece)) => {
                     self.traffic.add_bytes(piece.len());
                     read += piece.len() as u64;
-                    if read > rest.max(64 * 1024) {
+                    if guard.add(piece.len(), url).is_err() || read > rest.max(64 * 1024) {
                         return;
                     }
                 }
@@ -938,15 +1038,62 @@ fn transport(url: &str, e: reqwest::Error) -> Error {
     }
 }
 
-fn status_error(status: StatusCode, what: &'static str, url: String) -> Error {
+/// The error for an answer with `status`; `retry_after` is what a `503` or `429` asked for.
+fn status_error(
+    status: StatusCode,
+    what: &'static str,
+    url: String,
+    retry_after: Option<Duration>,
+) -> Error {
     if status == StatusCode::NOT_FOUND {
         return Error::NotFound { what, url };
     }
+    let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    let (reason, transient) = match retry_after {
+        Some(wait) if wait > MAX_RETRY_AFTER => (
+            format!(
+                "HTTP {status} with Retry-After {} s, longer than the {} s this client waits \
+                 for a retry",
+                wait.as_secs(),
+                MAX_RETRY_AFTER.as_secs()
+            ),
+            false,
+        ),
+        Some(wait) => (
+            format!("HTTP {status}, Retry-After {} s", wait.as_secs()),
+            transient,
+        ),
+        None => (format!("HTTP {status}"), transient),
+    };
     Error::Http {
         url,
-        reason: format!("HTTP {status}"),
-        transient: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+        reason,
+        transient,
     }
+}
+
+/// The wait the `Retry-After` header of a `503` or `429` asks for (`None` for other statuses,
+/// or without a readable one).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let status = response.status();
+    if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    parse_retry_after(value.to_str().ok()?, jiff::Timestamp::now())
+}
+
+/// A `Retry-After` value as a wait from `now`: delay-seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`; one already past is no wait).
+fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().ok().map(Duration::from_secs);
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    Some(Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO))
 }
 
 /// Sleeps before retry `attempt` (1-based): exponential with jitter, capped at 5 s.
@@ -1245,6 +1392,127 @@ mod tests {
             err.to_string().starts_with("malformed CA certificate: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now: jiff::Timestamp = "2015-10-21T07:27:30Z".parse().unwrap();
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(parse_retry_after("2", now), secs(2));
+        assert_eq!(parse_retry_after(" 120 ", now), secs(120));
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(parse_retry_after(date, now), secs(30));
+        let past = "Wed, 21 Oct 2015 07:00:00 GMT";
+        assert_eq!(parse_retry_after(past, now), secs(0));
+        for bad in ["", "-1", "1.5", "soon", "99999999999999999999999"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_past_the_cap_fails_the_mirror_naming_it() {
+        let error = |status, secs: Option<u64>| {
+            let wait = secs.map(Duration::from_secs);
+            status_error(status, "pack", "http://cdn/p".into(), wait)
+        };
+        let short = error(StatusCode::SERVICE_UNAVAILABLE, Some(2));
+        assert!(is_transient(&short), "{short}");
+        assert!(
+            short
+                .to_string()
+                .ends_with("HTTP 503 Service Unavailable, Retry-After 2 s"),
+            "{short}"
+        );
+        let long = error(StatusCode::TOO_MANY_REQUESTS, Some(3600));
+        assert!(!is_transient(&long), "{long}");
+        assert!(
+            long.to_string()
+                .contains("Retry-After 3600 s, longer than the 30 s this client waits"),
+            "{long}"
+        );
+        let plain = error(StatusCode::INTERNAL_SERVER_ERROR, None);
+        assert!(is_transient(&plain), "{plain}");
+        assert!(
+            !error(StatusCode::FORBIDDEN, None)
+                .to_string()
+                .contains("Retry")
+        );
+    }
+
+    fn busy(retry_after: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\n\
+             Content-Length: 4\r\nConnection: close\r\n\r\nbusy"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_holds_back_the_next_try() {
+        let answered = AtomicUsize::new(0);
+        let (url, server) = serve(2, move |_| match answered.fetch_add(1, Ordering::Relaxed) {
+            0 => busy("1"),
+            _ => response("200 OK", b"pointer"),
+        })
+        .await;
+        let origin = Origin::parse(&url).unwrap();
+        let started = std::time::Instant::now();
+        let got = origin.get("channels/stable", "channel pointer", 100);
+        assert_eq!(got.await.unwrap(), b"pointer");
+        let waited = started.elapsed();
+        // At least the second asked for; the backoff alone would be under 0.4 s.
+        assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(server.await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_past_the_cap_moves_on_at_once() {
+        // Alone, the mirror fails at once and the error names the Retry-After.
+        let (url, _server) = serve(1, |_| busy("3600")).await;
+        let origin = Origin::parse(&url).unwrap();
+        let started = std::time::Instant::now();
+        let err = origin.get("channels/stable", "channel pointer", 100);
+        let err = err.await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+        assert!(err.to_string().contains("Retry-After 3600 s"), "{err}");
+        assert_eq!(origin.traffic().requests(), 1);
+        // With another mirror, that one answers at once.
+        let (url, _server) = serve(1, |_| busy("Fri, 01 Jan 2100 00:00:00 GMT")).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("channels")).unwrap();
+        std::fs::write(dir.path().join("channels/stable"), b"pointer").unwrap();
+        let origin = Origin::mirrors(&[url, dir.path().display().to_string()]).unwrap();
+        let started = std::time::Instant::now();
+        let got = origin.get("channels/stable", "channel pointer", 100);
+        assert_eq!(got.await.unwrap(), b"pointer");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(origin.active(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_response_fails_once_its_rate_drops_under_the_minimum() {
+        let start = tokio::time::Instant::now();
+        let mut guard = RateGuard::new(1024);
+        assert_eq!(guard.deadline(), Some(start + SLOW_GRACE));
+        // With 20 KiB in, the average stays above 1 KiB/s until 20 s.
+        guard.add(20 * 1024, "http://cdn/p").unwrap();
+        assert_eq!(guard.deadline(), Some(start + Duration::from_secs(20)));
+        let stalled = guard.bound(std::future::pending::<()>(), "http://cdn/p");
+        let err = stalled.await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(!is_transient(&err), "{err}");
+        assert!(
+            err.to_string().contains("too slow: 20480 bytes in 20 s"),
+            "{err}"
+        );
+        // A piece arriving later still leaves the average under the minimum.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(guard.add(1000, "http://cdn/p").is_err());
+        // What comes in time passes; without a minimum there is no deadline.
+        let fresh = RateGuard::new(1024);
+        assert_eq!(fresh.bound(async { 7 }, "u").await.unwrap(), 7);
+        assert_eq!(RateGuard::new(0).deadline(), None);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The updater: one install directory, one origin, the whole pipeline.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -497,6 +496,7 @@ fn finish(
     })();
     match applied {
         Ok(applied) => {
+            crate::faults::step("finish.record", &layout.db())?;
             store.set_staged(None)?;
             // Whatever was on trial is no longer current.
             store.set_trial(None)?;
@@ -613,16 +613,18 @@ pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File
     lock.try_lock().map_err(|e| match e {
         std::fs::TryLockError::WouldBlock => Error::Locked {
             dir: layout.root().to_path_buf(),
-            holder: fs::read_to_string(&lock_path)
-                .ok()
-                .and_then(|pid| pid.trim().parse().ok()),
+            holder: lock_holder(&lock_path),
         },
         std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
     })?;
     // For the message a second updater prints (best effort); the lock itself is the flock.
-    let _ = lock
-        .set_len(0)
-        .and_then(|()| (&lock).write_all(std::process::id().to_string().as_bytes()));
+    // One write of a fixed width at offset 0, so a reader never sees a half-written pid.
+    let _ = std::os::unix::fs::FileExt::write_all_at(
+        &lock,
+        format!("{:>10}\n", std::process::id()).as_bytes(),
+        0,
+    )
+    .and_then(|()| lock.set_len(11));
     let store = if create {
         Store::open_or_rebuild(&layout.db())?
     } else {
@@ -635,6 +637,33 @@ pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File
     };
     reconcile(layout, &store)?;
     Ok((lock, store))
+}
+
+/// The pid the lock's holder wrote, waiting briefly (at most 100 ms) for a holder that has
+/// just taken the lock to write it over an earlier holder's.
+fn lock_holder(lock_path: &std::path::Path) -> Option<u32> {
+    let alive = |pid: u32| {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        pid.is_some_and(|pid| {
+            !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
+            )
+        })
+    };
+    for _ in 0..50 {
+        let pid = fs::read_to_string(lock_path)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .filter(|&pid| alive(pid));
+        if pid.is_some() {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
 }
 
 /// What an install holds.

@@ -1,15 +1,23 @@
-//! verify: check every path of the staged tree against the signed manifest.
+//! verify: check every path of the staged tree against the signed manifest; and, for
+//! `relsync verify`, the installed release the same way.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use semver::Version;
+use serde::Serialize;
 
+use crate::apply::current_dir;
 use crate::assemble::{Assembled, mode};
-use crate::manifest::EntryKind;
+use crate::layout::InstallLayout;
+use crate::manifest::{Entry, EntryKind};
 use crate::plan::hash_file;
 use crate::progress::{Event, Reporter};
+use crate::updater::open_install;
 use crate::{Error, Result};
 
 /// A staged tree whose every file, link and directory matched the signed manifest.
@@ -24,39 +32,137 @@ pub struct VerifiedTree {
 pub(crate) fn verify(assembled: Assembled, reporter: &Arc<dyn Reporter>) -> Result<VerifiedTree> {
     let target = &assembled.planned.checked.target;
     let staging = &assembled.staging;
-    target.entries.par_iter().try_for_each(|entry| {
-        let path = entry.path.under(staging);
-        let meta = fs::symlink_metadata(&path).map_err(Error::io("checking", &path))?;
-        let wrong = |what: &str| {
-            Error::io("verifying", &path)(std::io::Error::other(format!("{what} is wrong")))
-        };
-        match &entry.kind {
-            EntryKind::Dir if !meta.is_dir() => return Err(wrong("type")),
-            EntryKind::Dir => {}
-            EntryKind::Symlink { target } => {
-                let actual = fs::read_link(&path).map_err(Error::io("reading link", &path))?;
-                if !meta.is_symlink() || actual.as_os_str() != target.as_str() {
-                    return Err(wrong("symlink"));
-                }
-            }
-            EntryKind::File(file) => {
-                let actual = hash_file(&path)?;
-                if actual != file.hash {
-                    return Err(Error::FileMismatch {
-                        path: entry.path.to_string(),
-                        expected: file.hash,
-                        actual,
-                    });
-                }
-                if meta.permissions().mode() & 0o7777 != mode(file.executable) {
-                    return Err(wrong("mode"));
-                }
-            }
-        }
-        Ok(())
-    })?;
+    target
+        .entries
+        .par_iter()
+        .try_for_each(|entry| check_entry(entry, staging))?;
     reporter.report(Event::Verified {
         files: target.entries.len() as u64,
     });
     Ok(VerifiedTree { assembled })
+}
+
+/// Checks one entry of a manifest against the tree at `root`.
+fn check_entry(entry: &Entry, root: &Path) -> Result<()> {
+    let path = entry.path.under(root);
+    let meta = fs::symlink_metadata(&path).map_err(Error::io("checking", &path))?;
+    let wrong = |what: &str| {
+        Error::io("verifying", &path)(std::io::Error::other(format!("{what} is wrong")))
+    };
+    match &entry.kind {
+        EntryKind::Dir if !meta.is_dir() => return Err(wrong("type")),
+        EntryKind::Dir => {}
+        EntryKind::Symlink { target } => {
+            let actual = fs::read_link(&path).map_err(Error::io("reading link", &path))?;
+            if !meta.is_symlink() || actual.as_os_str() != target.as_str() {
+                return Err(wrong("symlink"));
+            }
+        }
+        EntryKind::File(file) => {
+            if !meta.is_file() {
+                return Err(wrong("type"));
+            }
+            let actual = hash_file(&path)?;
+            if actual != file.hash {
+                return Err(Error::FileMismatch {
+                    path: entry.path.to_string(),
+                    expected: file.hash,
+                    actual,
+                });
+            }
+            if meta.permissions().mode() & 0o7777 != mode(file.executable) {
+                return Err(wrong("mode"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `relsync verify` found in an install.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct InstallCheck {
+    /// The current release's version.
+    pub version: Version,
+    /// Its manifest id.
+    pub manifest: String,
+    /// The release directory `current` points at.
+    pub dir: PathBuf,
+    /// Entries of the manifest checked (files hashed, links and directories compared).
+    pub entries: u64,
+    /// Every difference from the signed manifest, one line each; empty when the install is
+    /// exactly the release.
+    pub problems: Vec<String>,
+}
+
+impl InstallCheck {
+    /// Whether the install is exactly its signed release.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the installed release against its signed manifest: `current` points at the release
+/// the store records, every file has its signed hash and mode, every link its target, and
+/// nothing else is in the tree. Takes the install's lock.
+pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
+    let layout = InstallLayout::new(install_dir);
+    let (_lock, store) = open_install(&layout, false)?;
+    let release = store
+        .current()?
+        .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
+    let root = layout.release(&release.dir);
+    let mut problems = Vec::new();
+    if current_dir(&layout).as_deref() != Some(release.dir.as_str()) {
+        problems.push(format!(
+            "`current` does not point at releases/{}, the release the store records",
+            release.dir
+        ));
+    }
+    let manifest = &release.manifest;
+    let mut found: Vec<String> = manifest
+        .entries
+        .par_iter()
+        .filter_map(|entry| check_entry(entry, &root).err())
+        .map(|e| e.to_string())
+        .collect();
+    found.sort();
+    problems.extend(found);
+    let expected: BTreeSet<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut extra = Vec::new();
+    walk(&root, "", &mut extra)?;
+    problems.extend(
+        extra
+            .into_iter()
+            .filter(|p| !expected.contains(p.as_str()))
+            .map(|p| format!("{p}: not in the signed manifest")),
+    );
+    Ok(InstallCheck {
+        version: manifest.version.clone(),
+        manifest: manifest.id().to_string(),
+        dir: root,
+        entries: manifest.entries.len() as u64,
+        problems,
+    })
+}
+
+/// Every path under `dir`, relative (`/`-separated), without following symlinks.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("listing", dir))? {
+        let entry = entry.map_err(Error::io("listing", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = entry
+            .file_type()
+            .map_err(Error::io("checking", entry.path()))?;
+        if kind.is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        }
+        out.push(rel);
+    }
+    Ok(())
 }

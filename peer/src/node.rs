@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use libp2p::multiaddr::Protocol as AddrPart;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -65,7 +67,8 @@ impl Shelf for Share {
 ///
 /// # Defaults
 /// - `serve_requests`: 8 GETs served at once, `serve_per_peer`: 2 of them for one peer; more
-///   are answered `Busy`
+///   are answered `Busy`. A GET is being served from its arrival until its answer is sent (or
+///   fails), so at most this many answers are in memory at once
 /// - `upload_bytes_per_sec`: no cap
 /// - `max_peers`: 128 inbound connections (and twice that in all), 2 per peer
 /// - `ban`: 10 minutes
@@ -209,7 +212,7 @@ enum Command {
 /// An answer computed off the swarm task, to send.
 enum Answer {
     Get {
-        peer: PeerId,
+        id: InboundRequestId,
         channel: ResponseChannel<GetResponse>,
         response: GetResponse,
     },
@@ -404,6 +407,7 @@ impl Node {
             gets: HashMap::new(),
             serving: HashMap::new(),
             serving_total: 0,
+            in_service: HashMap::new(),
             answers_tx,
             upload: Arc::new(Mutex::new(Instant::now())),
             counters: counters.clone(),
@@ -595,8 +599,11 @@ struct Driver {
     round_of: HashMap<OutboundRequestId, u64>,
     next_round: u64,
     gets: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerFrames, PeerError>>>,
+    /// GETs being served to each peer (peers with none are absent).
     serving: HashMap<PeerId, usize>,
     serving_total: usize,
+    /// The GETs being served: their peer, until the answer is sent or fails.
+    in_service: HashMap<InboundRequestId, PeerId>,
     answers_tx: mpsc::Sender<Answer>,
     /// When the upload cap next has room (a leaky bucket).
     upload: Arc<Mutex<Instant>>,
@@ -817,31 +824,34 @@ impl Driver {
                     peer,
                     request,
                     channel,
+                    ..
                 } => self.serve_have(peer, request, channel),
                 Rpc::Response { peer, id, response } => {
                     self.round_answer(id, peer, Some(Answered::Have(response)));
                 }
                 Rpc::Failed { peer, id, .. } => self.round_answer(id, peer, None),
-                Rpc::Other => {}
+                Rpc::Answered { .. } => {}
             },
             SwarmEvent::Behaviour(BehaviourEvent::Meta(event)) => match Rpc::from(event) {
                 Rpc::Request {
                     peer,
                     request,
                     channel,
+                    ..
                 } => self.serve_meta(peer, request, channel),
                 Rpc::Response { peer, id, response } => {
                     self.round_answer(id, peer, Some(Answered::Meta(response.document)));
                 }
                 Rpc::Failed { peer, id, .. } => self.round_answer(id, peer, None),
-                Rpc::Other => {}
+                Rpc::Answered { .. } => {}
             },
             SwarmEvent::Behaviour(BehaviourEvent::Get(event)) => match Rpc::from(event) {
                 Rpc::Request {
                     peer,
+                    id,
                     request,
                     channel,
-                } => self.serve_get(peer, request, channel),
+                } => self.serve_get(peer, id, request, channel),
                 Rpc::Response { id, response, .. } => {
                     if let Some(reply) = self.gets.remove(&id) {
                         let _ = reply.send(match response {
@@ -856,7 +866,7 @@ impl Driver {
                         let _ = reply.send(Err(PeerError::Failed(error)));
                     }
                 }
-                Rpc::Other => {}
+                Rpc::Answered { id } => self.served(id),
             },
             _ => {}
         }
@@ -908,6 +918,7 @@ impl Driver {
     fn serve_get(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: GetRequest,
         channel: ResponseChannel<GetResponse>,
     ) {
@@ -933,8 +944,8 @@ impl Driver {
                 .send_response(channel, GetResponse::Refused(why));
             return;
         }
-        let mine = self.serving.entry(peer).or_default();
-        if *mine >= self.limits.serve_per_peer || self.serving_total >= self.limits.serve_requests {
+        let mine = self.serving.get(&peer).copied().unwrap_or(0);
+        if mine >= self.limits.serve_per_peer || self.serving_total >= self.limits.serve_requests {
             self.counters.busy_answers.fetch_add(1, Ordering::Relaxed);
             let _ = self
                 .swarm
@@ -943,8 +954,9 @@ impl Driver {
                 .send_response(channel, GetResponse::Busy);
             return;
         }
-        *mine += 1;
+        *self.serving.entry(peer).or_default() += 1;
         self.serving_total += 1;
+        self.in_service.insert(id, peer);
         let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
         let (upload, rate, counters) = (
             self.upload.clone(),
@@ -976,7 +988,7 @@ impl Driver {
             }
             let _ = answers
                 .send(Answer::Get {
-                    peer,
+                    id,
                     channel,
                     response,
                 })
@@ -984,22 +996,35 @@ impl Driver {
         });
     }
 
+    /// Frees the serving slot of GET `id`, if it held one: its answer was sent or failed.
+    fn served(&mut self, id: InboundRequestId) {
+        let Some(peer) = self.in_service.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.serving.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.serving.remove(&peer);
+            }
+        }
+        self.serving_total = self.serving_total.saturating_sub(1);
+    }
+
     fn answer(&mut self, answer: Answer) {
         match answer {
             Answer::Get {
-                peer,
+                id,
                 channel,
                 response,
             } => {
-                if let Some(count) = self.serving.get_mut(&peer) {
-                    *count = count.saturating_sub(1);
-                }
-                self.serving_total = self.serving_total.saturating_sub(1);
-                let _ = self
+                let sent = self
                     .swarm
                     .behaviour_mut()
                     .get
                     .send_response(channel, response);
+                if sent.is_err() {
+                    self.served(id);
+                }
             }
             Answer::Meta { channel, response } => {
                 let _ = self
@@ -1016,6 +1041,7 @@ impl Driver {
 enum Rpc<Request, Response> {
     Request {
         peer: PeerId,
+        id: InboundRequestId,
         request: Request,
         channel: ResponseChannel<Response>,
     },
@@ -1029,7 +1055,8 @@ enum Rpc<Request, Response> {
         id: OutboundRequestId,
         error: String,
     },
-    Other,
+    /// The answer to inbound request `id` was sent, or can no longer be.
+    Answered { id: InboundRequestId },
 }
 
 impl<Request, Response> From<request_response::Event<Request, Response>>
@@ -1042,11 +1069,14 @@ impl<Request, Response> From<request_response::Event<Request, Response>>
                 peer,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => Rpc::Request {
                 peer,
+                id: request_id,
                 request,
                 channel,
             },
@@ -1073,7 +1103,9 @@ impl<Request, Response> From<request_response::Event<Request, Response>>
                 id: request_id,
                 error: error.to_string(),
             },
-            _ => Rpc::Other,
+            Event::ResponseSent { request_id, .. } | Event::InboundFailure { request_id, .. } => {
+                Rpc::Answered { id: request_id }
+            }
         }
     }
 }

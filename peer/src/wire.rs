@@ -59,8 +59,10 @@ pub enum HaveResponse {
         /// Chunks in the table (must match the asker's manifest).
         chunks: u32,
         /// One bit per chunk held.
+        #[serde(with = "serde_bytes")]
         bits: Vec<u8>,
         /// One bit per chunk on its way from the origin.
+        #[serde(with = "serde_bytes")]
         fetching: Vec<u8>,
         /// It is fetching this release now.
         wanting: bool,
@@ -84,7 +86,7 @@ pub enum GetResponse {
     /// The request breaks a limit.
     Refused(String),
     /// One compressed frame per chunk asked, `None` where it has none.
-    Frames(Vec<Option<Vec<u8>>>),
+    Frames(#[serde(with = "frames")] Vec<Option<Vec<u8>>>),
 }
 
 /// A META request: an origin path (`channels/<name>`, `manifests/<id>`, `keys/root-<n>`).
@@ -98,7 +100,27 @@ pub struct MetaRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaResponse {
     /// The bytes.
+    #[serde(with = "serde_bytes")]
     pub document: Option<Vec<u8>>,
+}
+
+/// `Vec<Option<Vec<u8>>>` as a sequence of optional byte strings (`serde_bytes` covers one
+/// `Vec<u8>` or `Option<Vec<u8>>`, not a list of them).
+mod frames {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(v: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|frame| frame.as_deref().map(Bytes::new)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
+        let frames = Vec::<Option<ByteBuf>>::deserialize(d)?;
+        Ok(frames
+            .into_iter()
+            .map(|frame| frame.map(ByteBuf::into_vec))
+            .collect())
+    }
 }
 
 impl Protocol for Have {
@@ -223,6 +245,68 @@ mod tests {
     use super::*;
     use libp2p::futures::executor::block_on;
     use libp2p::request_response::Codec as _;
+
+    /// The messages as plain serde writes them, byte by byte.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum PlainGetResponse {
+        Busy,
+        Refused(String),
+        Frames(Vec<Option<Vec<u8>>>),
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum PlainHaveResponse {
+        Unknown,
+        Have {
+            chunks: u32,
+            bits: Vec<u8>,
+            fetching: Vec<u8>,
+            wanting: bool,
+        },
+    }
+
+    #[test]
+    fn byte_strings_keep_the_wire_format() {
+        let frames = vec![
+            Some(vec![1u8; 300]),
+            None,
+            Some(Vec::new()),
+            Some(vec![9; 5]),
+        ];
+        let ours = postcard::to_stdvec(&GetResponse::Frames(frames.clone())).unwrap();
+        let plain = postcard::to_stdvec(&PlainGetResponse::Frames(frames.clone())).unwrap();
+        assert_eq!(ours, plain);
+        match postcard::from_bytes::<GetResponse>(&plain).unwrap() {
+            GetResponse::Frames(back) => assert_eq!(back, frames),
+            other => panic!("{other:?}"),
+        }
+
+        let ours = postcard::to_stdvec(&HaveResponse::Have {
+            chunks: 20,
+            bits: vec![0xff, 0x0f, 0x01],
+            fetching: vec![0, 0, 0],
+            wanting: true,
+        })
+        .unwrap();
+        let plain = postcard::to_stdvec(&PlainHaveResponse::Have {
+            chunks: 20,
+            bits: vec![0xff, 0x0f, 0x01],
+            fetching: vec![0, 0, 0],
+            wanting: true,
+        })
+        .unwrap();
+        assert_eq!(ours, plain);
+
+        for document in [None, Some(b"signed".to_vec())] {
+            let ours = postcard::to_stdvec(&MetaResponse {
+                document: document.clone(),
+            })
+            .unwrap();
+            assert_eq!(ours, postcard::to_stdvec(&document).unwrap());
+            let back: MetaResponse = postcard::from_bytes(&ours).unwrap();
+            assert_eq!(back.document, document);
+        }
+    }
 
     #[test]
     fn oversized_lengths_are_refused_before_reading() {

@@ -1,6 +1,6 @@
-//! Build the binaries under test (`relsync`, `cdn-publisher`, the test peer `evil-peer` and the
-//! example apps `self-update` and `dir-app`) once per test process, in one cargo run, and find
-//! them.
+//! Build the binaries under test (`relsync`, `cdn-publisher`, the test peers `evil-peer` and
+//! `peer-load` and the example apps `self-update` and `dir-app`) once per test process, in one
+//! cargo run, and find them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +15,8 @@ pub struct Bins {
     pub publisher: PathBuf,
     /// A LAN peer that lies (`src/bin/evil-peer.rs`).
     pub evil_peer: PathBuf,
+    /// Many LAN peers asking one node for chunks at once (`src/bin/peer-load.rs`).
+    pub peer_load: PathBuf,
     /// The example app that replaces its own executable (`examples/src/bin/self-update.rs`).
     pub self_update: PathBuf,
     /// The example directory app (`examples/src/bin/dir-app.rs`).
@@ -66,10 +68,15 @@ fn build() -> Result<Bins, String> {
             "--bin",
             "evil-peer",
             "--bin",
+            "peer-load",
+            "--bin",
             "self-update",
             "--bin",
             "dir-app",
         ]);
+    // `relsync` with the engine's fault-injecting seam (inert unless `RELSYNC_FAULT` or
+    // `RELSYNC_FAULT_LOG` is set), for the crash tests.
+    cmd.args(["--features", "relsync-cli/fault-injection"]);
     if release {
         cmd.arg("--release");
     }
@@ -93,6 +100,7 @@ fn in_dir(dir: &Path) -> Bins {
         relsync: dir.join("relsync"),
         publisher: dir.join("cdn-publisher"),
         evil_peer: dir.join("evil-peer"),
+        peer_load: dir.join("peer-load"),
         self_update: dir.join("self-update"),
         dir_app: dir.join("dir-app"),
     }
@@ -103,6 +111,7 @@ fn check(bins: Bins) -> Result<Bins, String> {
         &bins.relsync,
         &bins.publisher,
         &bins.evil_peer,
+        &bins.peer_load,
         &bins.self_update,
         &bins.dir_app,
     ];

@@ -10,6 +10,9 @@
 //!   killed on drop.
 //! - [`make_release`] writes v1 or v2 of a deterministic app tree; [`tree_digest`] and
 //!   [`assert_trees_equal`] compare trees without following symlinks.
+//! - [`FaultProxy`] sits between a client and an origin on loopback and faults the answers a
+//!   [`Schedule`] picks: resets, truncation, 5xx with `Retry-After`, ignored ranges, slow
+//!   loris, lying Content-Length, stalls.
 //! - [`S3Server`] is a real S3-compatible server (`s3s-fs`) on loopback, for publishing to a
 //!   bucket; [`NginxOptions::proxying`] puts nginx in front of it as its CDN.
 //! - [`Cmd`] runs a process bounded in time; [`World`] bundles a key pair, both releases and
@@ -25,6 +28,7 @@
 
 mod bins;
 mod daemon;
+mod faultproxy;
 mod forge;
 mod nginx;
 mod run;
@@ -34,6 +38,9 @@ mod world;
 
 pub use bins::{Bins, bins, workspace_root};
 pub use daemon::Daemon;
+pub use faultproxy::{
+    Fault, FaultProxy, ProxyStats, Record, Schedule, Target, When, format_records,
+};
 pub use forge::{
     Forge, manifest_body_claiming_chunks, manifest_body_replacing, read_secret_key, varint,
     write_secret_key, zstd_zero_bomb,

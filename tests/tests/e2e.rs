@@ -7,8 +7,12 @@
 mod audit;
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/concurrency.rs"]
+mod concurrency;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/crash_points.rs"]
+mod crash_points;
 #[path = "e2e/daemon.rs"]
 mod daemon;
 #[path = "e2e/disk.rs"]
@@ -21,8 +25,12 @@ mod examples;
 mod hostile;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/load.rs"]
+mod load;
 #[path = "e2e/mirrors.rs"]
 mod mirrors;
+#[path = "e2e/network_faults.rs"]
+mod network_faults;
 #[path = "e2e/object_store.rs"]
 mod object_store;
 #[path = "e2e/operate.rs"]

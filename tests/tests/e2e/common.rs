@@ -1,7 +1,8 @@
 //! Helpers shared by the themes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relsync_tests::{
     LogEntry, LogMark, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal,
@@ -71,4 +72,88 @@ pub fn installed_v1_then_push_v2(
         new_files(&before, &after, "manifests"),
         new_files(&before, &after, "packs"),
     )
+}
+
+/// Half-open byte interval of the pack a response carried (`requested == false`: what a first,
+/// failed run received) or a request asked for (`requested == true`: what a second run wanted).
+pub fn pack_interval(e: &LogEntry, requested: bool) -> (u64, u64) {
+    match e.ranges().as_slice() {
+        [(a, Some(b))] if requested => (*a, b + 1),
+        [(a, _)] => (*a, a + e.body_bytes),
+        [] => (0, e.body_bytes),
+        _ => panic!("multi-range request (the client must not send them): {e}"),
+    }
+}
+
+/// Sorted, disjoint union of half-open intervals.
+pub fn merge_intervals(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Bytes of `(a, b)` inside `union` (as [`merge_intervals`] returns it).
+pub fn overlap(union: &[(u64, u64)], (a, b): (u64, u64)) -> u64 {
+    union
+        .iter()
+        .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+        .sum()
+}
+
+/// The log's pack responses that carried data (200 or 206).
+pub fn pack_data(log: &[LogEntry]) -> impl Iterator<Item = &LogEntry> {
+    log.iter()
+        .filter(|e| e.is_pack() && (e.status == 200 || e.status == 206))
+}
+
+/// Pack bytes the `first` run received, and how many of them the `second` run asked for again.
+pub fn pack_bytes_fetched_twice(first: &[LogEntry], second: &[LogEntry]) -> (u64, u64) {
+    let mut received: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for e in pack_data(first) {
+        received
+            .entry(e.path())
+            .or_default()
+            .push(pack_interval(e, false));
+    }
+    let received: BTreeMap<_, _> = received
+        .into_iter()
+        .map(|(k, v)| (k, merge_intervals(v)))
+        .collect();
+    let received_bytes = received
+        .values()
+        .flat_map(|v| v.iter().map(|(a, b)| b - a))
+        .sum();
+    let refetched = pack_data(second)
+        .map(|e| {
+            received
+                .get(e.path())
+                .map_or(0, |u| overlap(u, pack_interval(e, true)))
+        })
+        .sum();
+    (received_bytes, refetched)
+}
+
+/// Seconds since the Unix epoch, as nginx logs them.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `relsync serve` sharing `install` only (no origin), on 127.0.0.1, stopping by itself after
+/// `lifetime` (e.g. `"180s"`).
+pub fn serve_only_cmd(w: &World, install: &Path, lifetime: &str) -> relsync_tests::Cmd {
+    w.relsync()
+        .arg("serve")
+        .arg("--install")
+        .arg(install)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--json"])
+        .args(["--stop-after", lifetime])
 }

@@ -5,18 +5,20 @@
 //! origin serves the resumed run, so the two runs have separate access logs. nginx logs
 //! `$body_bytes_sent` for the cut-short requests too, which tells what the first run received.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use relsync_tests::{
     LogEntry, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, current_link,
     format_entries, pseudo_random,
 };
 
-use crate::common::{assert_honest_accounting, world_with_v1};
+use crate::common::{
+    assert_honest_accounting, merge_intervals, now_secs, overlap, pack_bytes_fetched_twice,
+    pack_data, world_with_v1,
+};
 
 /// What an interrupted request may legitimately fetch again: one frame (at most the max chunk,
 /// 256 KiB, compressed) that was partly received and so never verified, plus slack.
@@ -25,13 +27,6 @@ const FRAME_SLACK_BYTES: u64 = 256 * 1024 + 1024;
 /// A request nginx finished this shortly before the kill may still have been in the client's
 /// socket buffer or mid-verification; it gets the same one-frame slack as a cut-short one.
 const JUST_FINISHED_SECS: f64 = 0.5;
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// The first run's log and when it was killed.
 #[derive(Debug)]
@@ -94,65 +89,12 @@ fn kill_mid_fetch(
     }
 }
 
-/// Half-open byte interval of the pack a response carried (first run) or a request asked for
-/// (second run).
-fn interval(e: &LogEntry, requested: bool) -> (u64, u64) {
-    match e.ranges().as_slice() {
-        [(a, Some(b))] if requested => (*a, b + 1),
-        [(a, _)] => (*a, a + e.body_bytes),
-        [] => (0, e.body_bytes),
-        _ => panic!("multi-range request (the client must not send them): {e}"),
-    }
-}
-
-fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for (a, b) in v {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-fn overlap(union: &[(u64, u64)], (a, b): (u64, u64)) -> u64 {
-    union
-        .iter()
-        .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
-        .sum()
-}
-
-fn pack_data(log: &[LogEntry]) -> impl Iterator<Item = &LogEntry> {
-    log.iter()
-        .filter(|e| e.is_pack() && (e.status == 200 || e.status == 206))
-}
-
 /// Invariant 3: the resumed run re-requests at most one frame per request the kill interrupted.
 fn assert_no_verified_byte_fetched_twice(first: &Killed, second: &[LogEntry]) {
-    let mut received: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for e in pack_data(&first.log) {
-        received
-            .entry(e.path())
-            .or_default()
-            .push(interval(e, false));
-    }
-    let received: BTreeMap<_, _> = received.into_iter().map(|(k, v)| (k, merge(v))).collect();
-    let received_bytes: u64 = received
-        .values()
-        .flat_map(|v| v.iter().map(|(a, b)| b - a))
-        .sum();
+    let (received_bytes, refetched) = pack_bytes_fetched_twice(&first.log, second);
     let interrupted = pack_data(&first.log)
         .filter(|e| e.cut_short() || e.logged_at_secs >= first.killed_at_secs - JUST_FINISHED_SECS)
         .count() as u64;
-    let refetched: u64 = pack_data(second)
-        .map(|e| {
-            received
-                .get(e.path())
-                .map_or(0, |u| overlap(u, interval(e, true)))
-        })
-        .sum();
     let logs = format!(
         "first run (killed):\n{}second run:\n{}",
         format_entries(&first.log),
@@ -201,7 +143,7 @@ fn fresh_install_killed_mid_fetch_resumes_without_refetching() {
 
 /// v2 plus 3 MiB of new incompressible data: with delta frames the plain v1→v2 update is a
 /// few KiB, too little to kill mid-fetch; this one fetches delta and plain frames.
-fn v2_with_new_data(w: &World) -> std::path::PathBuf {
+pub fn v2_with_new_data(w: &World) -> std::path::PathBuf {
     let tree = w.v2.with_file_name("v2-new-data");
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -252,7 +194,7 @@ fn update_killed_mid_fetch_keeps_the_old_release_and_resumes() {
 #[test]
 fn interval_arithmetic() {
     assert_eq!(
-        merge(vec![(5, 9), (0, 3), (2, 6), (20, 30)]),
+        merge_intervals(vec![(5, 9), (0, 3), (2, 6), (20, 30)]),
         vec![(0, 9), (20, 30)]
     );
     let u = [(0, 10), (20, 30)];

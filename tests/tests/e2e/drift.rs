@@ -122,3 +122,39 @@ fn a_corrupt_state_database_is_rebuilt_without_losing_the_trust_floor() {
     assert_eq!(r.str("version"), V2, "{}", r.out);
     assert_trees_equal(&current(&dir), &w.v2);
 }
+
+#[test]
+fn verify_passes_an_exact_install_and_names_each_difference() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("verify");
+    w.update_ok(&n.url(), &dir);
+    let verify = |json: bool| {
+        let cmd = w.relsync().args(["verify", "--install"]).arg(&dir);
+        if json { cmd.arg("--json") } else { cmd }.run()
+    };
+    let out = verify(false);
+    out.assert_success("verify of an untouched install");
+    assert!(out.stdout.starts_with("OK: 1.0.0"), "{out}");
+
+    flip_byte(&current(&dir).join(SMALL_UNCHANGED), 100);
+    fs::write(current(&dir).join("bin/intruder"), b"not signed").expect("write an extra file");
+    let out = verify(true);
+    out.assert_failure("verify of a modified install");
+    let problems: Vec<String> = out.json()["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(problems.len(), 2, "{out}");
+    assert!(
+        problems.iter().any(|p| p.contains(SMALL_UNCHANGED)),
+        "the modified file is not named\n{out}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("bin/intruder") && p.contains("not in the signed manifest")),
+        "the extra file is not named\n{out}"
+    );
+}

@@ -9,20 +9,14 @@ use relsync_tests::{
 };
 use serde_json::Value;
 
-use crate::common::{run_log, world_with_v1};
+use crate::common::{run_log, serve_only_cmd, world_with_v1};
 
 /// Bounds every node a test starts.
 const NODE_LIFETIME: &str = "180s";
 
 /// `relsync serve` sharing `install` only (no origin), on 127.0.0.1.
 fn serve_only(w: &World, install: &Path, name: &str) -> Daemon {
-    let cmd = w
-        .relsync()
-        .arg("serve")
-        .arg("--install")
-        .arg(install)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--json"])
-        .args(["--stop-after", NODE_LIFETIME]);
+    let cmd = serve_only_cmd(w, install, NODE_LIFETIME);
     Daemon::start(name, &cmd, &w.path().join(format!("{name}.log")))
 }
 

@@ -1,0 +1,211 @@
+//! Two processes on one install at once: the lock lets exactly one update install a release;
+//! the other names the holder and changes nothing, or (started after the first ended) finds
+//! the install up to date. Rollback refuses while an update runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use relsync_tests::{
+    Nginx, NginxOptions, Output, Report, Spawned, V1, V2, World, assert_trees_equal, current,
+    pseudo_random,
+};
+
+use crate::common::world_with_v1;
+
+/// Rounds of two updaters started together, each on a fresh v1 install.
+const ROUNDS: usize = 10;
+
+/// Per-request throttle that keeps an update of a few KiB going for seconds (nginx counts
+/// response headers too).
+const SLOW_BYTES_PER_SEC: u64 = 1024;
+
+/// The lock message of `relsync`, naming the holder.
+fn lock_message(holder: u32, dir: &Path) -> String {
+    format!(
+        "another relsync process (pid {holder}) is working on {}",
+        dir.display()
+    )
+}
+
+/// Names of the release directories under `dir/releases`, sorted.
+fn releases(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join("releases"))
+        .unwrap_or_else(|e| panic!("read_dir {}/releases: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The install is exactly v2 with v1 kept, and nothing of a second install is left around.
+fn assert_v2_installed_once(w: &World, dir: &Path, what: &str) {
+    assert_trees_equal(&current(dir), &w.v2);
+    let names = releases(dir);
+    assert!(
+        names.len() == 2
+            && names[0].starts_with(&format!("{V1}-"))
+            && names[1].starts_with(&format!("{V2}-")),
+        "{what}: releases/ must hold exactly v1 and v2, found {names:?}"
+    );
+    for leftover in [".relsync/staging", ".current.tmp"] {
+        assert!(
+            fs::symlink_metadata(dir.join(leftover)).is_err(),
+            "{what}: {leftover} left behind"
+        );
+    }
+    let s = w.status(dir);
+    assert_eq!(s.str("version"), V2, "{what}\n{}", s.out);
+    assert_eq!(s.str("previous_version"), V1, "{what}\n{}", s.out);
+}
+
+/// How one of two updaters started together ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Installed,
+    UpToDate,
+    Locked,
+}
+
+fn outcome(out: &Output, other_pid: u32, dir: &Path) -> Outcome {
+    if !out.success() {
+        out.assert_failure("an updater that lost the race");
+        assert!(
+            out.stderr.contains(&lock_message(other_pid, dir)),
+            "a losing updater must name the lock holder (pid {other_pid})\n{out}"
+        );
+        return Outcome::Locked;
+    }
+    let r = Report::new(out.clone());
+    assert_eq!(r.str("version"), V2, "{}", r.out);
+    if r.bool("up_to_date") {
+        assert!(!r.bool("applied"), "{}", r.out);
+        Outcome::UpToDate
+    } else {
+        assert!(r.bool("applied"), "{}", r.out);
+        Outcome::Installed
+    }
+}
+
+#[test]
+fn two_updaters_started_together_install_once() {
+    let (w, n) = world_with_v1();
+    let dirs: Vec<PathBuf> = (0..ROUNDS)
+        .map(|i| w.install_dir(&format!("race-{i}")))
+        .collect();
+    for dir in &dirs {
+        w.update_ok(&n.url(), dir);
+    }
+    w.push_ok(&w.v2, V2);
+
+    let started = Instant::now();
+    let (mut locked, mut up_to_date) = (0, 0);
+    for (round, dir) in dirs.iter().enumerate() {
+        let what = format!("round {round}");
+        let a = w.update_cmd(&n.url(), dir).spawn();
+        let b = w.update_cmd(&n.url(), dir).spawn();
+        let (pid_a, pid_b) = (a.id(), b.id());
+        let (out_a, out_b) = (a.wait(), b.wait());
+        let outcomes = [outcome(&out_a, pid_b, dir), outcome(&out_b, pid_a, dir)];
+        let installed = outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Installed)
+            .count();
+        assert_eq!(
+            installed, 1,
+            "{what}: exactly one updater must install v2, got {outcomes:?}\n{out_a}\n{out_b}"
+        );
+        if outcomes.contains(&Outcome::Locked) {
+            locked += 1;
+        } else {
+            up_to_date += 1;
+        }
+        assert_v2_installed_once(&w, dir, &what);
+    }
+    eprintln!(
+        "{ROUNDS} rounds in {:?}: the loser hit the lock {locked} times and found the install up \
+         to date {up_to_date} times",
+        started.elapsed()
+    );
+}
+
+/// Wait until `update` holds the lock of `dir` (it writes its pid there).
+fn wait_for_lock(update: &mut Spawned, dir: &Path) {
+    let lock = dir.join(".relsync/lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::read_to_string(&lock).unwrap_or_default().trim() != update.id().to_string() {
+        assert!(Instant::now() < deadline, "the update never took the lock");
+        assert!(
+            !update.has_exited(),
+            "the update ended before it was seen holding the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn rollback_refuses_and_status_names_the_holder_while_an_update_runs() {
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    w.push_ok(&w.v2, V2);
+    w.update_ok(&n.url(), &dir);
+    // v3: v2 and 4 KiB of new bytes, a few seconds' fetch through the throttle.
+    let v3 = w.path().join("src-v3");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&w.v2)
+        .arg(&v3)
+        .status()
+        .expect("cp -a");
+    assert!(cp.success(), "cp -a {} failed", w.v2.display());
+    fs::write(v3.join("three.bin"), pseudo_random("three", 4096)).expect("write");
+    w.push_ok(&v3, "3.0.0");
+
+    let slow = Nginx::start(&w.origin, &NginxOptions::rate_limited(SLOW_BYTES_PER_SEC));
+    let mut update = w.update_cmd(&slow.url(), &dir).spawn();
+    wait_for_lock(&mut update, &dir);
+    let pid = update.id();
+
+    let rollback = w.rollback(&dir);
+    rollback.assert_failure("rollback while an update runs");
+    assert!(
+        rollback.stderr.contains(&lock_message(pid, &dir)),
+        "rollback must name the update holding the lock (pid {pid})\n{rollback}"
+    );
+    assert_trees_equal(&current(&dir), &w.v2);
+
+    // status may read, or refuse naming the holder; it never sees a half-made release.
+    let status = w
+        .relsync()
+        .args(["status", "--json", "--install"])
+        .arg(&dir)
+        .run();
+    if status.success() {
+        let s = Report::new(status);
+        assert_eq!(s.str("version"), V2, "{}", s.out);
+    } else {
+        status.assert_failure("status while an update runs");
+        assert!(
+            status.stderr.contains(&lock_message(pid, &dir)),
+            "status must name the update holding the lock (pid {pid})\n{status}"
+        );
+        eprintln!("status during the update: {}", status.stderr.trim());
+    }
+    assert!(
+        !update.has_exited(),
+        "the update was over before rollback and status ran; the throttle is too weak"
+    );
+
+    let out = update.wait();
+    out.assert_success("the update that held the lock");
+    let r = Report::new(out);
+    assert_eq!(r.str("version"), "3.0.0", "{}", r.out);
+    assert_trees_equal(&current(&dir), &v3);
+
+    // Refused for the lock, not for want of a release to go back to.
+    w.rollback(&dir)
+        .assert_success("rollback once the update is done");
+    assert_trees_equal(&current(&dir), &w.v2);
+}
