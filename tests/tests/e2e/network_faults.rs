@@ -259,13 +259,13 @@ fn survives(s: &Scene, case: &str, name: &str, schedule: Schedule) -> Vec<Record
             "{case}: the client must count every body byte the proxy sent\n{context}"
         );
     }
-    // A reset also throws away what the client's kernel had received and the client had not
-    // read yet (any amount, up to the socket buffers): no retry policy can reuse those bytes,
-    // so with resets the waste is measured in the bytes the client received.
+    // A reset also throws away what was still in the socket buffers (the proxy's unsent bytes,
+    // the client's unread ones): no client ever sees those, so with resets the waste is
+    // measured in the bytes the client received.
     let (measured, what) = if resets {
-        (counted, "received")
+        (counted, format!("received ({sent} sent)"))
     } else {
-        (sent, "sent")
+        (sent, "sent".to_owned())
     };
     let clean = s.clean.bytes;
     let extra = measured.saturating_sub(clean);
@@ -277,7 +277,7 @@ fn survives(s: &Scene, case: &str, name: &str, schedule: Schedule) -> Vec<Record
     );
     eprintln!(
         "network_faults: {case}: {injected} faults injected, update succeeded in {:.1?}; \
-         {measured} bytes {what} ({sent} sent) vs {clean} clean: {extra} extra (bound {bound}); \
+         {measured} bytes {what} vs {clean} clean: {extra} extra (bound {bound}); \
          install damage 0 B",
         out.elapsed
     );
