@@ -66,6 +66,7 @@ impl Fixture {
             critical: false,
             notes: String::new(),
             rollout_percent: 100,
+            allow_empty: false,
         }
     }
 

@@ -324,6 +324,10 @@ struct PushArgs {
         conflicts_with = "unsigned_out"
     )]
     rollout_percent: u8,
+    /// Publish even if the release holds no files (refused by default: an empty release
+    /// replaces every install's files with nothing, usually by mistake).
+    #[arg(long)]
+    allow_empty: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -572,6 +576,7 @@ fn run_push(args: PushArgs) -> Result<()> {
         critical: args.critical,
         notes,
         rollout_percent: args.rollout_percent,
+        allow_empty: args.allow_empty,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);

@@ -62,6 +62,8 @@ pub struct PushOptions {
     pub notes: String,
     /// Share of installs the channel pointer offers the release to, 0 to 100.
     pub rollout_percent: u8,
+    /// Publish a release that holds no files.
+    pub allow_empty: bool,
 }
 
 /// Reads a release notes file: UTF-8, at most [`limits::NOTES_BYTES`].
@@ -298,6 +300,14 @@ pub fn push(
     }
 
     let items = walk(&opts.dir)?;
+    if !opts.allow_empty && !items.iter().any(|(_, i)| matches!(i, Item::File { .. })) {
+        bail!(
+            "{} holds no files: publishing it would replace every install's release with an \
+             empty one. Check the path (a build that produced nothing?), or pass --allow-empty \
+             if an empty release is what you mean",
+            opts.dir.display()
+        );
+    }
     let total_bytes: u64 = items
         .iter()
         .map(|(_, i)| match i {
@@ -559,4 +569,32 @@ fn same_release(a: &Manifest, b: &Manifest) -> bool {
         ..m.clone()
     };
     strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fixture::Fixture;
+
+    #[test]
+    fn a_release_without_files_is_refused_unless_allowed() {
+        let f = Fixture::new();
+        let dir = f.tmp.path().join("empty");
+        std::fs::create_dir_all(dir.join("only/dirs")).unwrap();
+        let opts = crate::push::PushOptions {
+            dir: dir.clone(),
+            ..f.opts("1.0.0")
+        };
+        let err = format!("{:#}", f.push_with(&opts).unwrap_err());
+        assert!(
+            err.contains("holds no files") && err.contains("--allow-empty"),
+            "{err}"
+        );
+        assert!(f.origin.read("channels/stable").unwrap().is_none());
+        f.push_with(&crate::push::PushOptions {
+            allow_empty: true,
+            ..opts
+        })
+        .unwrap();
+        assert!(f.origin.read("channels/stable").unwrap().is_some());
+    }
 }

@@ -69,6 +69,8 @@ struct ConfigFile {
     trust: Vec<String>,
     trust_root: Option<PathBuf>,
     product: Option<String>,
+    #[serde(default)]
+    adopt: bool,
     health_check: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     trial_period: Option<Duration>,
@@ -107,6 +109,7 @@ struct Config {
     keys: Vec<PublicKey>,
     trusted_root: Option<Vec<u8>>,
     product: Option<String>,
+    adopt: bool,
     health_check: Option<HealthCheck>,
     metrics_listen: Option<SocketAddr>,
     policy: Policy,
@@ -187,6 +190,7 @@ impl Config {
             keys,
             trusted_root,
             product: raw.product,
+            adopt: raw.adopt,
             health_check,
             metrics_listen: raw.metrics_listen,
             policy: raw.policy,
@@ -200,7 +204,8 @@ impl Config {
         fetch.deadline = Some(FETCH_DEADLINE);
         let mut builder = Engine::builder(self.origin.clone(), self.keys.clone(), &self.install)
             .policy(self.policy.clone())
-            .fetch(fetch);
+            .fetch(fetch)
+            .adopt(self.adopt);
         if let Some(product) = &self.product {
             builder = builder.product(product.clone());
         }

@@ -116,6 +116,11 @@ struct UpdateArgs {
     /// How long the health check may take.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "health_check")]
     trial_period: std::time::Duration,
+    /// Install into DIR even if it holds files and is not a relsync install yet. relsync
+    /// still never deletes or replaces what it did not create (a `current` that is not its
+    /// symbolic link is refused, and only the releases it installed are ever removed).
+    #[arg(long)]
+    adopt: bool,
     #[command(flatten)]
     lan: lan::LanArgs,
 }
@@ -145,8 +150,10 @@ struct SourceOptions {
     /// instead of --trust keys.
     #[arg(long, value_name = "FILE")]
     trust_root: Option<PathBuf>,
-    /// Refuse releases of any other product.
-    #[arg(long)]
+    /// The product to install (as `cdn-publisher push --product` named it); releases of any
+    /// other are refused. A fresh install needs it, unless --trust-root pins a root document
+    /// (which names its product).
+    #[arg(long, env = "RELSYNC_PRODUCT")]
     product: Option<String>,
     /// Also trust the root certificates in this PEM file for HTTPS origins (a private CDN
     /// or mirror with its own CA).
@@ -389,7 +396,9 @@ fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<(
 
 fn update(args: UpdateArgs) -> Result<()> {
     let progress = Arc::new(render::Progress::new(!args.json));
-    let mut builder = engine(&args.source, &args.install)?.reporter(progress.clone());
+    let mut builder = engine(&args.source, &args.install)?
+        .reporter(progress.clone())
+        .adopt(args.adopt);
     if let Some(cmd) = &args.health_check {
         builder = builder.trial(TrialConfig::health_check(HealthCheck::shell(
             cmd,

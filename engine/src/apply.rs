@@ -13,15 +13,16 @@
 //!
 //! Every file system step first passes through the fault-injecting seam (`faults::step`).
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 
 use semver::Version;
 use tracing::{info, warn};
 
 use crate::faults::step;
-use crate::layout::InstallLayout;
+use crate::layout::{BLOB_DIR, CURRENT, InstallLayout, RELEASES_DIR, STAGING_DIR};
 use crate::manifest::EntryKind;
+use crate::platform::{self, Dir, TREE_DIR_MODE};
 use crate::store::Store;
 use crate::verify::VerifiedTree;
 use crate::{Error, Result};
@@ -50,22 +51,26 @@ pub(crate) fn apply(tree: VerifiedTree, layout: &InstallLayout, store: &Store) -
     }
     sync_dir(&assembled.staging)?;
 
-    let releases = layout.releases();
-    step("apply.mkdir-releases", &releases)?;
-    fs::create_dir_all(&releases).map_err(Error::io("creating", &releases))?;
+    let root = layout.root_dir()?;
+    step("apply.mkdir-releases", &layout.releases())?;
+    let (releases, _) = root.ensure_dir(RELEASES_DIR, TREE_DIR_MODE)?;
     let dir = free_name(
-        layout,
+        &releases,
         &format!("{}-{}", target.version, target.id().short()),
-    );
+    )?;
     let release = layout.release(&dir);
     step("apply.record-release", &layout.db())?;
     store.add_release(&dir, target)?;
     step("apply.rename-release", &release)?;
-    fs::rename(&assembled.staging, &release).map_err(Error::io("renaming", &release))?;
-    if let Err(e) = sync_dir(&releases).and_then(|()| switch_current(layout, &dir)) {
+    let staging = layout.state_dir()?.open_dir(STAGING_DIR)?;
+    staging.rename(&assembled.name, &releases, &dir)?;
+    let switched = step("apply.fsync-dir", &layout.releases())
+        .and_then(|()| releases.sync())
+        .and_then(|()| switch_current(layout, &dir));
+    if let Err(e) = switched {
         if current_dir(layout).as_deref() != Some(dir.as_str()) {
             // Never made current: leave nothing behind (the store forgets it at the next apply).
-            let _ = fs::remove_dir_all(&release);
+            let _ = releases.remove_tree(&dir);
         }
         return Err(e);
     }
@@ -81,30 +86,36 @@ pub(crate) fn apply(tree: VerifiedTree, layout: &InstallLayout, store: &Store) -
     })
 }
 
-/// Points `current` at `releases/<dir>` with one atomic rename.
+/// Points `current` at `releases/<dir>` with one atomic rename. Refuses a `current` that is
+/// not a symbolic link: relsync never replaces what it did not make.
 pub(crate) fn switch_current(layout: &InstallLayout, dir: &str) -> Result<()> {
-    let current = layout.current();
-    if let Ok(meta) = fs::symlink_metadata(&current)
+    let root = layout.root_dir()?;
+    if let Some(meta) = root.meta_at(CURRENT)?
         && !meta.is_symlink()
     {
-        return Err(Error::io("replacing", &current)(std::io::Error::other(
-            "not a symlink managed by relsync; move it away first",
-        )));
+        return Err(Error::Unmanaged {
+            path: layout.current(),
+            what: if meta.is_dir() {
+                "a directory".into()
+            } else {
+                "a file".into()
+            },
+        });
     }
-    let tmp = layout.root().join(".current.tmp");
-    step("apply.symlink", &tmp)?;
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(format!("releases/{dir}"), &tmp)
-        .map_err(Error::io("creating symlink", &tmp))?;
-    step("apply.swap", &current)?;
-    fs::rename(&tmp, &current).map_err(Error::io("switching", &current))?;
-    sync_dir(layout.root())
+    let tmp = ".current.tmp";
+    step("apply.symlink", &layout.root().join(tmp))?;
+    root.remove_file(tmp)?;
+    root.symlink(&format!("{RELEASES_DIR}/{dir}"), tmp)?;
+    step("apply.swap", &layout.current())?;
+    root.rename(tmp, &root, CURRENT)?;
+    step("apply.fsync-dir", layout.root())?;
+    root.sync()
 }
 
 /// The release directory `current` points at, if any.
 pub(crate) fn current_dir(layout: &InstallLayout) -> Option<String> {
     let target = fs::read_link(layout.current()).ok()?;
-    let name = target.strip_prefix("releases").ok()?.to_str()?;
+    let name = target.strip_prefix(RELEASES_DIR).ok()?.to_str()?;
     Some(name.to_owned())
 }
 
@@ -129,41 +140,45 @@ pub(crate) fn reconcile(layout: &InstallLayout, store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// Removes releases other than current and previous, blobs, and staging leftovers.
+/// Removes the releases the store just forgot (every one of them made by relsync: a release
+/// directory is recorded before it is renamed into `releases/`), fetched blobs and staging
+/// leftovers. Nothing else under `releases/` is touched: relsync deletes only what it made.
 /// Best effort: a failure here never undoes a successful apply.
 fn cleanup(layout: &InstallLayout, current: &str, previous: Option<&str>, forgotten: &[String]) {
     if step("apply.cleanup", &layout.releases()).is_err() {
         return;
     }
-    let mut stale: Vec<String> = forgotten.to_vec();
-    if let Ok(dirs) = fs::read_dir(layout.releases()) {
-        stale.extend(
-            dirs.flatten()
-                .filter_map(|d| d.file_name().into_string().ok()),
-        );
-    }
-    for dir in stale {
-        if dir != current && Some(dir.as_str()) != previous {
-            let _ = fs::remove_dir_all(layout.release(&dir));
+    if let Ok(releases) = layout
+        .root_dir()
+        .and_then(|root| root.open_dir(RELEASES_DIR))
+    {
+        for dir in forgotten {
+            if dir != current && Some(dir.as_str()) != previous {
+                let _ = releases.remove_tree(dir);
+            }
         }
     }
-    let _ = fs::remove_dir_all(layout.blobs());
-    let _ = fs::remove_dir_all(layout.staging());
+    if let Ok(state) = layout.state_dir() {
+        let _ = state.remove_tree(BLOB_DIR);
+        let _ = state.remove_tree(STAGING_DIR);
+    }
 }
 
-fn free_name(layout: &InstallLayout, base: &str) -> String {
+/// `base`, or `base.1`, `base.2`, … : the first name not taken in `releases`.
+fn free_name(releases: &Dir, base: &str) -> Result<String> {
     let mut name = base.to_owned();
     let mut n = 1;
-    while fs::symlink_metadata(layout.release(&name)).is_ok() {
+    while releases.meta_at(&name)?.is_some() {
         name = format!("{base}.{n}");
         n += 1;
     }
-    name
+    Ok(name)
 }
 
+/// Makes a directory of the staged tree durable (never through a link).
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     step("apply.fsync-dir", path)?;
-    File::open(path)
+    platform::open_read(path)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("syncing", path))
 }

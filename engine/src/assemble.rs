@@ -12,9 +12,10 @@ use rayon::prelude::*;
 
 use crate::faults::step;
 use crate::fetch::Fetched;
-use crate::layout::InstallLayout;
+use crate::layout::{InstallLayout, STAGING_DIR};
 use crate::manifest::EntryKind;
 use crate::plan::{FileAction, Planned, chunk_bytes, file_entry};
+use crate::platform::{STATE_DIR_MODE, TREE_DIR_MODE};
 use crate::progress::{Event, Reporter};
 use crate::{Error, Result};
 
@@ -22,9 +23,13 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct Assembled {
     pub(crate) planned: Planned,
+    /// The tree: `.relsync/staging/<name>`.
     pub(crate) staging: PathBuf,
+    /// Its name in `.relsync/staging`.
+    pub(crate) name: String,
 }
 
+/// The mode of a release's file: 0755 if the manifest says it is executable, else 0644.
 pub(crate) fn mode(executable: bool) -> u32 {
     if executable { 0o755 } else { 0o644 }
 }
@@ -37,13 +42,19 @@ pub(crate) fn assemble(
 ) -> Result<Assembled> {
     let planned = fetched.planned;
     let target = &planned.checked.target;
-    let staging = layout.staging().join(target.id().short());
-    if staging.exists() {
+    // `.relsync/staging` is private (0700), so nobody else can reach the tree while it is
+    // built by path below; the tree itself gets the modes it will be installed with.
+    let (staging_dir, _) = layout
+        .state_dir()?
+        .ensure_dir(STAGING_DIR, STATE_DIR_MODE)?;
+    let name = target.id().short();
+    let staging = staging_dir.path().join(&name);
+    if staging_dir.meta_at(&name)?.is_some() {
         step("assemble.clear-staging", &staging)?;
-        fs::remove_dir_all(&staging).map_err(Error::io("clearing", &staging))?;
+        staging_dir.remove_tree(&name)?;
     }
     step("assemble.create-staging", &staging)?;
-    fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
+    staging_dir.create_dir(&name, TREE_DIR_MODE)?;
 
     // Directories and symlinks first, in order (parents before children), then files.
     for entry in &target.entries {
@@ -51,7 +62,11 @@ pub(crate) fn assemble(
         match &entry.kind {
             EntryKind::Dir => {
                 step("assemble.mkdir", &path)?;
-                fs::create_dir(&path).map_err(Error::io("creating", &path))?;
+                fs::create_dir(&path)
+                    .and_then(|()| {
+                        fs::set_permissions(&path, Permissions::from_mode(TREE_DIR_MODE))
+                    })
+                    .map_err(Error::io("creating", &path))?;
             }
             EntryKind::Symlink { target } => {
                 step("assemble.symlink", &path)?;
@@ -81,7 +96,11 @@ pub(crate) fn assemble(
             reporter.report(Event::Assembled { files, total });
             Ok::<_, Error>(())
         })?;
-    Ok(Assembled { planned, staging })
+    Ok(Assembled {
+        planned,
+        staging,
+        name,
+    })
 }
 
 fn link(from: &Path, to: &Path) -> Result<()> {
@@ -90,7 +109,7 @@ fn link(from: &Path, to: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         // A file system without hard links here: copy (verify checks the result either way).
         Err(e) if matches!(e.raw_os_error(), Some(18 | 1 | 31 | 95)) => {
-            let mut src = File::open(from).map_err(Error::io("opening", from))?;
+            let mut src = crate::platform::open_read(from).map_err(Error::io("opening", from))?;
             let mut out = create_new(to)?;
             std::io::copy(&mut src, &mut out).map_err(Error::io("copying", from))?;
             out.set_permissions(

@@ -57,7 +57,7 @@
 //! last line. To start a new log, remove both files.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -66,8 +66,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::InstallLayout;
+use crate::layout::{InstallLayout, STATE_DIR};
+use crate::platform::{self, Dir, STATE_DIR_MODE};
 use crate::{Error, Result};
+
+/// The log's file in `.relsync`.
+const LOG_FILE: &str = "audit.log";
+/// The head's file in `.relsync`.
+const HEAD_FILE: &str = "audit.head";
 
 /// What seq 0's `prev` is the BLAKE3 of.
 pub const GENESIS: &str = "relsync-audit-v1";
@@ -356,7 +362,7 @@ enum HeadFile {
 }
 
 fn read_head(path: &Path) -> Result<HeadFile> {
-    let file = match File::open(path) {
+    let file = match platform::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HeadFile::Missing),
         Err(e) => return Err(Error::io("opening", path)(e)),
@@ -384,28 +390,13 @@ fn parse_head(bytes: &[u8]) -> Result<Head, String> {
     Ok(Head { seq, hash })
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("syncing", path))
-}
-
-/// Replaces the head file atomically: write a temporary file, sync, rename, sync the folder.
-fn write_head(path: &Path, head: Head) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    (|| {
-        let mut file = File::create(&tmp)?;
-        writeln!(file, "{} {}", head.seq, head.hash)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })()
-    .map_err(Error::io("writing", path))?;
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
+/// Replaces the head file atomically: write a temporary file, sync, rename, sync the folder
+/// (never through a link; mode 0600).
+fn write_head(state: &Dir, head: Head) -> Result<()> {
+    state.write_atomic(
+        HEAD_FILE,
+        format!("{} {}\n", head.seq, head.hash).as_bytes(),
+    )
 }
 
 /// The end of a log, as [`AuditLog::open`] sees it.
@@ -436,7 +427,7 @@ impl LogEnd {
 
 /// Reads the log backwards from its end until it has the last complete line.
 fn read_end(path: &Path) -> Result<LogEnd> {
-    let mut file = match File::open(path) {
+    let mut file = match platform::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(LogEnd {
@@ -515,7 +506,7 @@ struct Tail {
 pub struct AuditLog {
     log: PathBuf,
     head: PathBuf,
-    state: PathBuf,
+    layout: InstallLayout,
     tail: Mutex<Tail>,
 }
 
@@ -565,7 +556,7 @@ impl AuditLog {
                     seq = record.seq,
                     "an audit append was interrupted before its head was written; repairing the head"
                 );
-                write_head(&head_path, repaired)?;
+                write_head(&layout.state_dir()?, repaired)?;
                 head = Some(repaired);
             }
         }
@@ -586,13 +577,9 @@ impl AuditLog {
                 bytes = end.len - torn_from,
                 "cutting off a torn audit line left by an interrupted append"
             );
-            OpenOptions::new()
-                .write(true)
-                .open(&log)
-                .and_then(|f| {
-                    f.set_len(torn_from)?;
-                    f.sync_all()
-                })
+            let file = layout.state_dir()?.open_state_file(LOG_FILE, false)?;
+            file.set_len(torn_from)
+                .and_then(|()| file.sync_all())
                 .map_err(Error::io("truncating", &log))?;
             end.len = torn_from;
         }
@@ -616,7 +603,7 @@ impl AuditLog {
         Ok(Self {
             log,
             head: head_path,
-            state: layout.state(),
+            layout: layout.clone(),
             tail: Mutex::new(Tail {
                 next_seq,
                 prev,
@@ -670,12 +657,11 @@ impl AuditLog {
         bytes.extend_from_slice(&line);
         bytes.push(b'\n');
 
-        fs::create_dir_all(&self.state).map_err(Error::io("creating", &self.state))?;
-        let mut file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.log)
-            .map_err(Error::io("opening", &self.log))?;
+        let (state, _) = self
+            .layout
+            .root_dir()?
+            .ensure_dir(STATE_DIR, STATE_DIR_MODE)?;
+        let mut file = state.open_state_file(LOG_FILE, true)?;
         let len_before = file
             .metadata()
             .map_err(Error::io("reading", &self.log))?
@@ -688,7 +674,7 @@ impl AuditLog {
         }
         if len_before == 0 {
             // A new file: make its name durable too.
-            sync_dir(&self.state)?;
+            state.sync()?;
         }
         tail.next_seq = record.seq + 1;
         tail.prev = hash;
@@ -700,7 +686,7 @@ impl AuditLog {
             "audit record appended"
         );
         write_head(
-            &self.head,
+            &state,
             Head {
                 seq: record.seq,
                 hash,
@@ -887,7 +873,7 @@ enum Line {
 
 impl Lines {
     fn open(path: &Path) -> Result<Option<Self>> {
-        match File::open(path) {
+        match platform::open_read(path) {
             Ok(file) => Ok(Some(Self {
                 reader: BufReader::with_capacity(64 * 1024, file),
                 path: path.to_path_buf(),
@@ -1193,6 +1179,7 @@ pub fn records(layout: &InstallLayout) -> Result<AuditRecords> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()

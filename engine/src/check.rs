@@ -196,11 +196,14 @@ pub(crate) async fn check(
     store: &Arc<Store>,
     persist: bool,
 ) -> Result<Checked> {
-    let copy_path = layout.trust_copy();
     let (states, copy, installed, previous, bad) = {
-        let (store, copy_path) = (store.clone(), copy_path.clone());
+        let (store, layout) = (store.clone(), layout.clone());
         blocking(move || {
-            let copy = TrustCopy::read(&copy_path).unwrap_or_default();
+            let copy = layout
+                .state_dir()
+                .ok()
+                .and_then(|state| TrustCopy::read(&state))
+                .unwrap_or_default();
             // The copy's marks survive a rebuilt database, like its floors.
             let mut bad = store.bad_releases()?;
             for lost in &copy.bad {
@@ -272,14 +275,21 @@ pub(crate) async fn check(
     }
     let (root, new_root, pointer, pointer_bytes) = opened?;
     expect_eq("channel", &config.channel, &pointer.channel)?;
-    // Without an explicit product, the installed one binds: a key that signs several
-    // products cannot swap one for another.
+    // The product is bound: by the config, else by the installed release, else by a root
+    // document (pinned, or walked to). A key that signs several products cannot swap one
+    // for another, and a fresh install with none of these says what the origin offers.
     let product = config
         .product
         .as_deref()
-        .or(installed.as_ref().map(|r| r.manifest.product.as_str()));
-    if let Some(product) = product {
-        expect_eq("product", product, &pointer.product)?;
+        .or(installed.as_ref().map(|r| r.manifest.product.as_str()))
+        .or((root.version > 0).then_some(root.product.as_str()));
+    match product {
+        Some(product) => expect_eq("product", product, &pointer.product)?,
+        None => {
+            return Err(Error::ProductRequired {
+                offered: pointer.product.clone(),
+            });
+        }
     }
     if pointer.expires_unix < now {
         return Err(Error::Expired {
@@ -424,7 +434,7 @@ pub(crate) async fn check(
                 time_unix,
             },
         };
-        let store = store.clone();
+        let (store, layout) = (store.clone(), layout.clone());
         let channel = config.channel.clone();
         // Remembered, so a replay of a pointer from before the yank cannot bring it back.
         let newly_yanked: Vec<Version> = pointer
@@ -444,7 +454,7 @@ pub(crate) async fn check(
                 root: store.trusted_root()?,
                 bad: store.bad_releases()?,
             }
-            .write(&copy_path)
+            .write(&layout.state_dir()?)
         })
         .await?;
     }
@@ -458,29 +468,32 @@ pub(crate) async fn check(
     })
 }
 
+/// The install id's file in `.relsync`.
+const INSTALL_ID_FILE: &str = "install-id";
+
 /// This install's random id, if it has a readable one (installs get one when opened).
 fn read_install_id(layout: &InstallLayout) -> Option<[u8; 16]> {
-    let text = std::fs::read_to_string(layout.install_id()).ok()?;
+    let bytes = layout.state_dir().ok()?.read(INSTALL_ID_FILE, 64).ok()??;
     let mut id = [0; 16];
-    hex::decode_to_slice(text.trim(), &mut id).ok()?;
+    hex::decode_to_slice(std::str::from_utf8(&bytes).ok()?.trim(), &mut id).ok()?;
     Some(id)
 }
 
-/// Reads this install's random id, creating it on first use.
+/// Reads this install's random id, creating it on first use (mode 0600, never through a
+/// link).
 pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
     if let Some(id) = read_install_id(layout) {
         return Ok(id);
     }
-    let path = layout.install_id();
     let mut id = [0; 16];
     getrandom::fill(&mut id).map_err(|e| Error::Io {
         op: "generating an install id for",
-        path: path.clone(),
+        path: layout.install_id(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, hex::encode(id)).map_err(Error::io("writing", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
+    layout
+        .state_dir()?
+        .write_atomic(INSTALL_ID_FILE, hex::encode(id).as_bytes())?;
     Ok(id)
 }
 

@@ -224,9 +224,83 @@ pub enum Error {
     /// The update policy is not usable.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// An install another user could write, or state that is not relsync's own: relsync
+    /// refuses to work on it, since links planted there could make it overwrite or delete
+    /// files outside the install.
+    #[error("refusing to work on {}: {problem}; {fix}", path.display())]
+    Insecure {
+        /// The directory or file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// A fresh install into a directory that holds something and is not a relsync install.
+    #[error(
+        "{} is not empty and not a relsync install (it holds {}); relsync never deletes what \
+         it did not create, but an update could replace `current`: pass --adopt to install \
+         into it anyway, or choose an empty directory",
+        dir.display(),
+        listed(found)
+    )]
+    NotAnInstall {
+        /// The directory.
+        dir: PathBuf,
+        /// What is in it.
+        found: Vec<String>,
+    },
+    /// `current` exists and is not relsync's symbolic link.
+    #[error(
+        "{} is {what} that relsync did not make (relsync's `current` is a symbolic link); \
+         move it away first: relsync never replaces what it did not create",
+        path.display()
+    )]
+    Unmanaged {
+        /// The path.
+        path: PathBuf,
+        /// What is there.
+        what: String,
+    },
+    /// A fresh install that does not say which product it wants.
+    #[error(
+        "this install does not say which product it wants, and the origin offers {offered:?}: \
+         pass --product {offered} (config key `product`) if that is the product to install, \
+         or pin a root document (--trust-root) that names it"
+    )]
+    ProductRequired {
+        /// The product the origin's signed pointer names.
+        offered: String,
+    },
+    /// The release to go back to no longer matches its signed manifest.
+    #[error(
+        "refusing to roll back to {version}: releases/{dir} no longer matches its signed \
+         manifest ({problem}); nothing was switched. `relsync update` installs a verified \
+         release"
+    )]
+    RollbackRefused {
+        /// The release that would have become current.
+        version: semver::Version,
+        /// Its directory under `releases/`.
+        dir: String,
+        /// The first difference found.
+        problem: String,
+    },
     /// The publisher yanked the release while it was being fetched; the download stopped.
     #[error("release {0} was withdrawn by the publisher; the download stopped")]
     Withdrawn(semver::Version),
+}
+
+/// Names for a message: the first few, and how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut shown: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    shown.sort_unstable();
+    let mut text = shown.join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// Result alias for the engine.

@@ -7,6 +7,7 @@
 //! downloaded twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,12 @@ use relsync_chunker::{ChunkId, frame};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::layout::{InstallLayout, pack_path};
+use crate::layout::{BLOB_DIR, InstallLayout, pack_path};
 use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
 use crate::origin::{Origin, RangeBody, backoff, blocking, is_mirror_failure, is_transient};
 use crate::peers::Peers;
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
+use crate::platform::{Dir, STATE_DIR_MODE, STATE_FILE_MODE};
 use crate::progress::{Event, Reporter};
 use crate::share::{Offer, Share};
 use crate::store::Store;
@@ -147,16 +149,23 @@ impl VerifiedChunk {
         Ok(Self { id: entry.id, data })
     }
 
-    /// Writes the chunk as a blob: a temporary file renamed into place.
-    fn store(self, layout: &InstallLayout) -> Result<(ChunkId, PathBuf)> {
-        let path = layout.blob(&self.id);
-        let tmp = path.with_extension("part");
-        let stored = std::fs::write(&tmp, &self.data)
-            .map_err(Error::io("writing", &tmp))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path)));
+    /// Writes the chunk as a blob in `blobs` (`.relsync/chunks`): a new temporary file
+    /// (mode 0600, never through a link) renamed into place.
+    fn store(self, blobs: &Dir) -> Result<(ChunkId, PathBuf)> {
+        let name = self.id.to_string();
+        let tmp = format!("{name}.part");
+        let path = blobs.path().join(&name);
+        let stored = blobs
+            .remove_file(&tmp)
+            .and_then(|()| blobs.create_file(&tmp, STATE_FILE_MODE))
+            .and_then(|mut file| {
+                file.write_all(&self.data)
+                    .map_err(Error::io("writing", blobs.path().join(&tmp)))
+            })
+            .and_then(|()| blobs.rename(&tmp, blobs, &name));
         if stored.is_err() {
             // A full disk, say: leave no partial blob behind.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = blobs.remove_file(&tmp);
         }
         stored.map(|()| (self.id, path))
     }
@@ -199,7 +208,8 @@ impl WindowCache {
             .sources
             .get(&key)
             .ok_or_else(|| Error::malformed("delta window", "not planned"))?;
-        let file = std::fs::File::open(&source.path).map_err(Error::io("opening", &source.path))?;
+        let file =
+            crate::platform::open_read(&source.path).map_err(Error::io("opening", &source.path))?;
         let mut bytes = vec![0u8; source.len as usize];
         file.read_exact_at(&mut bytes, source.offset)
             .map_err(Error::io("reading", &source.path))?;
@@ -223,7 +233,8 @@ impl WindowCache {
 struct Shared {
     origin: Origin,
     windows: Arc<WindowCache>,
-    layout: InstallLayout,
+    /// `.relsync/chunks`, where verified frames are stored.
+    blobs: Arc<Dir>,
     store: Arc<Store>,
     target: TrustedManifest,
     reporter: Arc<dyn Reporter>,
@@ -312,15 +323,14 @@ pub(crate) async fn fetch(
             missing.flat_map(|f| f.chunk..f.chunk + f.chunks()),
         )
     });
-    let blobs = layout.blobs();
-    std::fs::create_dir_all(&blobs).map_err(Error::io("creating", &blobs))?;
+    let (blobs, _) = layout.state_dir()?.ensure_dir(BLOB_DIR, STATE_DIR_MODE)?;
     let shared = Arc::new(Shared {
         origin: origin.clone(),
         windows: Arc::new(WindowCache {
             sources: std::mem::take(&mut planned.windows),
             loaded: Mutex::new(VecDeque::new()),
         }),
-        layout: layout.clone(),
+        blobs: Arc::new(blobs),
         store,
         target: planned.checked.target.clone(),
         reporter,
@@ -702,11 +712,8 @@ async fn fetch_frames(
             }
             let from = (job.frame.offset - buf_start) as usize;
             let frame = buf[from..(frame_end - buf_start) as usize].to_vec();
-            let (layout, windows, url_owned) = (
-                shared.layout.clone(),
-                shared.windows.clone(),
-                url.to_owned(),
-            );
+            let (blobs, windows, url_owned) =
+                (shared.blobs.clone(), shared.windows.clone(), url.to_owned());
             let (kind, entry) = (job.frame.kind, job.chunks[0]);
             let stored = blocking(move || {
                 let window = match kind {
@@ -714,7 +721,7 @@ async fn fetch_frames(
                     _ => None,
                 };
                 let window = window.as_ref().map(|(w, codec)| (&**w, *codec));
-                VerifiedChunk::verify(&entry, &frame, window, &url_owned)?.store(&layout)
+                VerifiedChunk::verify(&entry, &frame, window, &url_owned)?.store(&blobs)
             })
             .await?;
             shared.stored(job.frame.chunk);
@@ -745,7 +752,7 @@ async fn decode_solid(
     input: Vec<u8>,
     url: String,
 ) -> Result<(SolidProgress, Vec<(u32, PathBuf)>)> {
-    let layout = shared.layout.clone();
+    let blobs = shared.blobs.clone();
     let chunks = job.chunks.clone();
     let first = job.frame.chunk;
     let offer = shared.offer.clone();
@@ -770,7 +777,7 @@ async fn decode_solid(
                     out = &out[take..];
                     if pending.len() == entry.len as usize {
                         let data = std::mem::take(pending);
-                        let (_, path) = VerifiedChunk::check(entry, data, &url)?.store(&layout)?;
+                        let (_, path) = VerifiedChunk::check(entry, data, &url)?.store(&blobs)?;
                         offer.as_ref().inspect(|o| o.add(first + *next as u32));
                         stored.push((first + *next as u32, path));
                         *next += 1;

@@ -16,7 +16,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{ManifestId, PackId};
+use crate::platform::Dir;
+use crate::{ManifestId, PackId, Result};
+
+/// The name of relsync's private folder in an install.
+pub(crate) const STATE_DIR: &str = ".relsync";
+/// The symbolic link to the installed release.
+pub(crate) const CURRENT: &str = "current";
+/// The folder of installed releases.
+pub(crate) const RELEASES_DIR: &str = "releases";
+/// Its folder of fetched, verified frames.
+pub(crate) const BLOB_DIR: &str = "chunks";
+/// Its folder of trees being assembled.
+pub(crate) const STAGING_DIR: &str = "staging";
 
 /// Origin path of a channel pointer.
 pub fn channel_path(channel: &str) -> String {
@@ -72,12 +84,12 @@ impl InstallLayout {
 
     /// The `current` symlink.
     pub fn current(&self) -> PathBuf {
-        self.root.join("current")
+        self.root.join(CURRENT)
     }
 
     /// Where installed releases live.
     pub fn releases(&self) -> PathBuf {
-        self.root.join("releases")
+        self.root.join(RELEASES_DIR)
     }
 
     /// One installed release.
@@ -87,7 +99,18 @@ impl InstallLayout {
 
     /// relsync's private folder.
     pub fn state(&self) -> PathBuf {
-        self.root.join(".relsync")
+        self.root.join(STATE_DIR)
+    }
+
+    /// A handle on the install directory.
+    pub(crate) fn root_dir(&self) -> Result<Dir> {
+        Dir::open(&self.root)
+    }
+
+    /// A handle on relsync's private folder, opened without following a link (the install
+    /// was checked when it was opened; see `install::open_install`).
+    pub(crate) fn state_dir(&self) -> Result<Dir> {
+        self.root_dir()?.open_dir(STATE_DIR)
     }
 
     /// The redb database.
@@ -127,7 +150,7 @@ impl InstallLayout {
 
     /// Fetched, verified frames waiting to be assembled.
     pub fn blobs(&self) -> PathBuf {
-        self.state().join("chunks")
+        self.state().join(BLOB_DIR)
     }
 
     /// One fetched frame.
@@ -137,6 +160,6 @@ impl InstallLayout {
 
     /// Where trees are assembled.
     pub fn staging(&self) -> PathBuf {
-        self.state().join("staging")
+        self.state().join(STAGING_DIR)
     }
 }

@@ -180,9 +180,17 @@ impl EngineBuilder {
         self
     }
 
-    /// Refuses releases of any other product.
+    /// The product to install; releases of any other are refused. A fresh install needs it
+    /// (or a pinned root document, which names its product).
     pub fn product(mut self, product: impl Into<String>) -> Self {
         self.config.product = Some(product.into());
+        self
+    }
+
+    /// Installs into the directory even if it holds files and is not a relsync install yet
+    /// (default: refused). relsync still never deletes or replaces what it did not create.
+    pub fn adopt(mut self, adopt: bool) -> Self {
+        self.config.adopt = adopt;
         self
     }
 

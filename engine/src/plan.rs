@@ -577,7 +577,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<FileHash> {
             "not a regular file",
         )));
     }
-    let mut file = File::open(path).map_err(Error::io("opening", path))?;
+    let mut file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -619,7 +619,7 @@ fn find_local(
 
 /// Reads a fetched chunk and returns its bytes, verified.
 pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
     let mut data = Vec::with_capacity(len as usize);
     file.take(u64::from(len) + 1)
         .read_to_end(&mut data)
@@ -637,7 +637,7 @@ pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
 
 /// Reads a chunk from an installed file and returns its bytes, verified.
 pub(crate) fn read_installed(path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(Error::io("opening", path))?;
+    let file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
     read_chunk_at(&file, path, offset, id, len)
 }
 
@@ -745,9 +745,8 @@ pub(crate) fn chunk_bytes(
         Some(LocalChunk::Installed { path, offset }) => {
             let file = match local_files.entry(path.clone()) {
                 std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(File::open(path).map_err(Error::io("opening", path))?)
-                }
+                std::collections::hash_map::Entry::Vacant(slot) => slot
+                    .insert(crate::platform::open_read(path).map_err(Error::io("opening", path))?),
             };
             read_chunk_at(file, path, *offset, chunk.id, chunk.len)
         }

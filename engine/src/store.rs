@@ -12,6 +12,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{EntryKind, TrustedManifest};
+use crate::platform::Dir;
 use crate::{Error, ManifestId, Result};
 
 /// Small named values (`trusted`, `current`, `previous`).
@@ -128,34 +129,34 @@ impl TrustCopy {
 }
 
 impl TrustCopy {
+    /// The copy's file in `.relsync`.
+    const FILE: &str = "trusted";
+    /// Larger than any copy: 256 bad releases, a root document and the channels followed.
+    const MAX_BYTES: u64 = 4 << 20;
+
     /// Reads the copy; a missing or unreadable one is `None` (the database is the primary).
-    pub fn read(path: &Path) -> Option<Self> {
-        let bytes = std::fs::read(path).ok()?;
+    pub(crate) fn read(state: &Dir) -> Option<Self> {
+        let bytes = state.read(Self::FILE, Self::MAX_BYTES).ok()??;
         postcard::from_bytes(&bytes).ok()
     }
 
-    /// Replaces the copy atomically (write, sync, rename).
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        let bytes = encode(self)?;
-        (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })()
-        .map_err(Error::io("writing", path))
+    /// Replaces the copy atomically (write, sync, rename), never through a link.
+    pub(crate) fn write(&self, state: &Dir) -> Result<()> {
+        state.write_atomic(Self::FILE, &encode(self)?)
     }
 }
 
+/// The database's file in `.relsync`.
+const DB_FILE: &str = "state.redb";
+
 impl Store {
-    /// Opens the database at `path`, or, if it is not a readable redb database, moves it
-    /// aside (to `<path>.corrupt`) and starts a new one.
-    pub fn open_or_rebuild(path: &Path) -> Result<Self> {
+    /// Opens the database in the state folder `state`, or, if it is not a readable redb
+    /// database, moves it aside (to `state.redb.corrupt`) and starts a new one.
+    pub(crate) fn open_or_rebuild_in(state: &Dir) -> Result<Self> {
         use redb::{DatabaseError, StorageError};
-        match Database::create(path) {
+        match Self::create(state)? {
             Err(DatabaseError::Storage(e @ StorageError::Corrupted(_))) => {
-                Self::rebuild(path, &e.to_string())
+                Self::rebuild(state, &e.to_string())
             }
             Err(DatabaseError::Storage(StorageError::Io(e)))
                 if matches!(
@@ -163,23 +164,36 @@ impl Store {
                     std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
                 ) =>
             {
-                Self::rebuild(path, &e.to_string())
+                Self::rebuild(state, &e.to_string())
             }
             Err(e) => Err(e.into()),
             Ok(db) => Self::with_tables(db),
         }
     }
 
-    fn rebuild(path: &Path, reason: &str) -> Result<Self> {
-        let aside = path.with_extension("redb.corrupt");
-        tracing::warn!(reason, aside = %aside.display(), "the state database is corrupt; rebuilding it");
-        std::fs::rename(path, &aside).map_err(Error::io("moving aside", path))?;
-        Self::open(path)
+    fn rebuild(state: &Dir, reason: &str) -> Result<Self> {
+        let aside = format!("{DB_FILE}.corrupt");
+        tracing::warn!(reason, aside = %state.path().join(&aside).display(), "the state database is corrupt; rebuilding it");
+        state.rename(DB_FILE, state, &aside)?;
+        Self::open_in(state)
     }
 
-    /// Opens or creates the database at `path`.
+    /// Opens or creates the database in the state folder `state` (never through a link).
+    pub(crate) fn open_in(state: &Dir) -> Result<Self> {
+        Self::with_tables(Self::create(state)??)
+    }
+
+    /// Opens or creates the database at `path`, a file the caller trusts (benchmarks, tools;
+    /// installs open theirs through `.relsync` without following links).
     pub fn open(path: &Path) -> Result<Self> {
         Self::with_tables(Database::create(path)?)
+    }
+
+    /// The database file opened (never through a link, mode 0600), then redb's open of it.
+    fn create(state: &Dir) -> Result<std::result::Result<Database, redb::DatabaseError>> {
+        let file = state.open_state_file(DB_FILE, false)?;
+        Ok(redb::backends::FileBackend::new(file)
+            .and_then(|backend| redb::Builder::new().create_with_backend(backend)))
     }
 
     fn with_tables(db: Database) -> Result<Self> {
@@ -486,8 +500,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         std::fs::write(&path, vec![0xa5; 8192]).unwrap();
-        assert!(Store::open(&path).is_err());
-        let store = Store::open_or_rebuild(&path).unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        assert!(Store::open_in(&state).is_err());
+        let store = Store::open_or_rebuild_in(&state).unwrap();
         assert!(store.trusted_state("stable").unwrap().is_none());
         assert_eq!(
             std::fs::read(dir.path().join("state.redb.corrupt")).unwrap(),
@@ -499,7 +514,8 @@ mod tests {
     fn the_trust_copy_round_trips_and_ignores_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trusted");
-        assert!(TrustCopy::read(&path).is_none());
+        let state = Dir::open(dir.path()).unwrap();
+        assert!(TrustCopy::read(&state).is_none());
         let copy = TrustCopy {
             states: vec![(
                 "stable".into(),
@@ -515,13 +531,48 @@ mod tests {
                 reason: "yanked".into(),
             }],
         };
-        copy.write(&path).unwrap();
-        let read = TrustCopy::read(&path).unwrap();
+        copy.write(&state).unwrap();
+        let read = TrustCopy::read(&state).unwrap();
         assert_eq!(read.state("stable"), copy.state("stable"));
         assert_eq!(read.state("beta"), None);
         assert_eq!(read.root, copy.root);
         assert_eq!(read.bad, copy.bad);
         std::fs::write(&path, b"\xff\xff\xff").unwrap();
-        assert!(TrustCopy::read(&path).is_none());
+        assert!(TrustCopy::read(&state).is_none());
+    }
+
+    #[test]
+    fn state_files_are_never_opened_through_a_link_and_get_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("state.redb")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("trusted.tmp")).unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        let chain = |e: Error| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text += &format!(": {cause}");
+                source = cause.source();
+            }
+            text
+        };
+        let err = chain(Store::open_in(&state).unwrap_err());
+        assert!(err.contains("symbolic link"), "{err}");
+        TrustCopy::default().write(&state).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+        let mode = std::fs::metadata(dir.path().join("trusted"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o600);
+        std::fs::remove_file(dir.path().join("state.redb")).unwrap();
+        std::fs::hard_link(&target, dir.path().join("state.redb")).unwrap();
+        let err = chain(Store::open_in(&state).unwrap_err());
+        assert!(err.contains("hard links"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
     }
 }

@@ -1,6 +1,6 @@
 //! The updater: one install directory, one origin, the whole pipeline.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,11 +9,12 @@ use semver::Version;
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
-use crate::apply::{apply, reconcile, switch_current};
+use crate::apply::{apply, switch_current};
 use crate::assemble::assemble;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::check::{Checked, MetaSource, check};
 use crate::fetch::{Fetched, Lan, fetch};
+use crate::install::{Opening, open_install};
 use crate::keys::PublicKey;
 use crate::layout::{InstallLayout, valid_channel};
 use crate::origin::{Origin, OriginConfig, blocking};
@@ -46,6 +47,9 @@ pub struct UpdaterConfig {
     pub trusted_root: Option<Vec<u8>>,
     /// The install directory (holds `current`).
     pub install_dir: PathBuf,
+    /// Install into `install_dir` even if it holds files and is not a relsync install yet
+    /// (relsync still never deletes or replaces what it did not create).
+    pub adopt: bool,
     /// Transfer settings.
     pub fetch: FetchConfig,
 }
@@ -66,6 +70,7 @@ impl UpdaterConfig {
             trusted_keys,
             trusted_root: None,
             install_dir: install_dir.into(),
+            adopt: false,
             fetch: FetchConfig::default(),
         }
     }
@@ -184,7 +189,12 @@ impl Updater {
         }
         let origin = Origin::open(&config.origin, &config.fetch)?;
         let layout = InstallLayout::new(&config.install_dir);
-        let (lock, store) = open_install(&layout, true)?;
+        let (lock, store) = open_install(
+            &layout,
+            Opening::Create {
+                adopt: config.adopt,
+            },
+        )?;
         crate::check::ensure_install_id(&layout)?;
         let store = Arc::new(store);
         let share = Share::new(layout.clone(), store.clone(), None)?;
@@ -508,7 +518,9 @@ fn finish(
         Err(e) => {
             // A failed tree is never used; don't leave it filling the disk. Verified fetched
             // chunks stay, so a retry does not download them again.
-            let _ = std::fs::remove_dir_all(layout.staging());
+            if let Ok(state) = layout.state_dir() {
+                let _ = state.remove_tree(crate::layout::STAGING_DIR);
+            }
             Err(e)
         }
     }
@@ -523,7 +535,7 @@ pub fn apply_staged(
     reporter: Arc<dyn Reporter>,
 ) -> Result<UpdateReport> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, false)?;
+    let (_lock, store) = open_install(&layout, Opening::Existing)?;
     let report = install_staged(&layout, &store, &reporter)?;
     let manifest = store.current()?.map(|r| r.manifest.id().to_string());
     AuditLog::open(&layout)?.append(AuditEvent::Installed {
@@ -593,79 +605,6 @@ async fn by_deadline<T>(
     }
 }
 
-pub(crate) fn open_install(layout: &InstallLayout, create: bool) -> Result<(File, Store)> {
-    let state = layout.state();
-    if create {
-        fs::create_dir_all(&state).map_err(Error::io("creating", &state))?;
-    } else if !state.is_dir() {
-        return Err(Error::NothingInstalled(format!(
-            "{} is not a relsync install",
-            layout.root().display()
-        )));
-    }
-    let lock_path = layout.lock();
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(Error::io("opening", &lock_path))?;
-    lock.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => Error::Locked {
-            dir: layout.root().to_path_buf(),
-            holder: lock_holder(&lock_path),
-        },
-        std::fs::TryLockError::Error(e) => Error::io("locking", &lock_path)(e),
-    })?;
-    // For the message a second updater prints (best effort); the lock itself is the flock.
-    // One write of a fixed width at offset 0, so a reader never sees a half-written pid.
-    let _ = std::os::unix::fs::FileExt::write_all_at(
-        &lock,
-        format!("{:>10}\n", std::process::id()).as_bytes(),
-        0,
-    )
-    .and_then(|()| lock.set_len(11));
-    let store = if create {
-        Store::open_or_rebuild(&layout.db())?
-    } else {
-        Store::open(&layout.db()).map_err(|e| match e {
-            Error::Store(reason) => Error::Store(format!(
-                "{reason} (the next `relsync update` rebuilds a corrupt database)"
-            )),
-            e => e,
-        })?
-    };
-    reconcile(layout, &store)?;
-    Ok((lock, store))
-}
-
-/// The pid the lock's holder wrote, waiting briefly (at most 100 ms) for a holder that has
-/// just taken the lock to write it over an earlier holder's.
-fn lock_holder(lock_path: &std::path::Path) -> Option<u32> {
-    let alive = |pid: u32| {
-        let pid = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        pid.is_some_and(|pid| {
-            !matches!(
-                rustix::process::test_kill_process(pid),
-                Err(rustix::io::Errno::SRCH)
-            )
-        })
-    };
-    for _ in 0..50 {
-        let pid = fs::read_to_string(lock_path)
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-            .filter(|&pid| alive(pid));
-        if pid.is_some() {
-            return pid;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    None
-}
-
 /// What an install holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -698,7 +637,7 @@ pub struct Status {
 /// Reads an install's status (takes the lock briefly).
 pub fn status(install_dir: impl Into<PathBuf>) -> Result<Status> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, false)?;
+    let (_lock, store) = open_install(&layout, Opening::Existing)?;
     status_of(&layout, &store)
 }
 
@@ -732,7 +671,7 @@ pub(crate) fn status_of(layout: &InstallLayout, store: &Store) -> Result<Status>
 /// Switches `current` back to the previous release; the one left becomes the previous.
 pub fn rollback(install_dir: impl Into<PathBuf>) -> Result<(Version, Version)> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, false)?;
+    let (_lock, store) = open_install(&layout, Opening::Existing)?;
     let (from, to) = roll_back(&layout, &store)?;
     AuditLog::open(&layout)?.append(AuditEvent::RolledBack {
         from: from.clone(),
@@ -755,6 +694,18 @@ pub(crate) fn roll_back(layout: &InstallLayout, store: &Store) -> Result<(Versio
             "previous release {} is missing from disk",
             previous.dir
         )));
+    }
+    // Never switch to a tree that is not exactly its signed release: it may have drifted or
+    // been tampered with while it was not current.
+    if let Some(problem) = crate::verify::check_release(layout, &previous)?
+        .into_iter()
+        .next()
+    {
+        return Err(Error::RollbackRefused {
+            version: previous.manifest.version.clone(),
+            dir: previous.dir.clone(),
+            problem,
+        });
     }
     switch_current(layout, &previous.dir)?;
     store.set_installed(&previous.dir, Some(&current.dir))?;

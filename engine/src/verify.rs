@@ -13,11 +13,13 @@ use serde::Serialize;
 
 use crate::apply::current_dir;
 use crate::assemble::{Assembled, mode};
+use crate::install::{Opening, open_install};
 use crate::layout::InstallLayout;
 use crate::manifest::{Entry, EntryKind};
 use crate::plan::hash_file;
+use crate::platform::TREE_DIR_MODE;
 use crate::progress::{Event, Reporter};
-use crate::updater::open_install;
+use crate::store::Release;
 use crate::{Error, Result};
 
 /// A staged tree whose every file, link and directory matched the signed manifest.
@@ -49,9 +51,21 @@ fn check_entry(entry: &Entry, root: &Path) -> Result<()> {
     let wrong = |what: &str| {
         Error::io("verifying", &path)(std::io::Error::other(format!("{what} is wrong")))
     };
+    let wrong_mode = |expected: u32| {
+        let actual = meta.permissions().mode() & 0o7777;
+        (actual != expected).then(|| {
+            Error::io("verifying", &path)(std::io::Error::other(format!(
+                "mode {actual:04o}, expected {expected:04o}"
+            )))
+        })
+    };
     match &entry.kind {
         EntryKind::Dir if !meta.is_dir() => return Err(wrong("type")),
-        EntryKind::Dir => {}
+        EntryKind::Dir => {
+            if let Some(e) = wrong_mode(TREE_DIR_MODE) {
+                return Err(e);
+            }
+        }
         EntryKind::Symlink { target } => {
             let actual = fs::read_link(&path).map_err(Error::io("reading link", &path))?;
             if !meta.is_symlink() || actual.as_os_str() != target.as_str() {
@@ -70,8 +84,8 @@ fn check_entry(entry: &Entry, root: &Path) -> Result<()> {
                     actual,
                 });
             }
-            if meta.permissions().mode() & 0o7777 != mode(file.executable) {
-                return Err(wrong("mode"));
+            if let Some(e) = wrong_mode(mode(file.executable)) {
+                return Err(e);
             }
         }
     }
@@ -107,11 +121,10 @@ impl InstallCheck {
 /// nothing else is in the tree. Takes the install's lock.
 pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, false)?;
+    let (_lock, store) = open_install(&layout, Opening::Existing)?;
     let release = store
         .current()?
         .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
-    let root = layout.release(&release.dir);
     let mut problems = Vec::new();
     if current_dir(&layout).as_deref() != Some(release.dir.as_str()) {
         problems.push(format!(
@@ -119,12 +132,41 @@ pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
             release.dir
         ));
     }
+    problems.extend(check_release(&layout, &release)?);
+    let manifest = &release.manifest;
+    Ok(InstallCheck {
+        version: manifest.version.clone(),
+        manifest: manifest.id().to_string(),
+        dir: layout.release(&release.dir),
+        entries: manifest.entries.len() as u64,
+        problems,
+    })
+}
+
+/// Every difference between an installed release and its signed manifest, one line each:
+/// files (hash, type, mode), links, directories (type, mode 0755), the release directory's
+/// own mode, and anything in the tree the manifest does not list.
+pub(crate) fn check_release(layout: &InstallLayout, release: &Release) -> Result<Vec<String>> {
+    let root = layout.release(&release.dir);
+    let mut problems = Vec::new();
+    let meta = fs::symlink_metadata(&root).map_err(Error::io("checking", &root))?;
+    if !meta.is_dir() {
+        problems.push(format!("{}: not a directory", root.display()));
+        return Ok(problems);
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode != TREE_DIR_MODE {
+        problems.push(format!(
+            "{}: mode {mode:04o}, expected {TREE_DIR_MODE:04o}",
+            root.display()
+        ));
+    }
     let manifest = &release.manifest;
     let mut found: Vec<String> = manifest
         .entries
         .par_iter()
         .filter_map(|entry| check_entry(entry, &root).err())
-        .map(|e| e.to_string())
+        .map(|e| describe(&e))
         .collect();
     found.sort();
     problems.extend(found);
@@ -137,13 +179,19 @@ pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
             .filter(|p| !expected.contains(p.as_str()))
             .map(|p| format!("{p}: not in the signed manifest")),
     );
-    Ok(InstallCheck {
-        version: manifest.version.clone(),
-        manifest: manifest.id().to_string(),
-        dir: root,
-        entries: manifest.entries.len() as u64,
-        problems,
-    })
+    Ok(problems)
+}
+
+/// An error and its causes on one line: "verifying PATH: mode 0777, expected 0755".
+fn describe(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Every path under `dir`, relative (`/`-separated), without following symlinks.

@@ -53,5 +53,6 @@ pub use tree::{
     make_release, pseudo_random, pseudo_text, tree_digest,
 };
 pub use world::{
-    CHANNEL, Report, V1, V2, World, current, current_link, flip_byte, new_files, parse_pubkey,
+    CHANNEL, PRODUCT, Report, V1, V2, World, current, current_link, flip_byte, new_files,
+    parse_pubkey,
 };

@@ -86,6 +86,7 @@ pub struct Cmd {
     program: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    removed: Vec<OsString>,
     home: Option<PathBuf>,
     timeout: Duration,
 }
@@ -97,6 +98,7 @@ impl Cmd {
             program: program.as_ref().to_path_buf(),
             args: Vec::new(),
             envs: Vec::new(),
+            removed: Vec::new(),
             home: None,
             timeout: COMMAND_TIMEOUT,
         }
@@ -137,6 +139,14 @@ impl Cmd {
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Remove an environment variable (one set with [`Cmd::env`] too).
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
+        let k = k.as_ref().to_os_string();
+        self.envs.retain(|(name, _)| *name != k);
+        self.removed.push(k);
         self
     }
 
@@ -192,6 +202,9 @@ impl Cmd {
                 .env("XDG_CONFIG_HOME", home.join(".config"))
                 .env("XDG_DATA_HOME", home.join(".local/share"))
                 .env("XDG_STATE_HOME", home.join(".local/state"));
+        }
+        for k in &self.removed {
+            c.env_remove(k);
         }
         for (k, v) in &self.envs {
             c.env(k, v);

@@ -15,6 +15,9 @@ use crate::tree::{Entry, make_release, tree_digest};
 
 /// The channel every test publishes to.
 pub const CHANNEL: &str = "stable";
+/// The product every test publishes (cdn-publisher's default), and every `relsync` command
+/// binds to (through `RELSYNC_PRODUCT`, the environment form of `--product`).
+pub const PRODUCT: &str = "app";
 /// Version of release 1.
 pub const V1: &str = "1.0.0";
 /// Version of release 2.
@@ -85,9 +88,11 @@ impl World {
         Cmd::new(&bins().publisher).home(&self.home)
     }
 
-    /// `relsync` with a private HOME.
+    /// `relsync` with a private HOME, installing [`PRODUCT`] (`RELSYNC_PRODUCT`).
     pub fn relsync(&self) -> Cmd {
-        Cmd::new(&bins().relsync).home(&self.home)
+        Cmd::new(&bins().relsync)
+            .home(&self.home)
+            .env("RELSYNC_PRODUCT", PRODUCT)
     }
 
     /// `cdn-publisher keygen --out KEY`.

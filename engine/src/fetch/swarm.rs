@@ -487,7 +487,7 @@ impl Swarm<'_> {
                 let entry = &shared.target.chunks[index as usize];
                 match VerifiedChunk::verify(entry, &frame, None, &source) {
                     Ok(chunk) => {
-                        let (_, path) = chunk.store(&shared.layout)?;
+                        let (_, path) = chunk.store(&shared.blobs)?;
                         shared
                             .from_peers
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);

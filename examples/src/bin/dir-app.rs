@@ -26,6 +26,10 @@ struct Cli {
     /// A public key releases may be signed with (`ed25519:…`; repeatable).
     #[arg(long, required = true)]
     trust: Vec<PublicKey>,
+    /// The product to install, as the publisher named it (`cdn-publisher push --product`);
+    /// releases of any other product are refused.
+    #[arg(long)]
+    product: String,
     /// The channel to follow.
     #[arg(long, default_value = "stable")]
     channel: String,
@@ -48,6 +52,7 @@ async fn main() -> ExitCode {
 async fn try_main(cli: Cli) -> Result<()> {
     let engine = Engine::builder(cli.origin, cli.trust, &cli.install)
         .channel(cli.channel)
+        .product(cli.product)
         // A new release stays on trial until it confirms it is healthy; three starts
         // without that count as a crash loop, and the fourth rolls it back.
         .trial(TrialConfig::app(3))

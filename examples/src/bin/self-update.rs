@@ -25,6 +25,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use relsync_engine::{CheckOutcome, Engine, Event, PublicKey};
 
+/// The product this app is published as (`cdn-publisher push --product hello`): an app
+/// installs only its own releases, whatever else its publisher's key signs.
+const PRODUCT: &str = "hello";
+
 /// A tiny app that updates itself with relsync.
 #[derive(Debug, Parser)]
 struct Cli {
@@ -110,6 +114,7 @@ fn update(
 ) -> Result<()> {
     let name = exe.file_name().context("the executable has no file name")?;
     let engine = Engine::builder(origin, trust, data)
+        .product(PRODUCT)
         .channel(channel)
         .reporter(Arc::new(print_event))
         .open_blocking()

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use relsync_tests::{Daemon, V1, V2, World, assert_trees_equal, current, free_port};
+use relsync_tests::{Daemon, PRODUCT, V1, V2, World, assert_trees_equal, current, free_port};
 use serde_json::Value;
 
 use crate::common::world_with_v1;
@@ -16,7 +16,7 @@ use crate::common::world_with_v1;
 fn write_config(w: &World, name: &str, origin: &str, install: &Path, extra: &str) -> PathBuf {
     let path = w.path().join(format!("{name}.toml"));
     let text = format!(
-        "install = {install:?}\norigin = {origin:?}\ntrust = [{key:?}]\n{extra}",
+        "install = {install:?}\norigin = {origin:?}\ntrust = [{key:?}]\nproduct = {PRODUCT:?}\n{extra}",
         install = install.display().to_string(),
         key = w.pubkey,
     );

@@ -57,11 +57,12 @@ impl Publisher {
 
     /// Publishes `tree` as `version` (zstd level 3: these tests are about the apps, not the
     /// compression ratio).
-    fn push(&self, tree: &Path, version: &str) {
+    fn push(&self, tree: &Path, version: &str, product: &str) {
         Self::cmd(self.path())
             .arg("push")
             .arg(tree)
             .args(["--version", version, "--channel", CHANNEL, "--level", "3"])
+            .args(["--product", product])
             .arg("--key")
             .arg(&self.key)
             .arg("--to")
@@ -118,7 +119,7 @@ fn self_update_replaces_its_running_executable_and_reexecutes() {
     let mut v2 = v1.clone();
     v2.extend_from_slice(b"\nrelsync examples e2e: release 2.0.0\n");
     fs::write(release.join("hello"), &v2).expect("write v2");
-    p.push(&release, "2.0.0");
+    p.push(&release, "2.0.0", "hello");
     let n = Nginx::start(&p.origin, &NginxOptions::default());
 
     let run = p.run(&hello, &["run"]);
@@ -174,7 +175,7 @@ fn dir_app_installs_then_confirms_on_its_next_start() {
     fs::create_dir_all(release.join("lib")).expect("mkdir release");
     fs::write(release.join("README"), "dir-app 1.0.0\n").expect("write");
     fs::write(release.join("lib/data.bin"), vec![7u8; 100_000]).expect("write");
-    p.push(&release, "1.0.0");
+    p.push(&release, "1.0.0", "app");
     let n = Nginx::start(&p.origin, &NginxOptions::default());
 
     let install = p.path().join("app");
@@ -185,6 +186,8 @@ fn dir_app_installs_then_confirms_on_its_next_start() {
         &url,
         "--trust",
         &p.pubkey,
+        "--product",
+        "app",
         "--install",
         &install_arg,
     ];

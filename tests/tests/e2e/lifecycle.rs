@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::world_with_v1;
 use relsync_tests::{
-    CHANNEL, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal, current,
-    pseudo_random,
+    CHANNEL, Nginx, NginxOptions, Output, PRODUCT, Report, V1, V2, World, assert_trees_equal,
+    current, pseudo_random,
 };
 
 /// A copy of `src` with an executable `health.sh` that exits `code`.
@@ -358,6 +358,7 @@ async fn an_app_that_crash_loops_on_a_new_release_is_rolled_back_by_the_engine()
     let dir = w.install_dir("app");
     let samples = std::sync::Arc::new(Samples::default());
     let engine = Engine::builder(n.url(), vec![w.pubkey.parse().expect("key")], &dir)
+        .product(PRODUCT)
         .channel(CHANNEL)
         .trial(TrialConfig::app(2))
         .telemetry(samples.clone())
@@ -464,6 +465,7 @@ async fn a_download_stops_when_the_publisher_yanks_its_release() {
     fetch.max_parallel_requests = 1;
     let open = |origin: String| {
         Engine::builder(origin, vec![w.pubkey.parse().expect("key")], &dir)
+            .product(PRODUCT)
             .channel(CHANNEL)
             .fetch(fetch.clone())
             .open()

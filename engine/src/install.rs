@@ -1,0 +1,201 @@
+//! Opening an install directory safely: who may write it, what relsync may take over, the
+//! lock, and the store.
+//!
+//! relsync often runs as root on directories other users can see, so before it touches
+//! anything it refuses an install that another user could write (the install directory,
+//! `.relsync`, or an ancestor they could rename), opens `.relsync` and every state file
+//! relative to a handle without following links, sets every mode explicitly, and never takes
+//! over a directory it did not make unless told to (`--adopt`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::apply::reconcile;
+use crate::layout::{InstallLayout, STATE_DIR};
+use crate::platform::{self, Dir, STATE_DIR_MODE, TREE_DIR_MODE};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// How [`open_install`] treats a directory that is not an install yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// It must be an install already (status, verify, rollback, apply, serve).
+    Existing,
+    /// Make it one if it is not: create the directory if it is missing; take over an existing
+    /// directory that holds anything only when `adopt` is set.
+    Create {
+        /// Install into a non-empty directory that is not an install yet.
+        adopt: bool,
+    },
+}
+
+/// Opens (creating, if `opening` says so) the install at `layout`, takes its lock and opens
+/// its store. Refuses, before anything is written, an install another user could write and a
+/// `current` that relsync did not make.
+pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(File, Store)> {
+    let root = open_root(layout, opening)?;
+    platform::check_ancestors(layout.root())?;
+    platform::check_trusted(layout.root(), &root.meta()?, "the install directory")?;
+    if let Opening::Create { .. } = opening {
+        refuse_unmanaged_current(layout, &root)?;
+    }
+    let state = open_state(layout, &root, opening)?;
+    let lock = take_lock(layout, &state)?;
+    let store = match opening {
+        Opening::Create { .. } => Store::open_or_rebuild_in(&state)?,
+        Opening::Existing => Store::open_in(&state).map_err(|e| match e {
+            Error::Store(reason) => Error::Store(format!(
+                "{reason} (the next `relsync update` rebuilds a corrupt database)"
+            )),
+            e => e,
+        })?,
+    };
+    reconcile(layout, &store)?;
+    Ok((lock, store))
+}
+
+/// The install directory, created (with its missing parents, each 0755) if `opening` allows.
+fn open_root(layout: &InstallLayout, opening: Opening) -> Result<Dir> {
+    let path = layout.root();
+    if std::fs::symlink_metadata(path).is_err() {
+        if opening == Opening::Existing {
+            return Err(Error::NothingInstalled(format!(
+                "{} is not a relsync install (it does not exist)",
+                path.display()
+            )));
+        }
+        create_dirs(path)?;
+    }
+    Dir::open(path)
+}
+
+/// Creates `path` and its missing parents, each with mode 0755 whatever the umask.
+fn create_dirs(path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    while std::fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            continue;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let name = name.to_str().ok_or_else(|| {
+            Error::io("creating", dir)(std::io::Error::other("the name is not UTF-8"))
+        })?;
+        Dir::open(parent)?.ensure_dir(name, TREE_DIR_MODE)?;
+    }
+    Ok(())
+}
+
+/// Refuses a `current` that is not a symbolic link: relsync's `current` always is one, so
+/// anything else is someone else's data, which an update would have to replace.
+fn refuse_unmanaged_current(layout: &InstallLayout, root: &Dir) -> Result<()> {
+    match root.meta_at("current")? {
+        Some(meta) if !meta.is_symlink() => Err(Error::Unmanaged {
+            path: layout.current(),
+            what: if meta.is_dir() {
+                "a directory".into()
+            } else {
+                "a file".into()
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `.relsync`: checked (only relsync's user or root may write it) and made private (0700);
+/// created when `opening` allows, in an empty directory or, with `adopt`, any.
+fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening) -> Result<Dir> {
+    let path = layout.state();
+    match (root.meta_at(STATE_DIR)?, opening) {
+        (None, Opening::Existing) => Err(Error::NothingInstalled(format!(
+            "{} is not a relsync install (it has no {STATE_DIR})",
+            layout.root().display()
+        ))),
+        (None, Opening::Create { adopt }) => {
+            let found = root.list()?;
+            if !found.is_empty() && !adopt {
+                return Err(Error::NotAnInstall {
+                    dir: layout.root().to_path_buf(),
+                    found,
+                });
+            }
+            root.create_dir(STATE_DIR, STATE_DIR_MODE)
+        }
+        (Some(meta), _) if meta.is_symlink() => Err(Error::Insecure {
+            path,
+            problem: "relsync's state directory is a symbolic link, and relsync never follows \
+                      links in an install's state"
+                .into(),
+            fix: "remove the link (and check where it pointed)".into(),
+        }),
+        (Some(_), _) => {
+            let state = root.open_dir(STATE_DIR)?;
+            let meta = state.meta()?;
+            platform::check_trusted(&path, &meta, "relsync's state directory")?;
+            if meta.mode != STATE_DIR_MODE && meta.uid == platform::effective_uid() {
+                state.set_mode(STATE_DIR_MODE)?;
+            }
+            Ok(state)
+        }
+    }
+}
+
+/// Takes the install's lock (`flock` on `.relsync/lock`, opened without following links)
+/// and writes this process's pid into it for the next one's message.
+fn take_lock(layout: &InstallLayout, state: &Dir) -> Result<File> {
+    let lock = state.open_state_file("lock", false)?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => Error::Locked {
+            dir: layout.root().to_path_buf(),
+            holder: lock_holder(&lock),
+        },
+        std::fs::TryLockError::Error(e) => Error::io("locking", layout.lock())(e),
+    })?;
+    // For the message a second updater prints (best effort); the lock itself is the flock.
+    // One write of a fixed width at offset 0, so a reader never sees a half-written pid.
+    let _ = lock
+        .write_all_at(format!("{:>10}\n", std::process::id()).as_bytes(), 0)
+        .and_then(|()| lock.set_len(11));
+    Ok(lock)
+}
+
+/// The pid the lock's holder wrote, waiting briefly (at most 100 ms) for a holder that has
+/// just taken the lock to write it over an earlier holder's.
+fn lock_holder(lock: &File) -> Option<u32> {
+    let alive = |pid: u32| {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        pid.is_some_and(|pid| {
+            !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
+            )
+        })
+    };
+    for _ in 0..50 {
+        let mut text = [0u8; 16];
+        let pid = lock
+            .read_at(&mut text, 0)
+            .ok()
+            .and_then(|n| std::str::from_utf8(&text[..n]).ok()?.trim().parse().ok())
+            .filter(|&pid| alive(pid));
+        if pid.is_some() {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
+}
