@@ -482,7 +482,10 @@ fn read_install_id(layout: &InstallLayout) -> Option<[u8; 16]> {
 /// Reads this install's random id, creating it on first use (mode 0600, never through a
 /// link).
 pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
-    if let Some(id) = read_install_id(layout) {
+    // A link (or anything unreadable) in its place is an error, not a reason to start over.
+    if layout.state_dir()?.read(INSTALL_ID_FILE, 64)?.is_some()
+        && let Some(id) = read_install_id(layout)
+    {
         return Ok(id);
     }
     let mut id = [0; 16];

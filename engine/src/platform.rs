@@ -141,7 +141,13 @@ impl Dir {
             base_flags() | OFlags::DIRECTORY | OFlags::RDONLY,
             Mode::empty(),
         )
-        .map_err(io_err("opening", &self.child(name)))?;
+        .map_err(|e| {
+            // `O_DIRECTORY | O_NOFOLLOW` on a link fails with ENOTDIR, not ELOOP.
+            let link = e == rustix::io::Errno::NOTDIR
+                && matches!(self.meta_at(name), Ok(Some(meta)) if meta.is_symlink());
+            let e = if link { rustix::io::Errno::LOOP } else { e };
+            io_err("opening", &self.child(name))(e)
+        })?;
         Ok(Dir {
             fd,
             path: self.child(name),

@@ -27,6 +27,8 @@ mod hostile;
 mod lifecycle;
 #[path = "e2e/load.rs"]
 mod load;
+#[path = "e2e/local.rs"]
+mod local;
 #[path = "e2e/mirrors.rs"]
 mod mirrors;
 #[path = "e2e/network_faults.rs"]
