@@ -333,7 +333,7 @@ class Bench:
         usage = os.path.join(self.work, "usage")
         out = run(["/usr/bin/time", "-f", "%M %U %S", "-o", usage, f"{self.bin}/relsync",
                    "update", "--origin", self.url, "--channel", channel, "--trust", self.trust,
-                   "--install", install, "--json"])
+                   "--product", "app", "--install", install, "--json"])
         report = json.loads(out)
         with open(usage) as f:
             peak, user, system = f.read().splitlines()[-1].split()

@@ -87,7 +87,7 @@ for step in "v1 1.0.0" "v2 2.0.0" "v2 2.0.0"; do
     row "$label" "$version" "$out"
   done
 done
-"$bin/relsync" update --origin "http://127.0.0.1:$cdn/" --channel stable --trust "$key" \
+"$bin/relsync" update --origin "http://127.0.0.1:$cdn/" --channel stable --trust "$key" --product app \
   --install "$work/install" --json >/dev/null
 diff -r --no-dereference "$work/v2" "$work/install/current/" >/dev/null
 echo

@@ -35,11 +35,11 @@ for setting in "${settings[@]}"; do
   read -ra flags <<<"$setting"
   "$bin/cdn-publisher" push "$releases/$name-$old" --version "$old" --channel "$channel" \
     --key "$work/key" --to "$work/origin" --level 3 --solid-mib 0 >/dev/null
-  "$bin/relsync" update --origin "$work/origin" --channel "$channel" --trust "$key" \
+  "$bin/relsync" update --origin "$work/origin" --channel "$channel" --trust "$key" --product app \
     --install "$work/i-$channel" --json >/dev/null
   push=$("$bin/cdn-publisher" push "$releases/$name-$new" --version "$new" --channel "$channel" \
     --key "$work/key" --to "$work/origin" --json "${flags[@]}")
-  update=$("$bin/relsync" update --origin "$work/origin" --channel "$channel" --trust "$key" \
+  update=$("$bin/relsync" update --origin "$work/origin" --channel "$channel" --trust "$key" --product app \
     --install "$work/i-$channel" --json)
   diff -r --no-dereference "$releases/$name-$new" "$work/i-$channel/current/" >/dev/null
   printf '| %s | %.1f s, %.2f MB/s | %s | %s (%s) |\n' "${setting:-(defaults)}" \

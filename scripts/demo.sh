@@ -29,20 +29,20 @@ key=$(cat "$work/demo.key.pub")
 echo "   trusted key: $key"
 
 echo "== cdn-publisher push v1.0.0" >&2
-"$bin/cdn-publisher" push "$work/app-1" --version 1.0.0 --channel stable --key "$work/demo.key" --to "$work/origin"
+"$bin/cdn-publisher" push "$work/app-1" --version 1.0.0 --channel stable --product demo-app --key "$work/demo.key" --to "$work/origin"
 
 "$here/nginx-origin.sh" start "$work/origin" "$work/nginx" "$port"
 url=http://127.0.0.1:$port/
 echo "== nginx serves the origin at $url" >&2
 
 echo "== relsync update (fresh install of v1)" >&2
-"$bin/relsync" update --origin "$url" --channel stable --trust "$key" --install "$work/install" --no-mdns
+"$bin/relsync" update --origin "$url" --channel stable --trust "$key" --product demo-app --install "$work/install" --no-mdns
 
 echo "== cdn-publisher push v1.1.0" >&2
-"$bin/cdn-publisher" push "$work/app-2" --version 1.1.0 --channel stable --key "$work/demo.key" --to "$work/origin"
+"$bin/cdn-publisher" push "$work/app-2" --version 1.1.0 --channel stable --product demo-app --key "$work/demo.key" --to "$work/origin"
 
 echo "== relsync update (v1 -> v2: only the changed chunks)" >&2
-"$bin/relsync" update --origin "$url" --channel stable --trust "$key" --install "$work/install" --no-mdns
+"$bin/relsync" update --origin "$url" --channel stable --trust "$key" --product demo-app --install "$work/install" --no-mdns
 diff -r "$work/install/current" "$work/app-2" && echo "   install/current is identical to the v2 tree"
 
 echo "== relsync status" >&2

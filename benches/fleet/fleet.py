@@ -496,7 +496,7 @@ def measure_lan(net: NetnsNet, nbytes: int) -> float:
 
 
 def relsync_update(args, net: Net, where: int, origin: str, trust: str, install: str) -> dict:
-    cmd = net.prefix(where) + [args.relsync, "update", "--origin", origin, "--trust", trust,
+    cmd = net.prefix(where) + [args.relsync, "update", "--origin", origin, "--trust", trust, "--product", "app",
                                "--install", install, "--json", "--no-mdns"]
     p = sh(cmd, cap=RUN.remaining(), env=child_env())
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -620,7 +620,7 @@ def fleet(args) -> dict:
         port = PEER_PORT if args.mode == "netns" else 0
         cmd = net.prefix(k) + [args.relsync, "serve", "--install", inst,
                                "--listen", f"/ip4/{ip}/tcp/{port}", "--no-mdns",
-                               "--origin", url_a, "--trust", trust, "--interval", "1s",
+                               "--origin", url_a, "--trust", trust, "--product", "app", "--interval", "1s",
                                "--json", "--stop-after", f"{stop_after}s", "--peer-wait", "2s"]
         for a in addrs:
             cmd += ["--peer", a]

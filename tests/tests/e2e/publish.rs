@@ -233,6 +233,26 @@ fn unsafe_trees_are_refused_with_the_file_named() {
     assert!(out.stderr.contains("FIFO"), "{out}");
 }
 
+/// A release with no files (an empty build directory, say) would replace every install's
+/// files with nothing: `push` refuses it, writing nothing, unless `--allow-empty`.
+#[test]
+fn an_empty_release_is_refused_unless_allowed() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let before = w.origin_snapshot();
+    let empty = w.v1.with_file_name("empty-build");
+    fs::create_dir_all(empty.join("lib")).expect("mkdir");
+    let out = w.push(&empty, V2, &[]);
+    assert!(!out.status.success(), "an empty release was published\n{out}");
+    assert!(
+        out.stderr.contains("holds no files") && out.stderr.contains("--allow-empty"),
+        "the refusal must say why and how to override it\n{out}"
+    );
+    assert_eq!(w.origin_snapshot(), before, "a refused push changed the origin");
+    let out = w.push(&empty, V2, &["--allow-empty"]);
+    assert!(out.status.success(), "--allow-empty publishes\n{out}");
+}
+
 /// `promote` and `yank` through the real binary: both re-sign the pointer (its signature
 /// still verifies), `promote` refuses another version, `yank` moves the channel back to the
 /// previous release and refuses when there is nothing left to fall back to.

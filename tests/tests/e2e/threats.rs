@@ -365,6 +365,20 @@ fn trust_cases() -> Vec<Case> {
             },
         ),
         case(
+            "fresh-install-of-another-product",
+            Trust,
+            &["product mismatch", "other-app"],
+            |c| {
+                // The origin (or anyone in the path) swaps in another product the same key
+                // signed: a fresh install names the product it wants, so it refuses.
+                let (mut p, mut m) = c.forge.release();
+                p.product = "other-app".into();
+                m.product = "other-app".into();
+                c.forge.publish(p, &m);
+            },
+        )
+        .fresh(),
+        case(
             "manifest-channel-disagrees",
             Trust,
             &["manifest channel mismatch", "beta"],
