@@ -89,9 +89,14 @@ impl Fixture {
         self.push_with(&self.opts_on(channel, version)).unwrap()
     }
 
-    /// Signs and publishes a change as `main` does; returns the pointer as clients see it.
+    /// Signs and publishes a change as `main` does (its rollback directive too); returns the
+    /// pointer as clients see it.
     pub fn publish(&self, change: &Change) -> Pointer {
-        let sealed = change.pointer.seal(&[&key()]).unwrap();
+        let mut pointer = change.pointer.clone();
+        if let Some(directive) = &change.directive {
+            pointer.rollback = Some(directive.seal(&[&key()]).unwrap());
+        }
+        let sealed = pointer.seal(&[&key()]).unwrap();
         put_pointer(&self.origin, &sealed, change.moved_from.is_some()).unwrap();
         self.pointer_of(&change.pointer.channel)
     }

@@ -10,13 +10,21 @@
 //! (`manifests/<id>.from-<base>`, still on the origin), so installs on its ancestors fetch a
 //! few KiB. Installs on the yanked release have no delta against it and fetch the whole
 //! manifest.
+//!
+//! Installs running a yanked version keep it unless the pointer carries a rollback directive
+//! ([`RollbackDirective`]) that the release role signed: `yank --roll-back` makes one, to be
+//! signed with the release keys or elsewhere, since going below a version installs trusted
+//! must not rest on the online channel key.
 
 use std::collections::HashSet;
 
 use anyhow::{Context, Result, anyhow, bail};
 use relsync_engine::ManifestId;
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::layout::{manifest_delta_path, manifest_path};
-use relsync_engine::manifest::{Manifest, ManifestDelta, Pointer, decompress_envelope, limits};
+use relsync_engine::manifest::{
+    FORMAT_VERSION, Manifest, ManifestDelta, Pointer, decompress_envelope, limits,
+};
 use semver::Version;
 use serde::Serialize;
 
@@ -36,8 +44,34 @@ pub struct Change {
     pub yanked_now: Option<Version>,
     /// The version was yanked already; only the roll-back directive may have changed.
     pub already_yanked: bool,
+    /// The rollback directive to sign (`yank --roll-back`), unsigned: the pointer carries it
+    /// ([`Pointer::rollback`]) once the release role has signed it.
+    pub directive: Option<RollbackDirective>,
     /// Things the operator should know (say, the release fallen back to has expired).
     pub warnings: Vec<String>,
+}
+
+/// A rollback directive as `--json` prints it: installs on `from` go back to `to`.
+#[derive(Debug, Serialize)]
+pub struct RollbackSummary {
+    pub from: Vec<String>,
+    pub to: String,
+}
+
+impl RollbackSummary {
+    /// The directive `pointer` carries (decoded, not verified), if any.
+    pub fn of(pointer: &Pointer) -> Option<Self> {
+        let bytes = pointer.rollback.as_deref()?;
+        let directive = RollbackDirective::decode_unverified(bytes).ok()?;
+        Some(Self::from_directive(&directive))
+    }
+
+    pub fn from_directive(directive: &RollbackDirective) -> Self {
+        Self {
+            from: directive.from.iter().map(ToString::to_string).collect(),
+            to: directive.to_version.to_string(),
+        }
+    }
 }
 
 /// A [`Change`] as `--json` prints it.
@@ -50,7 +84,8 @@ pub struct ChangeSummary {
     pub rollout_percent: u8,
     pub previous_rollout_percent: u8,
     pub yanked: Vec<String>,
-    pub rollback_yanked: bool,
+    /// The rollback directive the pointer carries: installs on `from` go back to `to`.
+    pub rollback: Option<RollbackSummary>,
     /// The version the channel offered before, when it moved.
     pub moved_from: Option<String>,
     pub already_yanked: bool,
@@ -72,7 +107,7 @@ impl Change {
             rollout_percent: p.rollout_percent,
             previous_rollout_percent: self.previous_percent,
             yanked: p.yanked.iter().map(ToString::to_string).collect(),
-            rollback_yanked: p.rollback_yanked,
+            rollback: RollbackSummary::of(p),
             moved_from: self.moved_from.as_ref().map(ToString::to_string),
             already_yanked: self.already_yanked,
             expires_unix: p.expires_unix,
@@ -113,14 +148,19 @@ pub fn promote(
         moved_from: None,
         yanked_now: None,
         already_yanked: false,
+        directive: None,
         warnings: Vec::new(),
     })
 }
 
-/// The channel's pointer re-issued with `version` yanked and the roll-back directive set to
-/// `roll_back`. If the channel offers `version`, it offers the newest earlier release that is
-/// not yanked instead, to every install. Refused for a version the channel never offered, and
-/// when there is nothing to fall back to.
+/// The channel's pointer re-issued with `version` yanked. If the channel offers `version`, it
+/// offers the newest earlier release that is not yanked instead, to every install. Refused for
+/// a version the channel never offered, and when there is nothing to fall back to.
+///
+/// The channel's rollback directive is carried forward while it names the release the channel
+/// offers, and dropped when the channel moves. With `roll_back`, the change holds a new
+/// directive ([`Change::directive`], to be signed by the release role) taking installs on
+/// `version`, and on the versions the channel's directive took back, to the channel's release.
 pub fn yank(
     origin: &Origin,
     channel: &str,
@@ -129,15 +169,72 @@ pub fn yank(
     days: u64,
 ) -> Result<Change> {
     let current = current_or_refuse(origin, channel)?;
+    let mut change = withdraw(origin, channel, version, &current, days)?;
+    let earlier = directed_from(&current);
+    if change.moved_from.is_some() {
+        // It names the release the channel left.
+        change.pointer.rollback = None;
+        if !earlier.is_empty() && !roll_back {
+            change.warnings.push(format!(
+                "the rollback directive for installs on {} named {}, which the channel left; \
+                 it is dropped, so those installs keep what they run (yank with --roll-back \
+                 to take them to {})",
+                listed(&earlier.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                current.version,
+                change.pointer.version
+            ));
+        }
+    }
+    if roll_back {
+        let mut from = earlier;
+        from.push(version.clone());
+        from.sort();
+        from.dedup();
+        let p = &change.pointer;
+        change.directive = Some(RollbackDirective {
+            format: FORMAT_VERSION,
+            product: p.product.clone(),
+            channel: p.channel.clone(),
+            from,
+            to_version: p.version.clone(),
+            to: p.manifest,
+            issued_unix: unix_now(),
+        });
+        // Until the release role signs the new one.
+        change.pointer.rollback = None;
+    }
+    Ok(change)
+}
+
+/// The versions whose installs the channel's rollback directive takes back, if it has one
+/// for the release it offers (not verified: the new directive is, before it is published).
+fn directed_from(current: &Pointer) -> Vec<Version> {
+    current
+        .rollback
+        .as_deref()
+        .and_then(|bytes| RollbackDirective::decode_unverified(bytes).ok())
+        .filter(|d| d.to == current.manifest)
+        .map_or_else(Vec::new, |d| d.from)
+}
+
+/// [`yank`] without the rollback directive: the pointer with `version` yanked, moved back if
+/// it offered `version`.
+fn withdraw(
+    origin: &Origin,
+    channel: &str,
+    version: &Version,
+    current: &Pointer,
+    days: u64,
+) -> Result<Change> {
     let mut change = Change {
         pointer: reissued(origin, current.clone(), days)?,
         previous_percent: current.rollout_percent,
         moved_from: None,
         yanked_now: Some(version.clone()),
         already_yanked: current.is_yanked(version),
+        directive: None,
         warnings: Vec::new(),
     };
-    change.pointer.rollback_yanked = roll_back;
     if change.already_yanked {
         return Ok(change);
     }
@@ -324,9 +421,12 @@ impl Iterator for History<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
+    use relsync_engine::layout::channel_path;
+    use relsync_engine::root::RoleKeys;
+
     use super::*;
     use crate::fixture::{Fixture, key};
-    use crate::publish::{put_pointer, refreshed};
+    use crate::publish::{check_directive, put_pointer, refreshed};
     use crate::push::{PushOptions, read_notes_file};
 
     fn v(text: &str) -> Version {
@@ -396,7 +496,7 @@ mod tests {
             (v("2.0.0"), v2, 100)
         );
         assert_eq!(p.yanked, vec![v("3.0.0")]);
-        assert!(p.rollback_yanked);
+        assert_eq!(directed(&p), Some((vec![v("3.0.0")], v("2.0.0"))));
         // The delta published with 2.0.0 against 1.0.0 is offered again.
         assert_eq!(
             p.manifest_deltas.iter().map(|d| d.base).collect::<Vec<_>>(),
@@ -405,14 +505,28 @@ mod tests {
         let file = f.origin.read(&manifest_path(&v2)).unwrap().unwrap();
         assert_eq!(p.manifest_len, file.len() as u64);
 
-        // Yanking an older release only lists it; yanking again only resets the directive.
+        // Yanking an older release only lists it, and keeps the directive, which still names
+        // the channel's release; yanking it again with --roll-back adds it to the directive.
         let p = f.publish(&yank(&f.origin, "stable", &v("1.0.0"), false, 7).unwrap());
         assert_eq!((p.version.clone(), p.manifest), (v("2.0.0"), v2));
         assert_eq!(p.yanked, vec![v("1.0.0"), v("3.0.0")]);
-        assert!(!p.rollback_yanked);
+        assert_eq!(directed(&p), Some((vec![v("3.0.0")], v("2.0.0"))));
         let change = yank(&f.origin, "stable", &v("1.0.0"), true, 7).unwrap();
         assert!(change.already_yanked);
-        assert!(f.publish(&change).rollback_yanked);
+        let p = f.publish(&change);
+        assert_eq!(
+            directed(&p),
+            Some((vec![v("1.0.0"), v("3.0.0")], v("2.0.0")))
+        );
+        // Promote and refresh carry it unchanged.
+        let promoted = f.publish(&promote(&f.origin, "stable", &v("2.0.0"), 50, 7).unwrap());
+        assert_eq!(promoted.rollback, p.rollback);
+        let sealed = refreshed(&f.origin, "stable", 7)
+            .unwrap()
+            .seal(&[&key()])
+            .unwrap();
+        put_pointer(&f.origin, &sealed, false).unwrap();
+        assert_eq!(f.pointer().rollback, p.rollback);
 
         // 2.0.0 has nothing left to fall back to: 1.0.0 is yanked.
         let err = err_text(yank(&f.origin, "stable", &v("2.0.0"), true, 7));
@@ -440,8 +554,161 @@ mod tests {
         let p = f.pointer();
         assert_eq!(p.version, v("4.0.0"));
         assert_eq!(p.yanked, vec![v("1.0.0"), v("3.0.0")]);
-        assert!(!p.rollback_yanked);
+        assert_eq!(p.rollback, None);
         assert_eq!(p.rollout_percent, 100);
+    }
+
+    /// The rollback directive `p` carries, verified: (from, to).
+    fn directed(p: &Pointer) -> Option<(Vec<Version>, Version)> {
+        RollbackDirective::verified(p, &RoleKeys::single(key().public()))
+            .unwrap()
+            .map(|d| (d.from, d.to_version))
+    }
+
+    #[test]
+    fn a_second_roll_back_takes_the_earlier_directive_along_and_a_plain_yank_drops_it() {
+        let f = Fixture::new();
+        for version in ["1.0.0", "2.0.0", "3.0.0", "4.0.0"] {
+            f.push(version);
+        }
+        f.publish(&yank(&f.origin, "stable", &v("4.0.0"), true, 7).unwrap());
+        // 3.0.0, the release fallen back to, is yanked too: installs on 4.0.0 come along.
+        let change = yank(&f.origin, "stable", &v("3.0.0"), true, 7).unwrap();
+        assert!(change.warnings.is_empty(), "{:?}", change.warnings);
+        let p = f.publish(&change);
+        assert_eq!(p.version, v("2.0.0"));
+        assert_eq!(
+            directed(&p),
+            Some((vec![v("3.0.0"), v("4.0.0")], v("2.0.0")))
+        );
+        let summary = change.summary(None);
+        assert_eq!(summary.rollback.map(|r| r.from), None, "set once signed");
+        let summary = Change {
+            pointer: p.clone(),
+            ..change
+        }
+        .summary(None);
+        let rollback = summary.rollback.unwrap();
+        assert_eq!(
+            (rollback.from, rollback.to),
+            (
+                vec!["3.0.0".to_owned(), "4.0.0".to_owned()],
+                "2.0.0".to_owned()
+            )
+        );
+
+        // Without --roll-back the channel moves and the directive, naming 2.0.0, is dropped.
+        let change = yank(&f.origin, "stable", &v("2.0.0"), false, 7).unwrap();
+        assert!(change.directive.is_none());
+        assert!(
+            change
+                .warnings
+                .iter()
+                .any(|w| w.contains("installs on 3.0.0, 4.0.0 named 2.0.0")),
+            "{:?}",
+            change.warnings
+        );
+        let p = f.publish(&change);
+        assert_eq!((p.version.clone(), p.rollback), (v("1.0.0"), None));
+    }
+
+    /// A root with its own release and channel keys: the channel key signs the pointer, but
+    /// only the release key makes a rollback directive that `put_pointer` and clients accept.
+    #[test]
+    fn a_rollback_directive_needs_the_release_role() {
+        use relsync_engine::SecretKey;
+        use relsync_engine::envelope::{self, Kind};
+        use relsync_engine::root::{ROOT_FORMAT, Root};
+
+        use crate::push::{Signers, push};
+
+        let f = Fixture::new();
+        let [root_key, release, channel] = [1u8, 2, 3].map(|b| {
+            SecretKey::from_file_text(&format!(
+                "relsync-ed25519-secret:{}",
+                format!("{b:02x}").repeat(32)
+            ))
+            .unwrap()
+        });
+        let root = Root {
+            format: ROOT_FORMAT,
+            product: "app".into(),
+            version: 1,
+            expires_unix: unix_now() + 86_400,
+            root: RoleKeys::single(root_key.public()),
+            release: RoleKeys::single(release.public()),
+            channel: RoleKeys::single(channel.public()),
+        };
+        let sealed = envelope::seal(Kind::Root, &root.to_body().unwrap(), &[&root_key]).unwrap();
+        f.origin.put("keys/root-1", &sealed).unwrap();
+        for version in ["1.0.0", "2.0.0", "3.0.0"] {
+            let signers = Signers {
+                release: vec![SecretKey::from_file_text(&release.to_file_text()).unwrap()],
+                channel: vec![SecretKey::from_file_text(&channel.to_file_text()).unwrap()],
+            };
+            push(&f.opts(version), &signers, &f.origin, &|_, _| {}).unwrap();
+        }
+        let before = f.origin.read(&channel_path("stable")).unwrap().unwrap();
+
+        let change = yank(&f.origin, "stable", &v("3.0.0"), true, 7).unwrap();
+        let directive = change.directive.clone().unwrap();
+        for (what, signers) in [
+            ("the channel key", vec![&channel]),
+            ("no key", vec![]),
+            ("the root key", vec![&root_key]),
+        ] {
+            let mut p = change.pointer.clone();
+            p.rollback = Some(directive.seal(&signers).unwrap());
+            let err = err_text(check_directive(&f.origin, &p));
+            assert!(
+                err.contains("does not meet the release role of root version 1")
+                    && err.contains("not signed by the release role"),
+                "{what}: {err}"
+            );
+            let err = err_text(put_pointer(&f.origin, &p.seal(&[&channel]).unwrap(), true));
+            assert!(err.contains("release role"), "{what}: {err}");
+            assert_eq!(
+                f.origin.read(&channel_path("stable")).unwrap().unwrap(),
+                before,
+                "{what}: the origin changed"
+            );
+        }
+        // `ls`, `verify` and `gc` check the directive as clients do.
+        let mut p = change.pointer.clone();
+        p.rollback = Some(directive.seal(&[&channel]).unwrap());
+        let err = err_text(
+            crate::operate::Trust::load(&f.origin)
+                .unwrap()
+                .pointer(&p.seal(&[&channel]).unwrap()),
+        );
+        assert!(
+            err.contains("its rollback directive does not meet the release role"),
+            "{err}"
+        );
+        // A directive for another release, even well signed, is refused too.
+        let mut p = change.pointer.clone();
+        let other = RollbackDirective {
+            to_version: v("1.0.0"),
+            ..directive.clone()
+        };
+        p.rollback = Some(other.seal(&[&release]).unwrap());
+        let err = err_text(check_directive(&f.origin, &p));
+        assert!(err.contains("names version 1.0.0"), "{err}");
+
+        let mut p = change.pointer.clone();
+        p.rollback = Some(directive.seal(&[&release]).unwrap());
+        assert_eq!(
+            check_directive(&f.origin, &p).unwrap(),
+            Some(directive.clone())
+        );
+        let published = put_pointer(&f.origin, &p.seal(&[&channel]).unwrap(), true).unwrap();
+        assert_eq!(published.version, v("2.0.0"));
+        let on_origin = f.origin.read(&channel_path("stable")).unwrap().unwrap();
+        let opened = Pointer::open(&on_origin, &RoleKeys::single(channel.public())).unwrap();
+        assert_eq!(
+            RollbackDirective::verified(&opened, &RoleKeys::single(release.public())).unwrap(),
+            Some(directive)
+        );
     }
 
     #[test]

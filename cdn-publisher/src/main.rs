@@ -20,7 +20,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relsync_chunker::{ChunkParams, frame};
@@ -57,8 +57,9 @@ enum Command {
         command: root::RootCommand,
     },
     /// Add a signature to a signed document file (a manifest from `push --unsigned-out`, a
-    /// pointer from `--unsigned-pointer-out`, or a root): with a secret key, or a detached
-    /// signature made elsewhere (HSM, cloud KMS) over the message `show` prints.
+    /// pointer from `--unsigned-pointer-out`, a rollback directive from `yank
+    /// --unsigned-directive-out`, or a root): with a secret key, or a detached signature made
+    /// elsewhere (HSM, cloud KMS) over the message `show` prints.
     Sign(sign::SignArgs),
     /// Print a signed document file: what it says, who signed it, and the message to sign.
     Show {
@@ -84,7 +85,8 @@ enum Command {
     ///
     /// If the channel offers that version, it moves back to the newest earlier release of the
     /// channel that is not yanked, offered to every install. Installs running a yanked version
-    /// download nothing new of it; with --roll-back they go back to the channel's release.
+    /// download nothing new of it and keep running it; with --roll-back, and a rollback
+    /// directive the release role signs, they go back to the channel's release.
     Yank(YankArgs),
     /// List an origin: its channels (version offered, rollout, yanked versions, expiry), its
     /// releases (size, packs, which channels offer them) and the bytes of each kind of object.
@@ -137,13 +139,36 @@ struct YankArgs {
     #[command(flatten)]
     at: ChannelAt,
     /// The version to withdraw: the channel's current release or an earlier one. Yanking it
-    /// again only sets the --roll-back directive anew.
+    /// again changes only the rollback directive (with --roll-back).
     #[arg(long)]
     version: Version,
-    /// Installs running a yanked version go back to the channel's release (without it, they
-    /// keep running it).
+    /// Installs running the version go back to the channel's release (without it, they keep
+    /// running it). That takes them below a version they trusted, so the channel key alone
+    /// cannot do it: a rollback directive signed by the release role must come with the
+    /// pointer (--key, or --unsigned-directive-out then --directive).
     #[arg(long)]
     roll_back: bool,
+    /// Release key file that signs the rollback directive. Repeat for a threshold.
+    #[arg(long, value_name = "KEY", requires = "roll_back")]
+    key: Vec<PathBuf>,
+    /// Write the rollback directive unsigned to FILE and stop, changing nothing on the origin:
+    /// sign it elsewhere (`cdn-publisher show FILE` prints the message, `cdn-publisher sign
+    /// FILE` attaches the signature), then run this yank again with --directive FILE.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "roll_back",
+        conflicts_with_all = ["key", "directive"]
+    )]
+    unsigned_directive_out: Option<PathBuf>,
+    /// The rollback directive from --unsigned-directive-out, signed by the release role.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "roll_back",
+        conflicts_with = "key"
+    )]
+    directive: Option<PathBuf>,
     #[command(flatten)]
     pointer: PointerSigning,
     /// Print the result as one JSON object.
@@ -155,12 +180,9 @@ struct YankArgs {
 /// signer elsewhere.
 #[derive(Debug, clap::Args)]
 struct PointerSigning {
-    /// Secret key file that signs the channel pointer. Repeat for a threshold.
-    #[arg(
-        long,
-        value_name = "KEY",
-        required_unless_present = "unsigned_pointer_out"
-    )]
+    /// Secret key file that signs the channel pointer. Repeat for a threshold. Needed unless
+    /// --unsigned-pointer-out is given.
+    #[arg(long, value_name = "KEY")]
     channel_key: Vec<PathBuf>,
     /// Write the pointer unsigned to FILE instead, to be signed (`cdn-publisher sign`) and
     /// then published with `cdn-publisher channel set`.
@@ -220,6 +242,21 @@ enum ChannelCommand {
         #[command(flatten)]
         pointer: PointerSigning,
     },
+}
+
+impl PointerSigning {
+    /// Refuses to start when nothing would sign the pointer (checked before anything is
+    /// written, as clap cannot say it for every command that flattens these arguments).
+    fn require(&self) -> Result<()> {
+        if self.channel_key.is_empty() && self.unsigned_pointer_out.is_none() {
+            bail!(
+                "nothing signs the channel pointer: give --channel-key KEY (the channel role's \
+                 key; repeat for a threshold), or --unsigned-pointer-out FILE to sign it \
+                 elsewhere"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Default life of a channel pointer.
@@ -359,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sign(args) => sign::sign(&args),
         Command::Show { file } => sign::show(&file),
         Command::Publish(args) => {
+            args.pointer.require()?;
             let origin = Origin::open(&args.to)?;
             let envelope = sign::read(&args.file)?;
             let published =
@@ -388,11 +426,13 @@ fn run(cli: Cli) -> Result<()> {
                     pointer,
                 },
         } => {
+            pointer.require()?;
             let origin = Origin::open(&to)?;
             let refreshed = publish::refreshed(&origin, &channel, pointer.pointer_days)?;
             set_pointer(&origin, &refreshed, &pointer, false)
         }
         Command::Promote(args) => {
+            args.pointer.require()?;
             let origin = Origin::open(&args.at.origin)?;
             let change = lifecycle::promote(
                 &origin,
@@ -403,28 +443,109 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             finish_change(&origin, &change, &args.pointer, false, args.json)
         }
-        Command::Yank(args) => {
-            let origin = Origin::open(&args.at.origin)?;
-            let change = lifecycle::yank(
-                &origin,
-                &args.at.channel,
-                &args.version,
-                args.roll_back,
-                args.pointer.pointer_days,
-            )?;
-            // Moving the channel back to an earlier release is the point of the yank.
-            let force = change.moved_from.is_some();
-            finish_change(&origin, &change, &args.pointer, force, args.json)
-        }
+        Command::Yank(args) => run_yank(&args),
         Command::Ls(args) => operate::run_ls(&args),
         Command::Gc(args) => operate::run_gc(&args),
         Command::Verify(args) => operate::run_verify(&args),
     }
 }
 
+/// `yank`: the pointer re-issued, with a rollback directive the release role signed when
+/// installs are to go back.
+fn run_yank(args: &YankArgs) -> Result<()> {
+    if args.roll_back
+        && args.key.is_empty()
+        && args.directive.is_none()
+        && args.unsigned_directive_out.is_none()
+    {
+        bail!(
+            "--roll-back takes installs below a version they trusted, which needs the release \
+             role, not the channel key alone: sign the rollback directive with the release key \
+             (--key RELEASE_KEY, repeated for a threshold), or write it unsigned with \
+             --unsigned-directive-out FILE, sign it elsewhere (`cdn-publisher show FILE`, \
+             `cdn-publisher sign FILE`) and give it with --directive FILE"
+        );
+    }
+    if args.unsigned_directive_out.is_none() {
+        args.pointer.require()?;
+    }
+    let origin = Origin::open(&args.at.origin)?;
+    let mut change = lifecycle::yank(
+        &origin,
+        &args.at.channel,
+        &args.version,
+        args.roll_back,
+        args.pointer.pointer_days,
+    )?;
+    if let Some(directive) = &change.directive {
+        let sealed = if let Some(out) = &args.unsigned_directive_out {
+            sign::write_file(out, &directive.seal(&[])?)?;
+            let summary = lifecycle::RollbackSummary::from_directive(directive);
+            if args.json {
+                let json = serde_json::json!({
+                    "unsigned_directive": out.display().to_string(),
+                    "rollback": summary,
+                });
+                println!("{json}");
+            } else {
+                println!(
+                    "wrote the unsigned rollback directive (installs on {} go back to {}) to {}; \
+                     nothing on the origin changed",
+                    summary.from.join(", "),
+                    summary.to,
+                    out.display()
+                );
+                println!(
+                    "  next       sign it with the release role (`cdn-publisher show {0}` prints \
+                     the message; `cdn-publisher sign {0}` attaches signatures), then run this \
+                     yank again with --directive {0}",
+                    out.display()
+                );
+            }
+            return Ok(());
+        } else if let Some(file) = &args.directive {
+            let bytes = sign::read(file)?;
+            let given = relsync_engine::directive::RollbackDirective::decode_unverified(&bytes)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if !given.covers(&args.version) {
+                bail!(
+                    "the rollback directive in {} takes installs of {} back, not {}: it was \
+                     made for another yank; make a new one with --unsigned-directive-out",
+                    file.display(),
+                    versions_text(&given.from),
+                    args.version
+                );
+            }
+            bytes
+        } else {
+            let keys = read_secrets(&args.key)?;
+            directive.seal(&keys.iter().collect::<Vec<_>>())?
+        };
+        change.pointer.rollback = Some(sealed);
+        publish::check_directive(&origin, &change.pointer).with_context(|| {
+            format!(
+                "refusing to publish the yank of {}: installs go back only on a directive the \
+                 release role signed for the channel's new pointer",
+                args.version
+            )
+        })?;
+    }
+    // Moving the channel back to an earlier release is the point of the yank.
+    let force = change.moved_from.is_some();
+    finish_change(&origin, &change, &args.pointer, force, args.json)
+}
+
+fn versions_text(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Where a pointer went: published, or written unsigned to a file.
 enum PointerOut {
-    Published(relsync_engine::manifest::Pointer),
+    Published(Box<relsync_engine::manifest::Pointer>),
     Unsigned(PathBuf),
 }
 
@@ -442,9 +563,9 @@ fn write_pointer(
     }
     let keys = read_secrets(&signing.channel_key)?;
     let sealed = pointer.seal(&keys.iter().collect::<Vec<_>>())?;
-    Ok(PointerOut::Published(publish::put_pointer(
+    Ok(PointerOut::Published(Box::new(publish::put_pointer(
         origin, &sealed, force,
-    )?))
+    )?)))
 }
 
 /// [`write_pointer`], saying what happened.
@@ -508,13 +629,17 @@ fn finish_change(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        if p.rollback_yanked {
-            println!(
-                "  installs   on a yanked version roll back to {}",
-                p.version
-            );
-        } else {
-            println!("  installs   on a yanked version keep it, and download nothing new of it");
+        match lifecycle::RollbackSummary::of(p) {
+            Some(r) => println!(
+                "  installs   on {} roll back to {} (directive signed by the release role)",
+                r.from.join(", "),
+                r.to
+            ),
+            None => {
+                println!(
+                    "  installs   on a yanked version keep it, and download nothing new of it"
+                );
+            }
         }
     }
     for warning in &change.warnings {

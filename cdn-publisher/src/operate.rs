@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::Kind;
 use relsync_engine::layout::{manifest_path, valid_channel};
 use relsync_engine::manifest::{Pointer, TrustedManifest};
@@ -233,17 +234,36 @@ impl Trust {
     }
 
     /// Opens a channel pointer as clients do: a threshold of the newest root's channel role
-    /// (without roots, at least one valid signature, as `publish` checks).
+    /// (without roots, at least one valid signature, as `publish` checks), and its rollback
+    /// directive, if any, under the release role.
     pub fn pointer(&self, bytes: &[u8]) -> Result<Pointer> {
-        match self.roots.last() {
+        let pointer = match self.roots.last() {
             Some(root) => Pointer::open(bytes, &root.channel).with_context(|| {
                 format!(
                     "its signatures do not meet the channel role of root version {}",
                     root.version
                 )
-            }),
-            None => Ok(Pointer::open(bytes, &own_signers(Kind::Pointer, bytes)?)?),
+            })?,
+            None => Pointer::open(bytes, &own_signers(Kind::Pointer, bytes)?)?,
+        };
+        if let Some(directive) = &pointer.rollback {
+            match self.roots.last() {
+                Some(root) => {
+                    RollbackDirective::verified(&pointer, &root.release).with_context(|| {
+                        format!(
+                            "its rollback directive does not meet the release role of root \
+                             version {}",
+                            root.version
+                        )
+                    })?
+                }
+                None => RollbackDirective::verified(
+                    &pointer,
+                    &own_signers(Kind::RollbackDirective, directive)?,
+                )?,
+            };
         }
+        Ok(pointer)
     }
 
     /// Opens a manifest as clients of the newest root do (see `publish::check_manifest`).

@@ -9,6 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path};
 use relsync_engine::manifest::{
@@ -134,8 +135,8 @@ fn put_manifest_deltas(
 }
 
 /// The (unsigned) pointer naming a published manifest, issued now and expiring in `days`,
-/// offered to `rollout_percent` of installs. It keeps the channel's yanked versions and does
-/// not ask yanked installs to roll back; a yanked version cannot be published again.
+/// offered to `rollout_percent` of installs. It keeps the channel's yanked versions and carries
+/// no rollback directive; a yanked version cannot be published again.
 pub fn pointer_for(
     origin: &Origin,
     m: &PublishedManifest,
@@ -161,7 +162,7 @@ pub fn pointer_for(
         expires_unix: expiry(days)?,
         rollout_percent,
         yanked,
-        rollback_yanked: false,
+        rollback: None,
     })
 }
 
@@ -217,9 +218,31 @@ pub fn current_pointer(origin: &Origin, channel: &str) -> Result<Option<Pointer>
     }
 }
 
+/// Checks the rollback directive `pointer` carries, if any, as clients will: a threshold of
+/// the newest root's release role (without roots, at least one valid signature), naming the
+/// pointer's release and only versions it lists as yanked.
+pub fn check_directive(origin: &Origin, pointer: &Pointer) -> Result<Option<RollbackDirective>> {
+    let Some(bytes) = &pointer.rollback else {
+        return Ok(None);
+    };
+    match newest_root(origin)? {
+        Some(root) => RollbackDirective::verified(pointer, &root.release).with_context(|| {
+            format!(
+                "the rollback directive does not meet the release role of root version {}",
+                root.version
+            )
+        }),
+        None => Ok(RollbackDirective::verified(
+            pointer,
+            &own_signers(Kind::RollbackDirective, bytes)?,
+        )?),
+    }
+}
+
 /// Checks a signed pointer (a threshold of the newest root's channel role; without roots, at
-/// least one valid signature), that the manifest it names is on the origin, and that it
-/// neither moves the channel back nor drops a yanked version (unless `force`); then writes it.
+/// least one valid signature) and its rollback directive ([`check_directive`]), that the
+/// manifest it names is on the origin, and that it neither moves the channel back nor drops a
+/// yanked version (unless `force`); then writes it.
 pub fn put_pointer(origin: &Origin, sealed: &[u8], force: bool) -> Result<Pointer> {
     let pointer = match newest_root(origin)? {
         Some(root) => Pointer::open(sealed, &root.channel).with_context(|| {
@@ -230,6 +253,7 @@ pub fn put_pointer(origin: &Origin, sealed: &[u8], force: bool) -> Result<Pointe
         })?,
         None => Pointer::open(sealed, &own_signers(Kind::Pointer, sealed)?)?,
     };
+    check_directive(origin, &pointer)?;
     if !origin.try_exists(&manifest_path(&pointer.manifest))? {
         bail!(
             "the pointer names manifest {}, which is not on the origin; publish it first",

@@ -1,10 +1,11 @@
 //! `cdn-publisher sign` and `show`: signatures on any signed document (manifest, channel
-//! pointer, root), added with a local key or attached from a signer elsewhere (an HSM, a
-//! cloud KMS) that signed the message `show` prints.
+//! pointer, root, rollback directive), added with a local key or attached from a signer
+//! elsewhere (an HSM, a cloud KMS) that signed the message `show` prints.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind, signing_message};
 use relsync_engine::manifest::{Manifest, Pointer};
 use relsync_engine::root::Root;
@@ -14,7 +15,8 @@ use crate::keygen::{parse_public, read_secret};
 /// A signature to add to a document file.
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {
-    /// The document: an unsigned or partly signed manifest, channel pointer or root.
+    /// The document: an unsigned or partly signed manifest, channel pointer, root or rollback
+    /// directive.
     pub file: PathBuf,
     /// Secret key file.
     #[arg(long, conflicts_with_all = ["public", "signature"])]
@@ -114,15 +116,32 @@ pub fn show(file: &Path) -> Result<()> {
             if !p.yanked.is_empty() {
                 let yanked: Vec<String> = p.yanked.iter().map(ToString::to_string).collect();
                 println!("yanked     {}", yanked.join(", "));
-                println!(
-                    "rollback   {}",
-                    if p.rollback_yanked {
-                        "installs on a yanked version roll back"
-                    } else {
-                        "no: installs on a yanked version keep it"
-                    }
-                );
+                match p.rollback.as_deref() {
+                    Some(bytes) => match RollbackDirective::decode_unverified(bytes) {
+                        Ok(d) => println!(
+                            "rollback   installs on {} go back to {} (directive signed by {} \
+                             key(s))",
+                            versions(&d.from),
+                            d.to_version,
+                            envelope::signers(Kind::RollbackDirective, bytes)?.len()
+                        ),
+                        Err(e) => println!("rollback   unreadable directive: {e}"),
+                    },
+                    None => println!("rollback   no: installs on a yanked version keep it"),
+                }
             }
+        }
+        Kind::RollbackDirective => {
+            let d = RollbackDirective::decode_unverified(&bytes)?;
+            println!(
+                "rollback directive for {} on channel {}: installs on {} go back to {}",
+                d.product,
+                d.channel,
+                versions(&d.from),
+                d.to_version
+            );
+            println!("manifest   {}", d.to);
+            println!("issued     unix {}", d.issued_unix);
         }
     }
     for key in envelope::signers(kind, &bytes)? {
@@ -131,6 +150,14 @@ pub fn show(file: &Path) -> Result<()> {
     let body = envelope::open_unverified(kind, &bytes)?;
     println!("message    {}", hex::encode(signing_message(kind, body)));
     Ok(())
+}
+
+fn versions(versions: &[semver::Version]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn read(file: &Path) -> Result<Vec<u8>> {

@@ -6,6 +6,7 @@ use semver::Version;
 use serde::Serialize;
 use tracing::warn;
 
+use crate::directive::RollbackDirective;
 use crate::layout::{channel_path, manifest_delta_path, manifest_path, root_path};
 use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
 use crate::root::{self, Root};
@@ -28,6 +29,8 @@ pub struct Checked {
     pub(crate) installed_on_disk: bool,
     /// Why the offered release is not taken, if it is not.
     pub(crate) held: Option<Hold>,
+    /// The pointer's rollback directive, verified under the release role.
+    pub(crate) directive: Option<RollbackDirective>,
 }
 
 /// Why a check takes nothing although the channel names a release other than the installed
@@ -37,8 +40,8 @@ pub struct Checked {
 #[non_exhaustive]
 pub enum Hold {
     /// The channel offers a release no newer than the installed one: after a switch to a
-    /// channel behind this one, or a yank without the signed rollback directive. The install
-    /// waits for the channel to pass it.
+    /// channel behind this one, or a yank without a rollback directive the release role
+    /// signed. The install waits for the channel to pass it.
     Behind,
     /// A staged rollout that has not reached this install's bucket yet.
     Rollout {
@@ -102,13 +105,11 @@ impl Checked {
         &self.target.notes
     }
 
-    /// The installed release is yanked, and the publisher signed the directive to go back to
-    /// the offered one.
+    /// The installed release is yanked, and the release role signed the directive to go back
+    /// to the offered one.
     pub fn directed_back(&self) -> bool {
-        self.pointer.rollback_yanked
-            && self
-                .installed_version()
-                .is_some_and(|v| self.pointer.yanked.contains(v))
+        self.installed_version()
+            .is_some_and(|v| self.directive.as_ref().is_some_and(|d| d.covers(v)))
     }
 }
 
@@ -266,14 +267,16 @@ pub(crate) async fn check(
                 root.check_fresh(now)?;
             }
             let pointer = Pointer::open(&bytes, &root.channel)?;
-            Ok((root, new_root, pointer, bytes))
+            // Going below the trusted version takes the release role, never the channel's.
+            let directive = RollbackDirective::verified(&pointer, &root.release)?;
+            Ok((root, new_root, pointer, directive, bytes))
         }
         .await;
         if opened.is_ok() {
             break;
         }
     }
-    let (root, new_root, pointer, pointer_bytes) = opened?;
+    let (root, new_root, pointer, directive, pointer_bytes) = opened?;
     expect_eq("channel", &config.channel, &pointer.channel)?;
     // The product is bound: by the config, else by the installed release, else by a root
     // document (pinned, or walked to). A key that signs several products cannot swap one
@@ -389,10 +392,10 @@ pub(crate) async fn check(
             reason: bad.reason.clone(),
         });
     }
+    let directed_back = |version: &Version| directive.as_ref().is_some_and(|d| d.covers(version));
     let held = match &installed {
         Some(release) if release.manifest.id() != pointer.manifest => {
-            let directed_back =
-                pointer.rollback_yanked && pointer.yanked.contains(&release.manifest.version);
+            let directed_back = directed_back(&release.manifest.version);
             let bucket = || {
                 crate::manifest::rollout_bucket(
                     &read_install_id(layout).unwrap_or_default(),
@@ -436,11 +439,15 @@ pub(crate) async fn check(
         };
         let (store, layout) = (store.clone(), layout.clone());
         let channel = config.channel.clone();
-        // Remembered, so a replay of a pointer from before the yank cannot bring it back.
+        // Remembered, so a replay of a pointer from before the yank cannot bring it back. The
+        // release running here is marked only on the release role's word: a mark lets an
+        // install go down, which the channel role alone must not make it do.
+        let running = installed.as_ref().map(|r| &r.manifest.version);
         let newly_yanked: Vec<Version> = pointer
             .yanked
             .iter()
             .filter(|v| !bad.iter().any(|b| &b.version == *v))
+            .filter(|v| running != Some(*v) || directed_back(v))
             .cloned()
             .collect();
         blocking(move || {
@@ -465,6 +472,7 @@ pub(crate) async fn check(
         previous,
         installed_on_disk,
         held,
+        directive,
     })
 }
 

@@ -1,8 +1,10 @@
-//! The signed envelope around manifests and channel pointers.
+//! The signed envelope around manifests, channel pointers, root documents and rollback
+//! directives.
 //!
 //! ```text
 //! magic      8 bytes  "RELSYNC1"
-//! kind       1 byte   1 = manifest, 2 = channel pointer, 3 = root document
+//! kind       1 byte   1 = manifest, 2 = channel pointer, 3 = root document,
+//!                     4 = rollback directive
 //! body_len   u32 LE
 //! body       body_len bytes (postcard)
 //! sig_count  u8
@@ -30,6 +32,8 @@ pub enum Kind {
     Pointer = 2,
     /// A root document ([`crate::root`]).
     Root = 3,
+    /// A rollback directive ([`crate::directive`]).
+    RollbackDirective = 4,
 }
 
 impl Kind {
@@ -39,12 +43,15 @@ impl Kind {
             .strip_prefix(MAGIC)
             .and_then(|rest| rest.first())
             .ok_or_else(|| Error::malformed("signed document", "not a relsync envelope"))?;
-        [Kind::Manifest, Kind::Pointer, Kind::Root]
-            .into_iter()
-            .find(|k| *k as u8 == *kind)
-            .ok_or_else(|| {
-                Error::malformed("signed document", format!("unknown document kind {kind}"))
-            })
+        [
+            Kind::Manifest,
+            Kind::Pointer,
+            Kind::Root,
+            Kind::RollbackDirective,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == *kind)
+        .ok_or_else(|| Error::malformed("signed document", format!("unknown document kind {kind}")))
     }
 
     /// What the kind is called in messages.
@@ -53,6 +60,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::Pointer => "channel pointer",
             Kind::Root => "root document",
+            Kind::RollbackDirective => "rollback directive",
         }
     }
 }
@@ -291,7 +299,12 @@ mod tests {
 
     #[test]
     fn kind_is_read_from_the_header() {
-        for kind in [Kind::Manifest, Kind::Pointer, Kind::Root] {
+        for kind in [
+            Kind::Manifest,
+            Kind::Pointer,
+            Kind::Root,
+            Kind::RollbackDirective,
+        ] {
             let sealed = seal(kind, b"body", &[]).unwrap();
             assert_eq!(Kind::of(&sealed).unwrap(), kind);
         }

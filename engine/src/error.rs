@@ -108,6 +108,18 @@ pub enum Error {
         /// The highest version we saw.
         seen: semver::Version,
     },
+    /// The channel pointer carries a rollback directive that does not hold: not signed by a
+    /// threshold of the release role, or not for the pointer's release. Nothing changed.
+    #[error(
+        "rollback directive refused: {reason}. Nothing was changed: only a directive signed by \
+         the release role takes installs back (the publisher signs one with `cdn-publisher yank \
+         --roll-back --key RELEASE_KEY`, or writes it with `--unsigned-directive-out` for \
+         `cdn-publisher sign`)"
+    )]
+    RollbackDirective {
+        /// What exactly failed.
+        reason: String,
+    },
     /// Metadata is for another product or channel.
     #[error("{what} mismatch: expected {expected:?}, got {got:?}")]
     Mismatch {
@@ -318,6 +330,7 @@ impl Error {
         matches!(
             self,
             Error::BadSignature { .. }
+                | Error::RollbackDirective { .. }
                 | Error::Malformed { .. }
                 | Error::Expired { .. }
                 | Error::Rollback { .. }

@@ -40,6 +40,7 @@ mod assemble;
 pub mod audit;
 mod check;
 mod decode;
+pub mod directive;
 pub mod envelope;
 mod error;
 mod faults;

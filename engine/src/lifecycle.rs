@@ -73,7 +73,8 @@ pub struct UpdateAvailable {
     pub critical: bool,
     /// Release notes, as signed.
     pub notes: String,
-    /// The installed release was yanked and the publisher signed the way back to this one.
+    /// The installed release was yanked and the release role signed the way back to this one
+    /// (a rollback directive).
     pub rollback: bool,
 }
 

@@ -22,11 +22,13 @@ use crate::path::{RelPath, TreeIndex, TreeNode};
 use crate::root::RoleKeys;
 use crate::{Error, FileHash, ManifestId, PackId, Result};
 
-/// The format version this engine writes and reads, shared by manifests and channel pointers.
+/// The format version this engine writes and reads, shared by manifests, channel pointers and
+/// rollback directives.
 ///
 /// 5 added the signed lifecycle fields: [`Manifest::critical`] and [`Manifest::notes`], and
-/// [`Pointer::rollout_percent`], [`Pointer::yanked`] and [`Pointer::rollback_yanked`].
-pub const FORMAT_VERSION: u32 = 5;
+/// [`Pointer::rollout_percent`], [`Pointer::yanked`] and a roll-back flag. 6 replaced the flag
+/// with [`Pointer::rollback`], a directive the release role signs.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
@@ -254,9 +256,13 @@ pub struct Pointer {
     /// Versions of this channel the publisher withdrew, at most [`limits::YANKED`], never
     /// [`Pointer::version`] itself. Installs download nothing new of a yanked version.
     pub yanked: Vec<Version>,
-    /// Installs running a yanked version go back to this pointer's release. Without it they
-    /// keep running what they have.
-    pub rollback_yanked: bool,
+    /// A rollback directive envelope ([`crate::directive`]), at most
+    /// [`directive::limits::DIRECTIVE_BYTES`](crate::directive::limits::DIRECTIVE_BYTES):
+    /// installs running the yanked versions it names go back to this pointer's release. It
+    /// counts only if a threshold of the release role signed it; without one, installs keep
+    /// running what they have.
+    #[serde(with = "serde_bytes")]
+    pub rollback: Option<Vec<u8>>,
 }
 
 /// A manifest delta at `manifests/<id>.from-<base>`.
@@ -504,8 +510,9 @@ impl Pointer {
         self.yanked.contains(version)
     }
 
-    /// Checks the rules a client relies on: format, list sizes, the rollout share, and a
-    /// yanked list without repeats that does not name the pointer's own release.
+    /// Checks the rules a client relies on: format, list sizes, the rollout share, a yanked
+    /// list without repeats that does not name the pointer's own release, and the size of the
+    /// rollback directive (whose signature and binding [`crate::directive`] checks).
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Error::malformed("channel pointer", reason);
         if self.format != FORMAT_VERSION {
@@ -539,13 +546,23 @@ impl Pointer {
                 self.version
             )));
         }
+        if let Some(reason) = self
+            .rollback
+            .as_ref()
+            .and_then(|d| crate::directive::oversized(d.len()))
+        {
+            return Err(bad(reason));
+        }
         Ok(())
     }
 }
 
-/// Decodes a manifest or pointer body. A body of another format version usually does not
-/// decode at all; the error then names its version instead of the field that failed.
-fn decode_versioned<'a, T: Deserialize<'a>>(what: &'static str, body: &'a [u8]) -> Result<T> {
+/// Decodes a manifest, pointer or directive body. A body of another format version usually
+/// does not decode at all; the error then names its version instead of the field that failed.
+pub(crate) fn decode_versioned<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    body: &'a [u8],
+) -> Result<T> {
     crate::decode::body(what, body).map_err(|e| match postcard::take_from_bytes::<u32>(body) {
         Ok((format, _)) if format != FORMAT_VERSION => Error::malformed(
             what,
@@ -1006,7 +1023,7 @@ mod tests {
             expires_unix: u64::MAX,
             rollout_percent: 100,
             yanked: Vec::new(),
-            rollback_yanked: false,
+            rollback: None,
         }
     }
 
@@ -1022,7 +1039,7 @@ mod tests {
         p.yanked = (0..limits::YANKED as u64)
             .map(|i| Version::new(3, i, 0))
             .collect();
-        p.rollback_yanked = true;
+        p.rollback = Some(vec![7; crate::directive::limits::DIRECTIVE_BYTES]);
         assert_eq!(open_pointer(&p).unwrap(), p);
         assert!(p.is_yanked(&Version::new(3, 1, 0)));
         assert!(!p.is_yanked(&p.version));
@@ -1058,6 +1075,13 @@ mod tests {
                 "offers 2.0.0, which it lists as yanked",
                 Pointer {
                     yanked: vec![Version::new(1, 0, 0), Version::new(2, 0, 0)],
+                    ..pointer()
+                },
+            ),
+            (
+                "rollback directive of 16385 bytes, over the 16384-byte limit",
+                Pointer {
+                    rollback: Some(vec![0; crate::directive::limits::DIRECTIVE_BYTES + 1]),
                     ..pointer()
                 },
             ),

@@ -385,7 +385,7 @@ pub fn plan_stage(
         expires_unix: target.expires_unix,
         rollout_percent: 100,
         yanked: Vec::new(),
-        rollback_yanked: false,
+        rollback: None,
     };
     let checked = Checked {
         pointer,
@@ -394,6 +394,7 @@ pub fn plan_stage(
         previous,
         installed_on_disk,
         held: None,
+        directive: None,
     };
     plan(checked, layout, store, fetch)
 }

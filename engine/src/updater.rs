@@ -565,7 +565,9 @@ pub(crate) fn install_staged(
         )));
     }
     let installed = store.current()?;
-    // Going down is allowed only away from a release marked bad (a signed yank directive).
+    // Going down is allowed only away from a release marked bad. The release running here is
+    // marked only by a rollback directive the release role signed (check.rs) or by its failed
+    // trial here, never by a yank of the channel role alone.
     if let Some(installed) = &installed
         && installed.manifest.version >= target.version
         && !bad.iter().any(|b| b.version == installed.manifest.version)

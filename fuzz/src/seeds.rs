@@ -13,6 +13,7 @@ use std::path::Path;
 
 use relsync_chunker::frame;
 use relsync_engine::ManifestId;
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::manifest::{
     FORMAT_VERSION, Manifest, ManifestDelta, Pointer, compress_envelope, compress_envelope_delta,
@@ -127,6 +128,18 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
         }
         "pointer" => {
             let (v1, v2, _) = releases();
+            // Installs on 2.5.0 go back to 2.0.0, signed by the release role {key 1, key 2}.
+            let directive = RollbackDirective {
+                format: FORMAT_VERSION,
+                product: "app".into(),
+                channel: "stable".into(),
+                from: vec![Version::new(2, 5, 0), Version::new(1, 5, 0)],
+                to_version: Version::new(2, 0, 0),
+                to: unsigned_id(&v2.manifest),
+                issued_unix: 1_700_000_000,
+            };
+            let directive_body = postcard::to_stdvec(&directive).ok()?;
+            let directive_signed = signed(Kind::RollbackDirective, &directive_body, &[1, 2]);
             let pointer = Pointer {
                 format: FORMAT_VERSION,
                 product: "app".into(),
@@ -142,8 +155,8 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
                 issued_unix: 1_700_000_000,
                 expires_unix: 1_700_086_400,
                 rollout_percent: 50,
-                yanked: vec![Version::new(1, 5, 0)],
-                rollback_yanked: true,
+                yanked: vec![Version::new(1, 5, 0), Version::new(2, 5, 0)],
+                rollback: Some(directive_signed.clone()),
             };
             let body = postcard::to_stdvec(&pointer).ok()?;
             for (name, signers) in [("k0", &[0][..]), ("k0-k1", &[0, 1]), ("unsigned", &[])] {
@@ -154,6 +167,15 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
             }
             add("body-k0", cat(&[&[1, 0x01, 1], &body]));
             add("body-k0-k1-threshold-2", cat(&[&[1, 0x03, 2], &body]));
+            add("directive-k1-k2", cat(&[&[2, 0x02], &directive_signed]));
+            add(
+                "directive-body-k1-k2-threshold-2",
+                cat(&[&[2, 0x03, 0x06], &directive_body]),
+            );
+            add(
+                "directive-body-k1-threshold-2",
+                cat(&[&[2, 0x03, 0x02], &directive_body]),
+            );
         }
         "root_chain" => {
             let role = |keys: &[usize], threshold| RoleKeys {

@@ -10,6 +10,7 @@ use relsync_engine::manifest::{Manifest, decompress_envelope};
 use serde::Serialize;
 
 use super::{Counts, Inventory, KeepSet, ObjectKind, OriginAt, Trust, table, utc};
+use crate::lifecycle::RollbackSummary;
 use crate::origin::Origin;
 use crate::publish::unix_now;
 
@@ -30,7 +31,8 @@ pub struct ChannelRow {
     pub manifest: Option<String>,
     pub rollout_percent: Option<u8>,
     pub yanked: Vec<String>,
-    pub rollback_yanked: bool,
+    /// The rollback directive (verified with the pointer): installs on `from` go back to `to`.
+    pub rollback: Option<RollbackSummary>,
     pub issued_unix: Option<u64>,
     pub expires_unix: Option<u64>,
     pub expired: bool,
@@ -108,7 +110,7 @@ pub fn list(origin: &Origin) -> Result<Listing> {
                 row.manifest = Some(p.manifest.to_string());
                 row.rollout_percent = Some(p.rollout_percent);
                 row.yanked = p.yanked.iter().map(ToString::to_string).collect();
-                row.rollback_yanked = p.rollback_yanked;
+                row.rollback = RollbackSummary::of(&p);
                 row.issued_unix = Some(p.issued_unix);
                 row.expires_unix = Some(p.expires_unix);
                 row.expired = p.expires_unix < now;
@@ -264,10 +266,9 @@ fn listing_text(l: &Listing) -> Result<String> {
                 format!(
                     "{}{}",
                     c.yanked.join(", "),
-                    if c.rollback_yanked {
-                        " (roll back)"
-                    } else {
-                        ""
+                    match &c.rollback {
+                        Some(r) => format!(" ({} roll back)", r.from.join(", ")),
+                        None => String::new(),
                     }
                 )
             },
@@ -369,7 +370,12 @@ mod tests {
         let stable = &l.channels.iter().find(|c| c.channel == "stable").unwrap();
         assert_eq!(stable.version.as_deref(), Some("2.0.0"));
         assert_eq!(stable.yanked, ["3.0.0"]);
-        assert!(stable.rollback_yanked && !stable.expired && stable.error.is_none());
+        let rollback = stable.rollback.as_ref().unwrap();
+        assert_eq!(
+            (rollback.from.as_slice(), rollback.to.as_str()),
+            (&["3.0.0".to_owned()][..], "2.0.0")
+        );
+        assert!(!stable.expired && stable.error.is_none());
         assert_eq!(stable.rollout_percent, Some(100));
 
         let order: Vec<(String, String)> = l

@@ -258,6 +258,7 @@ fn an_empty_release_is_refused_unless_allowed() {
 /// previous release and refuses when there is nothing left to fall back to.
 #[test]
 fn promote_and_yank_resign_the_channel_pointer() {
+    use relsync_engine::directive::RollbackDirective;
     use relsync_engine::manifest::Pointer;
     use relsync_engine::root::RoleKeys;
 
@@ -302,15 +303,37 @@ fn promote_and_yank_resign_the_channel_pointer() {
     let p = signed();
     assert_eq!((p.version.to_string(), p.rollout_percent), (V2.into(), 50));
 
+    // Rolling installs back takes the release key; the channel key alone changes nothing.
+    let snap = w.origin_snapshot();
     let out = lifecycle("yank", V2, &["--roll-back"]);
+    out.assert_failure("yank --roll-back without the release key");
+    assert!(
+        out.stderr.contains("needs the release role")
+            && out.stderr.contains("--key RELEASE_KEY")
+            && out.stderr.contains("--unsigned-directive-out FILE"),
+        "{out}"
+    );
+    assert!(diff_digests(&w.origin_snapshot(), &snap).is_empty());
+    let key = w.key.to_str().expect("utf-8 path");
+    let out = lifecycle("yank", V2, &["--roll-back", "--key", key]);
     out.assert_success("yank of the current release");
     let r = relsync_tests::Report::new(out);
     assert_eq!(r.str("moved_from"), V2, "{}", r.out);
+    assert_eq!(
+        r.json["rollback"],
+        serde_json::json!({ "from": [V2], "to": V1 }),
+        "{}",
+        r.out
+    );
     let p = signed();
     assert_eq!(p.version.to_string(), V1);
     assert_eq!(p.rollout_percent, 100);
     assert_eq!(p.yanked, vec![V2.parse().expect("version")]);
-    assert!(p.rollback_yanked);
+    let key = w.pubkey.parse().expect("public key");
+    let directive = RollbackDirective::verified(&p, &RoleKeys::single(key))
+        .expect("the directive verifies")
+        .expect("a directive");
+    assert_eq!(directive.from, p.yanked);
 
     let out = lifecycle("yank", V1, &[]);
     out.assert_failure("yank of the last release standing");

@@ -21,7 +21,10 @@
 //! `--nocapture` to see the tables.
 //!
 //! The root-chain table runs in its own world, pinned (`--trust-root`) to a root 1 whose root,
-//! release and channel roles each need 2 of 2 keys.
+//! release and channel roles each need 2 of 2 keys. Its `directive-*` rows are rollback
+//! directives (issue 18) that do not carry the release role's threshold or do not fit the
+//! pointer; a yank the channel role signs with no directive is accepted and moves nobody down,
+//! so it is not a row here but a test in `trust.rs`.
 //!
 //! Not here, by design: the manifest cannot express device files, FIFOs, sockets or
 //! setuid/setgid bits (only dirs, regular files with mode 0644/0755 and symlinks), so there is
@@ -41,7 +44,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relsync_chunker::ChunkId;
+use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind};
+use relsync_engine::layout::manifest_path;
 use relsync_engine::manifest::{
     Base, ChunkEntry, Delta, DeltaCodec, Entry as ManifestEntry, EntryKind, FileEntry, Manifest,
     ManifestDelta, Pointer, Window,
@@ -202,6 +207,32 @@ impl Ctx<'_> {
         edit(&mut root);
         let body = postcard::to_stdvec(&root).expect("encode root");
         self.publish_root_2_body(&body, by);
+    }
+
+    /// What someone holding only the channel keys can publish: the channel moved back to v1,
+    /// with v2 yanked, carrying `rollback` as its rollback directive.
+    fn publish_yank_back(&mut self, rollback: Vec<u8>) {
+        let mut p = self.forge.pointer();
+        p.version = V1.parse().expect("version");
+        p.manifest = self.facts.v1;
+        p.manifest_len = self.forge.read(&manifest_path(&self.facts.v1)).len() as u64;
+        p.manifest_deltas.clear();
+        p.yanked = vec![V2.parse().expect("version")];
+        p.rollback = Some(rollback);
+        self.forge.write_pointer(&p);
+    }
+
+    /// The directive that takes installs on v2 back to v1.
+    fn directive_back(&self) -> RollbackDirective {
+        RollbackDirective {
+            format: relsync_engine::manifest::FORMAT_VERSION,
+            product: "app".into(),
+            channel: CHANNEL.into(),
+            from: vec![V2.parse().expect("version")],
+            to_version: V1.parse().expect("version"),
+            to: self.facts.v1,
+            issued_unix: now_unix(),
+        }
     }
 
     /// Like [`Ctx::publish_root_2`] with an encoded body.
@@ -619,6 +650,85 @@ fn root_chain_cases() -> Vec<Case> {
             body[at..at + 32].copy_from_slice(&identity);
             c.publish_root_2_body(&body, &[0, 1]);
         }),
+        // Issue 18: a downgrade needs the release role. Pointers yanking v2 and moving the
+        // channel back to v1, as a holder of the channel keys alone can sign them. (Without a
+        // directive such a pointer is accepted and moves nobody down: trust.rs tests that.)
+        case(
+            "directive-signed-by-the-channel-role",
+            Trust,
+            &[
+                "rollback directive refused",
+                "not signed by the release role",
+            ],
+            |c| {
+                let keys = [&c.roots().channel[0], &c.roots().channel[1]];
+                let sealed = c.directive_back().seal(&keys).expect("seal");
+                c.publish_yank_back(sealed);
+            },
+        ),
+        case(
+            "directive-one-of-two-release-keys",
+            Trust,
+            &[
+                "rollback directive refused",
+                "1 valid signature(s) of trusted keys, 2 needed",
+            ],
+            |c| {
+                let keys = [&c.roots().release[0], &c.roots().channel[0]];
+                let sealed = c.directive_back().seal(&keys).expect("seal");
+                c.publish_yank_back(sealed);
+            },
+        ),
+        case(
+            "directive-for-another-release",
+            Trust,
+            &[
+                "rollback directive refused",
+                "names version 0.9.0, but the channel pointer offers 1.0.0",
+            ],
+            |c| {
+                // Signed by the release role, but for a release the pointer does not offer.
+                let directive = RollbackDirective {
+                    to_version: "0.9.0".parse().expect("version"),
+                    ..c.directive_back()
+                };
+                let keys = [&c.roots().release[0], &c.roots().release[1]];
+                let sealed = directive.seal(&keys).expect("seal");
+                c.publish_yank_back(sealed);
+            },
+        ),
+        case(
+            "directive-from-not-yanked",
+            Trust,
+            &[
+                "rollback directive refused",
+                "does not list 3.0.0 as yanked",
+            ],
+            |c| {
+                let directive = RollbackDirective {
+                    from: vec![V2.parse().expect("v"), "3.0.0".parse().expect("v")],
+                    ..c.directive_back()
+                };
+                let keys = [&c.roots().release[0], &c.roots().release[1]];
+                let sealed = directive.seal(&keys).expect("seal");
+                c.publish_yank_back(sealed);
+            },
+        ),
+        case(
+            "directive-garbage",
+            Trust,
+            &["rollback directive refused", "malformed envelope"],
+            |c| c.publish_yank_back(pseudo_random("directive", 512)),
+        ),
+        case(
+            "directive-over-size-cap",
+            Category::Resources,
+            &["channel pointer", "16385 bytes, over the 16384-byte limit"],
+            |c| {
+                let limit = relsync_engine::directive::limits::DIRECTIVE_BYTES;
+                c.publish_yank_back(vec![0; limit + 1]);
+            },
+        ),
         case(
             "root-over-size-cap",
             Category::Resources,

@@ -4,8 +4,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use relsync_engine::ManifestId;
+use relsync_engine::directive::RollbackDirective;
+use relsync_engine::layout::manifest_path;
+use relsync_engine::manifest::{FORMAT_VERSION, Pointer};
 use relsync_tests::{
-    CHANNEL, Nginx, NginxOptions, Output, V1, V2, World, assert_trees_equal, current, current_link,
+    CHANNEL, Forge, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal,
+    current, current_link, diff_digests, read_secret_key,
 };
 
 /// A world whose origin has a root chain: separate root, release and channel keys.
@@ -43,22 +48,27 @@ fn path(p: &Path) -> &str {
 
 /// root-1 with one root, release and channel key each, signed and published.
 fn init_chain(w: &World, keys: &Keys) -> PathBuf {
+    init_chain_releasing(w, keys, &[path(&keys.public("release"))])
+}
+
+/// [`init_chain`] with `release` (`.pub` files or `ed25519:` keys, one signature needed) as
+/// the release role.
+fn init_chain_releasing(w: &World, keys: &Keys, release: &[&str]) -> PathBuf {
     let doc = w.path().join("root-1.doc");
-    root(
-        w,
-        &[
-            "init",
-            "--root",
-            path(&keys.public("root")),
-            "--release",
-            path(&keys.public("release")),
-            "--channel",
-            path(&keys.public("channel")),
-            "--out",
-            path(&doc),
-        ],
-    )
-    .assert_success("root init");
+    let (root_key, channel_key) = (keys.public("root"), keys.public("channel"));
+    let mut args = vec![
+        "init",
+        "--root",
+        path(&root_key),
+        "--channel",
+        path(&channel_key),
+        "--out",
+        path(&doc),
+    ];
+    for &key in release {
+        args.extend(["--release", key]);
+    }
+    root(w, &args).assert_success("root init");
     let unsigned = root(w, &["publish", path(&doc), "--to", path(&w.origin)]);
     unsigned.assert_failure("publishing an unsigned root");
     assert!(
@@ -518,4 +528,311 @@ fn a_release_staged_before_its_metadata_expired_applies_offline() {
     let again = apply();
     again.assert_failure("apply with nothing staged");
     assert!(again.stderr.contains("nothing is staged"), "{again}");
+}
+
+/// A small release tree: these tests are about who may sign what, not about transfers.
+fn small_tree(w: &World, version: &str) -> PathBuf {
+    let dir = w.path().join(format!("small-{version}"));
+    fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    fs::write(dir.join("VERSION"), format!("{version}\n")).expect("write");
+    fs::write(dir.join("bin/app"), format!("the app, release {version}\n")).expect("write");
+    dir
+}
+
+/// `cdn-publisher yank --origin ORIGIN --channel stable EXTRA...`.
+fn yank(w: &World, extra: &[&str]) -> Output {
+    w.publisher()
+        .arg("yank")
+        .args(["--origin", path(&w.origin), "--channel", CHANNEL])
+        .args(extra)
+        .run()
+}
+
+/// `relsync status --json` of an install: its version and the versions it marked bad.
+fn version_and_bad(w: &World, dir: &Path) -> (String, Vec<String>) {
+    let status = w.status(dir).json;
+    let bad = status["bad_releases"]
+        .as_array()
+        .expect("bad_releases")
+        .iter()
+        .map(|b| b["version"].as_str().expect("version").to_owned())
+        .collect();
+    (status["version"].as_str().unwrap_or("").to_owned(), bad)
+}
+
+/// The origin's pointer re-issued by someone holding only the channel key: offering release
+/// `id` at `version`, with `yanked` withdrawn and the rollback directive `rollback`.
+fn forged_pointer(
+    forge: &Forge,
+    id: ManifestId,
+    version: &str,
+    yanked: &[&str],
+    rollback: Option<Vec<u8>>,
+) -> Pointer {
+    let mut p = forge.pointer();
+    p.version = version.parse().expect("version");
+    p.manifest = id;
+    p.manifest_len = forge.read(&manifest_path(&id)).len() as u64;
+    p.manifest_deltas.clear();
+    p.yanked = yanked.iter().map(|v| v.parse().expect("version")).collect();
+    p.rollback = rollback;
+    p
+}
+
+/// Issue 18: with separate root, release and channel keys, someone holding only the online
+/// channel key cannot take installs below a version they trusted. `yank --roll-back` refuses
+/// without the release role and changes nothing; pointers forged with the channel key that
+/// yank 3.0.0, then 2.0.0 too, leave an install on 3.0.0 running it and do not mark it bad,
+/// and one carrying a directive the channel key signed is refused outright. The release key
+/// (then an external signer, openssl standing in for an HSM) still takes installs back.
+#[test]
+fn the_channel_key_alone_cannot_take_installs_back() {
+    let w = World::new();
+    let keys = Keys::new(&w, &["root", "release", "channel"]);
+    let hsm = ExternalSigner::new(&w, "release-hsm");
+    let hsm_public = hsm.public();
+    let pinned = init_chain_releasing(
+        &w,
+        &keys,
+        &[path(&keys.public("release")), hsm_public.as_str()],
+    );
+    let mut forge = Forge::new(
+        &w.origin,
+        CHANNEL,
+        Vec::new(),
+        vec![read_secret_key(&keys.secret("channel"))],
+    );
+    let mut ids = Vec::new();
+    let trees: Vec<PathBuf> = ["1.0.0", "2.0.0", "3.0.0"]
+        .iter()
+        .map(|v| small_tree(&w, v))
+        .collect();
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    // Two installs follow 2.0.0 then 3.0.0 (2.0.0 is kept for rollback).
+    let (victim, other) = (w.install_dir("victim"), w.install_dir("other"));
+    for (tree, version) in trees.iter().zip(["1.0.0", "2.0.0", "3.0.0"]) {
+        push(&w, &keys, tree, version, "channel").assert_success(&format!("push {version}"));
+        ids.push(forge.pointer().manifest);
+        if version != "1.0.0" {
+            for dir in [&victim, &other] {
+                update_pinned(&w, &n.url(), dir, &pinned).assert_success("update");
+            }
+        }
+    }
+    assert_trees_equal(&current(&victim), &trees[2]);
+    let (channel_key, release_key) = (keys.secret("channel"), keys.secret("release"));
+    let (channel_key, release_key) = (path(&channel_key), path(&release_key));
+
+    // (a) The publisher refuses a roll-back signed by the channel key alone, and writes nothing.
+    let snap = w.origin_snapshot();
+    let out = yank(
+        &w,
+        &[
+            "--version",
+            "3.0.0",
+            "--roll-back",
+            "--channel-key",
+            channel_key,
+        ],
+    );
+    out.assert_failure("yank --roll-back with only the channel key");
+    assert!(
+        out.stderr.contains("needs the release role")
+            && out.stderr.contains("--key RELEASE_KEY")
+            && out.stderr.contains("--unsigned-directive-out FILE"),
+        "{out}"
+    );
+    let out = yank(
+        &w,
+        &[
+            "--version",
+            "3.0.0",
+            "--roll-back",
+            "--key",
+            channel_key,
+            "--channel-key",
+            channel_key,
+        ],
+    );
+    out.assert_failure("yank --roll-back with the channel key passed as a release key");
+    assert!(
+        out.stderr
+            .contains("does not meet the release role of root version 1"),
+        "{out}"
+    );
+    assert!(diff_digests(&w.origin_snapshot(), &snap).is_empty());
+
+    // (b) Pointers forged with the channel key. Each verifies, but moves nobody down.
+    let link = current_link(&victim);
+    for (what, version, yanked) in [
+        ("yank of 3.0.0", 1, &["3.0.0"][..]),
+        ("yank of 3.0.0 and 2.0.0", 0, &["2.0.0", "3.0.0"][..]),
+    ] {
+        let p = forged_pointer(
+            &forge,
+            ids[version],
+            ["1.0.0", "2.0.0"][version],
+            yanked,
+            None,
+        );
+        forge.write_pointer(&p);
+        let held = w
+            .relsync()
+            .arg("check")
+            .args(["--origin", &n.url(), "--channel", CHANNEL])
+            .args([
+                "--trust-root",
+                path(&pinned),
+                "--install",
+                path(&victim),
+                "--json",
+            ])
+            .run();
+        held.assert_success(&format!("check after a forged {what}"));
+        let held = held.json();
+        assert_eq!(
+            (held["outcome"].as_str(), held["reason"].as_str()),
+            (Some("held"), Some("behind")),
+            "{what}: {held}"
+        );
+        let out = Report::new(update_pinned(&w, &n.url(), &victim, &pinned));
+        out.out
+            .assert_success(&format!("update after a forged {what}"));
+        assert!(out.bool("up_to_date"), "{what}: {}", out.out);
+        assert_eq!(out.str("version"), "3.0.0", "{what}: {}", out.out);
+    }
+    let directive = RollbackDirective {
+        format: FORMAT_VERSION,
+        product: "app".into(),
+        channel: CHANNEL.into(),
+        from: vec!["2.0.0".parse().expect("v"), "3.0.0".parse().expect("v")],
+        to_version: "1.0.0".parse().expect("v"),
+        to: ids[0],
+        issued_unix: 1,
+    };
+    let signed_by_channel = directive
+        .seal(&forge.channel_keys())
+        .expect("seal the directive");
+    let p = forged_pointer(
+        &forge,
+        ids[0],
+        "1.0.0",
+        &["2.0.0", "3.0.0"],
+        Some(signed_by_channel),
+    );
+    forge.write_pointer(&p);
+    let runs: [&[&str]; 2] = [&[], &["--download-only"]];
+    for extra in runs {
+        let out = update_pinned_with(&w, &n.url(), &victim, &pinned, extra);
+        out.assert_failure("update with a rollback directive the channel key signed");
+        assert!(
+            out.stderr.contains("rollback directive refused")
+                && out.stderr.contains("not signed by the release role"),
+            "{out}"
+        );
+    }
+    assert_eq!(current_link(&victim), link);
+    assert_trees_equal(&current(&victim), &trees[2]);
+    let (version, bad) = version_and_bad(&w, &victim);
+    assert_eq!(version, "3.0.0");
+    // Releases it does not run stay withdrawn here; the one it runs is not marked.
+    assert_eq!(bad, ["2.0.0"], "3.0.0 must not be marked bad");
+    forge.restore();
+
+    // (c) The release key signs the way back: installs on 3.0.0 go back to 2.0.0.
+    let out = yank(
+        &w,
+        &[
+            "--version",
+            "3.0.0",
+            "--roll-back",
+            "--key",
+            release_key,
+            "--channel-key",
+            channel_key,
+            "--json",
+        ],
+    );
+    out.assert_success("yank --roll-back signed by the release key");
+    let back = Report::new(update_pinned(&w, &n.url(), &other, &pinned));
+    back.out.assert_success("follow the directive");
+    assert!(back.bool("rolled_back"), "{}", back.out);
+    assert_eq!(back.str("version"), "2.0.0", "{}", back.out);
+    assert_trees_equal(&current(&other), &trees[1]);
+    assert_eq!(version_and_bad(&w, &other).1, ["3.0.0"]);
+
+    // (d) 2.0.0 is yanked too, the directive signed elsewhere: it takes installs on 2.0.0 and
+    // on 3.0.0 to 1.0.0. Writing it unsigned changes nothing on the origin.
+    let unsigned = w.path().join("rollback.directive");
+    let snap = w.origin_snapshot();
+    let yank_2 = |extra: &[&str]| {
+        let mut args = vec!["--version", "2.0.0", "--roll-back"];
+        args.extend(extra);
+        yank(&w, &args)
+    };
+    let out = yank_2(&["--unsigned-directive-out", path(&unsigned)]);
+    out.assert_success("yank --unsigned-directive-out");
+    assert!(
+        out.stdout.contains("nothing on the origin changed"),
+        "{out}"
+    );
+    assert!(diff_digests(&w.origin_snapshot(), &snap).is_empty());
+    let shown = w.publisher().arg("show").arg(&unsigned).run();
+    shown.assert_success("show the directive");
+    assert!(
+        shown
+            .stdout
+            .contains("installs on 2.0.0, 3.0.0 go back to 1.0.0"),
+        "{shown}"
+    );
+    let out = yank_2(&["--directive", path(&unsigned), "--channel-key", channel_key]);
+    out.assert_failure("yank with an unsigned directive");
+    assert!(out.stderr.contains("release role"), "{out}");
+    assert!(diff_digests(&w.origin_snapshot(), &snap).is_empty());
+    hsm.sign_into(&w, &unsigned)
+        .assert_success("attach the external signature");
+    let out = yank_2(&[
+        "--directive",
+        path(&unsigned),
+        "--channel-key",
+        channel_key,
+        "--json",
+    ]);
+    out.assert_success("yank with the directive signed elsewhere");
+    let r = Report::new(out);
+    assert_eq!(
+        r.json["rollback"],
+        serde_json::json!({ "from": ["2.0.0", "3.0.0"], "to": "1.0.0" }),
+        "{}",
+        r.out
+    );
+    for (dir, from) in [(&other, "2.0.0"), (&victim, "3.0.0")] {
+        let down = Report::new(update_pinned(&w, &n.url(), dir, &pinned));
+        down.out.assert_success(&format!("from {from} to 1.0.0"));
+        assert_eq!(down.str("version"), "1.0.0", "{}", down.out);
+        assert_trees_equal(&current(dir), &trees[0]);
+        assert!(version_and_bad(&w, dir).1.contains(&from.to_owned()));
+    }
+}
+
+fn update_pinned_with(
+    w: &World,
+    origin: &str,
+    dir: &Path,
+    pinned: &Path,
+    extra: &[&str],
+) -> Output {
+    w.relsync()
+        .arg("update")
+        .args([
+            "--origin",
+            origin,
+            "--channel",
+            CHANNEL,
+            "--trust-root",
+            path(pinned),
+        ])
+        .args(["--install", path(dir), "--json"])
+        .args(extra)
+        .run()
 }
