@@ -15,7 +15,7 @@ use crate::fetch::Fetched;
 use crate::layout::{InstallLayout, STAGING_DIR};
 use crate::manifest::EntryKind;
 use crate::plan::{FileAction, Planned, chunk_bytes, file_entry};
-use crate::platform::{STATE_DIR_MODE, TREE_DIR_MODE};
+use crate::platform::{self, TREE_DIR_MODE};
 use crate::progress::{Event, Reporter};
 use crate::{Error, Result};
 
@@ -44,9 +44,7 @@ pub(crate) fn assemble(
     let target = &planned.checked.target;
     // `.relsync/staging` is private (0700), so nobody else can reach the tree while it is
     // built by path below; the tree itself gets the modes it will be installed with.
-    let (staging_dir, _) = layout
-        .state_dir()?
-        .ensure_dir(STAGING_DIR, STATE_DIR_MODE)?;
+    let staging_dir = layout.state_dir()?.private_dir(STAGING_DIR)?;
     let name = target.id().short();
     let staging = staging_dir.path().join(&name);
     if staging_dir.meta_at(&name)?.is_some() {
@@ -89,7 +87,9 @@ pub(crate) fn assemble(
             };
             let path = target.entries[row].path.under(&staging);
             match &file_plan.action {
-                FileAction::Link { from } => link(&layout.root().join(from), &path)?,
+                FileAction::Link { from } => {
+                    link(&layout.root().join(from), &path, file.executable)?
+                }
                 _ => write_file(&planned, &file.chunks, &path, file.executable)?,
             }
             let files = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -103,21 +103,19 @@ pub(crate) fn assemble(
     })
 }
 
-fn link(from: &Path, to: &Path) -> Result<()> {
+/// Hard-links an installed file into the new tree, or copies it where the file system
+/// cannot link (verify checks the result either way).
+fn link(from: &Path, to: &Path, executable: bool) -> Result<()> {
     step("assemble.link", to)?;
     match fs::hard_link(from, to) {
         Ok(()) => Ok(()),
-        // A file system without hard links here: copy (verify checks the result either way).
-        Err(e) if matches!(e.raw_os_error(), Some(18 | 1 | 31 | 95)) => {
-            let mut src = crate::platform::open_read(from).map_err(Error::io("opening", from))?;
+        Err(e) if platform::cannot_hard_link(&e) => {
+            let mut src = platform::open_read(from).map_err(Error::io("opening", from))?;
             let mut out = create_new(to)?;
             std::io::copy(&mut src, &mut out).map_err(Error::io("copying", from))?;
-            out.set_permissions(
-                src.metadata()
-                    .map_err(Error::io("reading", from))?
-                    .permissions(),
-            )
-            .map_err(Error::io("setting mode of", to))?;
+            // The signed mode, not the source's.
+            out.set_permissions(Permissions::from_mode(mode(executable)))
+                .map_err(Error::io("setting mode of", to))?;
             out.sync_all().map_err(Error::io("syncing", to))
         }
         Err(e) => Err(Error::io("linking", to)(e)),

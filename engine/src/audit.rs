@@ -66,8 +66,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{InstallLayout, STATE_DIR};
-use crate::platform::{self, Dir, STATE_DIR_MODE};
+use crate::layout::InstallLayout;
+use crate::platform::{self, Dir};
 use crate::{Error, Result};
 
 /// The log's file in `.relsync`.
@@ -657,10 +657,8 @@ impl AuditLog {
         bytes.extend_from_slice(&line);
         bytes.push(b'\n');
 
-        let (state, _) = self
-            .layout
-            .root_dir()?
-            .ensure_dir(STATE_DIR, STATE_DIR_MODE)?;
+        // The install was opened (and `.relsync` made) before anything is appended.
+        let state = self.layout.state_dir()?;
         let mut file = state.open_state_file(LOG_FILE, true)?;
         let len_before = file
             .metadata()

@@ -200,11 +200,7 @@ pub(crate) async fn check(
     let (states, copy, installed, previous, bad) = {
         let (store, layout) = (store.clone(), layout.clone());
         blocking(move || {
-            let copy = layout
-                .state_dir()
-                .ok()
-                .and_then(|state| TrustCopy::read(&state))
-                .unwrap_or_default();
+            let copy = TrustCopy::read(&layout.state_dir()?)?.unwrap_or_default();
             // The copy's marks survive a rebuilt database, like its floors.
             let mut bad = store.bad_releases()?;
             for lost in &copy.bad {

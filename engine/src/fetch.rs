@@ -23,7 +23,7 @@ use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
 use crate::origin::{Origin, RangeBody, backoff, blocking, is_mirror_failure, is_transient};
 use crate::peers::Peers;
 use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
-use crate::platform::{Dir, STATE_DIR_MODE, STATE_FILE_MODE};
+use crate::platform::{Dir, STATE_FILE_MODE};
 use crate::progress::{Event, Reporter};
 use crate::share::{Offer, Share};
 use crate::store::Store;
@@ -323,7 +323,7 @@ pub(crate) async fn fetch(
             missing.flat_map(|f| f.chunk..f.chunk + f.chunks()),
         )
     });
-    let (blobs, _) = layout.state_dir()?.ensure_dir(BLOB_DIR, STATE_DIR_MODE)?;
+    let blobs = layout.state_dir()?.private_dir(BLOB_DIR)?;
     let shared = Arc::new(Shared {
         origin: origin.clone(),
         windows: Arc::new(WindowCache {

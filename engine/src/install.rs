@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::apply::reconcile;
-use crate::layout::{InstallLayout, STATE_DIR};
+use crate::layout::{InstallLayout, RELEASES_DIR, STAGING_DIR, STATE_DIR};
 use crate::platform::{self, Dir, STATE_DIR_MODE, TREE_DIR_MODE};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -20,7 +20,11 @@ use crate::{Error, Result};
 /// How [`open_install`] treats a directory that is not an install yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opening {
-    /// It must be an install already (status, verify, rollback, apply, serve).
+    /// It must be an install already, and is only read (status, verify, serve): its releases
+    /// are reported on, not refused.
+    Read,
+    /// It must be an install already, and a release will be switched to (rollback, an
+    /// offline apply): its releases must be relsync's alone.
     Existing,
     /// Make it one if it is not: create the directory if it is missing; take over an existing
     /// directory that holds anything only when `adopt` is set.
@@ -34,8 +38,11 @@ pub(crate) enum Opening {
 /// its store. Refuses, before anything is written, an install another user could write and a
 /// `current` that relsync did not make.
 pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(File, Store)> {
+    // The path as written, before anything is created under it, and again once it exists:
+    // a directory another user made in a sticky parent meanwhile is caught the second time.
+    platform::check_path(layout.root())?;
     let root = open_root(layout, opening)?;
-    platform::check_ancestors(layout.root())?;
+    platform::check_path(layout.root())?;
     platform::check_trusted(layout.root(), &root.meta()?, "the install directory")?;
     if let Opening::Create { .. } = opening {
         refuse_unmanaged_current(layout, &root)?;
@@ -44,22 +51,137 @@ pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(
     let lock = take_lock(layout, &state)?;
     let store = match opening {
         Opening::Create { .. } => Store::open_or_rebuild_in(&state)?,
-        Opening::Existing => Store::open_in(&state).map_err(|e| match e {
+        Opening::Read | Opening::Existing => Store::open_in(&state).map_err(|e| match e {
             Error::Store(reason) => Error::Store(format!(
                 "{reason} (the next `relsync update` rebuilds a corrupt database)"
             )),
             e => e,
         })?,
     };
+    if opening != Opening::Read {
+        check_releases(layout, &root, &store)?;
+    }
+    if let Opening::Create { .. } = opening {
+        // A tree left by an interrupted run is never resumed; one made by an earlier
+        // version may carry looser modes.
+        state.remove_tree(STAGING_DIR)?;
+    }
     reconcile(layout, &store)?;
     Ok((lock, store))
+}
+
+/// Refuses installed releases another user could change: `releases/` must be a directory
+/// only relsync's user (or root) may write, and so must every directory and file of the
+/// current and previous releases (a release made under a loose umask before relsync set its
+/// modes, or a `releases/` of a deploy tool adopted with `--adopt`). Owners and modes only:
+/// no hashing.
+fn check_releases(layout: &InstallLayout, root: &Dir, store: &Store) -> Result<()> {
+    let path = layout.releases();
+    let Some(meta) = root.meta_at(RELEASES_DIR)? else {
+        return Ok(());
+    };
+    if meta.is_symlink() {
+        return Err(Error::Insecure {
+            path,
+            problem: "it is a symbolic link, and relsync never follows links in an install".into(),
+            fix: "remove the link (and check where it pointed)".into(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(Error::Insecure {
+            path,
+            problem: "it is not a directory (relsync's releases live in one)".into(),
+            fix: "move it away".into(),
+        });
+    }
+    platform::check_trusted(
+        &path,
+        &root.open_dir(RELEASES_DIR)?.meta()?,
+        "the releases directory",
+    )
+    .map_err(|e| with_fix(e, &path))?;
+    for release in [store.current()?, store.previous()?].into_iter().flatten() {
+        let dir = layout.release(&release.dir);
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            check_tree(&dir, 0).map_err(|e| with_fix(e, &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every directory and file below (and including) `dir`: owned by relsync's user or root,
+/// writable by nobody else, no setuid or setgid bit. Links are not followed.
+fn check_tree(dir: &Path, depth: usize) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    /// Deeper than any release tree the path rules allow.
+    const MAX_DEPTH: usize = 512;
+    let meta = std::fs::symlink_metadata(dir).map_err(Error::io("checking", dir))?;
+    check_entry_owner(dir, meta.uid(), meta.mode())?;
+    if depth > MAX_DEPTH {
+        return Err(Error::io("checking", dir)(std::io::Error::other(
+            "nested too deep",
+        )));
+    }
+    for entry in std::fs::read_dir(dir).map_err(Error::io("listing", dir))? {
+        let entry = entry.map_err(Error::io("listing", dir))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(Error::io("checking", &path))?;
+        if meta.is_dir() {
+            check_tree(&path, depth + 1)?;
+        } else if !meta.file_type().is_symlink() {
+            check_entry_owner(&path, meta.uid(), meta.mode())?;
+        }
+    }
+    Ok(())
+}
+
+fn check_entry_owner(path: &Path, uid: u32, mode: u32) -> Result<()> {
+    let me = platform::effective_uid();
+    let problem = if uid != me && uid != 0 {
+        format!(
+            "it is owned by {}, not by {}",
+            platform::user_name(uid),
+            platform::user_name(me)
+        )
+    } else if mode & 0o022 != 0 {
+        format!("it has mode {:04o}: others can change it", mode & 0o7777)
+    } else if mode & 0o6000 != 0 {
+        format!(
+            "it has mode {:04o}: a setuid or setgid bit no release has",
+            mode & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Insecure {
+        path: path.to_path_buf(),
+        problem: format!("an installed release is not relsync's alone: {problem}"),
+        fix: String::new(),
+    })
+}
+
+/// The fix for a release tree someone else could change.
+fn with_fix(e: Error, releases: &Path) -> Error {
+    match e {
+        Error::Insecure { path, problem, .. } => Error::Insecure {
+            path,
+            problem,
+            fix: format!(
+                "check the releases for planted files, then `chmod -R go-w,ug-s {r}` (and \
+                 `chown -R` them to relsync's user if another user owns them), then \
+                 `relsync verify`",
+                r = releases.display()
+            ),
+        },
+        e => e,
+    }
 }
 
 /// The install directory, created (with its missing parents, each 0755) if `opening` allows.
 fn open_root(layout: &InstallLayout, opening: Opening) -> Result<Dir> {
     let path = layout.root();
     if std::fs::symlink_metadata(path).is_err() {
-        if opening == Opening::Existing {
+        if !matches!(opening, Opening::Create { .. }) {
             return Err(Error::NothingInstalled(format!(
                 "{} is not a relsync install (it does not exist)",
                 path.display()
@@ -119,7 +241,7 @@ fn refuse_unmanaged_current(layout: &InstallLayout, root: &Dir) -> Result<()> {
 fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening) -> Result<Dir> {
     let path = layout.state();
     match (root.meta_at(STATE_DIR)?, opening) {
-        (None, Opening::Existing) => Err(Error::NothingInstalled(format!(
+        (None, Opening::Read | Opening::Existing) => Err(Error::NothingInstalled(format!(
             "{} is not a relsync install (it has no {STATE_DIR})",
             layout.root().display()
         ))),

@@ -4,14 +4,16 @@
 //! - [`Dir`]: a directory opened once, with everything below it reached relative to the
 //!   handle (`openat`, `mkdirat`, `renameat`, `unlinkat`), never following a symbolic link in
 //!   the last component, and every mode set explicitly, never left to the umask;
-//! - [`check_trusted`] and [`check_ancestors`]: refuse a directory that a user other than the
-//!   one running relsync (and root) could write, as OpenSSH's StrictModes does;
+//! - [`check_trusted`] and [`check_path`]: refuse a directory that a user other than the
+//!   one running relsync (and root) could write or redirect, as OpenSSH's StrictModes does;
 //! - [`open_read`]: opens a file for reading without following a final symbolic link.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
@@ -170,6 +172,30 @@ impl Dir {
         Ok((dir, created))
     }
 
+    /// Opens private subdirectory `name` (of `.relsync`), creating it 0700 if missing; an
+    /// existing one must be relsync's user's, and gets mode 0700 back if it drifted.
+    pub(crate) fn private_dir(&self, name: &str) -> Result<Dir> {
+        let (dir, created) = self.ensure_dir(name, STATE_DIR_MODE)?;
+        if !created {
+            let meta = dir.meta()?;
+            if meta.uid != effective_uid() {
+                return Err(insecure(
+                    dir.path(),
+                    format!(
+                        "this folder of relsync's state is owned by {}, not by {}",
+                        user_name(meta.uid),
+                        user_name(effective_uid())
+                    ),
+                    format!("remove {} (relsync recreates it)", dir.path().display()),
+                ));
+            }
+            if meta.mode != STATE_DIR_MODE {
+                dir.set_mode(STATE_DIR_MODE)?;
+            }
+        }
+        Ok(dir)
+    }
+
     /// Creates subdirectory `name` with exactly `mode`; fails if anything is there.
     pub(crate) fn create_dir(&self, name: &str, mode: u32) -> Result<Dir> {
         rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode as _))
@@ -222,11 +248,7 @@ impl Dir {
         let meta = rustix::fs::fstat(&fd)
             .map(|s| Meta::of(&s))
             .map_err(io_err("checking", &path))?;
-        if meta.kind != FileType::RegularFile {
-            return Err(Error::io("reading", &path)(io::Error::other(
-                "not a regular file",
-            )));
-        }
+        check_state_file(&path, &meta)?;
         let mut bytes = Vec::new();
         File::from(fd)
             .take(limit.saturating_add(1))
@@ -383,10 +405,32 @@ impl AsFd for Dir {
 }
 
 /// Opens `path` for reading, refusing to follow it if it is a symbolic link.
+/// Only a regular file or a directory is opened: a FIFO (opened without blocking) or a
+/// device is refused.
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    let fd = rustix::fs::open(path, base_flags() | OFlags::RDONLY, Mode::empty())
-        .map_err(|e| with_hint(io::Error::from(e)))?;
+    let fd = rustix::fs::open(
+        path,
+        base_flags() | OFlags::RDONLY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| with_hint(io::Error::from(e)))?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode as _);
+    if kind != FileType::RegularFile && kind != FileType::Directory {
+        return Err(io::Error::other("not a regular file"));
+    }
+    // Back to blocking reads (O_NONBLOCK only kept a FIFO's open from waiting for a writer).
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(File::from(fd))
+}
+
+/// Whether `e`, from a hard link, means this file system (or this pair of directories)
+/// cannot link, so a copy must do: across devices, not permitted, too many links, or not
+/// supported at all.
+pub(crate) fn cannot_hard_link(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::PERM, Errno::MLINK, Errno::OPNOTSUPP]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// The user relsync runs as.
@@ -493,43 +537,112 @@ fn check_state_file(path: &Path, meta: &Meta) -> Result<()> {
     }
 }
 
-/// Refuses an install below a directory that another user could rename or replace: every
-/// ancestor of the (canonical) install directory must be owned by root or by relsync's user,
-/// and one that others may write must have the sticky bit (as `/tmp` does).
-pub(crate) fn check_ancestors(install: &Path) -> Result<()> {
-    let canonical = install
-        .canonicalize()
-        .map_err(Error::io("resolving", install))?;
+/// Refuses an install whose path another user could redirect: every directory the path
+/// passes through *as written* must be owned by root or by relsync's user, and one that others
+/// may write must have the sticky bit (as `/tmp` does). A symbolic link in the path is
+/// followed only after the directory holding it passed the same check, since whoever may
+/// write that directory may change where the link points (systemd's `chase()` and OpenSSH's
+/// StrictModes check the same way). Components that do not exist yet end the walk: relsync
+/// creates them itself, and the caller checks again once they exist.
+pub(crate) fn check_path(install: &Path) -> Result<()> {
+    /// As many links as the kernel follows in one path.
+    const MAX_LINKS: usize = 40;
+    let absolute = if install.is_absolute() {
+        install.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(Error::io("resolving", install))?
+            .join(install)
+    };
+    let mut pending: VecDeque<OsString> = absolute
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut at = PathBuf::from("/");
+    check_traversed(install, &at)?;
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            // `at` holds no links (each was resolved), so its parent is the real one.
+            at.pop();
+            continue;
+        }
+        let next = at.join(&name);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("checking", &next)(e)),
+        };
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(Error::io("resolving", install)(io::Error::other(
+                    "more than 40 symbolic links in the path",
+                )));
+            }
+            let target = std::fs::read_link(&next).map_err(Error::io("reading link", &next))?;
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            for part in target.components().rev() {
+                match part {
+                    Component::Normal(name) => pending.push_front(name.to_os_string()),
+                    Component::ParentDir => pending.push_front(OsString::from("..")),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            return Err(Error::io("opening", install)(io::Error::other(format!(
+                "{} is not a directory",
+                next.display()
+            ))));
+        }
+        // The install directory itself gets the stricter `check_trusted` from the caller.
+        if !pending.is_empty() {
+            check_traversed(install, &next)?;
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// One directory an install's path passes through: owned by root or relsync's user, and not
+/// writable by others unless sticky.
+fn check_traversed(install: &Path, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(Error::io("checking", dir))?;
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
     let me = effective_uid();
-    for dir in canonical.ancestors().skip(1) {
-        let meta = rustix::fs::lstat(dir)
-            .map(|s| Meta::of(&s))
-            .map_err(io_err("checking", dir))?;
-        let sticky = meta.mode & 0o1000 != 0;
-        if meta.uid != me && meta.uid != 0 {
-            return Err(insecure(
-                install,
-                format!(
-                    "it lies below {}, owned by {}, who could move it aside and put a link in \
-                     its place",
-                    dir.display(),
-                    user_name(meta.uid)
-                ),
-                "put the install below directories owned by root or by relsync's user".into(),
-            ));
-        }
-        if meta.mode & 0o022 != 0 && !sticky {
-            return Err(insecure(
-                install,
-                format!(
-                    "it lies below {} (mode {:04o}), which other users can write, so they could \
-                     move it aside and put a link in its place",
-                    dir.display(),
-                    meta.mode
-                ),
-                format!("`chmod go-w {}`, or install elsewhere", dir.display()),
-            ));
-        }
+    if uid != me && uid != 0 {
+        return Err(insecure(
+            install,
+            format!(
+                "its path passes through {}, owned by {}, who could move things aside and put \
+                 a link in their place",
+                dir.display(),
+                user_name(uid)
+            ),
+            "put the install below directories owned by root or by relsync's user (and use \
+             no links through other users' directories)"
+                .into(),
+        ));
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(insecure(
+            install,
+            format!(
+                "its path passes through {} (mode {mode:04o}), which other users can write, so \
+                 they could move things aside and put a link in their place",
+                dir.display(),
+            ),
+            format!("`chmod go-w {}`, or install elsewhere", dir.display()),
+        ));
     }
     Ok(())
 }

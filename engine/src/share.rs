@@ -117,8 +117,7 @@ impl Share {
     /// lock until the last clone is dropped.
     pub fn open(install_dir: impl Into<PathBuf>) -> Result<Self> {
         let layout = InstallLayout::new(install_dir);
-        let (lock, store) =
-            crate::install::open_install(&layout, crate::install::Opening::Existing)?;
+        let (lock, store) = crate::install::open_install(&layout, crate::install::Opening::Read)?;
         Self::new(layout, Arc::new(store), Some(lock))
     }
 

@@ -134,10 +134,20 @@ impl TrustCopy {
     /// Larger than any copy: 256 bad releases, a root document and the channels followed.
     const MAX_BYTES: u64 = 4 << 20;
 
-    /// Reads the copy; a missing or unreadable one is `None` (the database is the primary).
-    pub(crate) fn read(state: &Dir) -> Option<Self> {
-        let bytes = state.read(Self::FILE, Self::MAX_BYTES).ok()??;
-        postcard::from_bytes(&bytes).ok()
+    /// Reads the copy; a missing or undecodable one is `None` (the database is the primary).
+    /// A copy that is not relsync's own (a link, another user's file) is an error: its floors
+    /// are not silently dropped.
+    pub(crate) fn read(state: &Dir) -> Result<Option<Self>> {
+        let Some(bytes) = state.read(Self::FILE, Self::MAX_BYTES)? else {
+            return Ok(None);
+        };
+        match postcard::from_bytes(&bytes) {
+            Ok(copy) => Ok(Some(copy)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the trust copy is unreadable; the database's floors hold");
+                Ok(None)
+            }
+        }
     }
 
     /// Replaces the copy atomically (write, sync, rename), never through a link.
@@ -515,7 +525,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trusted");
         let state = Dir::open(dir.path()).unwrap();
-        assert!(TrustCopy::read(&state).is_none());
+        assert!(TrustCopy::read(&state).unwrap().is_none());
         let copy = TrustCopy {
             states: vec![(
                 "stable".into(),
@@ -532,13 +542,13 @@ mod tests {
             }],
         };
         copy.write(&state).unwrap();
-        let read = TrustCopy::read(&state).unwrap();
+        let read = TrustCopy::read(&state).unwrap().unwrap();
         assert_eq!(read.state("stable"), copy.state("stable"));
         assert_eq!(read.state("beta"), None);
         assert_eq!(read.root, copy.root);
         assert_eq!(read.bad, copy.bad);
         std::fs::write(&path, b"\xff\xff\xff").unwrap();
-        assert!(TrustCopy::read(&state).is_none());
+        assert!(TrustCopy::read(&state).unwrap().is_none());
     }
 
     #[test]

@@ -639,7 +639,7 @@ pub struct Status {
 /// Reads an install's status (takes the lock briefly).
 pub fn status(install_dir: impl Into<PathBuf>) -> Result<Status> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, Opening::Existing)?;
+    let (_lock, store) = open_install(&layout, Opening::Read)?;
     status_of(&layout, &store)
 }
 

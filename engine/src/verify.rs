@@ -17,7 +17,7 @@ use crate::install::{Opening, open_install};
 use crate::layout::InstallLayout;
 use crate::manifest::{Entry, EntryKind};
 use crate::plan::hash_file;
-use crate::platform::TREE_DIR_MODE;
+use crate::platform::{self, TREE_DIR_MODE};
 use crate::progress::{Event, Reporter};
 use crate::store::Release;
 use crate::{Error, Result};
@@ -59,6 +59,19 @@ fn check_entry(entry: &Entry, root: &Path) -> Result<()> {
             )))
         })
     };
+    if !meta.is_symlink() {
+        use std::os::unix::fs::MetadataExt;
+        let (owner, me) = (meta.uid(), platform::effective_uid());
+        if owner != me && owner != 0 {
+            return Err(Error::io("verifying", &path)(std::io::Error::other(
+                format!(
+                    "owned by {}, expected {}",
+                    platform::user_name(owner),
+                    platform::user_name(me)
+                ),
+            )));
+        }
+    }
     match &entry.kind {
         EntryKind::Dir if !meta.is_dir() => return Err(wrong("type")),
         EntryKind::Dir => {
@@ -121,7 +134,7 @@ impl InstallCheck {
 /// nothing else is in the tree. Takes the install's lock.
 pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
     let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, Opening::Existing)?;
+    let (_lock, store) = open_install(&layout, Opening::Read)?;
     let release = store
         .current()?
         .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
@@ -153,6 +166,18 @@ pub(crate) fn check_release(layout: &InstallLayout, release: &Release) -> Result
     if !meta.is_dir() {
         problems.push(format!("{}: not a directory", root.display()));
         return Ok(problems);
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (owner, me) = (meta.uid(), platform::effective_uid());
+        if owner != me && owner != 0 {
+            problems.push(format!(
+                "{}: owned by {}, expected {}",
+                root.display(),
+                platform::user_name(owner),
+                platform::user_name(me)
+            ));
+        }
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode != TREE_DIR_MODE {

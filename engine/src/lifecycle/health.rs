@@ -29,7 +29,8 @@ impl HealthCheck {
         }
     }
 
-    /// Runs the check; `Err` says why it failed.
+    /// Runs the check in its own process group; `Err` says why it failed. When it ends (or
+    /// times out), every process left in its group is killed.
     pub(crate) async fn run(&self, install: &Path, version: &Version) -> Result<(), String> {
         let Some((program, args)) = self.command.split_first() else {
             return Err("the health check command is empty".into());
@@ -48,12 +49,13 @@ impl HealthCheck {
         let group = child
             .id()
             .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        match tokio::time::timeout(self.trial_period, child.wait()).await {
+        let waited = tokio::time::timeout(self.trial_period, child.wait()).await;
+        // Whatever it started in the background goes with it, passed or not.
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        match waited {
             Err(_) => {
-                if let Some(group) = group {
-                    let _ =
-                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-                }
                 let _ = child.kill().await;
                 Err(format!(
                     "{program:?} did not finish within the {} s trial period (it was killed, \

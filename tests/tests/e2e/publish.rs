@@ -243,12 +243,19 @@ fn an_empty_release_is_refused_unless_allowed() {
     let empty = w.v1.with_file_name("empty-build");
     fs::create_dir_all(empty.join("lib")).expect("mkdir");
     let out = w.push(&empty, V2, &[]);
-    assert!(!out.status.success(), "an empty release was published\n{out}");
+    assert!(
+        !out.status.success(),
+        "an empty release was published\n{out}"
+    );
     assert!(
         out.stderr.contains("holds no files") && out.stderr.contains("--allow-empty"),
         "the refusal must say why and how to override it\n{out}"
     );
-    assert_eq!(w.origin_snapshot(), before, "a refused push changed the origin");
+    assert_eq!(
+        w.origin_snapshot(),
+        before,
+        "a refused push changed the origin"
+    );
     let out = w.push(&empty, V2, &["--allow-empty"]);
     assert!(out.status.success(), "--allow-empty publishes\n{out}");
 }
