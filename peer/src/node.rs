@@ -355,6 +355,60 @@ fn identity(path: &Path) -> Result<identity::Keypair, Error> {
     }
 }
 
+/// The swarm: TCP, then pnet under `swarm_key` (only holders of the key get further), then
+/// Noise and Yamux, within `HANDSHAKE_TIMEOUT`. A plain function, neither generic nor async,
+/// so that the transport (the pnet cipher above all) is compiled in this crate, at its
+/// optimization level, not in each caller.
+fn swarm(
+    keypair: identity::Keypair,
+    swarm_key: SwarmKey,
+    limits: &Limits,
+    use_mdns: bool,
+) -> Result<Swarm<Behaviour>, Error> {
+    let noise = noise::Config::new(&keypair).map_err(|e| Error::Transport(e.to_string()))?;
+    let psk = swarm_key.psk();
+    let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(move |_| {
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(HANDSHAKE_TIMEOUT)
+        });
+    Ok(builder
+        .with_behaviour(|key| {
+            let mdns = if use_mdns {
+                let config = mdns::Config {
+                    query_interval: Duration::from_secs(5),
+                    ..Default::default()
+                };
+                Some(mdns::tokio::Behaviour::new(
+                    config,
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            let connections = connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(32))
+                .with_max_established_incoming(Some(limits.max_peers))
+                .with_max_established(Some(2 * limits.max_peers))
+                .with_max_established_per_peer(Some(2));
+            Ok(Behaviour {
+                connections: connection_limits::Behaviour::new(connections),
+                have: protocol::<Have>(limits.have_timeout),
+                get: protocol::<Get>(Duration::from_secs(120)),
+                meta: protocol::<Meta>(limits.meta_timeout),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build())
+}
+
 /// Splits `/…/p2p/<id>` into the address and the id.
 fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     let mut addr = addr.clone();
@@ -378,50 +432,7 @@ impl Node {
         };
         let id = keypair.public().to_peer_id();
         let limits = config.limits.clone();
-        let use_mdns = config.mdns;
-        let noise = noise::Config::new(&keypair).map_err(|e| Error::Transport(e.to_string()))?;
-        let psk = config.swarm_key.psk();
-        // TCP, then pnet (only holders of the key get further), then Noise and Yamux.
-        let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_other_transport(move |_| {
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                    .upgrade(upgrade::Version::V1Lazy)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default())
-                    .timeout(HANDSHAKE_TIMEOUT)
-            });
-        let mut swarm = builder
-            .with_behaviour(|key| {
-                let mdns = if use_mdns {
-                    let config = mdns::Config {
-                        query_interval: Duration::from_secs(5),
-                        ..Default::default()
-                    };
-                    Some(mdns::tokio::Behaviour::new(
-                        config,
-                        key.public().to_peer_id(),
-                    )?)
-                } else {
-                    None
-                };
-                let connections = connection_limits::ConnectionLimits::default()
-                    .with_max_pending_incoming(Some(32))
-                    .with_max_established_incoming(Some(limits.max_peers))
-                    .with_max_established(Some(2 * limits.max_peers))
-                    .with_max_established_per_peer(Some(2));
-                Ok(Behaviour {
-                    connections: connection_limits::Behaviour::new(connections),
-                    have: protocol::<Have>(limits.have_timeout),
-                    get: protocol::<Get>(Duration::from_secs(120)),
-                    meta: protocol::<Meta>(limits.meta_timeout),
-                    mdns: Toggle::from(mdns),
-                })
-            })
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let mut swarm = swarm(keypair, config.swarm_key, &limits, config.mdns)?;
 
         let mut listeners = Vec::new();
         for addr in &config.listen {

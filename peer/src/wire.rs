@@ -213,13 +213,24 @@ where
 }
 
 /// Up to `len` bytes of `io`, fewer if it ends first. The buffer grows with the bytes that
-/// arrive, so a declared length costs nothing until it is sent.
+/// arrive, so a declared length costs nothing until it is sent. (Not `read_to_end`: it
+/// zero-fills the buffer element by element, which callers built without optimization, as
+/// the request-response handler is, pay for dearly.)
 async fn read_body<T>(io: &mut T, len: usize) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
 {
     let mut body = Vec::with_capacity(len.min(FIRST_READ_BYTES));
-    io.take(len as u64).read_to_end(&mut body).await?;
+    let mut chunk = vec![0u8; len.min(FIRST_READ_BYTES)];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match io.read(&mut chunk[..want]).await {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(body)
 }
 
