@@ -526,6 +526,9 @@ def fleet(args) -> dict:
     key = os.path.join(work, "publisher.key")
     sh([args.publisher, "keygen", "--out", key])
     trust = open(key + ".pub").read().strip()
+    # The fleet's swarm key: nodes share only with nodes holding it.
+    swarm_key = os.path.join(work, "swarm.key")
+    sh([args.relsync, "swarm-key", "--out", swarm_key])
 
     origin_root = os.path.join(work, "origin")
     origin_a, origin_b = os.path.join(origin_root, "a"), os.path.join(origin_root, "b")
@@ -619,6 +622,7 @@ def fleet(args) -> dict:
         ip = net.node_ip(k)
         port = PEER_PORT if args.mode == "netns" else 0
         cmd = net.prefix(k) + [args.relsync, "serve", "--install", inst,
+                               "--swarm-key", swarm_key,
                                "--listen", f"/ip4/{ip}/tcp/{port}", "--no-mdns",
                                "--origin", url_a, "--trust", trust, "--product", "app", "--interval", "1s",
                                "--json", "--stop-after", f"{stop_after}s", "--peer-wait", "2s"]

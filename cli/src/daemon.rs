@@ -8,6 +8,7 @@
 //! With `--metrics-listen` (or `metrics_listen`) it also serves Prometheus metrics
 //! ([`crate::metrics`]).
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use relsync_engine::{
     Engine, EngineBuilder, Event, FetchConfig, HealthCheck, OriginConfig, PublicKey, Sample,
     Telemetry, TrialConfig,
 };
-use relsync_peer::{Multiaddr, Node};
+use relsync_peer::{Multiaddr, Node, SwarmKey};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -80,11 +81,12 @@ struct ConfigFile {
     lan: Option<LanConfig>,
 }
 
-/// `[lan]`: the `--peer`, `--no-mdns`, `--listen`, `--max-upload-rate` and `--peer-wait` flags
-/// of `relsync update`, as a table.
+/// `[lan]`: the `--swarm-key`, `--peer`, `--no-mdns`, `--listen`, `--max-upload-rate` and
+/// `--peer-wait` flags of `relsync update`, as a table. `swarm_key` is required.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LanConfig {
+    swarm_key: Option<PathBuf>,
     #[serde(default)]
     peers: Vec<String>,
     #[serde(default = "yes")]
@@ -181,7 +183,7 @@ impl Config {
             .with_context(|| format!("{file}: [policy]"))?;
         let lan = raw
             .lan
-            .map(|lan| lan.args())
+            .map(|lan| lan.args(base))
             .transpose()
             .with_context(|| format!("{file}: [lan]"))?;
         Ok(Self {
@@ -221,32 +223,44 @@ impl Config {
 
 impl LanConfig {
     /// The table as the LAN flags `relsync update` takes, parsed by the same parser, so
-    /// `[lan]` means exactly what those flags mean (defaults included).
-    fn args(self) -> Result<LanArgs> {
-        let mut argv = vec!["lan".to_owned()];
+    /// `[lan]` means exactly what those flags mean (defaults included). `swarm_key` is read
+    /// from `base` (the config file's folder) when relative.
+    fn args(self, base: &Path) -> Result<LanArgs> {
+        let mut argv: Vec<OsString> = vec!["lan".into()];
         for (i, peer) in self.peers.iter().enumerate() {
             peer.parse::<Multiaddr>()
                 .with_context(|| format!("peers[{i}] {peer:?}"))?;
-            argv.extend(["--peer".to_owned(), peer.clone()]);
+            argv.extend(["--peer".into(), peer.into()]);
         }
         for (i, addr) in self.listen.iter().enumerate() {
             addr.parse::<Multiaddr>()
                 .with_context(|| format!("listen[{i}] {addr:?}"))?;
-            argv.extend(["--listen".to_owned(), addr.clone()]);
+            argv.extend(["--listen".into(), addr.into()]);
         }
         if !self.mdns {
-            argv.push("--no-mdns".to_owned());
+            argv.push("--no-mdns".into());
         }
         argv.extend([
-            "--max-upload-rate".to_owned(),
-            self.max_upload_rate.to_string(),
+            "--max-upload-rate".into(),
+            self.max_upload_rate.to_string().into(),
         ]);
         if let Some(wait) = self.peer_wait {
             argv.extend([
-                "--peer-wait".to_owned(),
-                humantime::format_duration(wait).to_string(),
+                "--peer-wait".into(),
+                humantime::format_duration(wait).to_string().into(),
             ]);
         }
+        let Some(key) = &self.swarm_key else {
+            bail!(
+                "`swarm_key` is missing: LAN peers are only the nodes holding the fleet's swarm \
+                 key. Make one with `relsync swarm-key --out FILE`, copy it to every node and \
+                 name it here (a path relative to this file's folder), or remove [lan]"
+            );
+        };
+        // Read here too, for an error that names the key rather than a flag.
+        let key = base.join(key);
+        SwarmKey::read(&key).context("swarm_key")?;
+        argv.extend(["--swarm-key".into(), key.into_os_string()]);
         let matches = LanArgs::augment_args(clap::Command::new("lan"))
             .try_get_matches_from(argv)
             .context("reading the LAN settings")?;
@@ -653,9 +667,18 @@ mod tests {
         assert!(config.metrics_listen.is_none() && config.trusted_root.is_none());
     }
 
+    /// A swarm key file (mode 0600) in a new temporary folder.
+    fn swarm_key_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.key");
+        SwarmKey::create(&path).unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn every_key_is_read() {
-        let config = parse(&minimal(
+        let (_dir, key) = swarm_key_file();
+        let config = parse(&minimal(&format!(
             r#"
             product = "app"
             health_check = "systemctl is-active app"
@@ -667,13 +690,14 @@ mod tests {
             window = "02:00-04:00"
             timezone = "UTC"
             [lan]
+            swarm_key = {key:?}
             peers = ["/ip4/10.0.0.5/tcp/4001"]
             mdns = false
             listen = "/ip4/127.0.0.1/tcp/0"
             max_upload_rate = 1000
             peer_wait = "1s"
             "#,
-        ))
+        )))
         .unwrap();
         assert_eq!(config.product.as_deref(), Some("app"));
         let check = config.health_check.unwrap();
@@ -686,9 +710,37 @@ mod tests {
         assert_eq!(config.policy.check_interval, Duration::from_secs(600));
         assert_eq!(config.policy.channel, "beta");
         let lan = format!("{:?}", config.lan.unwrap());
-        for part in ["10.0.0.5", "no_mdns: true", "127.0.0.1", "1000", "1s"] {
+        let fingerprint = SwarmKey::read(&key).unwrap().fingerprint();
+        for part in [
+            "10.0.0.5",
+            "no_mdns: true",
+            "127.0.0.1",
+            "1000",
+            "1s",
+            &fingerprint,
+        ] {
             assert!(lan.contains(part), "{part} in {lan}");
         }
+    }
+
+    #[test]
+    fn lan_needs_a_private_swarm_key() {
+        let missing = error(&minimal("[lan]\nmdns = false"));
+        assert!(
+            missing.contains("[lan]: `swarm_key` is missing")
+                && missing.contains("relsync swarm-key"),
+            "{missing}"
+        );
+        let relative = error(&minimal("[lan]\nswarm_key = \"swarm.key\""));
+        assert!(
+            relative.contains("[lan]: swarm_key: swarm key /etc/relsync/swarm.key"),
+            "{relative}"
+        );
+        let (_dir, key) = swarm_key_file();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = error(&minimal(&format!("[lan]\nswarm_key = {key:?}")));
+        assert!(open.contains("chmod 600"), "{open}");
     }
 
     #[test]

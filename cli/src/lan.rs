@@ -1,75 +1,149 @@
-//! LAN peers: joining them for `update`, and the `serve` daemon.
+//! LAN peers: joining them for `update`, the `serve` daemon, and `swarm-key`.
+//!
+//! LAN sharing is opt-in: without the fleet's swarm key a node neither serves nor asks peers,
+//! and listens nowhere.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use relsync_engine::layout::InstallLayout;
 use relsync_engine::{Engine, Share, Updater};
-use relsync_peer::{Limits, Multiaddr, Node, NodeConfig};
+use relsync_peer::{Limits, Multiaddr, Node, NodeConfig, SwarmKey};
 use tracing::warn;
 
 use crate::SourceOptions;
 
+/// Where a node listens unless `--listen` says otherwise.
+const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// How long to wait for peers unless `--peer-wait` says otherwise.
+const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(2);
+/// What to do without a swarm key, for error messages.
+const GET_A_KEY: &str = "make one with `relsync swarm-key --out FILE` and copy it to every \
+                         node of the fleet";
+
 /// How to find and serve LAN peers.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LanArgs {
+    /// The fleet's swarm key (a file `relsync swarm-key` wrote, mode 0600). LAN sharing is
+    /// only among nodes holding the same key: without it no peer is asked or served, and
+    /// nothing listens.
+    #[arg(long, value_name = "FILE", env = "RELSYNC_SWARM_KEY", value_parser = read_swarm_key)]
+    swarm_key: Option<SwarmKey>,
     /// A peer to fetch from and serve, as `relsync serve` prints it:
-    /// /ip4/ADDR/tcp/PORT/p2p/PEER_ID (repeatable).
+    /// /ip4/ADDR/tcp/PORT/p2p/PEER_ID (repeatable; needs --swarm-key).
     #[arg(long = "peer", value_name = "MULTIADDR")]
     peers: Vec<Multiaddr>,
     /// Don't look for peers by multicast DNS. With no --peer either, no peers are used.
     #[arg(long, env = "RELSYNC_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     no_mdns: bool,
-    /// Where to listen for peers (repeatable).
-    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
+    /// Where to listen for peers (repeatable; needs --swarm-key) [default: /ip4/0.0.0.0/tcp/0].
+    #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
-    /// Cap on upload to peers, in bytes per second (0: none).
-    #[arg(long, default_value_t = 0, value_name = "BYTES_PER_SEC")]
-    max_upload_rate: u64,
-    /// How long to wait for peers before fetching (every --peer connected ends the wait).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    peer_wait: Duration,
+    /// Cap on upload to peers, in bytes per second (0: none; needs --swarm-key) [default: 0].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    max_upload_rate: Option<u64>,
+    /// How long to wait for peers before fetching (every --peer connected ends the wait;
+    /// needs --swarm-key) [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    peer_wait: Option<Duration>,
+}
+
+fn read_swarm_key(path: &str) -> Result<SwarmKey, String> {
+    SwarmKey::read(Path::new(path)).map_err(|e| e.to_string())
 }
 
 impl LanArgs {
-    fn enabled(&self) -> bool {
-        !self.peers.is_empty() || !self.no_mdns
+    /// Refuses LAN flags without a swarm key (there is no LAN then).
+    pub fn check(&self) -> Result<()> {
+        if self.swarm_key.is_none() {
+            let given: Vec<&str> = [
+                ("--peer", !self.peers.is_empty()),
+                ("--listen", !self.listen.is_empty()),
+                ("--max-upload-rate", self.max_upload_rate.is_some()),
+                ("--peer-wait", self.peer_wait.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+            if !given.is_empty() {
+                bail!(
+                    "{} given without --swarm-key FILE: LAN peers are only the nodes holding \
+                     the fleet's swarm key; {GET_A_KEY}",
+                    given.join(", ")
+                );
+            }
+        }
+        Ok(())
     }
 
-    fn node_config(&self, install: &Path) -> NodeConfig {
+    /// The node's config, or `None` without a swarm key: then no LAN at all, and LAN flags
+    /// are an error.
+    fn node_config(&self, install: &Path) -> Result<Option<NodeConfig>> {
+        self.check()?;
+        let Some(key) = self.swarm_key else {
+            return Ok(None);
+        };
         let mut limits = Limits::default();
-        limits.upload_bytes_per_sec = (self.max_upload_rate > 0).then_some(self.max_upload_rate);
-        let mut config = NodeConfig::default();
-        config.listen = self.listen.clone();
+        let rate = self.max_upload_rate.unwrap_or(0);
+        limits.upload_bytes_per_sec = (rate > 0).then_some(rate);
+        let mut config = NodeConfig::new(key);
+        config.listen = match self.listen.as_slice() {
+            [] => vec![
+                DEFAULT_LISTEN
+                    .parse()
+                    .context("the default listen address")?,
+            ],
+            listen => listen.to_vec(),
+        };
         config.peers = self.peers.clone();
         config.mdns = !self.no_mdns;
         config.identity = Some(InstallLayout::new(install).peer_key());
         config.limits = limits;
-        config
+        Ok(Some(config))
     }
 
-    async fn start(&self, install: &Path, share: Share) -> Result<Arc<Node>> {
-        let node = Node::start(self.node_config(install), share)
-            .await
-            .context("starting the peer node")?;
-        let wanted = self.peers.len().max(1);
-        node.wait_for_peers(wanted, self.peer_wait).await;
-        Ok(Arc::new(node))
+    fn peer_wait(&self) -> Duration {
+        self.peer_wait.unwrap_or(DEFAULT_PEER_WAIT)
     }
 
-    /// Starts a node serving `engine`'s install and attaches it, unless peers are off. Keep
-    /// the node until the update ends.
+    /// Starts a node serving `engine`'s install and attaches it, unless there is no swarm
+    /// key or no way to find peers (no `--peer`, mDNS off). Keep the node until the update
+    /// ends.
     pub async fn attach(&self, engine: &Engine, install: &Path) -> Result<Option<Arc<Node>>> {
-        if !self.enabled() {
+        let Some(config) = self.node_config(install)? else {
+            return Ok(None);
+        };
+        if self.peers.is_empty() && self.no_mdns {
             return Ok(None);
         }
-        let node = self.start(install, engine.updater().share()).await?;
+        let node = Node::start(config, engine.updater().share())
+            .await
+            .context("starting the peer node")?;
+        node.wait_for_peers(self.peers.len().max(1), self.peer_wait())
+            .await;
+        let node = Arc::new(node);
         engine.updater().attach_peers(node.clone());
         Ok(Some(node))
     }
+}
+
+/// Runs `relsync swarm-key --out FILE`: a new random key, in a new file of mode 0600.
+pub fn swarm_key(out: &Path) -> Result<()> {
+    let key = SwarmKey::create(out).context("writing a new swarm key")?;
+    println!(
+        "wrote a new swarm key to {} (fingerprint {}).\n\
+         Copy it to every node of the fleet, readable only by the user relsync runs as \
+         (mode 0600, e.g. /etc/relsync/swarm.key), and give it with --swarm-key FILE \
+         (relsync update, serve) or `swarm_key` in the daemon's [lan] table. Only nodes \
+         holding it share with each other: keep it secret, and make a new one to shut a \
+         node out.",
+        out.display(),
+        key.fingerprint()
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +177,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve_async(args: ServeArgs) -> Result<()> {
+    let Some(config) = args.lan.node_config(&args.install)? else {
+        bail!(
+            "relsync serve shares DIR only with LAN peers holding the fleet's swarm key: give \
+             it with --swarm-key FILE ({GET_A_KEY})"
+        );
+    };
     let updater = match args.origin.as_slice() {
         [] if !args.source.trust.is_empty() || args.source.trust_root.is_some() => {
             anyhow::bail!("--trust and --trust-root need --origin: what should DIR follow?")
@@ -115,7 +195,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         None => Share::open(&args.install)?,
     };
     let node = Arc::new(
-        Node::start(args.lan.node_config(&args.install), share)
+        Node::start(config, share)
             .await
             .context("starting the peer node")?,
     );
@@ -131,7 +211,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         let Some(updater) = updater else {
             return std::future::pending::<()>().await;
         };
-        node.wait_for_peers(args.lan.peers.len().max(1), args.lan.peer_wait)
+        node.wait_for_peers(args.lan.peers.len().max(1), args.lan.peer_wait())
             .await;
         loop {
             match updater.update().await {

@@ -69,10 +69,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Share DIR's releases with LAN peers until stopped; with --origin, also keep DIR
-    /// updated (from peers first). Prints each listen address, one per line, as a multiaddr
-    /// ending in /p2p/PEER_ID: what `--peer` takes.
+    /// Share DIR's releases with LAN peers holding the fleet's swarm key (--swarm-key, required)
+    /// until stopped; with --origin, also keep DIR updated (from peers first). Prints each
+    /// listen address, one per line, as a multiaddr ending in /p2p/PEER_ID: what `--peer`
+    /// takes.
     Serve(lan::ServeArgs),
+    /// Write a new random swarm key to FILE (mode 0600) for a fleet's LAN sharing: copy it to
+    /// every node and give it with --swarm-key (or `swarm_key` in the daemon's [lan] table).
+    /// Only nodes holding the same key share with each other.
+    SwarmKey {
+        /// The key file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Keep an install updated under a policy from a TOML config (install, origin, trust,
     /// and the policy and lan tables; see docs/operations.md) until SIGINT or SIGTERM,
     /// optionally serving Prometheus metrics.
@@ -258,6 +267,7 @@ fn main() -> ExitCode {
         Command::Daemon(a) => a.json,
         // Prints its own JSON, failures included.
         Command::Audit(_) => false,
+        Command::SwarmKey { .. } => false,
         Command::Status { json, .. }
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
@@ -280,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Update(args) => update(args),
         Command::Serve(args) => lan::serve(args),
+        Command::SwarmKey { out } => lan::swarm_key(&out),
         Command::Daemon(args) => daemon::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Check {
@@ -395,6 +406,8 @@ fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<(
 }
 
 fn update(args: UpdateArgs) -> Result<()> {
+    // Before anything touches the install.
+    args.lan.check()?;
     let progress = Arc::new(render::Progress::new(!args.json));
     let mut builder = engine(&args.source, &args.install)?
         .reporter(progress.clone())

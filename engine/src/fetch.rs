@@ -45,6 +45,7 @@ mod swarm;
 /// - `peer_poll`: 250 ms between HAVE rounds while waiting for peers
 /// - `peer_stall`: 5 s without progress before a peer's share of the work moves on
 /// - `peer_join`: 2 s in which idle peers still count as owners
+/// - `peer_wait_max`: 15 s at most that a frame waits for peers, whatever they claim
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FetchConfig {
@@ -75,6 +76,11 @@ pub struct FetchConfig {
     /// a share of it: in a flash crowd they are about to start, and taking their share now
     /// would fetch it twice.
     pub peer_join: std::time::Duration,
+    /// The longest a frame waits for peers that own it or are fetching it, in all: then this
+    /// node fetches it from the origin, whatever their bitfields say. A bound on what peers
+    /// can delay; on a slow origin, frames an owner has not delivered by then are fetched
+    /// twice.
+    pub peer_wait_max: std::time::Duration,
     /// How often a running fetch re-reads the channel pointer, to stop if the publisher
     /// yanks the release.
     pub withdraw_poll: std::time::Duration,
@@ -94,6 +100,7 @@ impl Default for FetchConfig {
             peer_poll: std::time::Duration::from_millis(250),
             peer_stall: std::time::Duration::from_secs(5),
             peer_join: std::time::Duration::from_secs(2),
+            peer_wait_max: std::time::Duration::from_secs(15),
             withdraw_poll: std::time::Duration::from_secs(30),
         }
     }

@@ -83,6 +83,28 @@ impl ChunkBits {
     pub fn count(&self) -> u32 {
         self.bytes.iter().map(|b| b.count_ones()).sum()
     }
+
+    /// Whether this holds a chunk of `among` that `before` did not (all three of one length).
+    pub(crate) fn gains(&self, before: &ChunkBits, among: &ChunkBits) -> bool {
+        self.len == before.len
+            && self.len == among.len
+            && self
+                .bytes
+                .iter()
+                .zip(&before.bytes)
+                .zip(&among.bytes)
+                .any(|((now, was), among)| now & among & !was != 0)
+    }
+
+    /// Adds every chunk `other` holds (ignored unless both are of one length).
+    pub(crate) fn add_all(&mut self, other: &ChunkBits) {
+        if self.len == other.len {
+            self.bytes
+                .iter_mut()
+                .zip(&other.bytes)
+                .for_each(|(mine, theirs)| *mine |= theirs);
+        }
+    }
 }
 
 impl fmt::Debug for ChunkBits {

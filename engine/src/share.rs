@@ -2,13 +2,14 @@
 //!
 //! The chunks of the releases it holds (current and previous) and of the one it is fetching,
 //! each read back and hashed on every request, so a damaged file is never passed on; and the
-//! signed metadata it trusted, for peers whose origin is unreachable.
+//! signed metadata it trusted, for peers whose origin is unreachable (each manifest compressed
+//! once per offer, not per request).
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use relsync_chunker::frame;
 
@@ -55,9 +56,34 @@ pub(crate) struct Offer {
     /// Chunks being fetched from the origin right now.
     fetching: Mutex<ChunkBits>,
     wanting: AtomicBool,
+    /// The manifest as peers get it (compressed), made on the first request; `None` if it
+    /// could not be compressed.
+    compressed: OnceLock<Option<Arc<Vec<u8>>>>,
 }
 
 impl Offer {
+    fn new(manifest: TrustedManifest, have: ChunkBits, wanting: bool) -> Self {
+        let len = manifest.chunks.len() as u32;
+        Self {
+            manifest,
+            have: Mutex::new(have),
+            fetching: Mutex::new(ChunkBits::empty(len)),
+            wanting: AtomicBool::new(wanting),
+            compressed: OnceLock::new(),
+        }
+    }
+
+    /// The compressed manifest, made once.
+    fn compressed(&self) -> Option<Arc<Vec<u8>>> {
+        self.compressed
+            .get_or_init(|| {
+                frame::compress(self.manifest.bytes(), PEER_MANIFEST_LEVEL)
+                    .ok()
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+
     /// Marks `chunks` as being fetched from the origin (or, with `on` false, no longer).
     pub(crate) fn fetching(&self, chunks: impl IntoIterator<Item = u32>, on: bool) {
         let mut bits = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
@@ -136,15 +162,20 @@ impl Share {
             .flatten()
             .map(|release| {
                 let len = release.manifest.chunks.len() as u32;
-                Arc::new(Offer {
-                    manifest: release.manifest,
-                    have: Mutex::new(ChunkBits::full(len)),
-                    fetching: Mutex::new(ChunkBits::empty(len)),
-                    wanting: AtomicBool::new(false),
-                })
+                Arc::new(Offer::new(release.manifest, ChunkBits::full(len), false))
             })
             .collect();
-        *self.offers() = held;
+        let mut offers = self.offers();
+        // A manifest offered before keeps its compressed copy.
+        for offer in &held {
+            let before = offers
+                .iter()
+                .find(|o| o.manifest.id() == offer.manifest.id());
+            if let Some(Some(compressed)) = before.and_then(|o| o.compressed.get()) {
+                let _ = offer.compressed.set(Some(compressed.clone()));
+            }
+        }
+        *offers = held;
         Ok(())
     }
 
@@ -161,12 +192,7 @@ impl Share {
         (0..len)
             .filter(|i| !missing.contains(i))
             .for_each(|i| have.set(i));
-        let offer = Arc::new(Offer {
-            manifest: manifest.clone(),
-            have: Mutex::new(have),
-            fetching: Mutex::new(ChunkBits::empty(len)),
-            wanting: AtomicBool::new(true),
-        });
+        let offer = Arc::new(Offer::new(manifest.clone(), have, true));
         let mut offers = self.offers();
         offers.retain(|o| o.manifest.id() != manifest.id());
         offers.push(offer.clone());
@@ -259,10 +285,12 @@ impl Share {
             let version = Root::read_unverified(&root).ok()?.version;
             return (root_path(version) == path).then_some(root);
         }
-        let offers = self.offers();
-        let offer = offers
+        let offer = self
+            .offers()
             .iter()
-            .find(|o| manifest_path(&o.manifest.id()) == path)?;
-        frame::compress(offer.manifest.bytes(), PEER_MANIFEST_LEVEL).ok()
+            .find(|o| manifest_path(&o.manifest.id()) == path)
+            .cloned()?;
+        // Compressed outside the offers' lock, once per offer.
+        offer.compressed().map(|bytes| bytes.as_ref().clone())
     }
 }

@@ -1,5 +1,8 @@
 //! The node: one libp2p swarm that serves this install's [`Share`] and asks peers for theirs.
 //!
+//! Connections are TCP, then a pnet handshake under the fleet's [`SwarmKey`], then Noise and
+//! Yamux: a node without the key fails the handshake before it learns anything.
+//!
 //! The swarm runs in its own task. [`Node`] talks to it over a channel, and inbound requests
 //! that read files are answered from blocking tasks, so the swarm never waits on a disk.
 
@@ -11,14 +14,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use libp2p::core::upgrade;
 use libp2p::multiaddr::Protocol as AddrPart;
+use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{
     self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
 };
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identity, mdns, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, Transport, connection_limits, identity, mdns, noise, tcp, yamux,
+};
 use relsync_engine::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
 use relsync_engine::{HaveAnswer, ManifestId, Share};
 use serde::Serialize;
@@ -26,11 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::Error;
 use crate::wire::{
     Codec, Get, GetRequest, GetResponse, Have, HaveRequest, HaveResponse, MAX_BATCH_BYTES,
     MAX_BATCH_CHUNKS, Meta, MetaRequest, MetaResponse, Protocol,
 };
+use crate::{Error, SwarmKey};
 
 /// What a node serves. [`Share`] (an install's releases) is the real one; tests plug in
 /// peers that lie.
@@ -63,12 +70,17 @@ impl Shelf for Share {
     }
 }
 
+/// Longest a connection may take from TCP connect to a working Yamux session.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Limits on what a node serves and how long it waits.
 ///
 /// # Defaults
 /// - `serve_requests`: 8 GETs served at once, `serve_per_peer`: 2 of them for one peer; more
 ///   are answered `Busy`. A GET is being served from its arrival until its answer is sent (or
 ///   fails), so at most this many answers are in memory at once
+/// - `serve_meta`: 4 META answers at once, `serve_meta_per_peer`: 2 of them for one peer;
+///   more are answered with no document (which the asker takes as "not held")
 /// - `upload_bytes_per_sec`: no cap
 /// - `max_peers`: 128 inbound connections (and twice that in all), 2 per peer
 /// - `ban`: 10 minutes
@@ -81,6 +93,10 @@ pub struct Limits {
     pub serve_requests: usize,
     /// GETs served at once to one peer.
     pub serve_per_peer: usize,
+    /// META answers being served at once, in total.
+    pub serve_meta: usize,
+    /// META answers being served at once to one peer.
+    pub serve_meta_per_peer: usize,
     /// Upload cap (`None`: none). A GET that would wait over 2 s for it is answered `Busy`.
     pub upload_bytes_per_sec: Option<u64>,
     /// Inbound connections accepted at once.
@@ -102,6 +118,8 @@ impl Default for Limits {
         Self {
             serve_requests: 8,
             serve_per_peer: 2,
+            serve_meta: 4,
+            serve_meta_per_peer: 2,
             upload_bytes_per_sec: None,
             max_peers: 128,
             ban: Duration::from_secs(600),
@@ -113,11 +131,20 @@ impl Default for Limits {
     }
 }
 
-/// How a node joins the LAN.
+/// How a node joins the LAN. There is no default: a node needs its fleet's swarm key.
+///
+/// # Defaults
+/// - `listen`: every IPv4 interface, a free TCP port (`/ip4/0.0.0.0/tcp/0`)
+/// - `peers`: none
+/// - `mdns`: on
+/// - `identity`: none (a new peer id each run)
+/// - `limits`: [`Limits::default()`]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeConfig {
-    /// Addresses to listen on (default: every IPv4 interface, a free TCP port).
+    /// The fleet's pre-shared key: the node connects only with nodes that hold it.
+    pub swarm_key: SwarmKey,
+    /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
     /// Peers to dial and keep dialing: `/ip4/…/tcp/…/p2p/<peer id>`.
     pub peers: Vec<Multiaddr>,
@@ -129,9 +156,11 @@ pub struct NodeConfig {
     pub limits: Limits,
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
+impl NodeConfig {
+    /// A node of the fleet that holds `swarm_key`, with the defaults for the rest.
+    pub fn new(swarm_key: SwarmKey) -> Self {
         Self {
+            swarm_key,
             listen: vec![
                 Multiaddr::empty()
                     .with(AddrPart::Ip4(std::net::Ipv4Addr::UNSPECIFIED))
@@ -154,6 +183,8 @@ pub struct NodeStats {
     pub chunks_uploaded: u64,
     /// GETs answered `Busy`.
     pub busy_answers: u64,
+    /// META requests answered with no document because the node was at its META limit.
+    pub meta_busy_answers: u64,
     /// Peers banned for sending bad bytes.
     pub peers_banned: u64,
 }
@@ -163,6 +194,7 @@ struct Counters {
     bytes_uploaded: AtomicU64,
     chunks_uploaded: AtomicU64,
     busy_answers: AtomicU64,
+    meta_busy_answers: AtomicU64,
     peers_banned: AtomicU64,
 }
 
@@ -217,6 +249,7 @@ enum Answer {
         response: GetResponse,
     },
     Meta {
+        id: InboundRequestId,
         channel: ResponseChannel<MetaResponse>,
         response: MetaResponse,
     },
@@ -247,14 +280,40 @@ impl Drop for Node {
     }
 }
 
-/// Loads the node key at `path`, or makes one there (mode 0600).
+/// Loads the node key at `path`, or makes one there (mode 0600). Never follows a symlink at
+/// `path` or at its temporary file, and refuses a key that group or others may read.
 fn identity(path: &Path) -> Result<identity::Keypair, Error> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let bad = |reason: String| Error::Identity {
         path: path.to_path_buf(),
         reason,
     };
-    match std::fs::read(path) {
-        Ok(mut bytes) => {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: a FIFO planted there must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path);
+    match opened {
+        Ok(file) => {
+            let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+            if !meta.is_file() {
+                return Err(bad(format!(
+                    "not a regular file: remove it ({}) and a new key is made",
+                    path.display()
+                )));
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "readable by group or others (mode {mode:03o}): chmod 600 {}",
+                    path.display()
+                )));
+            }
+            let mut bytes = Vec::with_capacity(33);
+            file.take(33)
+                .read_to_end(&mut bytes)
+                .map_err(|e| bad(e.to_string()))?;
             let secret = identity::ed25519::SecretKey::try_from_bytes(&mut bytes)
                 .map_err(|e| bad(format!("not a 32-byte ed25519 key: {e}")))?;
             Ok(identity::ed25519::Keypair::from(secret).into())
@@ -262,25 +321,92 @@ fn identity(path: &Path) -> Result<identity::Keypair, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = identity::ed25519::Keypair::generate();
             let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::OpenOptions::new()
+            let create = || {
+                std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                     .open(&tmp)
-                    .map_err(|e| bad(e.to_string()))?;
-                file.write_all(keypair.secret().as_ref())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| bad(e.to_string()))?;
+            };
+            let mut file = match create() {
+                // Left by a run that died: unlink it (a link itself, never its target).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::remove_file(&tmp).map_err(|e| bad(e.to_string()))?;
+                    create()
+                }
+                other => other,
             }
+            .map_err(|e| bad(e.to_string()))?;
+            // The umask may have taken bits away: set the mode exactly.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| file.write_all(keypair.secret().as_ref()))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| bad(e.to_string()))?;
+            drop(file);
             std::fs::rename(&tmp, path).map_err(|e| bad(e.to_string()))?;
             Ok(keypair.into())
         }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(bad(format!(
+            "a symbolic link, not followed: remove it ({}) and a new key is made",
+            path.display()
+        ))),
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// The swarm: TCP, then pnet under `swarm_key` (only holders of the key get further), then
+/// Noise and Yamux, within `HANDSHAKE_TIMEOUT`. A plain function, neither generic nor async,
+/// so that the transport (the pnet cipher above all) is compiled in this crate, at its
+/// optimization level, not in each caller.
+fn swarm(
+    keypair: identity::Keypair,
+    swarm_key: SwarmKey,
+    limits: &Limits,
+    use_mdns: bool,
+) -> Result<Swarm<Behaviour>, Error> {
+    let noise = noise::Config::new(&keypair).map_err(|e| Error::Transport(e.to_string()))?;
+    let psk = swarm_key.psk();
+    let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(move |_| {
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(HANDSHAKE_TIMEOUT)
+        });
+    Ok(builder
+        .with_behaviour(|key| {
+            let mdns = if use_mdns {
+                let config = mdns::Config {
+                    query_interval: Duration::from_secs(5),
+                    ..Default::default()
+                };
+                Some(mdns::tokio::Behaviour::new(
+                    config,
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            let connections = connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(32))
+                .with_max_established_incoming(Some(limits.max_peers))
+                .with_max_established(Some(2 * limits.max_peers))
+                .with_max_established_per_peer(Some(2));
+            Ok(Behaviour {
+                connections: connection_limits::Behaviour::new(connections),
+                have: protocol::<Have>(limits.have_timeout),
+                get: protocol::<Get>(Duration::from_secs(120)),
+                meta: protocol::<Meta>(limits.meta_timeout),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build())
 }
 
 /// Splits `/…/p2p/<id>` into the address and the id.
@@ -306,44 +432,7 @@ impl Node {
         };
         let id = keypair.public().to_peer_id();
         let limits = config.limits.clone();
-        let use_mdns = config.mdns;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .with_behaviour(|key| {
-                let mdns = if use_mdns {
-                    let config = mdns::Config {
-                        query_interval: Duration::from_secs(5),
-                        ..Default::default()
-                    };
-                    Some(mdns::tokio::Behaviour::new(
-                        config,
-                        key.public().to_peer_id(),
-                    )?)
-                } else {
-                    None
-                };
-                let connections = connection_limits::ConnectionLimits::default()
-                    .with_max_pending_incoming(Some(32))
-                    .with_max_established_incoming(Some(limits.max_peers))
-                    .with_max_established(Some(2 * limits.max_peers))
-                    .with_max_established_per_peer(Some(2));
-                Ok(Behaviour {
-                    connections: connection_limits::Behaviour::new(connections),
-                    have: protocol::<Have>(limits.have_timeout),
-                    get: protocol::<Get>(Duration::from_secs(120)),
-                    meta: protocol::<Meta>(limits.meta_timeout),
-                    mdns: Toggle::from(mdns),
-                })
-            })
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let mut swarm = swarm(keypair, config.swarm_key, &limits, config.mdns)?;
 
         let mut listeners = Vec::new();
         for addr in &config.listen {
@@ -405,15 +494,14 @@ impl Node {
             round_of: HashMap::new(),
             next_round: 0,
             gets: HashMap::new(),
-            serving: HashMap::new(),
-            serving_total: 0,
-            in_service: HashMap::new(),
+            get_slots: Slots::default(),
+            meta_slots: Slots::default(),
             answers_tx,
             upload: Arc::new(Mutex::new(Instant::now())),
             counters: counters.clone(),
         };
         let task = tokio::spawn(driver.run(inbox, answers));
-        info!(%id, ?addrs, "peer node listening");
+        info!(%id, ?addrs, swarm_key = %config.swarm_key.fingerprint(), "peer node listening");
         Ok(Self {
             id,
             addrs,
@@ -467,6 +555,7 @@ impl Node {
             bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
             chunks_uploaded: c.chunks_uploaded.load(Ordering::Relaxed),
             busy_answers: c.busy_answers.load(Ordering::Relaxed),
+            meta_busy_answers: c.meta_busy_answers.load(Ordering::Relaxed),
             peers_banned: c.peers_banned.load(Ordering::Relaxed),
         }
     }
@@ -599,11 +688,10 @@ struct Driver {
     round_of: HashMap<OutboundRequestId, u64>,
     next_round: u64,
     gets: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerFrames, PeerError>>>,
-    /// GETs being served to each peer (peers with none are absent).
-    serving: HashMap<PeerId, usize>,
-    serving_total: usize,
-    /// The GETs being served: their peer, until the answer is sent or fails.
-    in_service: HashMap<InboundRequestId, PeerId>,
+    /// GETs being served.
+    get_slots: Slots,
+    /// META answers being served.
+    meta_slots: Slots,
     answers_tx: mpsc::Sender<Answer>,
     /// When the upload cap next has room (a leaky bucket).
     upload: Arc<Mutex<Instant>>,
@@ -688,7 +776,10 @@ impl Driver {
                     reply,
                 },
                 |behaviour, peer| {
-                    let request = MetaRequest { path: path.clone() };
+                    let request = MetaRequest {
+                        path: path.clone(),
+                        limit: Some(limit),
+                    };
                     behaviour.meta.send_request(peer, request)
                 },
             ),
@@ -835,15 +926,18 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Meta(event)) => match Rpc::from(event) {
                 Rpc::Request {
                     peer,
+                    id,
                     request,
                     channel,
-                    ..
-                } => self.serve_meta(peer, request, channel),
+                } => self.serve_meta(peer, id, request, channel),
                 Rpc::Response { peer, id, response } => {
                     self.round_answer(id, peer, Some(Answered::Meta(response.document)));
                 }
-                Rpc::Failed { peer, id, .. } => self.round_answer(id, peer, None),
-                Rpc::Answered { .. } => {}
+                Rpc::Failed { peer, id, error } => {
+                    debug!(%peer, %error, "META request failed");
+                    self.round_answer(id, peer, None);
+                }
+                Rpc::Answered { id } => self.meta_slots.release(id),
             },
             SwarmEvent::Behaviour(BehaviourEvent::Get(event)) => match Rpc::from(event) {
                 Rpc::Request {
@@ -866,7 +960,7 @@ impl Driver {
                         let _ = reply.send(Err(PeerError::Failed(error)));
                     }
                 }
-                Rpc::Answered { id } => self.served(id),
+                Rpc::Answered { id } => self.get_slots.release(id),
             },
             _ => {}
         }
@@ -897,13 +991,31 @@ impl Driver {
             .send_response(channel, response);
     }
 
+    /// Answers META from a blocking task, within the META slots; past them, with no
+    /// document.
     fn serve_meta(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: MetaRequest,
         channel: ResponseChannel<MetaResponse>,
     ) {
         if self.is_banned(&peer) {
+            return;
+        }
+        let limits = &self.limits;
+        if !self
+            .meta_slots
+            .take(peer, id, limits.serve_meta, limits.serve_meta_per_peer)
+        {
+            self.counters
+                .meta_busy_answers
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .meta
+                .send_response(channel, MetaResponse { document: None });
             return;
         }
         let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
@@ -911,7 +1023,11 @@ impl Driver {
             let response = MetaResponse {
                 document: shelf.metadata(&request.path),
             };
-            let _ = answers.blocking_send(Answer::Meta { channel, response });
+            let _ = answers.blocking_send(Answer::Meta {
+                id,
+                channel,
+                response,
+            });
         });
     }
 
@@ -944,8 +1060,11 @@ impl Driver {
                 .send_response(channel, GetResponse::Refused(why));
             return;
         }
-        let mine = self.serving.get(&peer).copied().unwrap_or(0);
-        if mine >= self.limits.serve_per_peer || self.serving_total >= self.limits.serve_requests {
+        let limits = &self.limits;
+        if !self
+            .get_slots
+            .take(peer, id, limits.serve_requests, limits.serve_per_peer)
+        {
             self.counters.busy_answers.fetch_add(1, Ordering::Relaxed);
             let _ = self
                 .swarm
@@ -954,9 +1073,6 @@ impl Driver {
                 .send_response(channel, GetResponse::Busy);
             return;
         }
-        *self.serving.entry(peer).or_default() += 1;
-        self.serving_total += 1;
-        self.in_service.insert(id, peer);
         let (shelf, answers) = (self.shelf.clone(), self.answers_tx.clone());
         let (upload, rate, counters) = (
             self.upload.clone(),
@@ -996,20 +1112,6 @@ impl Driver {
         });
     }
 
-    /// Frees the serving slot of GET `id`, if it held one: its answer was sent or failed.
-    fn served(&mut self, id: InboundRequestId) {
-        let Some(peer) = self.in_service.remove(&id) else {
-            return;
-        };
-        if let Some(count) = self.serving.get_mut(&peer) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.serving.remove(&peer);
-            }
-        }
-        self.serving_total = self.serving_total.saturating_sub(1);
-    }
-
     fn answer(&mut self, answer: Answer) {
         match answer {
             Answer::Get {
@@ -1023,17 +1125,70 @@ impl Driver {
                     .get
                     .send_response(channel, response);
                 if sent.is_err() {
-                    self.served(id);
+                    self.get_slots.release(id);
                 }
             }
-            Answer::Meta { channel, response } => {
-                let _ = self
+            Answer::Meta {
+                id,
+                channel,
+                response,
+            } => {
+                let sent = self
                     .swarm
                     .behaviour_mut()
                     .meta
                     .send_response(channel, response);
+                if sent.is_err() {
+                    self.meta_slots.release(id);
+                }
             }
         }
+    }
+}
+
+/// Inbound requests being served, in total and per peer, each from its arrival until its
+/// answer is sent (or fails).
+#[derive(Default)]
+struct Slots {
+    /// Requests being served to each peer (peers with none are absent).
+    per_peer: HashMap<PeerId, usize>,
+    total: usize,
+    /// The requests being served, and their peer.
+    held: HashMap<InboundRequestId, PeerId>,
+}
+
+impl Slots {
+    /// Takes a slot for request `id` of `peer`, unless that would pass `max_total` or
+    /// `max_per_peer`.
+    fn take(
+        &mut self,
+        peer: PeerId,
+        id: InboundRequestId,
+        max_total: usize,
+        max_per_peer: usize,
+    ) -> bool {
+        let mine = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if mine >= max_per_peer || self.total >= max_total {
+            return false;
+        }
+        *self.per_peer.entry(peer).or_default() += 1;
+        self.total += 1;
+        self.held.insert(id, peer);
+        true
+    }
+
+    /// Frees the slot of request `id`, if it held one: its answer was sent or failed.
+    fn release(&mut self, id: InboundRequestId) {
+        let Some(peer) = self.held.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.per_peer.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        self.total = self.total.saturating_sub(1);
     }
 }
 
@@ -1127,4 +1282,143 @@ fn reserve(next_free: &Mutex<Instant>, bytes: u64, rate: u64) -> Option<Instant>
     }
     *next = start + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
     Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds one signed document, and takes `delay` to read it.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl Shelf for Slow {
+        fn have(&self, _: &ManifestId) -> Option<HaveAnswer> {
+            None
+        }
+
+        fn batch_bytes(&self, _: &ManifestId, _: &[u32]) -> Option<u64> {
+            None
+        }
+
+        fn chunks(&self, _: &ManifestId, chunks: &[u32]) -> PeerFrames {
+            vec![None; chunks.len()]
+        }
+
+        fn metadata(&self, _: &str) -> Option<Vec<u8>> {
+            std::thread::sleep(self.delay);
+            Some(b"signed".to_vec())
+        }
+    }
+
+    /// A node on loopback only, without mDNS, holding `key`, dialing `peers`.
+    fn on_loopback(key: SwarmKey, peers: &[Multiaddr]) -> NodeConfig {
+        let mut config = NodeConfig::new(key);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.peers = peers.to_vec();
+        config.mdns = false;
+        config
+    }
+
+    fn quick() -> Slow {
+        Slow {
+            delay: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn meta_is_served_within_its_slots() {
+        let key = SwarmKey::generate().unwrap();
+        let mut config = on_loopback(key, &[]);
+        config.limits.serve_meta = 4;
+        config.limits.serve_meta_per_peer = 2;
+        let slow = Slow {
+            delay: Duration::from_secs(2),
+        };
+        let server = Node::start(config, slow).await.unwrap();
+        let asker = Node::start(on_loopback(key, server.listen_addrs()), quick())
+            .await
+            .unwrap();
+        assert_eq!(asker.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+
+        let asks = (0..3).map(|_| asker.metadata("channels/stable".into(), 1024));
+        let answers = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::future::join_all(asks),
+        )
+        .await
+        .unwrap();
+        let served = answers.iter().filter(|a| a.len() == 1).count();
+        assert_eq!(served, 2, "two slots per peer: {answers:?}");
+        assert_eq!(server.stats().meta_busy_answers, 1);
+        // The slots come back once the answers are sent.
+        let again = asker.metadata("channels/stable".into(), 1024).await;
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].1, b"signed");
+        // An answer over the asker's limit is refused.
+        assert!(asker.metadata("channels/stable".into(), 3).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_nodes_with_the_same_swarm_key_connect() {
+        let key = SwarmKey::generate().unwrap();
+        let server = Node::start(on_loopback(key, &[]), quick()).await.unwrap();
+        let other = SwarmKey::generate().unwrap();
+        let outsider = Node::start(on_loopback(other, server.listen_addrs()), quick())
+            .await
+            .unwrap();
+        assert_eq!(
+            outsider.wait_for_peers(1, Duration::from_secs(3)).await,
+            0,
+            "a node with another swarm key connected"
+        );
+        assert!(
+            outsider
+                .metadata("channels/stable".into(), 1024)
+                .await
+                .is_empty()
+        );
+        assert!(server.connected().await.is_empty());
+
+        let member = Node::start(on_loopback(key, server.listen_addrs()), quick())
+            .await
+            .unwrap();
+        assert_eq!(member.wait_for_peers(1, Duration::from_secs(10)).await, 1);
+        let answers = member.metadata("channels/stable".into(), 1024).await;
+        assert_eq!(answers.len(), 1, "{answers:?}");
+    }
+
+    #[test]
+    fn identities_are_private_files_never_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer-key");
+        let first = identity(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(identity(&path).unwrap().public(), first.public());
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = identity(&path).unwrap_err().to_string();
+        assert!(open.contains("chmod 600"), "{open}");
+
+        // A link planted at the key or at its temporary file is never followed.
+        let target = dir.path().join("target");
+        std::fs::write(&target, [7u8; 32]).unwrap();
+        let linked = dir.path().join("linked-key");
+        std::os::unix::fs::symlink(&target, &linked).unwrap();
+        let refused = identity(&linked).unwrap_err().to_string();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        let fresh = dir.path().join("fresh-key");
+        std::os::unix::fs::symlink(&target, fresh.with_extension("tmp")).unwrap();
+        identity(&fresh).unwrap();
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            [7u8; 32],
+            "the link was followed"
+        );
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }

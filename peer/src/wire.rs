@@ -1,7 +1,10 @@
 //! The three request-response protocols and their size limits.
 //!
 //! Each message is a 4-byte little-endian length and a postcard body. A length over the
-//! protocol's limit is refused before anything is read, so a peer cannot make us buffer more.
+//! limit is refused before anything is read, so a peer cannot make us buffer more; a META
+//! answer's limit is the asker's limit for the document it asked for, not the protocol's. A
+//! body is read as it arrives, never allocated at its declared length up front, so a peer
+//! that declares a large body and sends a short one costs what it sent.
 
 use std::io;
 use std::marker::PhantomData;
@@ -40,6 +43,11 @@ pub trait Protocol: Send + Sync + Clone + Default + 'static {
     type Request: Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug;
     /// The response.
     type Response: Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug;
+
+    /// Largest encoded response to `request` (at most `MAX_RESPONSE`).
+    fn response_limit(_request: &Self::Request) -> usize {
+        Self::MAX_RESPONSE
+    }
 }
 
 /// A HAVE request: the manifest asked about.
@@ -94,7 +102,14 @@ pub enum GetResponse {
 pub struct MetaRequest {
     /// The path.
     pub path: String,
+    /// The asker's limit for the document, in bytes (`None`: the protocol's). Not sent: the
+    /// asker's codec refuses a longer answer before reading it.
+    #[serde(skip)]
+    pub limit: Option<u64>,
 }
+
+/// Bytes a META answer adds to its document: the `Some` tag and the length.
+const META_FRAMING: usize = 16;
 
 /// A META answer: the document as signed, if the peer holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,11 +164,28 @@ impl Protocol for Meta {
     const MAX_RESPONSE: usize = 64 * 1024 * 1024;
     type Request = MetaRequest;
     type Response = MetaResponse;
+
+    fn response_limit(request: &MetaRequest) -> usize {
+        request.limit.map_or(Self::MAX_RESPONSE, |limit| {
+            usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_add(META_FRAMING)
+                .min(Self::MAX_RESPONSE)
+        })
+    }
 }
 
-/// The codec for protocol `P`.
+/// The codec for protocol `P`. libp2p clones it for each stream, and an asker's clone writes
+/// the request before it reads the answer, so it carries the request's answer limit.
 #[derive(Debug, Clone, Default)]
-pub struct Codec<P>(PhantomData<P>);
+pub struct Codec<P> {
+    /// The limit of the answer to the request this clone wrote.
+    response_limit: Option<usize>,
+    protocol: PhantomData<P>,
+}
+
+/// Initial room for a body: what a short message needs, without trusting the declared length.
+const FIRST_READ_BYTES: usize = 64 * 1024;
 
 async fn read<T, M>(io: &mut T, limit: usize, what: &str) -> io::Result<M>
 where
@@ -169,10 +201,37 @@ where
             format!("{what} of {len} bytes exceeds the {limit}-byte limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
+    let body = read_body(io, len).await?;
+    if body.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{what} ended after {} of {len} bytes", body.len()),
+        ));
+    }
     postcard::from_bytes(&body)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed {what}: {e}")))
+}
+
+/// Up to `len` bytes of `io`, fewer if it ends first. The buffer grows with the bytes that
+/// arrive, so a declared length costs nothing until it is sent. (Not `read_to_end`: it
+/// zero-fills the buffer element by element, which callers built without optimization, as
+/// the request-response handler is, pay for dearly.)
+async fn read_body<T>(io: &mut T, len: usize) -> io::Result<Vec<u8>>
+where
+    T: AsyncRead + Unpin + Send,
+{
+    let mut body = Vec::with_capacity(len.min(FIRST_READ_BYTES));
+    let mut chunk = vec![0u8; len.min(FIRST_READ_BYTES)];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match io.read(&mut chunk[..want]).await {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(body)
 }
 
 async fn write<T, M>(io: &mut T, message: &M, limit: usize, what: &str) -> io::Result<()>
@@ -212,7 +271,8 @@ impl<P: Protocol> libp2p::request_response::Codec for Codec<P> {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read(io, P::MAX_RESPONSE, "response").await
+        let limit = self.response_limit.unwrap_or(P::MAX_RESPONSE);
+        read(io, limit, "response").await
     }
 
     async fn write_request<T>(
@@ -224,6 +284,7 @@ impl<P: Protocol> libp2p::request_response::Codec for Codec<P> {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        self.response_limit = Some(P::response_limit(&request));
         write(io, &request, P::MAX_REQUEST, "request").await
     }
 
@@ -316,6 +377,97 @@ mod tests {
         let err =
             block_on(Codec::<Have>::default().read_response(&Have::NAME, &mut io)).unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    /// `message` as the codec frames it.
+    fn framed(message: &impl Serialize) -> Vec<u8> {
+        let body = postcard::to_stdvec(message).unwrap();
+        let mut wire = (body.len() as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        wire
+    }
+
+    #[test]
+    fn meta_answers_over_the_askers_limit_are_refused_before_reading() {
+        let mut codec = Codec::<Meta>::default();
+        let mut sent = libp2p::futures::io::Cursor::new(Vec::new());
+        let request = MetaRequest {
+            path: "channels/stable".into(),
+            limit: Some(1000),
+        };
+        block_on(codec.write_request(&Meta::NAME, &mut sent, request)).unwrap();
+        // The limit stays with the asker: the wire carries the path alone.
+        assert_eq!(sent.into_inner(), framed(&"channels/stable"));
+
+        // Only the length is there: reading on would fail otherwise than "exceeds".
+        let limit = 1000 + META_FRAMING;
+        let over = (limit as u32 + 1).to_le_bytes().to_vec();
+        let mut io = libp2p::futures::io::Cursor::new(over);
+        let err = block_on(codec.read_response(&Meta::NAME, &mut io)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("exceeds the {limit}-byte limit")),
+            "{err}"
+        );
+
+        let document = Some(vec![7u8; 1000]);
+        let wire = framed(&MetaResponse {
+            document: document.clone(),
+        });
+        let mut io = libp2p::futures::io::Cursor::new(wire.clone());
+        let back = block_on(codec.read_response(&Meta::NAME, &mut io)).unwrap();
+        assert_eq!(back.document, document);
+
+        // One byte over the document limit, within the protocol's: refused for this asker...
+        let wire = framed(&MetaResponse {
+            document: Some(vec![7u8; limit]),
+        });
+        let mut io = libp2p::futures::io::Cursor::new(wire.clone());
+        assert!(block_on(codec.read_response(&Meta::NAME, &mut io)).is_err());
+        // ...and read by one that asked without a limit.
+        let mut open = Codec::<Meta>::default();
+        let request = MetaRequest {
+            path: "channels/stable".into(),
+            limit: None,
+        };
+        let mut sink = libp2p::futures::io::Cursor::new(Vec::new());
+        block_on(open.write_request(&Meta::NAME, &mut sink, request)).unwrap();
+        let mut io = libp2p::futures::io::Cursor::new(wire);
+        assert!(block_on(open.read_response(&Meta::NAME, &mut io)).is_ok());
+    }
+
+    #[test]
+    fn declared_lengths_are_not_allocated_up_front() {
+        // 60 MiB declared, 5 bytes sent: the buffer holds what came, not what was declared.
+        let declared = 60usize << 20;
+        let mut io = libp2p::futures::io::Cursor::new(b"short".to_vec());
+        let body = block_on(read_body(&mut io, declared)).unwrap();
+        assert_eq!(body, b"short");
+        assert!(
+            body.capacity() <= FIRST_READ_BYTES,
+            "{} bytes allocated for a 5-byte body",
+            body.capacity()
+        );
+        // Through the codecs: a short body is an error, whatever was declared.
+        let short = |declared: usize| {
+            let mut wire = (declared as u32).to_le_bytes().to_vec();
+            wire.extend_from_slice(b"short");
+            libp2p::futures::io::Cursor::new(wire)
+        };
+        let meta =
+            block_on(Codec::<Meta>::default().read_response(&Meta::NAME, &mut short(declared)))
+                .unwrap_err();
+        let get = block_on(Codec::<Get>::default().read_response(&Get::NAME, &mut short(4 << 20)))
+            .unwrap_err();
+        for err in [meta, get] {
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+            assert!(err.to_string().contains("ended after 5 of"), "{err}");
+        }
+
+        // A body longer than the first read still arrives whole.
+        let long = vec![3u8; 3 * FIRST_READ_BYTES + 17];
+        let mut io = libp2p::futures::io::Cursor::new(long.clone());
+        assert_eq!(block_on(read_body(&mut io, long.len())).unwrap(), long);
     }
 
     #[test]

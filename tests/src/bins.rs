@@ -1,5 +1,5 @@
-//! Build the binaries under test (`relsync`, `cdn-publisher`, the test peers `evil-peer` and
-//! `peer-load` and the example apps `self-update` and `dir-app`) once per test process, in one
+//! Build the binaries under test (`relsync`, `cdn-publisher`, the test peers `evil-peer`,
+//! `peer-load` and `outsider-peer` and the example apps `self-update` and `dir-app`) once per test process, in one
 //! cargo run, and find them.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ pub struct Bins {
     pub evil_peer: PathBuf,
     /// Many LAN peers asking one node for chunks at once (`src/bin/peer-load.rs`).
     pub peer_load: PathBuf,
+    /// A plain libp2p node from outside the fleet (`src/bin/outsider-peer.rs`).
+    pub outsider_peer: PathBuf,
     /// The example app that replaces its own executable (`examples/src/bin/self-update.rs`).
     pub self_update: PathBuf,
     /// The example directory app (`examples/src/bin/dir-app.rs`).
@@ -70,6 +72,8 @@ fn build() -> Result<Bins, String> {
             "--bin",
             "peer-load",
             "--bin",
+            "outsider-peer",
+            "--bin",
             "self-update",
             "--bin",
             "dir-app",
@@ -101,6 +105,7 @@ fn in_dir(dir: &Path) -> Bins {
         publisher: dir.join("cdn-publisher"),
         evil_peer: dir.join("evil-peer"),
         peer_load: dir.join("peer-load"),
+        outsider_peer: dir.join("outsider-peer"),
         self_update: dir.join("self-update"),
         dir_app: dir.join("dir-app"),
     }
@@ -112,6 +117,7 @@ fn check(bins: Bins) -> Result<Bins, String> {
         &bins.publisher,
         &bins.evil_peer,
         &bins.peer_load,
+        &bins.outsider_peer,
         &bins.self_update,
         &bins.dir_app,
     ];

@@ -195,6 +195,8 @@ impl Cmd {
             .env("RUST_BACKTRACE", "1")
             // No multicast from tests: peers are only those a test names.
             .env("RELSYNC_NO_MDNS", "1");
+        // No LAN from tests unless a test gives a swarm key.
+        c.env_remove("RELSYNC_SWARM_KEY");
         if let Some(home) = &self.home {
             let _ = std::fs::create_dir_all(home);
             c.env("HOME", home)

@@ -1,8 +1,9 @@
 //! peer-load: many LAN peers asking one node for chunks at once, for the load test
 //! (`tests/e2e/load.rs`).
 //!
-//! `peer-load --server MULTIADDR --manifest ID [--peers 50] [--seconds 60] [--inflight 2]
-//! [--batch-bytes 1048576] [--busy-backoff-ms 100]` starts `--peers` libp2p nodes in this
+//! `peer-load --server MULTIADDR --manifest ID --swarm-key FILE [--peers 50] [--seconds 60]
+//! [--inflight 2] [--batch-bytes 1048576] [--busy-backoff-ms 100]` starts `--peers` libp2p
+//! nodes of the fleet (holding its swarm key) in this
 //! process, each with its own identity and swarm, dialing only the server. It reads the
 //! manifest's chunk table from the server (META `manifests/<id>`, checked against the id) once
 //! every node is connected (30 s at most), then each node keeps `--inflight` GETs going
@@ -23,7 +24,7 @@ use relsync_engine::manifest::{ChunkEntry, TrustedManifest, decompress_envelope}
 use relsync_engine::peers::{PeerError, PeerFrames, Peers};
 use relsync_engine::{HaveAnswer, ManifestId};
 use relsync_peer::wire::MAX_BATCH_CHUNKS;
-use relsync_peer::{Multiaddr, Node, NodeConfig, PeerId, Shelf};
+use relsync_peer::{Multiaddr, Node, NodeConfig, PeerId, Shelf, SwarmKey};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -54,6 +55,7 @@ impl Shelf for Nothing {
 struct Options {
     server: Multiaddr,
     manifest: ManifestId,
+    swarm_key: SwarmKey,
     peers: usize,
     seconds: u64,
     inflight: usize,
@@ -63,13 +65,14 @@ struct Options {
 
 fn options() -> Result<Options, Error> {
     let mut args = std::env::args().skip(1);
-    let (mut server, mut manifest) = (None, None);
+    let (mut server, mut manifest, mut swarm_key) = (None, None, None);
     let mut o = (50usize, 60u64, 2usize, 1024 * 1024u64, 100u64);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--server" => server = Some(value.parse::<Multiaddr>()?),
             "--manifest" => manifest = Some(value.parse::<ManifestId>()?),
+            "--swarm-key" => swarm_key = Some(SwarmKey::read(std::path::Path::new(&value))?),
             "--peers" => o.0 = value.parse()?,
             "--seconds" => o.1 = value.parse()?,
             "--inflight" => o.2 = value.parse()?,
@@ -81,6 +84,7 @@ fn options() -> Result<Options, Error> {
     Ok(Options {
         server: server.ok_or("--server is required")?,
         manifest: manifest.ok_or("--manifest is required")?,
+        swarm_key: swarm_key.ok_or("--swarm-key is required")?,
         peers: o.0.max(1),
         seconds: o.1,
         inflight: o.2.max(1),
@@ -253,6 +257,7 @@ async fn worker(
 /// it has yet to accept), each group connected before the next starts.
 async fn start_nodes(
     server: &Multiaddr,
+    swarm_key: SwarmKey,
     count: usize,
     limit: Duration,
 ) -> Result<Vec<Arc<Node>>, Error> {
@@ -262,7 +267,7 @@ async fn start_nodes(
         let group = (count - nodes.len()).min(16);
         let mut starting = Vec::with_capacity(group);
         for _ in 0..group {
-            let mut config = NodeConfig::default();
+            let mut config = NodeConfig::new(swarm_key);
             config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
             config.peers = vec![server.clone()];
             config.mdns = false;
@@ -302,7 +307,7 @@ async fn manifest(node: &Node, id: ManifestId) -> Result<TrustedManifest, Error>
 async fn run(o: Options) -> Result<Value, Error> {
     let server = peer_of(&o.server)?;
     let started = Instant::now();
-    let nodes = start_nodes(&o.server, o.peers, Duration::from_secs(30)).await?;
+    let nodes = start_nodes(&o.server, o.swarm_key, o.peers, Duration::from_secs(30)).await?;
     let connect_ms = started.elapsed().as_millis() as u64;
     let manifest = Arc::new(manifest(&nodes[0], o.manifest).await?);
     let table_len = manifest.chunks.len();

@@ -147,13 +147,30 @@ pub fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `relsync serve` sharing `install` only (no origin), on 127.0.0.1, stopping by itself after
-/// `lifetime` (e.g. `"180s"`).
+/// The world's fleet swarm key, made with `relsync swarm-key` on first use: every LAN node a
+/// test starts holds it (a node without it shares nothing).
+pub fn swarm_key(w: &World) -> PathBuf {
+    let path = w.path().join("swarm.key");
+    if !path.exists() {
+        w.relsync()
+            .arg("swarm-key")
+            .arg("--out")
+            .arg(&path)
+            .run()
+            .assert_success("relsync swarm-key");
+    }
+    path
+}
+
+/// `relsync serve` sharing `install` only (no origin), on 127.0.0.1, in the world's fleet,
+/// stopping by itself after `lifetime` (e.g. `"180s"`).
 pub fn serve_only_cmd(w: &World, install: &Path, lifetime: &str) -> relsync_tests::Cmd {
     w.relsync()
         .arg("serve")
         .arg("--install")
         .arg(install)
+        .arg("--swarm-key")
+        .arg(swarm_key(w))
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--json"])
         .args(["--stop-after", lifetime])
 }

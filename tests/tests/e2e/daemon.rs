@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use relsync_tests::{Daemon, PRODUCT, V1, V2, World, assert_trees_equal, current, free_port};
 use serde_json::Value;
 
-use crate::common::world_with_v1;
+use crate::common::{swarm_key, world_with_v1};
 
 /// Writes a daemon config for `install` (following this world's channel from `origin`) with
 /// `extra` appended, and returns its path.
@@ -63,6 +63,8 @@ fn daemon_installs_each_release_serves_metrics_and_stops_cleanly() {
         .arg("serve")
         .arg("--install")
         .arg(&seed)
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--json"])
         .args(["--stop-after", "120s"]);
     let seed_node = Daemon::start("seed", &seed_cmd, &w.path().join("seed.log"));
@@ -73,12 +75,14 @@ fn daemon_installs_each_release_serves_metrics_and_stops_cleanly() {
 [policy]
 check_interval = "10s"  # the shortest the policy accepts
 [lan]
+swarm_key = {key:?}
 peers = [{peer:?}]
 mdns = false
 listen = "/ip4/127.0.0.1/tcp/0"
 peer_wait = "5s"
 "#,
         peer = seed_node.addr(),
+        key = swarm_key(&w),
     );
     let config = write_config(&w, "daemon", &n.url(), &install, &extra);
     let cmd = w

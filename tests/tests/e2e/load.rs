@@ -15,7 +15,7 @@ use relsync_tests::{
 };
 use serde_json::Value;
 
-use crate::common::{run_log, serve_only_cmd, world_with_v1};
+use crate::common::{run_log, serve_only_cmd, swarm_key, world_with_v1};
 
 /// Requesting peers, each its own libp2p identity and swarm.
 const REQUESTERS: usize = 50;
@@ -184,6 +184,8 @@ fn load_one_peer_serves_fifty_requesters_fairly() {
     );
     let out = Cmd::new(&bins().peer_load)
         .args(["--server", server.addr(), "--manifest", &manifest])
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
         .args(["--peers", &REQUESTERS.to_string()])
         .args(["--seconds", &LOAD_SECS.to_string()])
         .env("RUST_LOG", "warn")
@@ -298,6 +300,8 @@ fn load_one_peer_serves_fifty_requesters_fairly() {
         .update_cmd(&n.url(), &fresh)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
         .args(["--peer", server.addr()])
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
         .env("RUST_LOG", "warn")
         .timeout(Duration::from_secs(120))
         .run();

@@ -1,15 +1,19 @@
-//! LAN peers: real `relsync serve` and `relsync update` processes talking libp2p on loopback.
+//! LAN peers: real `relsync serve` and `relsync update` processes talking libp2p on loopback,
+//! every node of the fleet holding the world's swarm key; outsiders without it (or with
+//! another) learn nothing.
 
-use std::path::Path;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use relsync_tests::{
-    Cmd, Daemon, Nginx, Output, Report, V1, V2, World, assert_trees_equal, bins, current,
-    current_link, format_entries,
+    Cmd, Daemon, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal, bins,
+    current, current_link, format_entries, parse_json_object,
 };
 use serde_json::Value;
 
-use crate::common::{run_log, serve_only_cmd, world_with_v1};
+use crate::common::{run_log, serve_only_cmd, swarm_key, world_with_v1};
 
 /// Bounds every node a test starts.
 const NODE_LIFETIME: &str = "180s";
@@ -20,25 +24,40 @@ fn serve_only(w: &World, install: &Path, name: &str) -> Daemon {
     Daemon::start(name, &cmd, &w.path().join(format!("{name}.log")))
 }
 
-/// `evil-peer` lying about `install` in `mode`.
+/// `evil-peer` lying about `install` in `mode`, in the world's fleet.
 fn evil(w: &World, install: &Path, mode: &str) -> Daemon {
+    evil_with(w, install, mode, &[])
+}
+
+/// [`evil`] with more flags.
+fn evil_with(w: &World, install: &Path, mode: &str, extra: &[&str]) -> Daemon {
     let cmd = Cmd::new(&bins().evil_peer)
         .arg("--install")
         .arg(install)
-        .args(["--mode", mode, "--stop-after", "120"]);
+        .arg("--swarm-key")
+        .arg(swarm_key(w))
+        .args(["--mode", mode, "--stop-after", "120"])
+        .args(extra);
     Daemon::start(mode, &cmd, &w.path().join(format!("evil-{mode}.log")))
 }
 
-/// `relsync update --json` from `origin` using only `peers`.
-fn update_with_peers(w: &World, origin: &str, install: &Path, peers: &[&Daemon]) -> Output {
+/// `relsync update --json` from `origin` using only `peers`, in the world's fleet.
+fn update_with_peers_cmd(w: &World, origin: &str, install: &Path, peers: &[&Daemon]) -> Cmd {
     let mut cmd = w
         .update_cmd(origin, install)
+        .arg("--swarm-key")
+        .arg(swarm_key(w))
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
         .env("RUST_LOG", "relsync_engine=warn,relsync_peer=warn");
     for peer in peers {
         cmd = cmd.args(["--peer", peer.addr()]);
     }
-    cmd.timeout(Duration::from_secs(120)).run()
+    cmd.timeout(Duration::from_secs(120))
+}
+
+/// [`update_with_peers_cmd`], run.
+fn update_with_peers(w: &World, origin: &str, install: &Path, peers: &[&Daemon]) -> Output {
+    update_with_peers_cmd(w, origin, install, peers).run()
 }
 
 /// A copy of `install` (hard links kept) without its peer identity.
@@ -152,6 +171,8 @@ fn five_nodes_pull_the_delta_from_the_origin_about_once() {
             .arg("serve")
             .arg("--install")
             .arg(&install)
+            .arg("--swarm-key")
+            .arg(swarm_key(&w))
             .args(["--listen", &format!("/ip4/127.0.0.{}/tcp/0", 20 + k)])
             .args([
                 "--origin",
@@ -373,16 +394,24 @@ impl Drop for NetnsPair {
     }
 }
 
+/// Fails (never skips) unless the tests run as root: network namespaces need it.
+fn require_root(test: &str) {
+    let root = Cmd::new("id").arg("-u").run();
+    assert_eq!(
+        root.stdout.trim(),
+        "0",
+        "{test} needs root (CAP_NET_ADMIN) for the network namespaces that keep multicast off \
+         the machine's networks: run the suite as root, or leave this test out with \
+         `--skip {test}`"
+    );
+}
+
 /// mDNS: with no `--peer`, a node finds another by multicast and takes every chunk from it.
 /// Multicast must not leave the machine, so both nodes live in network namespaces the test
-/// makes; that needs root, and the test says it skipped otherwise.
+/// makes; that needs root, and the test fails without it.
 #[test]
 fn peers_find_each_other_by_mdns() {
-    let root = Cmd::new("id").arg("-u").run();
-    if root.stdout.trim() != "0" {
-        eprintln!("SKIPPED peers_find_each_other_by_mdns: network namespaces need root");
-        return;
-    }
+    require_root("peers_find_each_other_by_mdns");
     let w = World::new();
     w.push_ok(&w.v1, V1);
     let origin = w.origin.display().to_string();
@@ -395,6 +424,8 @@ fn peers_find_each_other_by_mdns() {
         .arg("serve")
         .arg("--install")
         .arg(&a)
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
         .args(["--listen", "/ip4/10.213.0.1/tcp/0", "--json"])
         .args(["--stop-after", NODE_LIFETIME]);
     let node = Daemon::start("a", &net.exec(0, serve), &w.path().join("a.log"));
@@ -405,9 +436,11 @@ fn peers_find_each_other_by_mdns() {
     );
 
     let b = w.install_dir("b");
-    let update =
-        w.update_cmd(&origin, &b)
-            .args(["--listen", "/ip4/10.213.0.2/tcp/0", "--peer-wait", "15s"]);
+    let update = w
+        .update_cmd(&origin, &b)
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
+        .args(["--listen", "/ip4/10.213.0.2/tcp/0", "--peer-wait", "15s"]);
     let out = net.exec(1, update).timeout(Duration::from_secs(60)).run();
     out.assert_success("update b next to a, found by mDNS");
     let r = Report::new(out);
@@ -417,5 +450,421 @@ fn peers_find_each_other_by_mdns() {
         r.u64("bytes_from_origin") < 64 * 1024,
         "only metadata from the origin\n{}",
         r.out
+    );
+}
+
+/// A second swarm key, `name`, for nodes outside the world's fleet.
+fn other_swarm_key(w: &World, name: &str) -> PathBuf {
+    let path = w.path().join(name);
+    w.relsync()
+        .arg("swarm-key")
+        .arg("--out")
+        .arg(&path)
+        .run()
+        .assert_success("relsync swarm-key");
+    path
+}
+
+/// `ADDR:PORT` of a `/ip4/ADDR/tcp/PORT/...` multiaddr.
+fn socket_addr(multiaddr: &str) -> SocketAddr {
+    let parts: Vec<&str> = multiaddr.split('/').collect();
+    assert!(
+        parts.len() > 4 && parts[1] == "ip4" && parts[3] == "tcp",
+        "{multiaddr}"
+    );
+    format!("{}:{}", parts[2], parts[4])
+        .parse()
+        .unwrap_or_else(|e| panic!("{multiaddr}: {e}"))
+}
+
+/// What a client that opens the way every libp2p node does (multistream-select in the clear,
+/// proposing Noise) hears from `addr`, and whether the node then closed the connection (within
+/// 20 s).
+fn probe(addr: SocketAddr) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"\x13/multistream/1.0.0\n\x07/noise\n")
+        .unwrap();
+    let (mut heard, mut buf) = (Vec::new(), [0u8; 4096]);
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) if heard.len() + n > 1 << 20 => break false,
+            Ok(n) => heard.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (heard, closed)
+}
+
+/// What `outsider-peer` (a plain libp2p node; with `key`, under that swarm key) got from
+/// `node` when it asked META for the channel pointer and HAVE for `manifest`.
+fn outsider(node: &Daemon, manifest: &str, key: Option<&Path>) -> Value {
+    let mut cmd = Cmd::new(&bins().outsider_peer)
+        .args(["--server", node.addr(), "--manifest", manifest])
+        .args(["--path", &format!("channels/{}", relsync_tests::CHANNEL)])
+        .args(["--seconds", "15"]);
+    if let Some(key) = key {
+        cmd = cmd.arg("--swarm-key").arg(key);
+    }
+    let out = cmd.timeout(Duration::from_secs(60)).run();
+    out.assert_success("outsider-peer");
+    parse_json_object(&out.stdout).unwrap_or_else(|| panic!("no JSON from outsider-peer\n{out}"))
+}
+
+/// Outsiders, with no swarm key or another one, cannot connect: they read no META and no HAVE
+/// (so learn neither channel, version, paths nor chunks), get no chunk, and a `relsync update`
+/// among them takes everything from the origin. The port tells a plain client nothing but 24
+/// random bytes (the pnet nonce). Members of the fleet still share.
+#[test]
+fn outsiders_without_the_swarm_key_learn_nothing_and_members_still_share() {
+    let (w, n) = world_with_v1();
+    let a = w.install_dir("a");
+    w.update_ok(&n.url(), &a);
+    let manifest = w.status(&a).str("manifest");
+    let node = serve_only(&w, &a, "a");
+
+    let (heard, closed) = probe(socket_addr(node.addr()));
+    assert!(
+        heard.len() <= 24,
+        "a plain client heard {} bytes: {:?}",
+        heard.len(),
+        String::from_utf8_lossy(&heard)
+    );
+    for marker in ["multistream", "noise", "yamux", "relsync", "stable", V1] {
+        let found = heard.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!found, "the port said {marker:?}: {heard:?}");
+    }
+    assert!(closed, "the node kept a failed handshake open past 20 s");
+
+    let other = other_swarm_key(&w, "other.key");
+    for (who, key) in [
+        ("no swarm key", None),
+        ("another swarm key", Some(other.as_path())),
+    ] {
+        let got = outsider(&node, &manifest, key);
+        assert_eq!(got["connected"], false, "{who}: {got}");
+        assert_eq!(got["meta_answered"], false, "{who}: {got}");
+        assert!(got["have"].is_null(), "{who}: {got}");
+        assert!(got["error"].is_string(), "{who}: {got}");
+    }
+
+    // `relsync update` with another key: no peer, every byte from the origin.
+    let b = w.install_dir("b");
+    let mark = n.mark();
+    let out = w
+        .update_cmd(&n.url(), &b)
+        .arg("--swarm-key")
+        .arg(&other)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--peer", node.addr(), "--peer-wait", "3s"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    out.assert_success("update with another swarm key");
+    let r = Report::new(out);
+    assert_trees_equal(&current(&b), &w.v1);
+    assert_eq!(r.u64("bytes_from_peers"), 0, "{}", r.out);
+    assert!(pack_bytes(&run_log(&n, mark)) > 0, "{}", r.out);
+
+    // A member takes every chunk from the node.
+    let c = w.install_dir("c");
+    let mark = n.mark();
+    let out = update_with_peers(&w, &n.url(), &c, &[&node]);
+    out.assert_success("update c, a member, from peer a");
+    let r = Report::new(out);
+    assert_trees_equal(&current(&c), &w.v1);
+    let log = run_log(&n, mark);
+    assert_eq!(pack_bytes(&log), 0, "{}", format_entries(&log));
+    let stats = node.stop();
+    assert_eq!(
+        stats["bytes_uploaded"].as_u64().unwrap(),
+        r.u64("bytes_from_peers"),
+        "everything the node uploaded went to the member\n{stats}\n{}",
+        r.out
+    );
+}
+
+/// Inode numbers of the sockets process `pid` holds.
+fn socket_inodes(pid: u32) -> std::collections::HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Default::default();
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_owned();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The TCP sockets in LISTEN state and the UDP sockets process `pid` holds, as its network
+/// namespace's `/proc/net` lists them.
+fn listening(pid: u32) -> (usize, usize) {
+    let inodes = socket_inodes(pid);
+    let count = |tables: &[&str], listen_only: bool| {
+        tables
+            .iter()
+            .map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default())
+            .map(|text| {
+                text.lines()
+                    .skip(1)
+                    .filter(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        fields.len() > 9
+                            && (!listen_only || fields[3] == "0A")
+                            && fields[9].parse().is_ok_and(|i: u64| inodes.contains(&i))
+                    })
+                    .count()
+            })
+            .sum()
+    };
+    (
+        count(&["tcp", "tcp6"], true),
+        count(&["udp", "udp6"], false),
+    )
+}
+
+/// What watching a process's sockets every 20 ms saw: the most TCP listeners and UDP sockets
+/// at once, and how many samples.
+#[derive(Debug, Default)]
+struct Sockets {
+    tcp_listening: usize,
+    udp: usize,
+    samples: usize,
+}
+
+/// Runs `cmd`, watching its sockets.
+fn watch_sockets(cmd: &Cmd, limit: Duration) -> (Output, Sockets) {
+    let mut child = cmd.spawn();
+    let (pid, until) = (child.id(), Instant::now() + limit);
+    let mut seen = Sockets::default();
+    while !child.has_exited() && Instant::now() < until {
+        let (tcp, udp) = listening(pid);
+        seen.tcp_listening = seen.tcp_listening.max(tcp);
+        seen.udp = seen.udp.max(udp);
+        seen.samples += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait(), seen)
+}
+
+/// Without `--swarm-key`, `relsync update` has no LAN: it listens nowhere (checked in
+/// /proc while it runs, next to the same update with a key, which does listen); LAN flags
+/// without a key and `relsync serve` without one are refused, saying what to do. A key file
+/// is a secret: made 0600, never overwritten, refused when others may read it.
+#[test]
+fn without_a_swarm_key_there_is_no_lan() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    // Slow enough to watch: each request at 2 MiB/s.
+    let n = Nginx::start(&w.origin, &NginxOptions::rate_limited(2 << 20));
+    let key = swarm_key(&w);
+
+    let with_key = w
+        .update_cmd(&n.url(), &w.install_dir("keyed"))
+        .arg("--swarm-key")
+        .arg(&key)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--peer", "/ip4/127.0.0.1/tcp/9", "--peer-wait", "1s"])
+        .timeout(Duration::from_secs(120));
+    let (out, seen) = watch_sockets(&with_key, Duration::from_secs(120));
+    out.assert_success("update with a swarm key");
+    assert!(
+        seen.tcp_listening > 0,
+        "the watch must see the keyed node's listener: {seen:?}"
+    );
+
+    let install = w.install_dir("plain");
+    let plain = w
+        .update_cmd(&n.url(), &install)
+        .timeout(Duration::from_secs(120));
+    let (out, seen) = watch_sockets(&plain, Duration::from_secs(120));
+    out.assert_success("update without a swarm key");
+    assert_trees_equal(&current(&install), &w.v1);
+    assert!(seen.samples >= 10, "too short to watch: {seen:?}\n{out}");
+    assert_eq!(
+        (seen.tcp_listening, seen.udp),
+        (0, 0),
+        "without a swarm key nothing may listen"
+    );
+
+    for flags in [
+        &["--peer", "/ip4/127.0.0.1/tcp/9"][..],
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &["--max-upload-rate", "1000"],
+        &["--peer-wait", "1s"],
+    ] {
+        let out = w
+            .update_cmd(&n.url(), &w.install_dir("flags"))
+            .args(flags)
+            .run();
+        out.assert_failure(&format!("{flags:?} without --swarm-key"));
+        for words in [flags[0], "without --swarm-key", "relsync swarm-key --out"] {
+            assert!(out.stderr.contains(words), "{words:?} in\n{out}");
+        }
+    }
+
+    let serve = w
+        .relsync()
+        .arg("serve")
+        .arg("--install")
+        .arg(&install)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--stop-after", "10s"])
+        .run();
+    serve.assert_failure("serve without a swarm key");
+    for words in ["--swarm-key FILE", "relsync swarm-key --out"] {
+        assert!(serve.stderr.contains(words), "{words:?} in\n{serve}");
+    }
+
+    // The key file: 0600, never overwritten, refused once others may read it.
+    use std::os::unix::fs::PermissionsExt;
+    let before = std::fs::read(&key).unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", key.display());
+    let again = w.relsync().arg("swarm-key").arg("--out").arg(&key).run();
+    again.assert_failure("swarm-key over an existing file");
+    assert!(again.stderr.contains("already exists"), "{again}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key was overwritten"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = w
+        .relsync()
+        .arg("serve")
+        .arg("--install")
+        .arg(&install)
+        .arg("--swarm-key")
+        .arg(&key)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--stop-after", "10s"])
+        .run();
+    open.assert_failure("serve with a key others can read");
+    assert!(open.stderr.contains("chmod 600"), "{open}");
+}
+
+/// A peer that claims to be fetching every chunk and flips its bitfield between nothing and
+/// chunks the asker already has (so "it holds more than last time" is true every other
+/// poll) holds no frame hostage: the update finishes from the origin in seconds, far below
+/// `--deadline` (6 h), and within the engine's wait bound (`peer_wait_max`, 15 s).
+#[test]
+fn a_peer_that_churns_its_claims_holds_no_frame_hostage() {
+    let (w, n) = world_with_v1();
+    let b = w.install_dir("b");
+    w.update_ok(&n.url(), &b);
+    let known = w.status(&b).str("manifest");
+    // The liar's install holds v2 and, as its previous release, v1: it can tell which chunks
+    // of v2 the asker already has.
+    let a = w.install_dir("a");
+    w.update_ok(&n.url(), &a);
+    w.push_ok(&w.v2, V2);
+    w.update_ok(&n.url(), &a);
+    let liar = evil_with(&w, &a, "churn", &["--known-manifest", &known]);
+    let out = update_with_peers(&w, &n.url(), &b, &[&liar]);
+    out.assert_success("update next to a churning peer");
+    assert_trees_equal(&current(&b), &w.v2);
+    assert!(
+        out.elapsed < Duration::from_secs(25),
+        "took {:?}\n{out}",
+        out.elapsed
+    );
+    let r = Report::new(out);
+    assert_eq!(r.u64("bytes_from_peers"), 0, "{}", r.out);
+    // It did churn: it claimed chunks, and was asked HAVE again and again.
+    let log = liar.log();
+    let claimed = log
+        .split("evil-peer churn: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("the churning peer was never asked HAVE\n{log}"));
+    assert!(claimed > 0, "it claimed no chunk\n{log}");
+}
+
+/// With the origin down, peers hand over the signed metadata; one that answers META with a
+/// document over the asker's limit for it (1 MiB for a 64 KiB channel pointer) is refused
+/// at the length, before a byte is read, and the honest peer's copy is used.
+#[test]
+fn an_oversized_meta_answer_is_refused_before_it_is_read() {
+    let (w, n) = world_with_v1();
+    w.push_ok(&w.v2, V2);
+    let a = w.install_dir("a");
+    w.update_ok(&n.url(), &a);
+    let url = n.url();
+    drop(n);
+    let bomb_install = w.install_dir("bomb");
+    copy_install(&a, &bomb_install);
+    let honest = serve_only(&w, &a, "a");
+    let bomb = evil(&w, &bomb_install, "meta-bomb");
+
+    let b = w.install_dir("b");
+    let out = update_with_peers_cmd(&w, &url, &b, &[&honest, &bomb])
+        .env("RUST_LOG", "relsync_engine=warn,relsync_peer=debug")
+        .run();
+    out.assert_success("update with the origin down, an honest peer and a META bomb");
+    assert_trees_equal(&current(&b), &w.v2);
+    // The pointer limit (64 KiB) and the answer's framing.
+    let refused = format!("exceeds the {}-byte limit", 64 * 1024 + 16);
+    assert!(out.stderr.contains(&refused), "{refused:?} in\n{out}");
+}
+
+/// Without a swarm key, mDNS (on by default) finds no one and nothing listens, inside the
+/// same namespaces where a member finds the node and takes every chunk from it.
+#[test]
+fn without_a_swarm_key_mdns_finds_no_one() {
+    require_root("without_a_swarm_key_mdns_finds_no_one");
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let origin = w.origin.display().to_string();
+    let a = w.install_dir("a");
+    w.update(&origin, &a, &["--no-mdns"])
+        .assert_success("install a");
+    let net = NetnsPair::new(&format!("rsk{}", std::process::id() % 100_000));
+    let serve = w
+        .relsync()
+        .arg("serve")
+        .arg("--install")
+        .arg(&a)
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
+        .args(["--listen", "/ip4/10.213.0.1/tcp/0", "--json"])
+        .args(["--stop-after", NODE_LIFETIME]);
+    let node = Daemon::start("a", &net.exec(0, serve), &w.path().join("a.log"));
+
+    let plain = w.install_dir("plain");
+    let cmd = net
+        .exec(1, w.update_cmd(&origin, &plain))
+        .timeout(Duration::from_secs(60));
+    let (out, seen) = watch_sockets(&cmd, Duration::from_secs(60));
+    out.assert_success("update without a swarm key, mDNS allowed");
+    let r = Report::new(out);
+    assert_trees_equal(&current(&plain), &w.v1);
+    assert_eq!(r.u64("bytes_from_peers"), 0, "{}", r.out);
+    assert!(seen.samples > 0, "{seen:?}");
+    assert_eq!((seen.tcp_listening, seen.udp), (0, 0), "{seen:?}");
+
+    let member = w.install_dir("member");
+    let update = w
+        .update_cmd(&origin, &member)
+        .arg("--swarm-key")
+        .arg(swarm_key(&w))
+        .args(["--listen", "/ip4/10.213.0.2/tcp/0", "--peer-wait", "15s"]);
+    let out = net.exec(1, update).timeout(Duration::from_secs(60)).run();
+    out.assert_success("update a member next to a, found by mDNS");
+    let r = Report::new(out);
+    assert!(r.u64("bytes_from_peers") > 0, "{}", r.out);
+    let stats = node.stop();
+    assert_eq!(
+        stats["bytes_uploaded"].as_u64().unwrap(),
+        r.u64("bytes_from_peers"),
+        "the node served the member only\n{stats}"
     );
 }
