@@ -1230,6 +1230,7 @@ mod tests {
     fn written() -> (tempfile::TempDir, InstallLayout) {
         let dir = tempfile::tempdir().unwrap();
         let layout = InstallLayout::new(dir.path());
+        fs::create_dir(layout.state()).unwrap();
         let log = AuditLog::open(&layout).unwrap();
         for e in events() {
             log.append(e).unwrap();
@@ -1741,6 +1742,7 @@ mod tests {
     fn open_finds_the_last_line_across_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let layout = InstallLayout::new(dir.path());
+        fs::create_dir(layout.state()).unwrap();
         let log = AuditLog::open(&layout).unwrap();
         let long = "x".repeat(3 * READ_END_BLOCK as usize);
         for _ in 0..3 {
@@ -1760,6 +1762,7 @@ mod tests {
     fn oversized_records_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let layout = InstallLayout::new(dir.path());
+        fs::create_dir(layout.state()).unwrap();
         let log = AuditLog::open(&layout).unwrap();
         let err = log
             .append(AuditEvent::VerificationFailed {
