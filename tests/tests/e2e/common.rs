@@ -152,13 +152,20 @@ pub fn now_secs() -> f64 {
 pub fn swarm_key(w: &World) -> PathBuf {
     let path = w.path().join("swarm.key");
     if !path.exists() {
-        w.relsync()
-            .arg("swarm-key")
-            .arg("--out")
-            .arg(&path)
-            .run()
-            .assert_success("relsync swarm-key");
+        new_swarm_key(w, "swarm.key");
     }
+    path
+}
+
+/// A new swarm key made with `relsync swarm-key`, in the world's dir under `name`.
+pub fn new_swarm_key(w: &World, name: &str) -> PathBuf {
+    let path = w.path().join(name);
+    w.relsync()
+        .arg("swarm-key")
+        .arg("--out")
+        .arg(&path)
+        .run()
+        .assert_success("relsync swarm-key");
     path
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use relsync_tests::{
@@ -13,7 +13,7 @@ use relsync_tests::{
 };
 use serde_json::Value;
 
-use crate::common::{run_log, serve_only_cmd, swarm_key, world_with_v1};
+use crate::common::{new_swarm_key, run_log, serve_only_cmd, swarm_key, world_with_v1};
 
 /// Bounds every node a test starts.
 const NODE_LIFETIME: &str = "180s";
@@ -406,65 +406,6 @@ fn require_root(test: &str) {
     );
 }
 
-/// mDNS: with no `--peer`, a node finds another by multicast and takes every chunk from it.
-/// Multicast must not leave the machine, so both nodes live in network namespaces the test
-/// makes; that needs root, and the test fails without it.
-#[test]
-fn peers_find_each_other_by_mdns() {
-    require_root("peers_find_each_other_by_mdns");
-    let w = World::new();
-    w.push_ok(&w.v1, V1);
-    let origin = w.origin.display().to_string();
-    let a = w.install_dir("a");
-    w.update(&origin, &a, &["--no-mdns"])
-        .assert_success("install a");
-    let net = NetnsPair::new(&format!("rsm{}", std::process::id() % 100_000));
-    let serve = w
-        .relsync()
-        .arg("serve")
-        .arg("--install")
-        .arg(&a)
-        .arg("--swarm-key")
-        .arg(swarm_key(&w))
-        .args(["--listen", "/ip4/10.213.0.1/tcp/0", "--json"])
-        .args(["--stop-after", NODE_LIFETIME]);
-    let node = Daemon::start("a", &net.exec(0, serve), &w.path().join("a.log"));
-    assert!(
-        node.addr().starts_with("/ip4/10.213.0.1/"),
-        "{}",
-        node.addr()
-    );
-
-    let b = w.install_dir("b");
-    let update = w
-        .update_cmd(&origin, &b)
-        .arg("--swarm-key")
-        .arg(swarm_key(&w))
-        .args(["--listen", "/ip4/10.213.0.2/tcp/0", "--peer-wait", "15s"]);
-    let out = net.exec(1, update).timeout(Duration::from_secs(60)).run();
-    out.assert_success("update b next to a, found by mDNS");
-    let r = Report::new(out);
-    assert_trees_equal(&current(&b), &w.v1);
-    assert!(r.u64("bytes_from_peers") > 0, "{}", r.out);
-    assert!(
-        r.u64("bytes_from_origin") < 64 * 1024,
-        "only metadata from the origin\n{}",
-        r.out
-    );
-}
-
-/// A second swarm key, `name`, for nodes outside the world's fleet.
-fn other_swarm_key(w: &World, name: &str) -> PathBuf {
-    let path = w.path().join(name);
-    w.relsync()
-        .arg("swarm-key")
-        .arg("--out")
-        .arg(&path)
-        .run()
-        .assert_success("relsync swarm-key");
-    path
-}
-
 /// `ADDR:PORT` of a `/ip4/ADDR/tcp/PORT/...` multiaddr.
 fn socket_addr(multiaddr: &str) -> SocketAddr {
     let parts: Vec<&str> = multiaddr.split('/').collect();
@@ -541,7 +482,7 @@ fn outsiders_without_the_swarm_key_learn_nothing_and_members_still_share() {
     }
     assert!(closed, "the node kept a failed handshake open past 20 s");
 
-    let other = other_swarm_key(&w, "other.key");
+    let other = new_swarm_key(&w, "other.key");
     for (who, key) in [
         ("no swarm key", None),
         ("another swarm key", Some(other.as_path())),
@@ -816,11 +757,13 @@ fn an_oversized_meta_answer_is_refused_before_it_is_read() {
     assert!(out.stderr.contains(&refused), "{refused:?} in\n{out}");
 }
 
-/// Without a swarm key, mDNS (on by default) finds no one and nothing listens, inside the
-/// same namespaces where a member finds the node and takes every chunk from it.
+/// mDNS: with no `--peer`, a member of the fleet finds a node by multicast and takes every
+/// chunk from it; without a swarm key, mDNS (on by default) finds no one and nothing listens.
+/// Multicast must not leave the machine, so the nodes live in network namespaces the test
+/// makes; that needs root, and the test fails without it.
 #[test]
-fn without_a_swarm_key_mdns_finds_no_one() {
-    require_root("without_a_swarm_key_mdns_finds_no_one");
+fn peers_find_each_other_by_mdns_only_with_the_swarm_key() {
+    require_root("peers_find_each_other_by_mdns_only_with_the_swarm_key");
     let w = World::new();
     w.push_ok(&w.v1, V1);
     let origin = w.origin.display().to_string();
@@ -860,7 +803,13 @@ fn without_a_swarm_key_mdns_finds_no_one() {
     let out = net.exec(1, update).timeout(Duration::from_secs(60)).run();
     out.assert_success("update a member next to a, found by mDNS");
     let r = Report::new(out);
+    assert_trees_equal(&current(&member), &w.v1);
     assert!(r.u64("bytes_from_peers") > 0, "{}", r.out);
+    assert!(
+        r.u64("bytes_from_origin") < 64 * 1024,
+        "only metadata from the origin\n{}",
+        r.out
+    );
     let stats = node.stop();
     assert_eq!(
         stats["bytes_uploaded"].as_u64().unwrap(),

@@ -128,19 +128,10 @@ fn rotate_channel(w: &World, keys: &Keys, channel: &str) -> PathBuf {
     doc
 }
 
+/// `relsync update` pinned to the root document `pinned`, with no `--product`: the pinned
+/// root names the product, and binds it.
 fn update_pinned(w: &World, origin: &str, dir: &Path, pinned: &Path) -> Output {
-    w.relsync()
-        .arg("update")
-        .args([
-            "--origin",
-            origin,
-            "--channel",
-            CHANNEL,
-            "--trust-root",
-            path(pinned),
-        ])
-        .args(["--install", path(dir), "--json"])
-        .run()
+    update_pinned_with(w, origin, dir, pinned, &[])
 }
 
 /// A client pinned to root 1 follows a rotation of the channel key to root 2; a push signed
@@ -823,6 +814,7 @@ fn update_pinned_with(
     extra: &[&str],
 ) -> Output {
     w.relsync()
+        .env_remove("RELSYNC_PRODUCT")
         .arg("update")
         .args([
             "--origin",
