@@ -512,7 +512,8 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens the install's audit log for appending. The log and head files are created on
-    /// the first append.
+    /// the first append, in the install's `.relsync`, which must exist (opening the install
+    /// makes it; an append never creates state).
     ///
     /// It reads only the log's last line and the head. It repairs what an interrupted append
     /// left behind: the head is pointed at a record one past it that chains onto it, and a

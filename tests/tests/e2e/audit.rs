@@ -19,6 +19,8 @@ fn relsync(args: &[&str], install: &Path) -> Output {
 }
 
 fn write_log(install: &Path) {
+    // An install's state folder, as relsync makes it (appends never create it).
+    fs::create_dir_all(install.join(".relsync")).expect("mkdir .relsync");
     let log = AuditLog::open(&InstallLayout::new(install)).expect("open the audit log");
     let v = |s: &str| Version::parse(s).expect("version");
     for version in ["1.0.0", "1.1.0", "1.2.0"] {
