@@ -336,7 +336,7 @@ fn plan(c: &mut Criterion) {
     group.bench_function("open_manifest", |b| {
         b.iter_batched(
             || bytes.clone(),
-            |bytes| TrustedManifest::open_local(bytes).expect("a valid manifest"),
+            |bytes| relsync_engine::dangerous::trusted_manifest(bytes).expect("a valid manifest"),
             BatchSize::PerIteration,
         )
     });

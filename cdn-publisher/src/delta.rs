@@ -24,11 +24,11 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use relsync_chunker::frame::{BsdiffOp, slice_ops};
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
-use relsync_engine::layout::pack_path;
-use relsync_engine::manifest::{
+use relsync_format::manifest::{
     Base, ChunkEntry, Delta, DeltaCodec, EntryKind, TrustedManifest, Window,
 };
-use relsync_engine::{ManifestId, RelPath};
+use relsync_format::paths::pack_path;
+use relsync_format::{ManifestId, RelPath};
 
 use crate::origin::Origin;
 use crate::pack::PackWriter;
@@ -80,8 +80,8 @@ impl<'a> BaseRelease<'a> {
         let Some(bytes) = origin.read_manifest(&id)? else {
             return Ok(None);
         };
-        let manifest =
-            TrustedManifest::open_local(bytes).with_context(|| format!("base manifest {id}"))?;
+        let manifest = relsync_format::dangerous::trusted_manifest(bytes)
+            .with_context(|| format!("base manifest {id}"))?;
         Ok(Some(Self {
             id,
             manifest,

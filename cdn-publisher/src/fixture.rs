@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use relsync_chunker::ChunkParams;
-use relsync_engine::layout::channel_path;
-use relsync_engine::manifest::Pointer;
-use relsync_engine::root::RoleKeys;
-use relsync_engine::{ManifestId, SecretKey};
+use relsync_format::manifest::Pointer;
+use relsync_format::paths::channel_path;
+use relsync_format::root::RoleKeys;
+use relsync_format::{ManifestId, SecretKey};
 
 use crate::delta::DeltaParams;
 use crate::lifecycle::Change;

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::{PublicKey, SecretKey};
+use relsync_format::{PublicKey, SecretKey};
 
 /// `KEY.pub` beside `KEY`.
 pub fn public_path(key: &Path) -> PathBuf {

@@ -19,12 +19,12 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, Result, anyhow, bail};
-use relsync_engine::ManifestId;
-use relsync_engine::directive::RollbackDirective;
-use relsync_engine::layout::{manifest_delta_path, manifest_path};
-use relsync_engine::manifest::{
+use relsync_format::ManifestId;
+use relsync_format::directive::RollbackDirective;
+use relsync_format::manifest::{
     FORMAT_VERSION, Manifest, ManifestDelta, Pointer, decompress_envelope, limits,
 };
+use relsync_format::paths::{manifest_delta_path, manifest_path};
 use semver::Version;
 use serde::Serialize;
 
@@ -62,7 +62,7 @@ impl RollbackSummary {
     /// The directive `pointer` carries (decoded, not verified), if any.
     pub fn of(pointer: &Pointer) -> Option<Self> {
         let bytes = pointer.rollback.as_deref()?;
-        let directive = RollbackDirective::decode_unverified(bytes).ok()?;
+        let directive = relsync_format::dangerous::directive(bytes).ok()?;
         Some(Self::from_directive(&directive))
     }
 
@@ -212,7 +212,7 @@ fn directed_from(current: &Pointer) -> Vec<Version> {
     current
         .rollback
         .as_deref()
-        .and_then(|bytes| RollbackDirective::decode_unverified(bytes).ok())
+        .and_then(|bytes| relsync_format::dangerous::directive(bytes).ok())
         .filter(|d| d.to == current.manifest)
         .map_or_else(Vec::new, |d| d.from)
 }
@@ -387,8 +387,8 @@ impl<'a> History<'a> {
         if ManifestId::of(&envelope) != id {
             bail!("manifests/{id} on the origin does not hash to its name");
         }
-        let manifest =
-            Manifest::decode_unverified(&envelope).with_context(|| format!("manifest {id}"))?;
+        let manifest = relsync_format::dangerous::manifest(&envelope)
+            .with_context(|| format!("manifest {id}"))?;
         Ok(Some(Release {
             id,
             envelope,
@@ -421,8 +421,8 @@ impl Iterator for History<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use relsync_engine::layout::channel_path;
-    use relsync_engine::root::RoleKeys;
+    use relsync_format::paths::channel_path;
+    use relsync_format::root::RoleKeys;
 
     use super::*;
     use crate::fixture::{Fixture, key};
@@ -616,9 +616,9 @@ mod tests {
     /// only the release key makes a rollback directive that `put_pointer` and clients accept.
     #[test]
     fn a_rollback_directive_needs_the_release_role() {
-        use relsync_engine::SecretKey;
-        use relsync_engine::envelope::{self, Kind};
-        use relsync_engine::root::{ROOT_FORMAT, Root};
+        use relsync_format::SecretKey;
+        use relsync_format::envelope::{self, Kind};
+        use relsync_format::root::{ROOT_FORMAT, Root};
 
         use crate::push::{Signers, push};
 

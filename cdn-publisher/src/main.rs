@@ -505,7 +505,7 @@ fn run_yank(args: &YankArgs) -> Result<()> {
             return Ok(());
         } else if let Some(file) = &args.directive {
             let bytes = sign::read(file)?;
-            let given = relsync_engine::directive::RollbackDirective::decode_unverified(&bytes)
+            let given = relsync_format::dangerous::directive(&bytes)
                 .with_context(|| format!("reading {}", file.display()))?;
             if !given.covers(&args.version) {
                 bail!(
@@ -545,14 +545,14 @@ fn versions_text(versions: &[Version]) -> String {
 
 /// Where a pointer went: published, or written unsigned to a file.
 enum PointerOut {
-    Published(Box<relsync_engine::manifest::Pointer>),
+    Published(Box<relsync_format::manifest::Pointer>),
     Unsigned(PathBuf),
 }
 
 /// Signs `pointer` and publishes it, or writes it unsigned for a signer elsewhere.
 fn write_pointer(
     origin: &Origin,
-    pointer: &relsync_engine::manifest::Pointer,
+    pointer: &relsync_format::manifest::Pointer,
     signing: &PointerSigning,
     force: bool,
 ) -> Result<PointerOut> {
@@ -571,7 +571,7 @@ fn write_pointer(
 /// [`write_pointer`], saying what happened.
 fn set_pointer(
     origin: &Origin,
-    pointer: &relsync_engine::manifest::Pointer,
+    pointer: &relsync_format::manifest::Pointer,
     signing: &PointerSigning,
     force: bool,
 ) -> Result<()> {
@@ -658,7 +658,7 @@ fn finish_change(
     Ok(())
 }
 
-fn read_secrets(paths: &[PathBuf]) -> Result<Vec<relsync_engine::SecretKey>> {
+fn read_secrets(paths: &[PathBuf]) -> Result<Vec<relsync_format::SecretKey>> {
     paths.iter().map(|p| keygen::read_secret(p)).collect()
 }
 

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::directive::RollbackDirective;
-use relsync_engine::envelope::Kind;
-use relsync_engine::layout::{manifest_path, valid_channel};
-use relsync_engine::manifest::{Pointer, TrustedManifest};
-use relsync_engine::root::Root;
-use relsync_engine::{ManifestId, PackId};
+use relsync_format::directive::RollbackDirective;
+use relsync_format::envelope::Kind;
+use relsync_format::manifest::{Pointer, TrustedManifest};
+use relsync_format::paths::{manifest_path, valid_channel};
+use relsync_format::root::Root;
+use relsync_format::{ManifestId, PackId};
 use serde::Serialize;
 
 pub use gc::{GcArgs, run_gc};
@@ -523,11 +523,11 @@ mod tests {
         );
         assert_eq!(Name::parse(&manifest_path(&id)), Name::Manifest(id));
         assert_eq!(
-            Name::parse(&relsync_engine::layout::manifest_delta_path(&id, &base)),
+            Name::parse(&relsync_format::paths::manifest_delta_path(&id, &base)),
             Name::ManifestDelta { target: id, base }
         );
         assert_eq!(
-            Name::parse(&relsync_engine::layout::pack_path(&pack)),
+            Name::parse(&relsync_format::paths::pack_path(&pack)),
             Name::Pack(pack)
         );
         assert_eq!(Name::parse("keys/root-12"), Name::Root(12));

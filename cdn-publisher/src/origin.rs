@@ -32,9 +32,9 @@ use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
     PutPayload, WriteMultipart,
 };
-use relsync_engine::ManifestId;
-use relsync_engine::layout::manifest_path;
-use relsync_engine::manifest::decompress_envelope;
+use relsync_format::ManifestId;
+use relsync_format::manifest::decompress_envelope;
+use relsync_format::paths::manifest_path;
 use tempfile::{TempDir, TempPath};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;

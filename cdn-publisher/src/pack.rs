@@ -4,9 +4,9 @@
 use std::io::{BufWriter, Write};
 
 use anyhow::{Context, Result};
-use relsync_engine::PackId;
-use relsync_engine::layout::pack_path;
-use relsync_engine::manifest::PackRef;
+use relsync_format::PackId;
+use relsync_format::manifest::PackRef;
+use relsync_format::paths::pack_path;
 use tempfile::NamedTempFile;
 
 use crate::origin::{Origin, Uploads};

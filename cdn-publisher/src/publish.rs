@@ -9,15 +9,15 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::directive::RollbackDirective;
-use relsync_engine::envelope::{self, Kind};
-use relsync_engine::layout::{channel_path, manifest_delta_path, manifest_path};
-use relsync_engine::manifest::{
+use relsync_format::directive::RollbackDirective;
+use relsync_format::envelope::{self, Kind};
+use relsync_format::manifest::{
     FORMAT_VERSION, Manifest, ManifestDelta, Pointer, TrustedManifest, compress_envelope,
     compress_envelope_delta,
 };
-use relsync_engine::root::{RoleKeys, Root};
-use relsync_engine::{ManifestId, PublicKey};
+use relsync_format::paths::{channel_path, manifest_delta_path, manifest_path};
+use relsync_format::root::{RoleKeys, Root};
+use relsync_format::{ManifestId, PublicKey};
 
 use crate::origin::Origin;
 
@@ -79,7 +79,7 @@ pub fn put_manifest(
 ) -> Result<PublishedManifest> {
     let id = ManifestId::of(envelope);
     check_manifest(origin, envelope)?;
-    let manifest = Manifest::decode_unverified(envelope)?;
+    let manifest = relsync_format::dangerous::manifest(envelope)?;
     let file = compress_envelope(envelope)?;
     // A manifest already there keeps its bytes, which another compressor may have made.
     let file_len = origin.put(&manifest_path(&id), &file)?.object_len();
@@ -98,7 +98,7 @@ pub fn own_signers(kind: Kind, bytes: &[u8]) -> Result<RoleKeys> {
     let keys = envelope::signers(kind, bytes)?
         .into_iter()
         .map(|k| PublicKey::from_bytes(&k))
-        .collect::<relsync_engine::Result<Vec<_>>>()?;
+        .collect::<relsync_format::Result<Vec<_>>>()?;
     if keys.is_empty() {
         bail!(
             "the {} is not signed; sign it with `cdn-publisher sign` first",
@@ -129,7 +129,7 @@ fn put_manifest_deltas(
             .put(&manifest_delta_path(id, &base), &delta)?
             .object_len();
         deltas.push(ManifestDelta { base, len });
-        next = Manifest::decode_unverified(&base_envelope)?.parent;
+        next = relsync_format::dangerous::manifest(&base_envelope)?.parent;
     }
     Ok(deltas)
 }
@@ -211,7 +211,7 @@ pub fn reissued(origin: &Origin, current: Pointer, days: u64) -> Result<Pointer>
 pub fn current_pointer(origin: &Origin, channel: &str) -> Result<Option<Pointer>> {
     match origin.read(&channel_path(channel))? {
         Some(bytes) => Ok(Some(
-            Pointer::decode_unverified(&bytes)
+            relsync_format::dangerous::pointer(&bytes)
                 .context("the origin's current channel pointer is unreadable")?,
         )),
         None => Ok(None),

@@ -13,11 +13,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
-use relsync_engine::layout::{channel_path, valid_channel};
-use relsync_engine::manifest::{
-    ChunkEntry, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, Pointer, limits,
+use relsync_format::manifest::{
+    ChunkEntry, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest, limits,
 };
-use relsync_engine::{FileHash, SecretKey};
+use relsync_format::paths::{channel_path, valid_channel};
+use relsync_format::{FileHash, SecretKey};
 use semver::Version;
 use serde::Serialize;
 
@@ -279,7 +279,7 @@ pub fn push(
     }
     let existing = match origin.read(&channel_path(&opts.channel))? {
         Some(bytes) => Some(
-            Pointer::decode_unverified(&bytes)
+            relsync_format::dangerous::pointer(&bytes)
                 .context("the origin's current channel pointer is unreadable")?,
         ),
         None => None,
@@ -364,7 +364,7 @@ pub fn push(
     let parent = match &existing {
         Some(current) if current.version == opts.version => origin
             .read_manifest(&current.manifest)?
-            .and_then(|b| Manifest::decode_unverified(&b).ok())
+            .and_then(|b| relsync_format::dangerous::manifest(&b).ok())
             .and_then(|m| m.parent),
         Some(current) => Some(current.manifest),
         None => None,
@@ -509,7 +509,7 @@ pub fn push(
     {
         let same = origin
             .read_manifest(&current.manifest)?
-            .and_then(|b| Manifest::decode_unverified(&b).ok())
+            .and_then(|b| relsync_format::dangerous::manifest(&b).ok())
             .is_some_and(|old| same_release(&old, &manifest));
         if same {
             summary.unchanged = true;

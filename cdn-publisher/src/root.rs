@@ -1,5 +1,5 @@
 //! `cdn-publisher root`: create, rotate, sign and publish the root documents that name each
-//! role's keys (`relsync_engine::root`).
+//! role's keys (`relsync_format::root`).
 //!
 //! A root document is made unsigned into a file, signed by as many holders of root keys as its
 //! thresholds need (with `--key`, or with a detached signature from an HSM or KMS), then
@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::envelope::{self, Kind};
-use relsync_engine::layout::root_path;
-use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
+use relsync_format::envelope::{self, Kind};
+use relsync_format::paths::root_path;
+use relsync_format::root::{ROOT_FORMAT, RoleKeys, Root};
 
 use crate::keygen::parse_public;
 use crate::origin::Origin;

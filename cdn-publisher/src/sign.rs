@@ -5,10 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::directive::RollbackDirective;
-use relsync_engine::envelope::{self, Kind, signing_message};
-use relsync_engine::manifest::{Manifest, Pointer};
-use relsync_engine::root::Root;
+use relsync_format::envelope::{self, Kind, signing_message};
 
 use crate::keygen::{parse_public, read_secret};
 
@@ -61,7 +58,7 @@ pub fn show(file: &Path) -> Result<()> {
     let kind = Kind::of(&bytes).with_context(|| format!("reading {}", file.display()))?;
     match kind {
         Kind::Root => {
-            let root = Root::read_unverified(&bytes)?;
+            let root = relsync_format::dangerous::root(&bytes)?;
             println!(
                 "root version {} for product {:?}",
                 root.version, root.product
@@ -79,7 +76,7 @@ pub fn show(file: &Path) -> Result<()> {
             }
         }
         Kind::Manifest => {
-            let m = Manifest::decode_unverified(&bytes)?;
+            let m = relsync_format::dangerous::manifest(&bytes)?;
             println!(
                 "manifest of {} {} on channel {}",
                 m.product, m.version, m.channel
@@ -104,7 +101,7 @@ pub fn show(file: &Path) -> Result<()> {
             }
         }
         Kind::Pointer => {
-            let p = Pointer::decode_unverified(&bytes)?;
+            let p = relsync_format::dangerous::pointer(&bytes)?;
             println!(
                 "channel pointer {} -> {} {} (root version {})",
                 p.channel, p.product, p.version, p.root_version
@@ -117,7 +114,7 @@ pub fn show(file: &Path) -> Result<()> {
                 let yanked: Vec<String> = p.yanked.iter().map(ToString::to_string).collect();
                 println!("yanked     {}", yanked.join(", "));
                 match p.rollback.as_deref() {
-                    Some(bytes) => match RollbackDirective::decode_unverified(bytes) {
+                    Some(bytes) => match relsync_format::dangerous::directive(bytes) {
                         Ok(d) => println!(
                             "rollback   installs on {} go back to {} (directive signed by {} \
                              key(s))",
@@ -132,7 +129,7 @@ pub fn show(file: &Path) -> Result<()> {
             }
         }
         Kind::RollbackDirective => {
-            let d = RollbackDirective::decode_unverified(&bytes)?;
+            let d = relsync_format::dangerous::directive(&bytes)?;
             println!(
                 "rollback directive for {} on channel {}: installs on {} go back to {}",
                 d.product,
@@ -147,7 +144,7 @@ pub fn show(file: &Path) -> Result<()> {
     for key in envelope::signers(kind, &bytes)? {
         println!("signed by  ed25519:{}", hex::encode(key));
     }
-    let body = envelope::open_unverified(kind, &bytes)?;
+    let body = relsync_format::dangerous::envelope_body(kind, &bytes)?;
     println!("message    {}", hex::encode(signing_message(kind, body)));
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use relsync_chunker::frame;
-use relsync_engine::manifest::{ChunkEntry, SolidFrame};
+use relsync_format::manifest::{ChunkEntry, SolidFrame};
 
 use crate::pack::PackWriter;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use relsync_engine::{Error, RelPath, TreeIndex, TreeNode, check_symlink_target};
+use relsync_format::{Error, RelPath, TreeIndex, TreeNode, check_symlink_target};
 
 /// One path of the release, before chunking.
 #[derive(Debug)]

@@ -252,7 +252,11 @@ pub(crate) async fn check(
         .bytes;
     // Newest first: a peer's older pointer must not shadow a newer one.
     candidates.sort_by_cached_key(|bytes| {
-        std::cmp::Reverse(Pointer::decode_unverified(bytes).ok().map(|p| p.version))
+        std::cmp::Reverse(
+            relsync_format::dangerous::pointer(bytes)
+                .ok()
+                .map(|p| p.version),
+        )
     });
     let mut opened = Err(Error::malformed("channel pointer", "no copy to check"));
     for bytes in candidates {
@@ -356,7 +360,7 @@ pub(crate) async fn check(
             blocking(move || {
                 first_valid(files.bytes, |file| {
                     let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
-                    TrustedManifest::open_release(envelope, &id, &release)
+                    Ok(TrustedManifest::open_release(envelope, &id, &release)?)
                 })
             })
             .await?
@@ -525,8 +529,10 @@ async fn trusted_root(
     let stored = match (stored, copy) {
         (None, copy) => copy,
         (Some(db), Some(copy))
-            if Root::read_unverified(&copy).map(|r| r.version).ok()
-                > Root::read_unverified(&db).map(|r| r.version).ok() =>
+            if relsync_format::dangerous::root(&copy)
+                .map(|r| r.version)
+                .ok()
+                > relsync_format::dangerous::root(&db).map(|r| r.version).ok() =>
         {
             Some(copy)
         }
@@ -550,7 +556,7 @@ async fn trusted_root(
         }
         None => pinned,
     };
-    let wanted = Pointer::decode_unverified(pointer).map_or(0, |p| p.root_version);
+    let wanted = relsync_format::dangerous::pointer(pointer).map_or(0, |p| p.root_version);
     let steps = wanted.saturating_sub(root.version);
     if steps > root::limits::CHAIN_STEPS {
         return Err(Error::malformed(

@@ -351,6 +351,36 @@ impl Error {
     }
 }
 
+/// Each refusal of the format is the engine's error of the same name.
+impl From<relsync_format::Error> for Error {
+    fn from(e: relsync_format::Error) -> Self {
+        use relsync_format::Error as F;
+        match e {
+            F::InvalidKey(reason) => Error::InvalidKey(reason),
+            F::BadSignature { what, reason } => Error::BadSignature { what, reason },
+            F::Malformed { what, reason } => Error::Malformed { what, reason },
+            F::Expired {
+                what,
+                expires_unix,
+                now_unix,
+            } => Error::Expired {
+                what,
+                expires_unix,
+                now_unix,
+            },
+            F::ManifestHashMismatch { expected, actual } => {
+                Error::ManifestHashMismatch { expected, actual }
+            }
+            F::UnsafePath { path, reason } => Error::UnsafePath { path, reason },
+            F::PathCollision { first, second } => Error::PathCollision { first, second },
+            F::RollbackDirective { reason } => Error::RollbackDirective { reason },
+            F::Chunking(e) => Error::Chunking(e),
+            // A variant a later format adds: its message, as a format error.
+            other => Error::malformed("release format", other.to_string()),
+        }
+    }
+}
+
 impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
         Error::Store(e.to_string())

@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Result;
 use crate::platform::Dir;
-use crate::{ManifestId, PackId, Result};
 
 /// The name of relsync's private folder in an install.
 pub(crate) const STATE_DIR: &str = ".relsync";
@@ -30,40 +30,9 @@ pub(crate) const BLOB_DIR: &str = "chunks";
 /// Its folder of trees being assembled.
 pub(crate) const STAGING_DIR: &str = "staging";
 
-/// Origin path of a channel pointer.
-pub fn channel_path(channel: &str) -> String {
-    format!("channels/{channel}")
-}
-
-/// Origin path of a manifest.
-pub fn manifest_path(id: &ManifestId) -> String {
-    format!("manifests/{id}")
-}
-
-/// Origin path of manifest `id` as a delta against manifest `base`.
-pub fn manifest_delta_path(id: &ManifestId, base: &ManifestId) -> String {
-    format!("manifests/{id}.from-{base}")
-}
-
-/// Origin path of root document `version` (1, 2, ...).
-pub fn root_path(version: u64) -> String {
-    format!("keys/root-{version}")
-}
-
-/// Origin path of a pack.
-pub fn pack_path(id: &PackId) -> String {
-    format!("packs/{id}")
-}
-
-/// Checks a channel name (it becomes a file name on the origin), or a platform name.
-pub fn valid_channel(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !name.starts_with('.')
-}
+pub use relsync_format::paths::{
+    channel_path, manifest_delta_path, manifest_path, pack_path, root_path, valid_channel,
+};
 
 /// The paths of one install directory.
 #[derive(Debug, Clone)]

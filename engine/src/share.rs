@@ -17,7 +17,6 @@ use crate::layout::{InstallLayout, manifest_path, root_path, valid_channel};
 use crate::manifest::TrustedManifest;
 use crate::peers::{ChunkBits, PeerFrames};
 use crate::plan::{read_blob, read_installed};
-use crate::root::Root;
 use crate::store::Store;
 use crate::{ChunkId, ManifestId, Result};
 
@@ -282,7 +281,7 @@ impl Share {
         }
         if path.starts_with("keys/") {
             let root = store.trusted_root().ok()??;
-            let version = Root::read_unverified(&root).ok()?.version;
+            let version = relsync_format::dangerous::root(&root).ok()?.version;
             return (root_path(version) == path).then_some(root);
         }
         let offer = self

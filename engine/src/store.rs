@@ -335,7 +335,7 @@ impl Store {
         let Some(bytes) = releases.get(dir.as_str())? else {
             return Err(Error::Store(format!("release {dir} has no manifest")));
         };
-        let manifest = TrustedManifest::open_local(bytes.value().to_vec())?;
+        let manifest = relsync_format::dangerous::trusted_manifest(bytes.value().to_vec())?;
         Ok(Some(Release { dir, manifest }))
     }
 
@@ -346,9 +346,10 @@ impl Store {
 
     /// The release a download verified and staged for a later offline apply.
     pub fn staged(&self) -> Result<Option<TrustedManifest>> {
-        self.meta("staged")?
-            .map(TrustedManifest::open_local)
-            .transpose()
+        Ok(self
+            .meta("staged")?
+            .map(relsync_format::dangerous::trusted_manifest)
+            .transpose()?)
     }
 
     /// Records (or, with `None`, forgets) the staged release's manifest envelope.
@@ -402,7 +403,10 @@ impl Store {
                 let (dir, bytes) = row?;
                 let dir = dir.value().to_owned();
                 if dir == current || Some(dir.as_str()) == previous {
-                    keep.push((dir, TrustedManifest::open_local(bytes.value().to_vec())?));
+                    keep.push((
+                        dir,
+                        relsync_format::dangerous::trusted_manifest(bytes.value().to_vec())?,
+                    ));
                 } else {
                     forgotten.push(dir);
                 }

@@ -15,7 +15,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use relsync_engine::ManifestId;
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::manifest::{self, Manifest, TrustedManifest, limits};
+use relsync_engine::manifest::{self, TrustedManifest, limits};
 use relsync_engine::root::RoleKeys;
 use relsync_fuzz::model::{ArbManifest, Pool};
 use relsync_fuzz::{Reader, check, keys};
@@ -57,7 +57,7 @@ fuzz_target!(init: relsync_fuzz::seeds::on_init("manifest"), |data: &[u8]| {
 fn open_envelope(envelope: Vec<u8>) {
     assert!(envelope.len() as u64 <= limits::MANIFEST_BYTES);
     let id = ManifestId::of(&envelope);
-    let _ = Manifest::decode_unverified(&envelope);
+    let _ = relsync_engine::dangerous::manifest(&envelope);
     let release = RoleKeys {
         keys: vec![keys::public(0), keys::public(1)],
         threshold: 2,
@@ -78,17 +78,17 @@ fn raw_envelope(bytes: &[u8]) {
             assert!(threshold <= 2, "a threshold above the trusted keys was met");
             assert_eq!(
                 Ok(body),
-                envelope::open_unverified(Kind::Manifest, bytes).map_err(drop)
+                relsync_engine::dangerous::envelope_body(Kind::Manifest, bytes).map_err(drop)
             );
         }
     }
-    let Ok(body) = envelope::open_unverified(Kind::Manifest, bytes) else {
+    let Ok(body) = relsync_engine::dangerous::envelope_body(Kind::Manifest, bytes) else {
         return;
     };
-    let _ = Manifest::decode_unverified(bytes);
+    let _ = relsync_engine::dangerous::manifest(bytes);
     for kind in [Kind::Pointer, Kind::Root] {
         assert!(
-            envelope::open_unverified(kind, bytes).is_err(),
+            relsync_engine::dangerous::envelope_body(kind, bytes).is_err(),
             "{kind:?} opened a manifest"
         );
     }
@@ -110,7 +110,7 @@ fn raw_envelope(bytes: &[u8]) {
 fn signed_body(body: &[u8], signers: &[usize]) -> Option<TrustedManifest> {
     let envelope = envelope::seal(Kind::Manifest, body, &keys::secrets(signers)).ok()?;
     let id = ManifestId::of(&envelope);
-    let local = TrustedManifest::open_local(envelope.clone());
+    let local = relsync_engine::dangerous::trusted_manifest(envelope.clone());
     let by_key0 = TrustedManifest::open(envelope.clone(), &id, &[keys::public(0)]);
     assert_eq!(
         by_key0.is_ok(),

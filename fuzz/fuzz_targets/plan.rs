@@ -6,7 +6,7 @@
 //! install holding release 1.0.0 rather than the empty one. Bits 2-3: the fetch settings
 //! (default, or small ranges and gaps so requests split and merge).
 //!
-//! The manifest is sealed with no signature and opened with `TrustedManifest::open_local`
+//! The manifest is sealed with no signature and opened with `relsync_engine::dangerous::trusted_manifest`
 //! (validation as for a signed one), then planned with `plan_stage`, the plan stage alone;
 //! the plan must satisfy [`relsync_fuzz::check::plan`]. The installs are made once per
 //! process ([`relsync_fuzz::install`]); planning only reads them.
@@ -15,7 +15,6 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::manifest::TrustedManifest;
 use relsync_engine::{FetchConfig, plan_stage};
 use relsync_fuzz::model::ArbManifest;
 use relsync_fuzz::{Reader, check, install};
@@ -36,7 +35,7 @@ fuzz_target!(init: relsync_fuzz::seeds::on_init("plan"), |data: &[u8]| {
     let Ok(sealed) = envelope::seal(Kind::Manifest, &body, &[]) else {
         return;
     };
-    let Ok(target) = TrustedManifest::open_local(sealed) else {
+    let Ok(target) = relsync_engine::dangerous::trusted_manifest(sealed) else {
         return;
     };
     let fresh = mode & 2 == 0;

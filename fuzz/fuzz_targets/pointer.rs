@@ -29,7 +29,7 @@ fuzz_target!(init: relsync_fuzz::seeds::on_init("pointer"), |data: &[u8]| {
     }
     if mode == 0 {
         let bytes = input.rest();
-        let decoded = Pointer::decode_unverified(bytes);
+        let decoded = relsync_engine::dangerous::pointer(bytes);
         for role in [
             RoleKeys::single(keys::public(0)),
             RoleKeys {
@@ -96,7 +96,7 @@ fn rollback_directive(mut input: Reader) {
     };
     if flags & 1 == 0 {
         let bytes = input.rest();
-        let decoded = RollbackDirective::decode_unverified(bytes);
+        let decoded = relsync_engine::dangerous::directive(bytes);
         if let Ok(d) = RollbackDirective::open(bytes, &release) {
             assert_eq!(
                 decoded.as_ref().ok(),

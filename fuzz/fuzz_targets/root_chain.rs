@@ -45,7 +45,7 @@ fn walk(docs: Vec<&[u8]>) {
     let Some((first, rest)) = docs.split_first() else {
         return;
     };
-    let _ = Root::read_unverified(first);
+    let _ = relsync_engine::dangerous::root(first);
     let Ok(mut current) = Root::open_pinned(first) else {
         return;
     };

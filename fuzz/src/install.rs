@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::layout::InstallLayout;
-use relsync_engine::manifest::{EntryKind, TrustedManifest};
+use relsync_engine::manifest::EntryKind;
 use relsync_engine::{Release, Store};
 
 use crate::model::{Pool, PoolBase};
@@ -70,7 +70,8 @@ fn make() -> Result<Fixture, Box<dyn std::error::Error>> {
 
     let v1 = sample::v1();
     let body = postcard::to_stdvec(&v1.manifest).expect("encoding 1.0.0");
-    let manifest = TrustedManifest::open_local(envelope::seal(Kind::Manifest, &body, &[])?)?;
+    let manifest =
+        relsync_engine::dangerous::trusted_manifest(envelope::seal(Kind::Manifest, &body, &[])?)?;
 
     // 1.0.0 installed, as the apply stage leaves it.
     let layout = InstallLayout::new(root.join("installed"));

@@ -106,7 +106,8 @@ impl Forge {
 
     /// The origin's current channel pointer, decoded without checking its signature.
     pub fn pointer(&self) -> Pointer {
-        Pointer::decode_unverified(&self.read(&self.pointer_path())).expect("decode the pointer")
+        relsync_engine::dangerous::pointer(&self.read(&self.pointer_path()))
+            .expect("decode the pointer")
     }
 
     /// The signed envelope of manifest `id` (from `manifests/<id>`).
@@ -116,7 +117,7 @@ impl Forge {
 
     /// Manifest `id`, decoded without checking its signature.
     pub fn manifest(&self, id: &ManifestId) -> Manifest {
-        Manifest::decode_unverified(&self.envelope(id)).expect("decode a manifest")
+        relsync_engine::dangerous::manifest(&self.envelope(id)).expect("decode a manifest")
     }
 
     /// The channel's current release: its pointer and manifest, ready to edit.

@@ -272,8 +272,8 @@ mod tests {
     use std::collections::BTreeSet;
     use std::fs::File;
 
-    use relsync_engine::ManifestId;
-    use relsync_engine::layout::{channel_path, manifest_path, pack_path};
+    use relsync_format::ManifestId;
+    use relsync_format::paths::{channel_path, manifest_path, pack_path};
 
     use super::*;
     use crate::fixture::Fixture;
@@ -299,7 +299,7 @@ mod tests {
     /// The objects a release needs: its manifest, the deltas decoding to it, its packs.
     fn objects_of(f: &Fixture, id: ManifestId) -> BTreeSet<String> {
         let envelope = f.origin.read_manifest(&id).unwrap().unwrap();
-        let m = relsync_engine::manifest::Manifest::decode_unverified(&envelope).unwrap();
+        let m = relsync_format::dangerous::manifest(&envelope).unwrap();
         let mut out: BTreeSet<String> = m.packs.iter().map(|p| pack_path(&p.id)).collect();
         out.insert(manifest_path(&id));
         out.extend(

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use indicatif::HumanBytes;
-use relsync_engine::ManifestId;
-use relsync_engine::manifest::{Manifest, decompress_envelope};
+use relsync_format::ManifestId;
+use relsync_format::manifest::{Manifest, decompress_envelope};
 use serde::Serialize;
 
 use super::{Counts, Inventory, KeepSet, ObjectKind, OriginAt, Trust, table, utc};
@@ -224,7 +224,7 @@ fn read_manifest(origin: &Origin, id: ManifestId, path: &str) -> Result<Manifest
     if actual != id {
         anyhow::bail!("its envelope hashes to {actual}, not to its name");
     }
-    Ok(Manifest::decode_unverified(&envelope)?)
+    Ok(relsync_format::dangerous::manifest(&envelope)?)
 }
 
 pub fn run_ls(args: &LsArgs) -> Result<()> {
@@ -350,7 +350,7 @@ fn listing_text(l: &Listing) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use relsync_engine::layout::manifest_path;
+    use relsync_format::paths::manifest_path;
 
     use super::*;
     use crate::fixture::Fixture;
@@ -414,7 +414,7 @@ mod tests {
         // deltas that decode to it are what no history needs.
         let u = l.totals.unreferenced.unwrap();
         let envelope = f.origin.read_manifest(&v3).unwrap().unwrap();
-        let m3 = Manifest::decode_unverified(&envelope).unwrap();
+        let m3 = relsync_format::dangerous::manifest(&envelope).unwrap();
         let deltas: Vec<_> = f
             .origin
             .list("manifests/")

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use relsync_engine::ManifestId;
-use relsync_engine::layout::{manifest_delta_path, manifest_path, pack_path};
-use relsync_engine::manifest::{Manifest, Pointer, TrustedManifest, decompress_envelope};
+use relsync_format::ManifestId;
+use relsync_format::manifest::{Manifest, Pointer, TrustedManifest, decompress_envelope};
+use relsync_format::paths::{manifest_delta_path, manifest_path, pack_path};
 use serde::Serialize;
 
 use super::{Inventory, Name, OriginAt, Trust};
@@ -292,7 +292,7 @@ fn check_manifest(
             Err(e) => report.problem(&meta.path, format!("does not verify: {e:#}")),
         },
         // Without a root chain, the structure is still checked.
-        None => match TrustedManifest::open_local(envelope) {
+        None => match relsync_format::dangerous::trusted_manifest(envelope) {
             Ok(m) => read.trusted = Some(m),
             Err(e) => report.problem(&meta.path, format!("is malformed: {e}")),
         },
@@ -323,7 +323,7 @@ fn check_pointer(
     };
     let opened = match trust {
         Some(trust) => trust.pointer(&bytes),
-        None => Pointer::decode_unverified(&bytes).map_err(Into::into),
+        None => relsync_format::dangerous::pointer(&bytes).map_err(Into::into),
     };
     let pointer = match opened {
         Ok(pointer) => pointer,
@@ -451,12 +451,12 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use relsync_engine::layout::channel_path;
+    use relsync_format::paths::channel_path;
 
-    use relsync_engine::SecretKey;
-    use relsync_engine::envelope::{self, Kind};
-    use relsync_engine::layout::root_path;
-    use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
+    use relsync_format::SecretKey;
+    use relsync_format::envelope::{self, Kind};
+    use relsync_format::paths::root_path;
+    use relsync_format::root::{ROOT_FORMAT, RoleKeys, Root};
 
     use super::*;
     use crate::fixture::{Fixture, key};
@@ -482,7 +482,7 @@ mod tests {
 
     fn first_pack(f: &Fixture, id: ManifestId) -> (String, Vec<u8>) {
         let envelope = f.origin.read_manifest(&id).unwrap().unwrap();
-        let m = Manifest::decode_unverified(&envelope).unwrap();
+        let m = relsync_format::dangerous::manifest(&envelope).unwrap();
         let path = pack_path(&m.packs[0].id);
         let bytes = f.origin.read(&path).unwrap().unwrap();
         (path, bytes)
@@ -554,7 +554,7 @@ mod tests {
         // A delta that decodes to its base, not its target.
         let delta = manifest_delta_path(&v2, &v1);
         let base = f.origin.read_manifest(&v1).unwrap().unwrap();
-        let wrong = relsync_engine::manifest::compress_envelope_delta(&base, &base).unwrap();
+        let wrong = relsync_format::manifest::compress_envelope_delta(&base, &base).unwrap();
         f.origin.put(&delta, &wrong).unwrap();
         let pointer = channel_path("stable");
         let mut bytes = f.origin.read(&pointer).unwrap().unwrap();

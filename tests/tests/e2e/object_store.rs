@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use relsync_engine::layout::pack_path;
-use relsync_engine::manifest::{Manifest, Pointer, decompress_envelope};
+use relsync_engine::manifest::decompress_envelope;
 use relsync_tests::{
     CHANNEL, Cmd, Nginx, NginxOptions, Report, S3Server, V1, V2, World, assert_trees_equal,
     current, pseudo_random,
@@ -134,7 +134,7 @@ fn dangling(dir: &Path) -> Vec<String> {
     for entry in fs::read_dir(dir.join("channels")).into_iter().flatten() {
         let path = entry.expect("entry").path();
         let bytes = fs::read(&path).expect("read pointer");
-        let pointer = Pointer::decode_unverified(&bytes).expect("decode pointer");
+        let pointer = relsync_engine::dangerous::pointer(&bytes).expect("decode pointer");
         if !dir
             .join(format!("manifests/{}", pointer.manifest))
             .is_file()
@@ -161,7 +161,7 @@ fn dangling(dir: &Path) -> Vec<String> {
         }
         let file = fs::read(&path).expect("read manifest");
         let envelope = decompress_envelope(&file, None).expect("decompress manifest");
-        let manifest = Manifest::decode_unverified(&envelope).expect("decode manifest");
+        let manifest = relsync_engine::dangerous::manifest(&envelope).expect("decode manifest");
         for pack in &manifest.packs {
             let len = fs::metadata(dir.join(pack_path(&pack.id))).map(|m| m.len());
             if len.as_ref().ok() != Some(&pack.len) {
@@ -180,7 +180,7 @@ fn dangling(dir: &Path) -> Vec<String> {
 fn packs_of(dir: &Path, id: &str) -> Vec<String> {
     let file = fs::read(dir.join("manifests").join(id)).expect("read manifest");
     let envelope = decompress_envelope(&file, None).expect("decompress manifest");
-    Manifest::decode_unverified(&envelope)
+    relsync_engine::dangerous::manifest(&envelope)
         .expect("decode manifest")
         .packs
         .iter()

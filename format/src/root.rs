@@ -152,7 +152,7 @@ impl Root {
     }
 
     /// Decodes a root document without checking any signature, for tools that display one.
-    pub fn read_unverified(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn read_unverified(bytes: &[u8]) -> Result<Self> {
         Self::from_body(envelope::open_unverified(Kind::Root, bytes)?)
     }
 

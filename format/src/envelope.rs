@@ -198,7 +198,7 @@ pub fn open_threshold<'a>(
 
 /// Returns the body without checking signatures: for publishers reading their own origin, and
 /// for a pinned root, whose body names the keys that must then have signed it.
-pub fn open_unverified(kind: Kind, bytes: &[u8]) -> Result<&[u8]> {
+pub(crate) fn open_unverified(kind: Kind, bytes: &[u8]) -> Result<&[u8]> {
     split(kind, bytes).map(|(body, _)| body)
 }
 

@@ -110,7 +110,7 @@ impl RollbackDirective {
     }
 
     /// Decodes a directive without checking its signature or its rules (publisher side only).
-    pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         if let Some(reason) = oversized(bytes.len()) {
             return Err(Error::malformed("rollback directive", reason));
         }

@@ -322,7 +322,7 @@ impl Manifest {
     }
 
     /// Decodes an envelope without checking its signature (publisher side only).
-    pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         Self::decode_body(envelope::open_unverified(Kind::Manifest, bytes)?)
     }
 
@@ -365,7 +365,7 @@ impl Manifest {
             return Err(bad(format!("unsupported format {}", self.format)));
         }
         if let Some(platform) = &self.platform
-            && !crate::layout::valid_channel(platform)
+            && !crate::paths::valid_channel(platform)
         {
             return Err(bad(format!("invalid platform name {platform:?}")));
         }
@@ -500,7 +500,7 @@ impl Pointer {
 
     /// Decodes without checking the signature or the rules [`Pointer::open`] enforces
     /// (publisher side only).
-    pub fn decode_unverified(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode_unverified(bytes: &[u8]) -> Result<Self> {
         let body = envelope::open_unverified(Kind::Pointer, bytes)?;
         decode_versioned("channel pointer", body)
     }
@@ -641,7 +641,7 @@ impl TrustedManifest {
     /// Opens a manifest from a source that is already trusted, without checking signatures:
     /// the install's own store (the keys that signed an installed release may since have been
     /// rotated out), or a publisher reading its own origin. Structure is still validated.
-    pub fn open_local(bytes: Vec<u8>) -> Result<Self> {
+    pub(crate) fn open_local(bytes: Vec<u8>) -> Result<Self> {
         let manifest = Manifest::decode_body(envelope::open_unverified(Kind::Manifest, &bytes)?)?;
         manifest.validate()?;
         let mut next = vec![0u64; manifest.packs.len()];
