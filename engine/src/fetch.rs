@@ -136,8 +136,7 @@ impl VerifiedChunk {
         let len = entry.len as usize;
         let data = match window {
             None => frame::decompress(frame, len),
-            Some((window, DeltaCodec::Zstd)) => window.decompress(frame, len),
-            Some((window, DeltaCodec::Bsdiff)) => window.decompress_bsdiff(frame, len),
+            Some((window, codec)) => codec.decode(window, frame, len),
         }
         .map_err(|e| bad(e.to_string()))?;
         Self::check(entry, data, url)

@@ -166,6 +166,23 @@ pub enum DeltaCodec {
     Bsdiff,
 }
 
+impl DeltaCodec {
+    /// Decodes a delta frame of this codec against `window` into exactly `len` bytes (the
+    /// one place a client dispatches on the codec; the codecs themselves live in
+    /// `relsync_chunker::frame`).
+    pub fn decode(
+        self,
+        window: &relsync_chunker::frame::WindowDecoder,
+        frame: &[u8],
+        len: usize,
+    ) -> std::result::Result<Vec<u8>, relsync_chunker::Error> {
+        match self {
+            DeltaCodec::Zstd => window.decompress(frame, len),
+            DeltaCodec::Bsdiff => window.decompress_bsdiff(frame, len),
+        }
+    }
+}
+
 /// A pack and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRef {
