@@ -403,3 +403,14 @@ store_error_from!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// An error and its sources, joined with `: ` (reqwest and hyper hide the cause in a source).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        reason = format!("{reason}: {inner}");
+        source = inner.source();
+    }
+    reason
+}

@@ -7,14 +7,19 @@
 //! relative to a handle without following links, sets every mode explicitly, and never takes
 //! over a directory it did not make unless told to (`--adopt`).
 
+pub mod audit;
+pub(crate) mod local;
+pub(crate) mod store;
+pub(crate) mod switch;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::apply::reconcile;
+use crate::install::store::Store;
+use crate::install::switch::reconcile;
 use crate::layout::{InstallLayout, RELEASES_DIR, STAGING_DIR, STATE_DIR};
 use crate::platform::{self, Dir, STATE_DIR_MODE, TREE_DIR_MODE};
-use crate::store::Store;
 use crate::{Error, Result};
 
 /// How [`open_install`] treats a directory that is not an install yet.

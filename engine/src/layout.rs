@@ -102,7 +102,7 @@ impl InstallLayout {
         self.state().join("lock")
     }
 
-    /// The append-only, hash-chained audit log (see [`crate::audit`]).
+    /// The append-only, hash-chained audit log (see [`crate::install::audit`]).
     pub fn audit_log(&self) -> PathBuf {
         self.state().join("audit.log")
     }

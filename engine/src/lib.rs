@@ -35,54 +35,49 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod apply;
-mod assemble;
-pub mod audit;
-mod check;
+mod config;
 mod error;
 mod faults;
-mod fetch;
 mod install;
 pub mod layout;
 pub mod lifecycle;
 mod origin;
 pub mod peers;
-mod plan;
+mod pipeline;
 mod platform;
 pub mod policy;
 mod progress;
 pub mod schedule;
 mod share;
-mod store;
 mod updater;
-mod verify;
 
+pub use install::audit;
 pub use relsync_format::{dangerous, directive, envelope, manifest, root};
 pub(crate) use relsync_format::{ids, keys, path};
 
-pub use apply::Applied;
-pub use assemble::Assembled;
-pub use check::{Checked, Hold};
+pub use config::{
+    FetchConfig, HealthCheck, OriginConfig, TrialConfig, UpdaterConfig, this_platform,
+};
 pub use error::{Error, Result};
-pub use fetch::{FetchConfig, Fetched};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
+pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
 pub use keys::{PublicKey, SecretKey};
 pub use lifecycle::{
-    CheckOutcome, Download, Engine, EngineBuilder, HealthCheck, Sample, StartOutcome, Telemetry,
-    TrialConfig, UpdateAvailable,
+    CheckOutcome, Download, Engine, EngineBuilder, Sample, StartOutcome, Telemetry, UpdateAvailable,
 };
-pub use origin::{Origin, OriginConfig, RangeBody, Traffic};
+pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
 };
+pub use pipeline::apply::Applied;
+pub use pipeline::assemble::Assembled;
+pub use pipeline::check::{Checked, Hold};
+pub use pipeline::fetch::Fetched;
 #[doc(hidden)]
-pub use plan::plan_stage;
-pub use plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
+pub use pipeline::plan::plan_stage;
+pub use pipeline::plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
+pub use pipeline::verify::{InstallCheck, VerifiedTree, verify_install};
 pub use progress::{Event, Reporter, Silent};
 pub use share::{HaveAnswer, Share};
-pub use store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
-pub use updater::{
-    Status, UpdateReport, Updater, UpdaterConfig, apply_staged, rollback, status, this_platform,
-};
-pub use verify::{InstallCheck, VerifiedTree, verify_install};
+pub use updater::{Status, UpdateReport, Updater, apply_staged, rollback, status};

@@ -24,19 +24,18 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditEvent, AuditLog};
-use crate::check::{Checked, Hold, now_unix};
+use crate::config::TrialConfig;
+use crate::install::audit::{AuditEvent, AuditLog};
+use crate::install::store::Trial;
 use crate::origin::blocking as spawn_blocking;
 use crate::peers::Peers;
-use crate::plan::plan;
+use crate::pipeline::check::{Checked, Hold, now_unix};
+use crate::pipeline::plan::plan;
 use crate::policy::{Offer, Policy};
 use crate::progress::{Event, Reporter};
 use crate::schedule::{self, Updates};
-use crate::store::Trial;
 use crate::updater::{install_staged, roll_back, status_of};
 use crate::{Error, FetchConfig, PublicKey, Result, Status, UpdateReport, Updater, UpdaterConfig};
-
-pub use health::HealthCheck;
 
 /// What a check found.
 #[derive(Debug, Clone, Serialize)]
@@ -99,37 +98,6 @@ pub struct Sample {
 pub trait Telemetry: Send + Sync {
     /// Handles one sample; must be cheap.
     fn record(&self, sample: Sample);
-}
-
-/// How a newly installed release proves itself before it is kept.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct TrialConfig {
-    /// Run after each install; the release is rolled back if it fails.
-    pub health_check: Option<HealthCheck>,
-    /// For apps that report their own health: after an install, the release stays on trial
-    /// until [`Engine::confirm_healthy`]; this many [`Engine::record_start`]s without it
-    /// count as a crash loop, and the release is rolled back. `None`: no app trial.
-    pub max_starts: Option<u32>,
-}
-
-impl TrialConfig {
-    /// A trial that runs `check` after each install.
-    pub fn health_check(check: HealthCheck) -> Self {
-        Self {
-            health_check: Some(check),
-            max_starts: None,
-        }
-    }
-
-    /// A trial the app ends with [`Engine::confirm_healthy`], failing after `max_starts`
-    /// starts without it.
-    pub fn app(max_starts: u32) -> Self {
-        Self {
-            health_check: None,
-            max_starts: Some(max_starts),
-        }
-    }
 }
 
 /// What [`Engine::record_start`] found.

@@ -20,6 +20,8 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use tracing::{debug, warn};
 
+use crate::config::OriginConfig;
+use crate::error::error_chain;
 use crate::{Error, FetchConfig, Result};
 
 /// Counts requests and response body bytes.
@@ -46,82 +48,6 @@ impl Traffic {
 
     fn add_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Where releases come from: mirrors that serve the same files, and how to reach them.
-///
-/// Built from one origin (`"https://cdn.example.com/app/".into()`) or a list of mirrors
-/// (`vec![primary, backup].into()`).
-///
-/// # Defaults
-/// - `mirrors`: none (at least one is needed)
-/// - root certificates: the built-in (webpki) roots only; see
-///   [`add_ca_cert_pem`](Self::add_ca_cert_pem)
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct OriginConfig {
-    /// `http(s)://…`, `file://…` or folder paths, all serving the same files, tried in this
-    /// order.
-    pub mirrors: Vec<String>,
-    /// Extra root certificates for HTTPS mirrors.
-    ca_certs: Vec<reqwest::Certificate>,
-}
-
-impl OriginConfig {
-    /// Trusts the root certificates in `pem` (a PEM file of one or more certificates) for
-    /// HTTPS mirrors, besides the built-in roots: a private CDN or a mirror with a private CA.
-    /// Fails unless `pem` holds at least one valid certificate.
-    pub fn add_ca_cert_pem(&mut self, pem: &[u8]) -> Result<()> {
-        let bad = |reason: String| Error::malformed("CA certificate", reason);
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| bad(chain(&e)))?;
-        if certs.is_empty() {
-            return Err(bad(
-                "no PEM certificate in it (a `-----BEGIN CERTIFICATE-----` block)".into(),
-            ));
-        }
-        // Certificates are parsed only when a client is built: build one now, so a bad one
-        // fails here rather than at the first request.
-        let mut probe = reqwest::Client::builder().tls_built_in_root_certs(false);
-        for cert in &certs {
-            probe = probe.add_root_certificate(cert.clone());
-        }
-        probe.build().map_err(|e| bad(chain(&e)))?;
-        self.ca_certs.extend(certs);
-        Ok(())
-    }
-}
-
-impl From<String> for OriginConfig {
-    fn from(mirror: String) -> Self {
-        vec![mirror].into()
-    }
-}
-
-impl From<&str> for OriginConfig {
-    fn from(mirror: &str) -> Self {
-        mirror.to_owned().into()
-    }
-}
-
-impl From<&String> for OriginConfig {
-    fn from(mirror: &String) -> Self {
-        mirror.clone().into()
-    }
-}
-
-impl From<Vec<String>> for OriginConfig {
-    fn from(mirrors: Vec<String>) -> Self {
-        Self {
-            mirrors,
-            ca_certs: Vec::new(),
-        }
-    }
-}
-
-impl From<&[String]> for OriginConfig {
-    fn from(mirrors: &[String]) -> Self {
-        mirrors.to_vec().into()
     }
 }
 
@@ -755,7 +681,7 @@ fn parse_mirror(
         if !base.ends_with('/') {
             base.push('/');
         }
-        let client = client().map_err(|e| invalid(&chain(&e)))?;
+        let client = client().map_err(|e| invalid(&error_chain(&e)))?;
         return Ok(Kind::Http { client, base });
     }
     let path = spec.strip_prefix("file://").unwrap_or(spec);
@@ -1020,20 +946,10 @@ pub(crate) fn is_mirror_failure(err: &Error) -> bool {
 }
 
 /// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        reason = format!("{reason}: {inner}");
-        source = inner.source();
-    }
-    reason
-}
-
 fn transport(url: &str, e: reqwest::Error) -> Error {
     Error::Http {
         url: url.to_owned(),
-        reason: chain(&e),
+        reason: error_chain(&e),
         transient: true,
     }
 }

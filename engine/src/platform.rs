@@ -27,6 +27,11 @@ pub(crate) const STATE_FILE_MODE: u32 = 0o600;
 /// relsync creates it, `releases/` and every directory of a release.
 pub(crate) const TREE_DIR_MODE: u32 = 0o755;
 
+/// The mode of a release's file: 0755 if the manifest says it is executable, else 0644.
+pub(crate) fn file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
+}
+
 /// The flags every open below a [`Dir`] carries.
 fn base_flags() -> OFlags {
     OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY

@@ -137,7 +137,7 @@ impl Policy {
     /// [`PolicyError::BadTimeZone`].
     pub fn validate(&self) -> Result<(), PolicyError> {
         check_interval(self.check_interval)?;
-        if !crate::layout::valid_channel(&self.channel) {
+        if !relsync_format::paths::valid_channel(&self.channel) {
             return Err(PolicyError::BadChannel {
                 channel: self.channel.clone(),
             });

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use relsync_chunker::frame;
 
+use crate::install::local::{read_blob, read_installed};
+use crate::install::store::Store;
 use crate::layout::{InstallLayout, manifest_path, root_path, valid_channel};
 use crate::manifest::TrustedManifest;
 use crate::peers::{ChunkBits, PeerFrames};
-use crate::plan::{read_blob, read_installed};
-use crate::store::Store;
 use crate::{ChunkId, ManifestId, Result};
 
 /// zstd level for chunks sent to peers: the LAN is fast, the CPU is shared.

@@ -9,78 +9,23 @@ use semver::Version;
 use serde::Serialize;
 use tracing::{Instrument, info_span};
 
-use crate::apply::{apply, switch_current};
-use crate::assemble::assemble;
-use crate::audit::{AuditEvent, AuditLog};
-use crate::check::{Checked, MetaSource, check};
-use crate::fetch::{Fetched, Lan, fetch};
+use crate::config::UpdaterConfig;
+use crate::install::audit::{AuditEvent, AuditLog};
+use crate::install::store::{BadRelease, Store, StoreStats, Trial};
+use crate::install::switch::switch_current;
 use crate::install::{Opening, open_install};
-use crate::keys::PublicKey;
 use crate::layout::{InstallLayout, valid_channel};
-use crate::origin::{Origin, OriginConfig, blocking};
+use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
-use crate::plan::{UpdatePlan, plan, plan_stage};
+use crate::pipeline::apply::apply;
+use crate::pipeline::assemble::assemble;
+use crate::pipeline::check::{Checked, MetaSource, check};
+use crate::pipeline::fetch::{Fetched, Lan, fetch};
+use crate::pipeline::plan::{UpdatePlan, plan, plan_stage};
+use crate::pipeline::verify::verify;
 use crate::progress::{Event, Reporter, Silent};
 use crate::share::Share;
-use crate::store::{BadRelease, Store, StoreStats, Trial};
-use crate::verify::verify;
 use crate::{Error, FetchConfig, Result};
-
-/// What to update from, and where.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct UpdaterConfig {
-    /// The origin: one `http(s)://…`, `file://…` or folder path, or several mirrors.
-    pub origin: OriginConfig,
-    /// The channel to follow.
-    pub channel: String,
-    /// When set, releases of any other product are refused.
-    pub product: Option<String>,
-    /// This install's platform: a release bound to another one is refused. Defaults to
-    /// [`this_platform`].
-    pub platform: String,
-    /// Keys whose signature makes metadata trusted, for every role, one signature each: the
-    /// starting point when no root document is pinned.
-    pub trusted_keys: Vec<PublicKey>,
-    /// A pinned root document (`keys/root-<n>` as published): the starting point of the root
-    /// chain, instead of `trusted_keys`.
-    pub trusted_root: Option<Vec<u8>>,
-    /// The install directory (holds `current`).
-    pub install_dir: PathBuf,
-    /// Install into `install_dir` even if it holds files and is not a relsync install yet
-    /// (relsync still never deletes or replaces what it did not create).
-    pub adopt: bool,
-    /// Transfer settings.
-    pub fetch: FetchConfig,
-}
-
-impl UpdaterConfig {
-    /// A config with default transfer settings and no product binding.
-    pub fn new(
-        origin: impl Into<OriginConfig>,
-        channel: impl Into<String>,
-        trusted_keys: Vec<PublicKey>,
-        install_dir: impl Into<PathBuf>,
-    ) -> Self {
-        Self {
-            origin: origin.into(),
-            channel: channel.into(),
-            product: None,
-            platform: this_platform(),
-            trusted_keys,
-            trusted_root: None,
-            install_dir: install_dir.into(),
-            adopt: false,
-            fetch: FetchConfig::default(),
-        }
-    }
-}
-
-/// The platform this binary was built for, as publishers name it: `<arch>-<os>`, e.g.
-/// `x86_64-linux` or `aarch64-macos`.
-pub fn this_platform() -> String {
-    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
-}
 
 /// The outcome of an update.
 #[derive(Debug, Clone, Serialize)]
@@ -195,7 +140,7 @@ impl Updater {
                 adopt: config.adopt,
             },
         )?;
-        crate::check::ensure_install_id(&layout)?;
+        crate::pipeline::check::ensure_install_id(&layout)?;
         let store = Arc::new(store);
         let share = Share::new(layout.clone(), store.clone(), None)?;
         Ok(Self {
@@ -699,7 +644,7 @@ pub(crate) fn roll_back(layout: &InstallLayout, store: &Store) -> Result<(Versio
     }
     // Never switch to a tree that is not exactly its signed release: it may have drifted or
     // been tampered with while it was not current.
-    if let Some(problem) = crate::verify::check_release(layout, &previous)?
+    if let Some(problem) = crate::pipeline::verify::check_release(layout, &previous)?
         .into_iter()
         .next()
     {

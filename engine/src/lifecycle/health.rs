@@ -2,33 +2,13 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use semver::Version;
 use tokio::process::Command;
 
-/// A command run after each install, with the trial period as its time limit. It passes by
-/// exiting 0 in time; anything else fails the release.
-///
-/// It runs with `RELSYNC_INSTALL` (the install directory), `RELSYNC_CURRENT` (its `current`
-/// link) and `RELSYNC_VERSION` (the new release) in its environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// The program and its arguments.
-    pub command: Vec<String>,
-    /// How long it may take.
-    pub trial_period: Duration,
-}
+use crate::config::HealthCheck;
 
 impl HealthCheck {
-    /// A shell command line (`sh -c LINE`).
-    pub fn shell(line: impl Into<String>, trial_period: Duration) -> Self {
-        Self {
-            command: vec!["sh".into(), "-c".into(), line.into()],
-            trial_period,
-        }
-    }
-
     /// Runs the check in its own process group; `Err` says why it failed. When it ends (or
     /// times out), every process left in its group is killed.
     pub(crate) async fn run(&self, install: &Path, version: &Version) -> Result<(), String> {
@@ -72,6 +52,8 @@ impl HealthCheck {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// Whether process `pid` still exists (and is not a zombie).

@@ -12,10 +12,10 @@ use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
 use crate::root::{self, Root};
 use std::sync::Arc;
 
+use crate::install::store::{Release, Store, TrustCopy, TrustedState};
 use crate::layout::InstallLayout;
 use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
-use crate::store::{Release, Store, TrustCopy, TrustedState};
 use crate::{Error, Result, UpdaterConfig};
 
 /// Verified metadata for the release a channel offers, next to what is installed.
@@ -229,7 +229,7 @@ pub(crate) async fn check(
         (db, _) => db,
     };
     let installed_on_disk = installed.as_ref().is_some_and(|r| {
-        crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
+        crate::install::switch::current_dir(layout).as_deref() == Some(r.dir.as_str())
             && layout.release(&r.dir).is_dir()
     });
     // Trusted time is one clock, whatever the channel.

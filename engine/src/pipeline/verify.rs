@@ -11,15 +11,15 @@ use rayon::prelude::*;
 use semver::Version;
 use serde::Serialize;
 
-use crate::apply::current_dir;
-use crate::assemble::{Assembled, mode};
+use crate::install::local::hash_file;
+use crate::install::store::Release;
+use crate::install::switch::current_dir;
 use crate::install::{Opening, open_install};
 use crate::layout::InstallLayout;
 use crate::manifest::{Entry, EntryKind};
-use crate::plan::hash_file;
-use crate::platform::{self, TREE_DIR_MODE};
+use crate::pipeline::assemble::Assembled;
+use crate::platform::{self, TREE_DIR_MODE, file_mode};
 use crate::progress::{Event, Reporter};
-use crate::store::Release;
 use crate::{Error, Result};
 
 /// A staged tree whose every file, link and directory matched the signed manifest.
@@ -97,7 +97,7 @@ fn check_entry(entry: &Entry, root: &Path) -> Result<()> {
                     actual,
                 });
             }
-            if let Some(e) = wrong_mode(mode(file.executable)) {
+            if let Some(e) = wrong_mode(file_mode(file.executable)) {
                 return Err(e);
             }
         }

@@ -6,19 +6,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use relsync_chunker::ChunkId;
 use semver::Version;
 use serde::Serialize;
 
-use crate::check::Checked;
+use crate::install::local::{hash_file, read_blob, read_chunk_at, read_installed};
+use crate::install::store::{Release, Store};
 use crate::layout::InstallLayout;
 use crate::manifest::{DeltaCodec, EntryKind, FORMAT_VERSION, FileEntry, Pointer, TrustedManifest};
-use crate::store::{Release, Store};
+use crate::pipeline::check::Checked;
 use crate::{Error, FetchConfig, FileHash, Result};
 
 /// What an update will do, before it does it (`--dry-run` prints this).
@@ -369,7 +368,7 @@ pub fn plan_stage(
     fetch: &FetchConfig,
 ) -> Result<Planned> {
     let installed_on_disk = installed.as_ref().is_some_and(|r| {
-        crate::apply::current_dir(layout).as_deref() == Some(r.dir.as_str())
+        crate::install::switch::current_dir(layout).as_deref() == Some(r.dir.as_str())
             && layout.release(&r.dir).is_dir()
     });
     let pointer = Pointer {
@@ -510,7 +509,7 @@ fn choose_solid(
 
 /// Checks that a window's bytes in the installed release still match the signed chunks.
 fn verify_window(
-    installed: &crate::store::Release,
+    installed: &crate::install::store::Release,
     window: &crate::manifest::Window,
     layout: &InstallLayout,
 ) -> Result<WindowSource> {
@@ -563,32 +562,11 @@ fn find_links(checked: &Checked, layout: &InstallLayout) -> HashMap<FileHash, (S
             let path = layout.root().join(rel);
             let mode_ok = std::fs::symlink_metadata(&path).is_ok_and(|m| {
                 use std::os::unix::fs::PermissionsExt;
-                m.permissions().mode() & 0o7777 == crate::assemble::mode(*executable)
+                m.permissions().mode() & 0o7777 == crate::platform::file_mode(*executable)
             });
             mode_ok && hash_file(&path).ok() == Some(*hash)
         })
         .collect()
-}
-
-/// BLAKE3 of a regular file's bytes (refusing symlinks and special files).
-pub(crate) fn hash_file(path: &Path) -> Result<FileHash> {
-    let meta = std::fs::symlink_metadata(path).map_err(Error::io("reading", path))?;
-    if !meta.is_file() {
-        return Err(Error::io("reading", path)(std::io::Error::other(
-            "not a regular file",
-        )));
-    }
-    let mut file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(Error::io("reading", path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
 }
 
 /// A local copy of the chunk that re-hashes correctly, if there is one.
@@ -616,56 +594,6 @@ fn find_local(
         }
     }
     Ok(None)
-}
-
-/// Reads a fetched chunk and returns its bytes, verified.
-pub(crate) fn read_blob(path: &Path, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
-    let mut data = Vec::with_capacity(len as usize);
-    file.take(u64::from(len) + 1)
-        .read_to_end(&mut data)
-        .map_err(Error::io("reading", path))?;
-    if data.len() != len as usize {
-        return Err(bad_local(
-            id,
-            path,
-            format!("{} bytes, expected {len}", data.len()),
-        ));
-    }
-    check_chunk(id, &data, path)?;
-    Ok(data)
-}
-
-/// Reads a chunk from an installed file and returns its bytes, verified.
-pub(crate) fn read_installed(path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
-    read_chunk_at(&file, path, offset, id, len)
-}
-
-/// Reads `len` bytes at `offset` of an open installed file and checks them against `id`.
-fn read_chunk_at(file: &File, path: &Path, offset: u64, id: ChunkId, len: u32) -> Result<Vec<u8>> {
-    let mut data = vec![0u8; len as usize];
-    file.read_exact_at(&mut data, offset)
-        .map_err(Error::io("reading", path))?;
-    check_chunk(id, &data, path)?;
-    Ok(data)
-}
-
-fn check_chunk(id: ChunkId, data: &[u8], path: &Path) -> Result<()> {
-    let actual = ChunkId::of(data);
-    if actual == id {
-        Ok(())
-    } else {
-        Err(bad_local(id, path, format!("hash is {actual}")))
-    }
-}
-
-fn bad_local(chunk: ChunkId, path: &Path, reason: impl ToString) -> Error {
-    Error::BadChunk {
-        chunk,
-        source_name: path.display().to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 /// Groups frames into range requests: adjacent frames, or frames separated by at most

@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use super::{FrameJob, Shared, VerifiedChunk, fetch_range};
 use crate::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers, rendezvous_owner};
-use crate::plan::{FrameRef, adjacent_ranges};
+use crate::pipeline::plan::{FrameRef, adjacent_ranges};
 use crate::progress::Event;
 use crate::{FetchConfig, Result};
 

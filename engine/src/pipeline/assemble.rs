@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::faults::step;
-use crate::fetch::Fetched;
 use crate::layout::{InstallLayout, STAGING_DIR};
 use crate::manifest::EntryKind;
-use crate::plan::{FileAction, Planned, chunk_bytes, file_entry};
-use crate::platform::{self, TREE_DIR_MODE};
+use crate::pipeline::fetch::Fetched;
+use crate::pipeline::plan::{FileAction, Planned, chunk_bytes, file_entry};
+use crate::platform::{self, TREE_DIR_MODE, file_mode};
 use crate::progress::{Event, Reporter};
 use crate::{Error, Result};
 
@@ -27,11 +27,6 @@ pub struct Assembled {
     pub(crate) staging: PathBuf,
     /// Its name in `.relsync/staging`.
     pub(crate) name: String,
-}
-
-/// The mode of a release's file: 0755 if the manifest says it is executable, else 0644.
-pub(crate) fn mode(executable: bool) -> u32 {
-    if executable { 0o755 } else { 0o644 }
 }
 
 /// Runs the assemble stage (blocking).
@@ -114,7 +109,7 @@ fn link(from: &Path, to: &Path, executable: bool) -> Result<()> {
             let mut out = create_new(to)?;
             std::io::copy(&mut src, &mut out).map_err(Error::io("copying", from))?;
             // The signed mode, not the source's.
-            out.set_permissions(Permissions::from_mode(mode(executable)))
+            out.set_permissions(Permissions::from_mode(file_mode(executable)))
                 .map_err(Error::io("setting mode of", to))?;
             out.sync_all().map_err(Error::io("syncing", to))
         }
@@ -142,7 +137,7 @@ fn write_file(planned: &Planned, chunks: &[u32], path: &Path, executable: bool) 
         out.write_all(&data).map_err(Error::io("writing", path))?;
     }
     step("assemble.chmod", path)?;
-    out.set_permissions(Permissions::from_mode(mode(executable)))
+    out.set_permissions(Permissions::from_mode(file_mode(executable)))
         .map_err(Error::io("setting mode of", path))?;
     step("assemble.fsync-file", path)?;
     out.sync_all().map_err(Error::io("syncing", path))?;

@@ -18,93 +18,21 @@ use relsync_chunker::{ChunkId, frame};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use crate::config::FetchConfig;
+use crate::install::store::Store;
 use crate::layout::{BLOB_DIR, InstallLayout, pack_path};
 use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
 use crate::origin::{Origin, RangeBody, backoff, blocking, is_mirror_failure, is_transient};
 use crate::peers::Peers;
-use crate::plan::{FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource};
+use crate::pipeline::plan::{
+    FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource,
+};
 use crate::platform::{Dir, STATE_FILE_MODE};
 use crate::progress::{Event, Reporter};
 use crate::share::{Offer, Share};
-use crate::store::Store;
 use crate::{Error, PackId, Result};
 
 mod swarm;
-
-/// How the fetch stage talks to origins.
-///
-/// # Defaults
-/// - `max_parallel_requests`: 4
-/// - `min_bytes_per_sec`: 1 KiB/s
-/// - `max_range_bytes`: 8 MiB
-/// - `coalesce_gap_bytes`: 32 KiB (a smaller gap between two needed frames is downloaded
-///   rather than paid for with another request)
-/// - `attempts`: 4 per range request, for 5xx, resets and truncated bodies
-/// - `peer_batch_bytes`: 1 MiB of chunks per request to a peer
-/// - `peer_requests`: 8 requests to peers in flight at once
-/// - `peer_poll`: 250 ms between HAVE rounds while waiting for peers
-/// - `peer_stall`: 5 s without progress before a peer's share of the work moves on
-/// - `peer_join`: 2 s in which idle peers still count as owners
-/// - `peer_wait_max`: 15 s at most that a frame waits for peers, whatever they claim
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct FetchConfig {
-    /// Range requests in flight at once.
-    pub max_parallel_requests: usize,
-    /// Largest single range request.
-    pub max_range_bytes: u64,
-    /// Largest gap of unneeded bytes bridged to merge two ranges.
-    pub coalesce_gap_bytes: u64,
-    /// Tries per request before giving up.
-    pub attempts: u32,
-    /// A response whose average rate after its first 10 s is lower fails (0: no minimum).
-    pub min_bytes_per_sec: u64,
-    /// The longest an update may spend checking, planning and fetching before it fails
-    /// (`None`: no limit). Assembling and applying are local and never cut short.
-    pub deadline: Option<std::time::Duration>,
-    /// Uncompressed bytes of chunks asked of a peer in one request (and the largest origin
-    /// range while peers share the work).
-    pub peer_batch_bytes: u64,
-    /// Requests to peers in flight at once.
-    pub peer_requests: usize,
-    /// Time between HAVE rounds while frames wait for the peer that owns them.
-    pub peer_poll: std::time::Duration,
-    /// A peer fetching the same release that gains no chunk for this long no longer owns
-    /// any: its frames move to another peer or to the origin.
-    pub peer_stall: std::time::Duration,
-    /// For this long after a fetch starts, peers that do not fetch the release yet still own
-    /// a share of it: in a flash crowd they are about to start, and taking their share now
-    /// would fetch it twice.
-    pub peer_join: std::time::Duration,
-    /// The longest a frame waits for peers that own it or are fetching it, in all: then this
-    /// node fetches it from the origin, whatever their bitfields say. A bound on what peers
-    /// can delay; on a slow origin, frames an owner has not delivered by then are fetched
-    /// twice.
-    pub peer_wait_max: std::time::Duration,
-    /// How often a running fetch re-reads the channel pointer, to stop if the publisher
-    /// yanks the release.
-    pub withdraw_poll: std::time::Duration,
-}
-
-impl Default for FetchConfig {
-    fn default() -> Self {
-        Self {
-            max_parallel_requests: 4,
-            max_range_bytes: 8 * 1024 * 1024,
-            coalesce_gap_bytes: 32 * 1024,
-            attempts: 4,
-            min_bytes_per_sec: 1024,
-            deadline: None,
-            peer_batch_bytes: 1024 * 1024,
-            peer_requests: 8,
-            peer_poll: std::time::Duration::from_millis(250),
-            peer_stall: std::time::Duration::from_secs(5),
-            peer_join: std::time::Duration::from_secs(2),
-            peer_wait_max: std::time::Duration::from_secs(15),
-            withdraw_poll: std::time::Duration::from_secs(30),
-        }
-    }
-}
 
 /// The output of the fetch stage: every chunk of the plan has a verified local copy.
 #[derive(Debug)]
