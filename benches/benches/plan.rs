@@ -33,9 +33,7 @@ use relsync_engine::layout::InstallLayout;
 use relsync_engine::manifest::{
     Base, Delta, DeltaCodec, EntryKind, SolidFrame, TrustedManifest, Window,
 };
-use relsync_engine::{
-    FetchConfig, FileHash, PlanTotals, Planned, Release, SecretKey, Store, plan_stage,
-};
+use relsync_engine::{FetchConfig, FileHash, PlanTotals, Planned, Release, SecretKey, Store};
 use semver::Version;
 
 const DIRS: usize = 20;
@@ -268,7 +266,7 @@ fn run(s: &Scenario, (target, installed): Inputs) -> Planned {
     } else {
         &s.fresh
     };
-    plan_stage(
+    relsync_engine::dangerous::plan(
         target,
         installed,
         None,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use relsync_engine::layout::InstallLayout;
-use relsync_engine::{Engine, Share, Updater};
+use relsync_engine::{Engine, Share};
 use relsync_peer::{Limits, Multiaddr, Node, NodeConfig, SwarmKey};
 use tracing::warn;
 
@@ -119,13 +119,13 @@ impl LanArgs {
         if self.peers.is_empty() && self.no_mdns {
             return Ok(None);
         }
-        let node = Node::start(config, engine.updater().share())
+        let node = Node::start(config, engine.share())
             .await
             .context("starting the peer node")?;
         node.wait_for_peers(self.peers.len().max(1), self.peer_wait())
             .await;
         let node = Arc::new(node);
-        engine.updater().attach_peers(node.clone());
+        engine.attach_peers(node.clone());
         Ok(Some(node))
     }
 }
@@ -183,15 +183,18 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
              it with --swarm-key FILE ({GET_A_KEY})"
         );
     };
-    let updater = match args.origin.as_slice() {
+    let engine = match args.origin.as_slice() {
         [] if !args.source.trust.is_empty() || args.source.trust_root.is_some() => {
             anyhow::bail!("--trust and --trust-root need --origin: what should DIR follow?")
         }
         [] => None,
-        origin => Some(Updater::open(args.source.config(origin, &args.install)?)?),
+        origin => {
+            let config = args.source.config(origin, &args.install)?;
+            Some(crate::builder(config).open()?)
+        }
     };
-    let share = match &updater {
-        Some(updater) => updater.share(),
+    let share = match &engine {
+        Some(engine) => engine.share(),
         None => Share::open(&args.install)?,
     };
     let node = Arc::new(
@@ -206,15 +209,17 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         }
         out.flush()?;
     }
-    let updater = updater.map(|u| u.with_peers(node.clone()));
+    if let Some(engine) = &engine {
+        engine.attach_peers(node.clone());
+    }
     let work = async {
-        let Some(updater) = updater else {
+        let Some(engine) = engine else {
             return std::future::pending::<()>().await;
         };
         node.wait_for_peers(args.lan.peers.len().max(1), args.lan.peer_wait())
             .await;
         loop {
-            match updater.update().await {
+            match engine.update().await {
                 Ok(report) if report.up_to_date => {}
                 Ok(report) => {
                     if args.json {

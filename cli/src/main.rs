@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use relsync_engine::{Engine, HealthCheck, OriginConfig, PublicKey, TrialConfig, UpdaterConfig};
+use relsync_engine::{
+    Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig, UpdaterConfig,
+};
 
 /// Install, update and roll back releases published with cdn-publisher.
 #[derive(Debug, Parser)]
@@ -299,7 +301,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => check(&source, &install, json),
         Command::Status { install, json } => {
-            let status = relsync_engine::status(&install)?;
+            let status = Engine::local(&install).open_blocking()?.status()?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
@@ -308,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Verify { install, json } => {
-            let check = relsync_engine::verify_install(&install)?;
+            let check = Engine::local(&install).open_blocking()?.verify()?;
             let differs = (!check.ok()).then(|| {
                 format!(
                     "{} differs from release {} in {} place(s)",
@@ -343,7 +345,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Apply { install, json } => {
             let progress = Arc::new(render::Progress::new(!json));
-            let report = relsync_engine::apply_staged(&install, progress.clone());
+            let report = Engine::local(&install)
+                .reporter(progress.clone())
+                .open_blocking()
+                .and_then(|engine| engine.install());
             progress.finish();
             let report = report?;
             if json {
@@ -354,7 +359,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Rollback { install, json } => {
-            let (from, to) = relsync_engine::rollback(&install)?;
+            let (from, to) = Engine::local(&install).open_blocking()?.rollback()?;
             if json {
                 println!(
                     "{}",
@@ -376,9 +381,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// An engine for `install` with `source`'s settings.
-fn engine(source: &SourceArgs, install: &std::path::Path) -> Result<relsync_engine::EngineBuilder> {
-    let config = source.config(install)?;
-    let mut builder = Engine::builder(config.origin, config.trusted_keys, install)
+fn engine(source: &SourceArgs, install: &std::path::Path) -> Result<EngineBuilder> {
+    Ok(builder(source.config(install)?))
+}
+
+/// An engine with `config`'s settings.
+fn builder(config: UpdaterConfig) -> EngineBuilder {
+    let mut builder = Engine::builder(config.origin, config.trusted_keys, config.install_dir)
         .channel(config.channel)
         .fetch(config.fetch);
     if let Some(product) = config.product {
@@ -387,7 +396,7 @@ fn engine(source: &SourceArgs, install: &std::path::Path) -> Result<relsync_engi
     if let Some(root) = config.trusted_root {
         builder = builder.trusted_root(root);
     }
-    Ok(builder.platform(config.platform))
+    builder.platform(config.platform)
 }
 
 fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
@@ -425,9 +434,8 @@ fn update(args: UpdateArgs) -> Result<()> {
     };
     // Started before the check, so peers can fetch from this install while it fetches.
     let _node = runtime.block_on(args.lan.attach(&engine, &args.install))?;
-    let updater = engine.updater();
     if args.dry_run {
-        let plan = runtime.block_on(updater.dry_run());
+        let plan = runtime.block_on(engine.dry_run());
         progress.finish();
         let plan = plan?;
         if args.json {

@@ -301,6 +301,15 @@ pub enum Error {
     /// The publisher yanked the release while it was being fetched; the download stopped.
     #[error("release {0} was withdrawn by the publisher; the download stopped")]
     Withdrawn(semver::Version),
+    /// The engine was opened for an install alone ([`crate::Engine::local`]), with no origin
+    /// to check or download from.
+    #[error(
+        "{operation} needs an origin, and this engine was opened for the install alone; open          it with `Engine::builder(origin, keys, dir)` (relsync: give --origin and --trust)"
+    )]
+    NoOrigin {
+        /// The operation asked for: `check`, `download`, `update` or `dry run`.
+        operation: &'static str,
+    },
 }
 
 /// Names for a message: the first few, and how many more.

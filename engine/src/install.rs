@@ -14,9 +14,12 @@ pub(crate) mod switch;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::install::store::Store;
+use semver::Version;
+use serde::Serialize;
+
+use crate::install::store::{BadRelease, Store, StoreStats, Trial};
 use crate::install::switch::reconcile;
 use crate::layout::{InstallLayout, RELEASES_DIR, STAGING_DIR, STATE_DIR};
 use crate::platform::{self, Dir, STATE_DIR_MODE, TREE_DIR_MODE};
@@ -25,12 +28,10 @@ use crate::{Error, Result};
 /// How [`open_install`] treats a directory that is not an install yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opening {
-    /// It must be an install already, and is only read (status, verify, serve): its releases
-    /// are reported on, not refused.
+    /// It must be an install already. Its releases are reported on, not refused: before a
+    /// release is switched to (rollback, an offline install), [`check_switchable`] checks
+    /// that they are relsync's alone.
     Read,
-    /// It must be an install already, and a release will be switched to (rollback, an
-    /// offline apply): its releases must be relsync's alone.
-    Existing,
     /// Make it one if it is not: create the directory if it is missing; take over an existing
     /// directory that holds anything only when `adopt` is set.
     Create {
@@ -56,7 +57,7 @@ pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(
     let lock = take_lock(layout, &state)?;
     let store = match opening {
         Opening::Create { .. } => Store::open_or_rebuild_in(&state)?,
-        Opening::Read | Opening::Existing => Store::open_in(&state).map_err(|e| match e {
+        Opening::Read => Store::open_in(&state).map_err(|e| match e {
             Error::Store(reason) => Error::Store(format!(
                 "{reason} (the next `relsync update` rebuilds a corrupt database)"
             )),
@@ -73,6 +74,12 @@ pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(
     }
     reconcile(layout, &store)?;
     Ok((lock, store))
+}
+
+/// Refuses to switch releases in an install opened with [`Opening::Read`] unless its releases
+/// are relsync's alone, as opening it to create does.
+pub(crate) fn check_switchable(layout: &InstallLayout, store: &Store) -> Result<()> {
+    check_releases(layout, &Dir::open(layout.root())?, store)
 }
 
 /// Refuses installed releases another user could change: `releases/` must be a directory
@@ -246,7 +253,7 @@ fn refuse_unmanaged_current(layout: &InstallLayout, root: &Dir) -> Result<()> {
 fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening) -> Result<Dir> {
     let path = layout.state();
     match (root.meta_at(STATE_DIR)?, opening) {
-        (None, Opening::Read | Opening::Existing) => Err(Error::NothingInstalled(format!(
+        (None, Opening::Read) => Err(Error::NothingInstalled(format!(
             "{} is not a relsync install (it has no {STATE_DIR})",
             layout.root().display()
         ))),
@@ -325,4 +332,92 @@ fn lock_holder(lock: &File) -> Option<u32> {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     None
+}
+
+/// What an install holds ([`Engine::status`](crate::Engine::status)).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The install directory.
+    pub install_dir: PathBuf,
+    /// The current version.
+    pub version: Option<Version>,
+    /// The version kept for rollback.
+    pub previous_version: Option<Version>,
+    /// The current manifest id.
+    pub manifest: Option<String>,
+    /// Files and bytes in the current release.
+    pub files: u64,
+    /// Bytes of regular files in the current release.
+    pub bytes: u64,
+    /// Highest version ever trusted.
+    pub highest_version_seen: Option<Version>,
+    /// The channel of the current release.
+    pub channel: Option<String>,
+    /// A release downloaded and waiting to be installed.
+    pub staged_version: Option<Version>,
+    /// The current release, if it is on trial (not yet reported healthy).
+    pub trial: Option<Trial>,
+    /// Releases this install will not take again.
+    pub bad_releases: Vec<BadRelease>,
+    /// Store counters.
+    pub store: StoreStats,
+}
+
+pub(crate) fn status(layout: &InstallLayout, store: &Store) -> Result<Status> {
+    let current = store.current()?;
+    Ok(Status {
+        channel: current.as_ref().map(|r| r.manifest.channel.clone()),
+        staged_version: store.staged()?.map(|s| s.manifest.version.clone()),
+        trial: store.trial()?,
+        bad_releases: store.bad_releases()?,
+        install_dir: layout.root().to_path_buf(),
+        version: current.as_ref().map(|r| r.manifest.version.clone()),
+        previous_version: store.previous()?.map(|r| r.manifest.version.clone()),
+        manifest: current.as_ref().map(|r| r.manifest.id().to_string()),
+        files: current
+            .as_ref()
+            .map_or(0, |r| r.manifest.files().count() as u64),
+        bytes: current
+            .as_ref()
+            .map_or(0, |r| r.manifest.total_file_bytes()),
+        highest_version_seen: match &current {
+            Some(r) => store
+                .trusted_state(&r.manifest.channel)?
+                .map(|t| t.highest_version),
+            None => None,
+        },
+        store: store.stats()?,
+    })
+}
+
+/// The install id's file in `.relsync`.
+const INSTALL_ID_FILE: &str = "install-id";
+
+/// This install's random id, if it has a readable one (installs get one when opened).
+pub(crate) fn read_install_id(layout: &InstallLayout) -> Option<[u8; 16]> {
+    let bytes = layout.state_dir().ok()?.read(INSTALL_ID_FILE, 64).ok()??;
+    let mut id = [0; 16];
+    hex::decode_to_slice(std::str::from_utf8(&bytes).ok()?.trim(), &mut id).ok()?;
+    Some(id)
+}
+
+/// Reads this install's random id, creating it on first use (mode 0600, never through a
+/// link).
+pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
+    // A link (or anything unreadable) in its place is an error, not a reason to start over.
+    if layout.state_dir()?.read(INSTALL_ID_FILE, 64)?.is_some()
+        && let Some(id) = read_install_id(layout)
+    {
+        return Ok(id);
+    }
+    let mut id = [0; 16];
+    getrandom::fill(&mut id).map_err(|e| Error::Io {
+        op: "generating an install id for",
+        path: layout.install_id(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    layout
+        .state_dir()?
+        .write_atomic(INSTALL_ID_FILE, hex::encode(id).as_bytes())?;
+    Ok(id)
 }

@@ -1,6 +1,6 @@
 //! The relsync update engine.
 //!
-//! An app or a fleet agent points an [`Updater`] at an origin (a folder served by any HTTP
+//! An app or a fleet agent points an [`Engine`] at an origin (a folder served by any HTTP
 //! server or CDN), a channel and a set of trusted keys. Each update runs one pipeline, in which
 //! every stage consumes the previous stage's type:
 //!
@@ -12,35 +12,42 @@
 //! ```
 //!
 //! ```no_run
-//! use relsync_engine::{PublicKey, Updater, UpdaterConfig};
+//! use relsync_engine::{Engine, PublicKey};
 //!
 //! # async fn run() -> relsync_engine::Result<()> {
 //! let key: PublicKey = "ed25519:…".parse()?;
-//! let config = UpdaterConfig::new("https://cdn.example.com/app/", "stable", vec![key], "/opt/app");
-//! let report = Updater::open(config)?.update().await?;
+//! let engine = Engine::builder("https://cdn.example.com/app/", vec![key], "/opt/app")
+//!     .product("app")
+//!     .open()?;
+//! let report = engine.update().await?;
 //! println!("now at {} ({} bytes downloaded)", report.version, report.bytes_downloaded);
 //! # Ok(()) }
 //! ```
 //!
-//! Apps and agents usually want the whole lifecycle instead: [`Engine`] adds checks that say
-//! what is offered and why it is held back, background downloads, installs on trial with
-//! automatic rollback, a [`policy::Policy`] (interval, maintenance window, channel, critical
-//! releases), events, telemetry and the audit log ([`audit`]); see [`lifecycle`].
+//! [`Engine`] is the one front door: checks that say what is offered and why it is held back
+//! (a check's plan is what the next download fetches), background downloads, installs on
+//! trial with automatic rollback, a [`policy::Policy`] (interval, maintenance window, channel,
+//! critical releases), events, telemetry and the audit log ([`audit`]).
+//! [`Engine::local`] opens an install without an origin (status, verify, rollback, an offline
+//! install of a staged release); [`blocking::Engine`] is the same API without an async
+//! runtime; [`dangerous`] holds the doors around the checks, for tools and benchmarks.
 //!
-//! LAN peers plug in through [`peers::Peers`] ([`Updater::with_peers`]) and are served from a
-//! [`Share`]; `relsync-peer` implements both over libp2p. What it does not do (yet):
-//! object-store origins. Manifest and pack *writing* helpers live here so the publisher and
-//! the client share one format, but walking and packing a release is the publisher's job.
+//! LAN peers plug in through [`peers::Peers`] ([`Engine::attach_peers`]) and are served from a
+//! [`Share`] ([`Engine::share`]); `relsync-peer` implements both over libp2p. What it does not
+//! do (yet): object-store origins. The release format itself (manifests, pointers, roots,
+//! directives) is `relsync-format`'s, re-exported here as [`manifest`], [`envelope`], [`root`]
+//! and [`directive`]; walking and packing a release is the publisher's job.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+pub mod dangerous;
+mod engine;
 mod error;
 mod faults;
 mod install;
 pub mod layout;
-pub mod lifecycle;
 mod origin;
 pub mod peers;
 mod pipeline;
@@ -49,35 +56,31 @@ pub mod policy;
 mod progress;
 pub mod schedule;
 mod share;
-mod updater;
 
+pub use engine::blocking;
 pub use install::audit;
-pub use relsync_format::{dangerous, directive, envelope, manifest, root};
+pub use relsync_format::{directive, envelope, manifest, root};
 pub(crate) use relsync_format::{ids, keys, path};
 
 pub use config::{
     FetchConfig, HealthCheck, OriginConfig, TrialConfig, UpdaterConfig, this_platform,
 };
-pub use error::{Error, Result};
-pub use ids::{ChunkId, FileHash, ManifestId, PackId};
-pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
-pub use keys::{PublicKey, SecretKey};
-pub use lifecycle::{
+pub use engine::{
     CheckOutcome, Download, Engine, EngineBuilder, Sample, StartOutcome, Telemetry, UpdateAvailable,
 };
+pub use error::{Error, Result};
+pub use ids::{ChunkId, FileHash, ManifestId, PackId};
+pub use install::Status;
+pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
+pub use keys::{PublicKey, SecretKey};
 pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
 };
-pub use pipeline::apply::Applied;
-pub use pipeline::assemble::Assembled;
-pub use pipeline::check::{Checked, Hold};
-pub use pipeline::fetch::Fetched;
-#[doc(hidden)]
-pub use pipeline::plan::plan_stage;
+pub use pipeline::UpdateReport;
+pub use pipeline::check::Hold;
 pub use pipeline::plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
-pub use pipeline::verify::{InstallCheck, VerifiedTree, verify_install};
+pub use pipeline::verify::InstallCheck;
 pub use progress::{Event, Reporter, Silent};
 pub use share::{HaveAnswer, Share};
-pub use updater::{Status, UpdateReport, Updater, apply_staged, rollback, status};

@@ -7,7 +7,8 @@
 //! (default, or small ranges and gaps so requests split and merge).
 //!
 //! The manifest is sealed with no signature and opened with `relsync_engine::dangerous::trusted_manifest`
-//! (validation as for a signed one), then planned with `plan_stage`, the plan stage alone;
+//! (validation as for a signed one), then planned with `relsync_engine::dangerous::plan`, the
+//! plan stage alone;
 //! the plan must satisfy [`relsync_fuzz::check::plan`]. The installs are made once per
 //! process ([`relsync_fuzz::install`]); planning only reads them.
 #![no_main]
@@ -15,7 +16,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::{FetchConfig, plan_stage};
+use relsync_engine::FetchConfig;
 use relsync_fuzz::model::ArbManifest;
 use relsync_fuzz::{Reader, check, install};
 
@@ -50,7 +51,7 @@ fuzz_target!(init: relsync_fuzz::seeds::on_init("plan"), |data: &[u8]| {
             fetch.coalesce_gap_bytes = 1 << 20;
         }
     }
-    let planned = plan_stage(
+    let planned = relsync_engine::dangerous::plan(
         target.clone(),
         at.release.clone(),
         None,

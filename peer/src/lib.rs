@@ -15,13 +15,14 @@
 //! | `/relsync/meta/1` | an origin path | the signed document | the asker's limit for that document, ≤ 64 MiB |
 //!
 //! ```no_run
-//! # async fn run(updater: relsync_engine::Updater) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(engine: relsync_engine::Engine) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use relsync_peer::{Node, NodeConfig, SwarmKey};
 //!
 //! let key = SwarmKey::read("/etc/relsync/swarm.key".as_ref())?;
-//! let node = Arc::new(Node::start(NodeConfig::new(key), updater.share()).await?);
-//! let report = updater.with_peers(node).update().await?;
+//! let node = Arc::new(Node::start(NodeConfig::new(key), engine.share()).await?);
+//! engine.attach_peers(node);
+//! let report = engine.update().await?;
 //! println!("{} bytes from peers", report.bytes_from_peers);
 //! # Ok(()) }
 //! ```

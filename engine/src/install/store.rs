@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{EntryKind, TrustedManifest};
 use crate::platform::Dir;
+use crate::root::RoleKeys;
 use crate::{Error, ManifestId, Result};
 
 /// Small named values (`trusted`, `current`, `previous`).
@@ -80,6 +81,16 @@ pub struct Release {
     pub dir: String,
     /// Its manifest, verified when it was installed.
     pub manifest: TrustedManifest,
+}
+
+/// A release a download fetched and verified, staged for a later (offline) install.
+#[derive(Debug, Clone)]
+pub(crate) struct StagedRelease {
+    /// Its manifest, as the store holds it (its signatures are checked again at install).
+    pub(crate) manifest: TrustedManifest,
+    /// The release role that verified it when it was downloaded (`None` if an earlier relsync
+    /// staged it, which did not record it).
+    pub(crate) signers: Option<RoleKeys>,
 }
 
 /// Counts for `relsync status`.
@@ -345,21 +356,40 @@ impl Store {
     }
 
     /// The release a download verified and staged for a later offline apply.
-    pub fn staged(&self) -> Result<Option<TrustedManifest>> {
-        Ok(self
-            .meta("staged")?
-            .map(relsync_format::dangerous::trusted_manifest)
-            .transpose()?)
+    pub(crate) fn staged(&self) -> Result<Option<StagedRelease>> {
+        let Some(envelope) = self.meta("staged")? else {
+            return Ok(None);
+        };
+        let signers = match self.meta("staged-signers")? {
+            Some(bytes) => Some(decode(&bytes)?),
+            None => None,
+        };
+        Ok(Some(StagedRelease {
+            manifest: relsync_format::dangerous::trusted_manifest(envelope)?,
+            signers,
+        }))
     }
 
-    /// Records (or, with `None`, forgets) the staged release's manifest envelope.
-    pub fn set_staged(&self, envelope: Option<&[u8]>) -> Result<()> {
+    /// Records (or, with `None`, forgets) the staged release: its manifest envelope and the
+    /// release role that verified it.
+    pub(crate) fn set_staged(&self, staged: Option<&StagedRelease>) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            match envelope {
-                Some(bytes) => meta.insert("staged", bytes)?,
-                None => meta.remove("staged")?,
+            match staged {
+                Some(staged) => {
+                    meta.insert("staged", staged.manifest.bytes())?;
+                    match &staged.signers {
+                        Some(signers) => {
+                            meta.insert("staged-signers", encode(signers)?.as_slice())?
+                        }
+                        None => meta.remove("staged-signers")?,
+                    };
+                }
+                None => {
+                    meta.remove("staged")?;
+                    meta.remove("staged-signers")?;
+                }
             };
         }
         txn.commit()?;

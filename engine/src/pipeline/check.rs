@@ -1,27 +1,34 @@
 //! check: fetch the channel pointer and manifest, and trust them only once verified.
 
+mod metadata;
+
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use semver::Version;
 use serde::Serialize;
-use tracing::warn;
 
 use crate::directive::RollbackDirective;
-use crate::layout::{channel_path, manifest_delta_path, manifest_path, root_path};
+use crate::install::read_install_id;
+use crate::install::store::{BadRelease, Release, StagedRelease, Store, TrustCopy, TrustedState};
+use crate::layout::{InstallLayout, manifest_delta_path, manifest_path};
 use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
-use crate::root::{self, Root};
-use std::sync::Arc;
-
-use crate::install::store::{Release, Store, TrustCopy, TrustedState};
-use crate::layout::InstallLayout;
-use crate::origin::{Origin, blocking};
-use crate::peers::Peers;
+use crate::origin::blocking;
+use crate::root::{RoleKeys, Root};
 use crate::{Error, Result, UpdaterConfig};
 
-/// Verified metadata for the release a channel offers, next to what is installed.
+pub(crate) use metadata::MetaSource;
+use metadata::{first_valid, trusted_root};
+
+/// A release the check stage trusts, next to the releases installed: what the plan stage
+/// plans from.
+///
+/// Only this module makes one: from a channel pointer it verified ([`check`]), from a release
+/// an earlier download staged, re-opened under the release role that verified it
+/// ([`Checked::staged`]), or around a manifest no one verified, for benchmarks and fuzzers
+/// ([`Checked::unverified`], reached only through `relsync_engine::dangerous`).
 #[derive(Debug)]
 pub struct Checked {
-    pub(crate) pointer: Pointer,
     pub(crate) target: TrustedManifest,
     pub(crate) installed: Option<Release>,
     pub(crate) previous: Option<Release>,
@@ -29,7 +36,22 @@ pub struct Checked {
     pub(crate) installed_on_disk: bool,
     /// Why the offered release is not taken, if it is not.
     pub(crate) held: Option<Hold>,
-    /// The pointer's rollback directive, verified under the release role.
+    /// The release role `target` verified under (`None`: it was not verified), recorded with
+    /// a staged release so that its install re-opens it under the same keys.
+    pub(crate) signers: Option<RoleKeys>,
+    /// The channel pointer that offers `target`; `None` for a staged release.
+    pub(crate) pointer: Option<VerifiedPointer>,
+}
+
+/// A channel pointer the check stage verified, with what it takes to read it again.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedPointer {
+    pub(crate) pointer: Pointer,
+    /// The pointer as signed.
+    pub(crate) bytes: Vec<u8>,
+    /// The channel role it verified under.
+    pub(crate) channel_role: RoleKeys,
+    /// Its rollback directive, verified under the release role.
     pub(crate) directive: Option<RollbackDirective>,
 }
 
@@ -69,9 +91,59 @@ impl std::fmt::Display for Hold {
 }
 
 impl Checked {
+    /// The release an earlier download staged, next to what `store` holds installed now: its
+    /// manifest re-opened under the release role that verified it then. Not checked for
+    /// expiry again: an offline install may come after its metadata expired.
+    pub(crate) fn staged(
+        staged: StagedRelease,
+        layout: &InstallLayout,
+        store: &Store,
+    ) -> Result<Self> {
+        let Some(signers) = staged.signers else {
+            return Err(Error::NotStaged(format!(
+                "the staged release {} was staged by an earlier relsync, which did not record \
+                 the keys that verified it; download it again (`relsync update \
+                 --download-only`)",
+                staged.manifest.version
+            )));
+        };
+        let bytes = staged.manifest.bytes().to_vec();
+        let target = TrustedManifest::open_release(bytes, &staged.manifest.id(), &signers)?;
+        let installed = store.current()?;
+        Ok(Self {
+            installed_on_disk: installed_on_disk(&installed, layout),
+            target,
+            installed,
+            previous: store.previous()?,
+            held: None,
+            signers: Some(signers),
+            pointer: None,
+        })
+    }
+
+    /// `target` as if a check had verified it, next to `installed` and `previous`: for
+    /// benchmarks and fuzzers, which plan manifests no one signed. Nothing made from it can be
+    /// staged.
+    pub(crate) fn unverified(
+        target: TrustedManifest,
+        installed: Option<Release>,
+        previous: Option<Release>,
+        layout: &InstallLayout,
+    ) -> Self {
+        Self {
+            installed_on_disk: installed_on_disk(&installed, layout),
+            target,
+            installed,
+            previous,
+            held: None,
+            signers: None,
+            pointer: None,
+        }
+    }
+
     /// The version the channel offers.
     pub fn version(&self) -> &Version {
-        &self.pointer.version
+        &self.target.version
     }
 
     /// The installed version, if any.
@@ -87,7 +159,7 @@ impl Checked {
                 && self
                     .installed
                     .as_ref()
-                    .is_some_and(|r| r.manifest.id() == self.pointer.manifest)
+                    .is_some_and(|r| r.manifest.id() == self.target.id())
     }
 
     /// Why the offered release is not taken.
@@ -108,9 +180,29 @@ impl Checked {
     /// The installed release is yanked, and the release role signed the directive to go back
     /// to the offered one.
     pub fn directed_back(&self) -> bool {
+        let directive = self.pointer.as_ref().and_then(|p| p.directive.as_ref());
         self.installed_version()
-            .is_some_and(|v| self.directive.as_ref().is_some_and(|d| d.covers(v)))
+            .is_some_and(|v| directive.is_some_and(|d| d.covers(v)))
     }
+
+    /// The signed way back leads to the release kept for rollback: `current` switches back
+    /// to it, with nothing to download.
+    pub(crate) fn goes_back_to_kept(&self) -> bool {
+        self.directed_back()
+            && self.held.is_none()
+            && self
+                .previous
+                .as_ref()
+                .is_some_and(|previous| previous.manifest.id() == self.target.id())
+    }
+}
+
+/// Whether `current` points at `installed`'s directory, which exists.
+fn installed_on_disk(installed: &Option<Release>, layout: &InstallLayout) -> bool {
+    installed.as_ref().is_some_and(|r| {
+        crate::install::switch::current_dir(layout).as_deref() == Some(r.dir.as_str())
+            && layout.release(&r.dir).is_dir()
+    })
 }
 
 /// How far ahead of our clock a signed issue time may move trusted time.
@@ -122,71 +214,121 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Where signed metadata comes from: the origin or, when it cannot answer, peers. Either way
-/// it is only a candidate until verified.
-#[derive(Clone, Copy)]
-pub(crate) struct MetaSource<'a> {
-    pub origin: &'a Origin,
-    pub peers: Option<&'a dyn Peers>,
+/// Whether the channel's pointer still is, byte for byte, the one `checked` verified: then
+/// what was checked and planned from it still holds. Fetches the pointer alone.
+pub(crate) async fn pointer_unchanged(
+    source: MetaSource<'_>,
+    checked: &VerifiedPointer,
+) -> Result<bool> {
+    let copies = source.pointer(&checked.pointer.channel).await?;
+    Ok(copies.bytes.contains(&checked.bytes))
 }
 
-impl MetaSource<'_> {
-    /// The origin's copy of `path` (at most `limit` bytes), or, if the origin is unreachable
-    /// or lacks it, every peer's copy of `peer` (a path and a limit; the origin's error when no
-    /// peer has one).
-    async fn get(
-        &self,
-        path: &str,
-        peer: (&str, u64),
-        what: &'static str,
-        limit: u64,
-    ) -> Result<Copies> {
-        let err = match self.origin.get(path, what, limit).await {
-            Ok(bytes) => {
-                return Ok(Copies {
-                    bytes: vec![bytes],
-                    from_peers: false,
-                });
-            }
-            Err(err @ (Error::Http { .. } | Error::NotFound { .. })) => err,
-            Err(err) => return Err(err),
-        };
-        let Some(peers) = self.peers else {
-            return Err(err);
-        };
-        let copies = peers.metadata(peer.0.to_owned(), peer.1).await;
-        if copies.is_empty() {
-            return Err(err);
-        }
-        warn!(error = %err, peers = copies.len(), "origin failed; trying {what} from peers");
-        Ok(Copies {
-            bytes: copies.into_iter().map(|(_, bytes)| bytes).collect(),
-            from_peers: true,
-        })
-    }
-}
-
-/// Unverified copies of one document.
-struct Copies {
-    bytes: Vec<Vec<u8>>,
-    from_peers: bool,
-}
-
-/// The first candidate `open` accepts, or the first error.
-fn first_valid<T>(
-    candidates: Vec<Vec<u8>>,
-    mut open: impl FnMut(Vec<u8>) -> Result<T>,
-) -> Result<T> {
+/// Whether the channel's pointer now lists `version` as yanked, for a fetch of it to stop.
+/// Fetches the pointer alone: a copy equal to `checked` says no at once; another must verify
+/// under the channel role `checked` verified under and name the same channel and product. A
+/// pointer signed under a newer root does not verify here; the next check walks to it.
+pub(crate) async fn withdrawn(
+    source: MetaSource<'_>,
+    checked: &VerifiedPointer,
+    version: &Version,
+) -> Result<bool> {
+    let copies = source.pointer(&checked.pointer.channel).await?;
     let mut first_err = None;
-    for candidate in candidates {
-        match open(candidate) {
-            Ok(value) => return Ok(value),
+    for bytes in copies.bytes.iter().filter(|b| **b != checked.bytes) {
+        let opened = Pointer::open(bytes, &checked.channel_role)
+            .map_err(Error::from)
+            .and_then(|pointer| {
+                expect_eq("channel", &checked.pointer.channel, &pointer.channel)?;
+                expect_eq("product", &checked.pointer.product, &pointer.product)?;
+                Ok(pointer)
+            });
+        match opened {
+            Ok(pointer) if pointer.is_yanked(version) => return Ok(true),
+            Ok(_) => {}
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
-    Err(first_err.unwrap_or_else(|| Error::malformed("metadata", "no copy to check")))
+    match first_err {
+        Some(e) if copies.bytes.iter().all(|b| *b != checked.bytes) => Err(e),
+        _ => Ok(false),
+    }
+}
+
+/// What the install holds and trusts before a check: read from the store and the trust copy.
+struct LocalState {
+    copy: TrustCopy,
+    installed: Option<Release>,
+    previous: Option<Release>,
+    bad: Vec<BadRelease>,
+    /// The channel's floor: the database's, raised by the copy's.
+    floor: Option<TrustedState>,
+    /// Trusted time: the clock, never behind the latest time a verified pointer moved it to.
+    now: u64,
+}
+
+impl LocalState {
+    async fn read(layout: &InstallLayout, store: &Arc<Store>, channel: &str) -> Result<Self> {
+        let (states, copy, installed, previous, bad) = {
+            let (store, layout) = (store.clone(), layout.clone());
+            blocking(move || {
+                let copy = TrustCopy::read(&layout.state_dir()?)?.unwrap_or_default();
+                // The copy's marks survive a rebuilt database, like its floors.
+                let mut bad = store.bad_releases()?;
+                for lost in &copy.bad {
+                    if !bad.iter().any(|b| b.version == lost.version) {
+                        store.mark_bad(&lost.version, &lost.reason)?;
+                        bad.push(lost.clone());
+                    }
+                }
+                Ok((
+                    store.trusted_states()?,
+                    copy,
+                    store.current()?,
+                    store.previous()?,
+                    bad,
+                ))
+            })
+            .await?
+        };
+        let db_state = states
+            .iter()
+            .find_map(|(name, state)| (name == channel).then(|| state.clone()));
+        // The copy only ever raises the floor: it matters once a lost database was rebuilt.
+        let floor = match (db_state, copy.state(channel).cloned()) {
+            (Some(db), Some(copy)) if copy.highest_version > db.highest_version => Some(copy),
+            (None, copy) => copy,
+            (db, _) => db,
+        };
+        // Trusted time is one clock, whatever the channel.
+        let latest = states
+            .iter()
+            .chain(&copy.states)
+            .map(|(_, s)| s.time_unix)
+            .max();
+        let now = now_unix().max(latest.unwrap_or(0));
+        Ok(Self {
+            copy,
+            installed,
+            previous,
+            bad,
+            floor,
+            now,
+        })
+    }
+}
+
+/// A channel pointer verified under the trusted root, walked forward as far as it names.
+struct OpenedPointer {
+    root: Root,
+    /// The newest root document walked to, if the walk moved the trusted root.
+    new_root: Option<Vec<u8>>,
+    pointer: Pointer,
+    directive: Option<RollbackDirective>,
+    /// The pointer as signed.
+    bytes: Vec<u8>,
 }
 
 /// Runs the check stage. With `persist`, records the newly trusted state.
@@ -197,59 +339,51 @@ pub(crate) async fn check(
     store: &Arc<Store>,
     persist: bool,
 ) -> Result<Checked> {
-    let (states, copy, installed, previous, bad) = {
-        let (store, layout) = (store.clone(), layout.clone());
-        blocking(move || {
-            let copy = TrustCopy::read(&layout.state_dir()?)?.unwrap_or_default();
-            // The copy's marks survive a rebuilt database, like its floors.
-            let mut bad = store.bad_releases()?;
-            for lost in &copy.bad {
-                if !bad.iter().any(|b| b.version == lost.version) {
-                    store.mark_bad(&lost.version, &lost.reason)?;
-                    bad.push(lost.clone());
-                }
-            }
-            Ok((
-                store.trusted_states()?,
-                copy,
-                store.current()?,
-                store.previous()?,
-                bad,
-            ))
-        })
-        .await?
-    };
-    let db_state = states
-        .iter()
-        .find_map(|(name, state)| (*name == config.channel).then(|| state.clone()));
-    // The copy only ever raises the floor: it matters once a lost database was rebuilt.
-    let trusted_state = match (db_state, copy.state(&config.channel).cloned()) {
-        (Some(db), Some(copy)) if copy.highest_version > db.highest_version => Some(copy),
-        (None, copy) => copy,
-        (db, _) => db,
-    };
-    let installed_on_disk = installed.as_ref().is_some_and(|r| {
-        crate::install::switch::current_dir(layout).as_deref() == Some(r.dir.as_str())
-            && layout.release(&r.dir).is_dir()
-    });
-    // Trusted time is one clock, whatever the channel.
-    let latest = states
-        .iter()
-        .chain(&copy.states)
-        .map(|(_, s)| s.time_unix)
-        .max();
-    let now = now_unix().max(latest.unwrap_or(0));
+    let local = LocalState::read(layout, store, &config.channel).await?;
+    let opened = open_pointer(source, config, store, &local).await?;
+    bind_pointer(config, &local, &opened)?;
+    let target = fetch_target(source, &opened, &local).await?;
+    bind_target(config, &local, &opened.pointer, &target)?;
+    let held = hold(layout, &local, &opened, &target)?;
+    let signers = opened.root.release.clone();
+    let channel_role = opened.root.channel.clone();
+    let installed_on_disk = installed_on_disk(&local.installed, layout);
+    if persist {
+        persist_trust(layout, store, &config.channel, &local, &opened).await?;
+    }
+    let OpenedPointer {
+        pointer,
+        directive,
+        bytes,
+        ..
+    } = opened;
+    Ok(Checked {
+        target,
+        installed: local.installed,
+        previous: local.previous,
+        installed_on_disk,
+        held,
+        signers: Some(signers),
+        pointer: Some(VerifiedPointer {
+            pointer,
+            bytes,
+            channel_role,
+            directive,
+        }),
+    })
+}
 
-    let path = channel_path(&config.channel);
-    let mut candidates = source
-        .get(
-            &path,
-            (&path, limits::POINTER_BYTES),
-            "channel pointer",
-            limits::POINTER_BYTES,
-        )
-        .await?
-        .bytes;
+/// Fetches the channel pointer (from the origin, else from peers) and verifies it: signed by
+/// the channel role of the trusted root (walked forward as far as the pointer names), that
+/// root fresh, its rollback directive signed by the release role, and for the channel
+/// followed. The newest copy that verifies wins.
+async fn open_pointer(
+    source: MetaSource<'_>,
+    config: &UpdaterConfig,
+    store: &Arc<Store>,
+    local: &LocalState,
+) -> Result<OpenedPointer> {
+    let mut candidates = source.pointer(&config.channel).await?.bytes;
     // Newest first: a peer's older pointer must not shadow a newer one.
     candidates.sort_by_cached_key(|bytes| {
         std::cmp::Reverse(
@@ -262,30 +396,47 @@ pub(crate) async fn check(
     for bytes in candidates {
         opened = async {
             let (root, new_root) =
-                trusted_root(source, config, store, copy.root.clone(), &bytes).await?;
+                trusted_root(source, config, store, local.copy.root.clone(), &bytes).await?;
             if root.version > 0 {
-                root.check_fresh(now)?;
+                root.check_fresh(local.now)?;
             }
             let pointer = Pointer::open(&bytes, &root.channel)?;
             // Going below the trusted version takes the release role, never the channel's.
             let directive = RollbackDirective::verified(&pointer, &root.release)?;
-            Ok((root, new_root, pointer, directive, bytes))
+            Ok(OpenedPointer {
+                root,
+                new_root,
+                pointer,
+                directive,
+                bytes,
+            })
         }
         .await;
         if opened.is_ok() {
             break;
         }
     }
-    let (root, new_root, pointer, directive, pointer_bytes) = opened?;
-    expect_eq("channel", &config.channel, &pointer.channel)?;
+    let opened = opened?;
+    expect_eq("channel", &config.channel, &opened.pointer.channel)?;
+    Ok(opened)
+}
+
+/// Checks the verified pointer against what this install is bound to: the product, the
+/// pointer's expiry at trusted time, and the channel's floor (never below it unless the
+/// publisher yanked the floor's version, never another manifest for the floor's version).
+fn bind_pointer(config: &UpdaterConfig, local: &LocalState, opened: &OpenedPointer) -> Result<()> {
+    let pointer = &opened.pointer;
     // The product is bound: by the config, else by the installed release, else by a root
     // document (pinned, or walked to). A key that signs several products cannot swap one
     // for another, and a fresh install with none of these says what the origin offers.
     let product = config
         .product
         .as_deref()
-        .or(installed.as_ref().map(|r| r.manifest.product.as_str()))
-        .or((root.version > 0).then_some(root.product.as_str()));
+        .or(local
+            .installed
+            .as_ref()
+            .map(|r| r.manifest.product.as_str()))
+        .or((opened.root.version > 0).then_some(opened.root.product.as_str()));
     match product {
         Some(product) => expect_eq("product", product, &pointer.product)?,
         None => {
@@ -294,18 +445,17 @@ pub(crate) async fn check(
             });
         }
     }
-    if pointer.expires_unix < now {
+    if pointer.expires_unix < local.now {
         return Err(Error::Expired {
             what: "channel pointer",
             expires_unix: pointer.expires_unix,
-            now_unix: now,
+            now_unix: local.now,
         });
     }
     // A signed yank may move the channel back past what was seen. (A switch to a channel
-    // behind the installed release is held below, never taken: each channel has its floor.)
-    let withdrawn = |seen: &Version| pointer.yanked.contains(seen);
-    if let Some(seen) = &trusted_state {
-        if pointer.version < seen.highest_version && !withdrawn(&seen.highest_version) {
+    // behind the installed release is held, never taken: each channel has its floor.)
+    if let Some(seen) = &local.floor {
+        if pointer.version < seen.highest_version && !pointer.is_yanked(&seen.highest_version) {
             return Err(Error::Rollback {
                 offered: pointer.version.clone(),
                 seen: seen.highest_version.clone(),
@@ -319,53 +469,72 @@ pub(crate) async fn check(
             });
         }
     }
+    Ok(())
+}
 
-    let held_release = [&installed, &previous]
+/// The manifest the pointer names: an installed or kept release's as stored, else fetched
+/// (as a delta against one of them when the pointer lists one, from peers whole when the
+/// origin fails) and verified against the pointer's id and the release role.
+async fn fetch_target(
+    source: MetaSource<'_>,
+    opened: &OpenedPointer,
+    local: &LocalState,
+) -> Result<TrustedManifest> {
+    let pointer = &opened.pointer;
+    let held = [&local.installed, &local.previous];
+    if let Some(release) = held
         .into_iter()
         .flatten()
-        .find(|r| r.manifest.id() == pointer.manifest);
-    let target = match held_release {
-        Some(release) => release.manifest.clone(),
-        _ => {
-            let held = [&installed, &previous];
-            let base = held.into_iter().flatten().find_map(|r| {
-                let id = r.manifest.id();
-                let delta = pointer.manifest_deltas.iter().find(|d| d.base == id)?;
-                Some((delta, &r.manifest))
-            });
-            let (path, what, len) = match base {
-                Some((delta, _)) => (
-                    manifest_delta_path(&pointer.manifest, &delta.base),
-                    "manifest delta",
-                    delta.len,
-                ),
-                None => (
-                    manifest_path(&pointer.manifest),
-                    "manifest",
-                    pointer.manifest_len,
-                ),
-            };
-            // Peers keep whole manifests, not deltas, compressed their own way.
-            let whole = manifest_path(&pointer.manifest);
-            let files = source
-                .get(
-                    &path,
-                    (&whole, limits::MANIFEST_BYTES),
-                    what,
-                    len.min(limits::MANIFEST_BYTES),
-                )
-                .await?;
-            let base = base.map(|(_, m)| m.clone()).filter(|_| !files.from_peers);
-            let (id, release) = (pointer.manifest, root.release.clone());
-            blocking(move || {
-                first_valid(files.bytes, |file| {
-                    let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
-                    Ok(TrustedManifest::open_release(envelope, &id, &release)?)
-                })
-            })
-            .await?
-        }
+        .find(|r| r.manifest.id() == pointer.manifest)
+    {
+        return Ok(release.manifest.clone());
+    }
+    let base = held.into_iter().flatten().find_map(|r| {
+        let id = r.manifest.id();
+        let delta = pointer.manifest_deltas.iter().find(|d| d.base == id)?;
+        Some((delta, &r.manifest))
+    });
+    let (path, what, len) = match base {
+        Some((delta, _)) => (
+            manifest_delta_path(&pointer.manifest, &delta.base),
+            "manifest delta",
+            delta.len,
+        ),
+        None => (
+            manifest_path(&pointer.manifest),
+            "manifest",
+            pointer.manifest_len,
+        ),
     };
+    // Peers keep whole manifests, not deltas, compressed their own way.
+    let whole = manifest_path(&pointer.manifest);
+    let files = source
+        .get(
+            &path,
+            (&whole, limits::MANIFEST_BYTES),
+            what,
+            len.min(limits::MANIFEST_BYTES),
+        )
+        .await?;
+    let base = base.map(|(_, m)| m.clone()).filter(|_| !files.from_peers);
+    let (id, release) = (pointer.manifest, opened.root.release.clone());
+    blocking(move || {
+        first_valid(files.bytes, |file| {
+            let envelope = decompress_envelope(&file, base.as_ref().map(|m| m.bytes()))?;
+            Ok(TrustedManifest::open_release(envelope, &id, &release)?)
+        })
+    })
+    .await
+}
+
+/// Checks the manifest against the pointer (channel, product, version) and this install
+/// (platform; expiry and marks for a fresh install).
+fn bind_target(
+    config: &UpdaterConfig,
+    local: &LocalState,
+    pointer: &Pointer,
+    target: &TrustedManifest,
+) -> Result<()> {
     expect_eq("manifest channel", &pointer.channel, &target.channel)?;
     expect_eq("manifest product", &pointer.product, &target.product)?;
     if let Some(platform) = &target.platform {
@@ -376,215 +545,125 @@ pub(crate) async fn check(
         &pointer.version.to_string(),
         &target.version.to_string(),
     )?;
-    if installed.is_none() && target.expires_unix < now {
+    if local.installed.is_none() && target.expires_unix < local.now {
         return Err(Error::Expired {
             what: "manifest",
             expires_unix: target.expires_unix,
-            now_unix: now,
+            now_unix: local.now,
         });
     }
-
-    if installed.is_none()
-        && let Some(bad) = bad.iter().find(|b| b.version == pointer.version)
+    if local.installed.is_none()
+        && let Some(bad) = local.bad.iter().find(|b| b.version == pointer.version)
     {
         return Err(Error::MarkedBad {
             version: bad.version.clone(),
             reason: bad.reason.clone(),
         });
     }
-    let directed_back = |version: &Version| directive.as_ref().is_some_and(|d| d.covers(version));
-    let held = match &installed {
-        Some(release) if release.manifest.id() != pointer.manifest => {
-            let directed_back = directed_back(&release.manifest.version);
-            let bucket = || {
-                crate::manifest::rollout_bucket(
-                    &read_install_id(layout).unwrap_or_default(),
-                    &pointer.channel,
-                    &pointer.version,
-                )
-            };
-            if pointer.version <= release.manifest.version && !directed_back {
-                Some(Hold::Behind)
-            } else if bad.iter().any(|b| b.version == pointer.version) {
-                Some(Hold::MarkedBad)
-            } else if !target.critical && !directed_back && bucket() >= pointer.rollout_percent {
-                Some(Hold::Rollout {
-                    percent: pointer.rollout_percent,
-                })
-            } else {
-                None
-            }
-        }
-        _ => None,
+    Ok(())
+}
+
+/// Why the offered release is not taken, if it is not: behind the installed one, marked bad
+/// here, or outside the staged rollout (see [`Hold`]).
+fn hold(
+    layout: &InstallLayout,
+    local: &LocalState,
+    opened: &OpenedPointer,
+    target: &TrustedManifest,
+) -> Result<Option<Hold>> {
+    let pointer = &opened.pointer;
+    let Some(release) = local
+        .installed
+        .as_ref()
+        .filter(|r| r.manifest.id() != pointer.manifest)
+    else {
+        return Ok(None);
     };
-
-    if persist {
-        if let Some(envelope) = new_root {
-            let store = store.clone();
-            blocking(move || store.set_trusted_root(&envelope)).await?;
-        }
-        // A publisher's clock running ahead must not push trusted time far forward.
-        let time_unix = now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS));
-        // The floor never moves down (a yank or another channel may offer less).
-        let state = match &trusted_state {
-            Some(seen) if seen.highest_version > pointer.version => TrustedState {
-                time_unix,
-                ..seen.clone()
-            },
-            _ => TrustedState {
-                highest_version: pointer.version.clone(),
-                manifest: pointer.manifest,
-                time_unix,
-            },
-        };
-        let (store, layout) = (store.clone(), layout.clone());
-        let channel = config.channel.clone();
-        // Remembered, so a replay of a pointer from before the yank cannot bring it back. The
-        // release running here is marked only on the release role's word: a mark lets an
-        // install go down, which the channel role alone must not make it do.
-        let running = installed.as_ref().map(|r| &r.manifest.version);
-        let newly_yanked: Vec<Version> = pointer
-            .yanked
-            .iter()
-            .filter(|v| !bad.iter().any(|b| &b.version == *v))
-            .filter(|v| running != Some(*v) || directed_back(v))
-            .cloned()
-            .collect();
-        blocking(move || {
-            for version in &newly_yanked {
-                store.mark_bad(version, "yanked by the publisher")?;
-            }
-            store.set_trusted_state(&channel, &state)?;
-            store.set_pointer(&channel, &pointer_bytes)?;
-            TrustCopy {
-                states: store.trusted_states()?,
-                root: store.trusted_root()?,
-                bad: store.bad_releases()?,
-            }
-            .write(&layout.state_dir()?)
-        })
-        .await?;
-    }
-    Ok(Checked {
-        pointer,
-        target,
-        installed,
-        previous,
-        installed_on_disk,
-        held,
-        directive,
-    })
+    let directed_back = opened
+        .directive
+        .as_ref()
+        .is_some_and(|d| d.covers(&release.manifest.version));
+    let bucket = || {
+        crate::manifest::rollout_bucket(
+            &read_install_id(layout).unwrap_or_default(),
+            &pointer.channel,
+            &pointer.version,
+        )
+    };
+    Ok(
+        if pointer.version <= release.manifest.version && !directed_back {
+            Some(Hold::Behind)
+        } else if local.bad.iter().any(|b| b.version == pointer.version) {
+            Some(Hold::MarkedBad)
+        } else if !target.critical && !directed_back && bucket() >= pointer.rollout_percent {
+            Some(Hold::Rollout {
+                percent: pointer.rollout_percent,
+            })
+        } else {
+            None
+        },
+    )
 }
 
-/// The install id's file in `.relsync`.
-const INSTALL_ID_FILE: &str = "install-id";
-
-/// This install's random id, if it has a readable one (installs get one when opened).
-fn read_install_id(layout: &InstallLayout) -> Option<[u8; 16]> {
-    let bytes = layout.state_dir().ok()?.read(INSTALL_ID_FILE, 64).ok()??;
-    let mut id = [0; 16];
-    hex::decode_to_slice(std::str::from_utf8(&bytes).ok()?.trim(), &mut id).ok()?;
-    Some(id)
-}
-
-/// Reads this install's random id, creating it on first use (mode 0600, never through a
-/// link).
-pub(crate) fn ensure_install_id(layout: &InstallLayout) -> Result<[u8; 16]> {
-    // A link (or anything unreadable) in its place is an error, not a reason to start over.
-    if layout.state_dir()?.read(INSTALL_ID_FILE, 64)?.is_some()
-        && let Some(id) = read_install_id(layout)
-    {
-        return Ok(id);
-    }
-    let mut id = [0; 16];
-    getrandom::fill(&mut id).map_err(|e| Error::Io {
-        op: "generating an install id for",
-        path: layout.install_id(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    layout
-        .state_dir()?
-        .write_atomic(INSTALL_ID_FILE, hex::encode(id).as_bytes())?;
-    Ok(id)
-}
-
-/// The root to check `pointer` (not yet verified) against: the newest trusted one (stored,
-/// else the pinned root or keys), walked forward along `keys/root-<n>` up to the root version
-/// the pointer names. Returns the root and, if it moved, its envelope to persist.
-///
-/// The pointer's hint is unverified, but only picks how far to walk: every step is checked
-/// against the root before it, and the pointer must then verify under the result.
-async fn trusted_root(
-    source: MetaSource<'_>,
-    config: &UpdaterConfig,
+/// Records what the check trusts now: the walked root, the channel's state (its floor never
+/// moves down), the pointer, and the versions it lists as yanked; then the trust copy.
+async fn persist_trust(
+    layout: &InstallLayout,
     store: &Arc<Store>,
-    copy: Option<Vec<u8>>,
-    pointer: &[u8],
-) -> Result<(Root, Option<Vec<u8>>)> {
-    let stored = {
+    channel: &str,
+    local: &LocalState,
+    opened: &OpenedPointer,
+) -> Result<()> {
+    let pointer = &opened.pointer;
+    if let Some(envelope) = opened.new_root.clone() {
         let store = store.clone();
-        blocking(move || store.trusted_root()).await?
-    };
-    let copy = copy.filter(|bytes| Root::open_pinned(bytes).is_ok());
-    let stored = match (stored, copy) {
-        (None, copy) => copy,
-        (Some(db), Some(copy))
-            if relsync_format::dangerous::root(&copy)
-                .map(|r| r.version)
-                .ok()
-                > relsync_format::dangerous::root(&db).map(|r| r.version).ok() =>
-        {
-            Some(copy)
-        }
-        (db, _) => db,
-    };
-    let pinned = match &config.trusted_root {
-        Some(bytes) => Root::open_pinned(bytes)?,
-        None => Root::from_keys(
-            config.product.as_deref().unwrap_or_default(),
-            &config.trusted_keys,
-        )?,
-    };
-    let mut root = match stored {
-        Some(bytes) => {
-            let stored = Root::open_pinned(&bytes)?;
-            if stored.version >= pinned.version {
-                stored
-            } else {
-                pinned
-            }
-        }
-        None => pinned,
-    };
-    let wanted = relsync_format::dangerous::pointer(pointer).map_or(0, |p| p.root_version);
-    let steps = wanted.saturating_sub(root.version);
-    if steps > root::limits::CHAIN_STEPS {
-        return Err(Error::malformed(
-            "channel pointer",
-            format!(
-                "names root version {wanted}, {steps} steps past the trusted {} (at most {})",
-                root.version,
-                root::limits::CHAIN_STEPS
-            ),
-        ));
+        blocking(move || store.set_trusted_root(&envelope)).await?;
     }
-    let mut newest = None;
-    while root.version < wanted {
-        let path = root_path(root.version + 1);
-        let copies = source
-            .get(
-                &path,
-                (&path, root::limits::ROOT_BYTES),
-                "root document",
-                root::limits::ROOT_BYTES,
-            )
-            .await?;
-        let (next, bytes) =
-            first_valid(copies.bytes, |bytes| Ok((root.open_next(&bytes)?, bytes)))?;
-        root = next;
-        newest = Some(bytes);
-    }
-    Ok((root, newest))
+    let now = local.now;
+    // A publisher's clock running ahead must not push trusted time far forward.
+    let time_unix = now.max(pointer.issued_unix.min(now_unix() + MAX_CLOCK_SKEW_SECS));
+    // The floor never moves down (a yank or another channel may offer less).
+    let state = match &local.floor {
+        Some(seen) if seen.highest_version > pointer.version => TrustedState {
+            time_unix,
+            ..seen.clone()
+        },
+        _ => TrustedState {
+            highest_version: pointer.version.clone(),
+            manifest: pointer.manifest,
+            time_unix,
+        },
+    };
+    // Remembered, so a replay of a pointer from before the yank cannot bring it back. The
+    // release running here is marked only on the release role's word: a mark lets an
+    // install go down, which the channel role alone must not make it do.
+    let running = local.installed.as_ref().map(|r| &r.manifest.version);
+    let directed_back =
+        |version: &Version| opened.directive.as_ref().is_some_and(|d| d.covers(version));
+    let newly_yanked: Vec<Version> = pointer
+        .yanked
+        .iter()
+        .filter(|v| !local.bad.iter().any(|b| &b.version == *v))
+        .filter(|v| running != Some(*v) || directed_back(v))
+        .cloned()
+        .collect();
+    let (store, layout) = (store.clone(), layout.clone());
+    let channel = channel.to_owned();
+    let pointer_bytes = opened.bytes.clone();
+    blocking(move || {
+        for version in &newly_yanked {
+            store.mark_bad(version, "yanked by the publisher")?;
+        }
+        store.set_trusted_state(&channel, &state)?;
+        store.set_pointer(&channel, &pointer_bytes)?;
+        TrustCopy {
+            states: store.trusted_states()?,
+            root: store.trusted_root()?,
+            bad: store.bad_releases()?,
+        }
+        .write(&layout.state_dir()?)
+    })
+    .await
 }
 
 fn expect_eq(what: &'static str, expected: &str, got: &str) -> Result<()> {

@@ -220,11 +220,6 @@ impl Fetched {
             bytes_from_peers: 0,
         })
     }
-
-    /// The release being installed.
-    pub(crate) fn target(&self) -> &TrustedManifest {
-        &self.planned.checked.target
-    }
 }
 
 /// Where the fetch stage gets chunks besides the origin, and what it shares meanwhile.

@@ -14,9 +14,9 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::install::local::{hash_file, read_blob, read_chunk_at, read_installed};
-use crate::install::store::{Release, Store};
+use crate::install::store::Store;
 use crate::layout::InstallLayout;
-use crate::manifest::{DeltaCodec, EntryKind, FORMAT_VERSION, FileEntry, Pointer, TrustedManifest};
+use crate::manifest::{DeltaCodec, EntryKind, FileEntry};
 use crate::pipeline::check::Checked;
 use crate::{Error, FetchConfig, FileHash, Result};
 
@@ -230,10 +230,24 @@ pub(crate) fn plan(
             windows: HashMap::new(),
         });
     }
+    let needed = plan_files(&checked, layout, &mut plan);
+    let (local, missing) = find_chunks(&checked, needed, layout, store, &mut plan)?;
+    let (ranges, windows) = plan_frames(&checked, &local, missing, layout, fetch, &mut plan);
+    Ok(Planned {
+        checked,
+        plan,
+        local,
+        ranges,
+        windows,
+    })
+}
 
-    let links = find_links(&checked, layout);
+/// One action per tree entry: link an unchanged installed file, or write the file from
+/// chunks. Returns the chunks the written files need.
+fn plan_files(checked: &Checked, layout: &InstallLayout, plan: &mut UpdatePlan) -> Vec<u32> {
+    let links = find_links(checked, layout);
     let mut needed = HashSet::new();
-    for entry in &target.entries {
+    for entry in &checked.target.entries {
         let action = match &entry.kind {
             EntryKind::Dir => FileAction::Dir,
             EntryKind::Symlink { .. } => FileAction::Symlink,
@@ -261,9 +275,21 @@ pub(crate) fn plan(
             action,
         });
     }
-
     let mut needed: Vec<u32> = needed.into_iter().collect();
     needed.sort_unstable();
+    needed
+}
+
+/// Splits the `needed` chunks into those with a verified local copy and those to fetch, and
+/// counts both per written file.
+fn find_chunks(
+    checked: &Checked,
+    needed: Vec<u32>,
+    layout: &InstallLayout,
+    store: &Store,
+    plan: &mut UpdatePlan,
+) -> Result<(HashMap<u32, LocalChunk>, Vec<u32>)> {
+    let target = &checked.target;
     let found: Vec<(u32, Option<LocalChunk>)> = needed
         .par_iter()
         .map(|&i| {
@@ -302,7 +328,21 @@ pub(crate) fn plan(
             *chunks_fetched = file.chunks.len() as u32 - here;
         }
     }
+    Ok((local, missing))
+}
 
+/// The frames that bring the `missing` chunks (plain, delta or solid, the cheapest that is
+/// safe to use), grouped into range requests. Returns the requests and the delta windows they
+/// decode against.
+fn plan_frames(
+    checked: &Checked,
+    local: &HashMap<u32, LocalChunk>,
+    missing: Vec<u32>,
+    layout: &InstallLayout,
+    fetch: &FetchConfig,
+    plan: &mut UpdatePlan,
+) -> (Vec<Range>, HashMap<WindowKey, WindowSource>) {
+    let target = &checked.target;
     let mut frames: Vec<FrameRef> = missing
         .iter()
         .map(|&chunk| {
@@ -316,7 +356,7 @@ pub(crate) fn plan(
             }
         })
         .collect();
-    let windows = choose_deltas(&checked, layout, &mut frames);
+    let windows = choose_deltas(checked, layout, &mut frames);
     plan.totals.chunks_delta = frames
         .iter()
         .filter(|f| matches!(f.kind, FrameKind::Delta(..)))
@@ -330,7 +370,7 @@ pub(crate) fn plan(
         .filter(|(_, source)| matches!(source, LocalChunk::Blob(_)))
         .map(|(&i, _)| i)
         .collect();
-    let frames = choose_solid(&checked, frames, &fetched_before);
+    let frames = choose_solid(checked, frames, &fetched_before);
     plan.totals.solid_frames = frames
         .iter()
         .filter(|f| matches!(f.kind, FrameKind::Solid { .. }))
@@ -346,56 +386,7 @@ pub(crate) fn plan(
         });
     }
     plan.totals.requests = ranges.len() as u64;
-    Ok(Planned {
-        checked,
-        plan,
-        local,
-        ranges,
-        windows,
-    })
-}
-
-/// Runs the plan stage alone, as `plan` does after the check stage verified `target` and
-/// read `installed` and `previous` from `store`. For benchmarks (`benches/benches/plan.rs`);
-/// not a stable API.
-#[doc(hidden)]
-pub fn plan_stage(
-    target: TrustedManifest,
-    installed: Option<Release>,
-    previous: Option<Release>,
-    layout: &InstallLayout,
-    store: &Store,
-    fetch: &FetchConfig,
-) -> Result<Planned> {
-    let installed_on_disk = installed.as_ref().is_some_and(|r| {
-        crate::install::switch::current_dir(layout).as_deref() == Some(r.dir.as_str())
-            && layout.release(&r.dir).is_dir()
-    });
-    let pointer = Pointer {
-        format: FORMAT_VERSION,
-        product: target.product.clone(),
-        channel: target.channel.clone(),
-        version: target.version.clone(),
-        root_version: 0,
-        manifest: target.id(),
-        manifest_len: target.bytes().len() as u64,
-        manifest_deltas: Vec::new(),
-        issued_unix: target.created_unix,
-        expires_unix: target.expires_unix,
-        rollout_percent: 100,
-        yanked: Vec::new(),
-        rollback: None,
-    };
-    let checked = Checked {
-        pointer,
-        target,
-        installed,
-        previous,
-        installed_on_disk,
-        held: None,
-        directive: None,
-    };
-    plan(checked, layout, store, fetch)
+    (ranges, windows)
 }
 
 /// Swaps plain frames for smaller delta frames where the installed release is a delta base

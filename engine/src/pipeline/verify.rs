@@ -12,9 +12,8 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::install::local::hash_file;
-use crate::install::store::Release;
+use crate::install::store::{Release, Store};
 use crate::install::switch::current_dir;
-use crate::install::{Opening, open_install};
 use crate::layout::InstallLayout;
 use crate::manifest::{Entry, EntryKind};
 use crate::pipeline::assemble::Assembled;
@@ -131,21 +130,19 @@ impl InstallCheck {
 
 /// Checks the installed release against its signed manifest: `current` points at the release
 /// the store records, every file has its signed hash and mode, every link its target, and
-/// nothing else is in the tree. Takes the install's lock.
-pub fn verify_install(install_dir: impl Into<PathBuf>) -> Result<InstallCheck> {
-    let layout = InstallLayout::new(install_dir);
-    let (_lock, store) = open_install(&layout, Opening::Read)?;
+/// nothing else is in the tree.
+pub(crate) fn verify_install(layout: &InstallLayout, store: &Store) -> Result<InstallCheck> {
     let release = store
         .current()?
         .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
     let mut problems = Vec::new();
-    if current_dir(&layout).as_deref() != Some(release.dir.as_str()) {
+    if current_dir(layout).as_deref() != Some(release.dir.as_str()) {
         problems.push(format!(
             "`current` does not point at releases/{}, the release the store records",
             release.dir
         ));
     }
-    problems.extend(check_release(&layout, &release)?);
+    problems.extend(check_release(layout, &release)?);
     let manifest = &release.manifest;
     Ok(InstallCheck {
         version: manifest.version.clone(),

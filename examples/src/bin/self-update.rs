@@ -93,7 +93,10 @@ fn try_main() -> Result<()> {
 /// `hello from <version> (<hash>)`: the version relsync installed, or "unmanaged" before the
 /// first update; the hash tells which bytes are actually running.
 fn run(exe: &Path, data: &Path) -> Result<()> {
-    let version = match relsync_engine::status(data) {
+    let version = match Engine::local(data)
+        .open_blocking()
+        .and_then(|engine| engine.status())
+    {
         Ok(status) => status.version.map(|v| v.to_string()),
         Err(relsync_engine::Error::NothingInstalled(_)) => None,
         Err(e) => return Err(e).context("reading the install's status"),

@@ -1,10 +1,14 @@
-//! The lifecycle API for apps without an async runtime.
+//! The engine for apps without an async runtime.
 
 use semver::Version;
 use tokio::runtime::Runtime;
 
 use super::{CheckOutcome, EngineBuilder, StartOutcome};
-use crate::{Error, Result, Status, UpdateReport};
+use crate::install::Status;
+use crate::pipeline::UpdateReport;
+use crate::pipeline::plan::UpdatePlan;
+use crate::pipeline::verify::InstallCheck;
+use crate::{Error, Result};
 
 /// [`super::Engine`] behind a small runtime of its own: every call blocks until done.
 #[derive(Debug)]
@@ -76,6 +80,16 @@ impl Engine {
     /// See [`super::Engine::status`].
     pub fn status(&self) -> Result<Status> {
         self.runtime.block_on(self.engine.status())
+    }
+
+    /// See [`super::Engine::verify`].
+    pub fn verify(&self) -> Result<InstallCheck> {
+        self.runtime.block_on(self.engine.verify())
+    }
+
+    /// See [`super::Engine::dry_run`].
+    pub fn dry_run(&self) -> Result<UpdatePlan> {
+        self.runtime.block_on(self.engine.dry_run())
     }
 
     /// See [`super::Engine::record_start`].
