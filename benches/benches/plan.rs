@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 use common::{ManifestParts, SynthFile, chunk_entry, next, reset_peak_rss, rss_mib, scratch_dir};
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use relsync_chunker::ChunkId;
-use relsync_engine::layout::InstallLayout;
 use relsync_engine::manifest::{
     Base, Delta, DeltaCodec, EntryKind, SolidFrame, TrustedManifest, Window,
 };
-use relsync_engine::{FetchConfig, FileHash, PlanTotals, Planned, Release, SecretKey, Store};
+use relsync_engine::{
+    FetchConfig, FileHash, InstallLayout, PlanTotals, Planned, Release, SecretKey, Store,
+};
 use semver::Version;
 
 const DIRS: usize = 20;

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::audit::{self, AuditError, AuditRecord};
-use relsync_engine::layout::InstallLayout;
+use relsync_engine::{AuditError, AuditLog, AuditRecord, InstallLayout};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -66,7 +65,7 @@ fn time(unix: u64) -> String {
 }
 
 fn verify(install: &Path, json: bool) -> Result<()> {
-    let outcome = layout(install).and_then(|layout| match audit::verify(&layout) {
+    let outcome = layout(install).and_then(|layout| match AuditLog::verify(&layout) {
         Ok(summary) => Ok(Ok(summary)),
         Err(AuditError::Broken { line, problem }) => Ok(Err((line, problem))),
         Err(e) => Err(anyhow::Error::new(e).context("reading the audit log")),
@@ -123,7 +122,7 @@ fn verify(install: &Path, json: bool) -> Result<()> {
 
 fn show(install: &Path, json: bool) -> Result<()> {
     let layout = layout(install)?;
-    let records = audit::records(&layout).context("reading the audit log")?;
+    let records = AuditLog::records(&layout).context("reading the audit log")?;
     let mut out = io::stdout().lock();
     let mut unreadable = 0u64;
     for record in records {

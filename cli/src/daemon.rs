@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
-use relsync_engine::policy::Policy;
 use relsync_engine::{
-    Engine, EngineBuilder, Event, FetchConfig, HealthCheck, OriginConfig, PublicKey, Sample,
-    Telemetry, TrialConfig,
+    Engine, EngineBuilder, Event, FetchConfig, HealthCheck, OriginConfig, Policy, PublicKey,
+    Sample, Telemetry, TrialConfig,
 };
 use relsync_peer::{Multiaddr, Node, SwarmKey};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};

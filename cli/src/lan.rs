@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use relsync_engine::layout::InstallLayout;
-use relsync_engine::{Engine, Share};
+use relsync_engine::{Engine, InstallLayout, Share};
 use relsync_peer::{Limits, Multiaddr, Node, NodeConfig, SwarmKey};
 use tracing::warn;
 

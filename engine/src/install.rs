@@ -7,7 +7,7 @@
 //! relative to a handle without following links, sets every mode explicitly, and never takes
 //! over a directory it did not make unless told to (`--adopt`).
 
-pub mod audit;
+pub(crate) mod audit;
 pub(crate) mod local;
 pub(crate) mod store;
 pub(crate) mod switch;

@@ -30,7 +30,7 @@ pub(crate) const BLOB_DIR: &str = "chunks";
 /// Its folder of trees being assembled.
 pub(crate) const STAGING_DIR: &str = "staging";
 
-pub use relsync_format::paths::{
+pub(crate) use relsync_format::paths::{
     channel_path, manifest_delta_path, manifest_path, pack_path, root_path, valid_channel,
 };
 
@@ -102,7 +102,7 @@ impl InstallLayout {
         self.state().join("lock")
     }
 
-    /// The append-only, hash-chained audit log (see [`crate::install::audit`]).
+    /// The append-only, hash-chained audit log (see [`AuditLog`](crate::AuditLog)).
     pub fn audit_log(&self) -> PathBuf {
         self.state().join("audit.log")
     }

@@ -26,17 +26,21 @@
 //!
 //! [`Engine`] is the one front door: checks that say what is offered and why it is held back
 //! (a check's plan is what the next download fetches), background downloads, installs on
-//! trial with automatic rollback, a [`policy::Policy`] (interval, maintenance window, channel,
-//! critical releases), events, telemetry and the audit log ([`audit`]).
+//! trial with automatic rollback, a [`Policy`] (interval, maintenance window, channel,
+//! critical releases), events, telemetry and the audit log ([`AuditLog`]).
 //! [`Engine::local`] opens an install without an origin (status, verify, rollback, an offline
 //! install of a staged release); [`blocking::Engine`] is the same API without an async
 //! runtime; [`dangerous`] holds the doors around the checks, for tools and benchmarks.
 //!
-//! LAN peers plug in through [`peers::Peers`] ([`Engine::attach_peers`]) and are served from a
+//! LAN peers plug in through [`Peers`] ([`Engine::attach_peers`]) and are served from a
 //! [`Share`] ([`Engine::share`]); `relsync-peer` implements both over libp2p. What it does not
 //! do (yet): object-store origins. The release format itself (manifests, pointers, roots,
-//! directives) is `relsync-format`'s, re-exported here as [`manifest`], [`envelope`], [`root`]
-//! and [`directive`]; walking and packing a release is the publisher's job.
+//! directives) is `relsync-format`'s, re-exported here as [`manifest`], [`envelope`], [`root`],
+//! [`directive`] and [`paths`] (where each lives on an origin); walking and packing a release
+//! is the publisher's job.
+//!
+//! The public surface is flat: every type at the crate root, plus the modules [`blocking`],
+//! [`dangerous`] and the format's.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -47,19 +51,18 @@ mod engine;
 mod error;
 mod faults;
 mod install;
-pub mod layout;
+mod layout;
 mod origin;
-pub mod peers;
+mod peers;
 mod pipeline;
 mod platform;
-pub mod policy;
+mod policy;
 mod progress;
-pub mod schedule;
+mod schedule;
 mod share;
 
 pub use engine::blocking;
-pub use install::audit;
-pub use relsync_format::{directive, envelope, manifest, root};
+pub use relsync_format::{directive, envelope, manifest, paths, root};
 pub(crate) use relsync_format::{ids, keys, path};
 
 pub use config::{
@@ -71,16 +74,24 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
 pub use install::Status;
+pub use install::audit::{
+    AuditError, AuditEvent, AuditHash, AuditLog, AuditProblem, AuditRecord, AuditRecords,
+    AuditSummary,
+};
 pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
 pub use keys::{PublicKey, SecretKey};
+pub use layout::InstallLayout;
 pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
 };
+pub use peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
 pub use pipeline::UpdateReport;
 pub use pipeline::check::Hold;
 pub use pipeline::plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use pipeline::verify::InstallCheck;
+pub use policy::{MIN_CHECK_INTERVAL, MaintenanceWindow, Policy, PolicyError, WindowState};
 pub use progress::{Event, Reporter, Silent};
+pub use schedule::RunStats;
 pub use share::{HaveAnswer, Share};

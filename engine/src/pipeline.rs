@@ -316,7 +316,8 @@ impl Pipeline {
 
     /// Runs the pipeline: check → plan (or `prepared`, what an earlier check planned, as long
     /// as the channel's pointer has not changed since) → fetch, then assemble → verify →
-    /// apply with `apply_now`, else stages the release for [`install_staged`](Self::install_staged).
+    /// apply with `apply_now`, else stages the release for
+    /// [`install_staged`](Self::install_staged).
     pub(crate) async fn run(
         &self,
         prepared: Option<Prepared>,

@@ -174,7 +174,7 @@ impl Policy {
     ///    nothing. Downloading is allowed outside the window.
     /// 4. Staged: nothing unless [`auto_install`](Self::auto_install); then
     ///    [`Step::WaitForWindow`] while the window is closed, else [`Step::Install`].
-    pub fn step(&self, offer: &Offer, now: Timestamp, tz: &TimeZone) -> Step {
+    pub(crate) fn step(&self, offer: &Offer, now: Timestamp, tz: &TimeZone) -> Step {
         if !offer.in_rollout && !offer.critical {
             return Step::Nothing(Idle::NotInRollout);
         }
@@ -204,7 +204,7 @@ impl Policy {
 
 /// What the origin offers, as far as the policy cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Offer {
+pub(crate) struct Offer {
     /// The release is marked critical (a security fix, say).
     pub critical: bool,
     /// This install falls inside the release's staged rollout.
@@ -215,7 +215,7 @@ pub struct Offer {
 
 /// What to do next about an [`Offer`], as decided by [`Policy::step`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing until the next check, for the given reason.
     Nothing(Idle),
     /// Download (stage) the release now.
@@ -231,7 +231,7 @@ pub enum Step {
 
 /// Why [`Policy::step`] decided to do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idle {
+pub(crate) enum Idle {
     /// The release is not critical and this install is outside its rollout.
     NotInRollout,
     /// The release is not staged and [`Policy::auto_download`] is off.

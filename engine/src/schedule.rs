@@ -39,7 +39,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 /// The loop is generic over it (no `dyn`), so whether [`run`]'s future is `Send` follows
 /// the implementation's futures.
 #[allow(async_fn_in_trait)]
-pub trait Updates {
+pub(crate) trait Updates {
     /// Asks the origin what it offers: `None` when up to date. [`Offer::staged`] says whether
     /// the offered release is already downloaded.
     async fn check(&self) -> crate::Result<Option<Offer>>;
@@ -50,14 +50,14 @@ pub trait Updates {
 }
 
 /// Tells the wall-clock time, which the maintenance window is read against.
-pub trait WallClock {
+pub(crate) trait WallClock {
     /// The current instant.
     fn now(&self) -> Timestamp;
 }
 
 /// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl WallClock for SystemClock {
     fn now(&self) -> Timestamp {
@@ -65,7 +65,8 @@ impl WallClock for SystemClock {
     }
 }
 
-/// What [`run`] did before it was stopped: operations that succeeded, and failures.
+/// What [`Engine::run`](crate::Engine::run) did before it was stopped: operations that
+/// succeeded, and failures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunStats {
@@ -99,7 +100,7 @@ pub struct RunStats {
 ///
 /// When `stop` resolves the loop ends at once: a check, download or install in flight is
 /// dropped, so [`Updates`] implementations must tolerate being cancelled.
-pub async fn run<U: Updates, C: WallClock>(
+pub(crate) async fn run<U: Updates, C: WallClock>(
     policy: &Policy,
     tz: &TimeZone,
     updates: &U,

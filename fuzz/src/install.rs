@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::layout::InstallLayout;
 use relsync_engine::manifest::EntryKind;
-use relsync_engine::{Release, Store};
+use relsync_engine::{InstallLayout, Release, Store};
 
 use crate::model::{Pool, PoolBase};
 use crate::sample;

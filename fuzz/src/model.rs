@@ -543,7 +543,7 @@ impl ArbManifest {
         let names = self.repair(Repair::Names);
         let valid_name = |n: &Name| {
             let text = n.text();
-            if names && !relsync_engine::layout::valid_channel(&text) {
+            if names && !relsync_engine::paths::valid_channel(&text) {
                 "stable".to_owned()
             } else {
                 text

@@ -3,7 +3,7 @@
 //!
 //! A [`Node`] is a libp2p swarm (TCP, a pnet handshake under the fleet's [`SwarmKey`], Noise,
 //! Yamux; peers found by mDNS or given) that serves an install's [`relsync_engine::Share`] and
-//! implements [`relsync_engine::peers::Peers`], the engine's view of the LAN. Only nodes
+//! implements [`relsync_engine::Peers`], the engine's view of the LAN. Only nodes
 //! holding the same swarm key can connect: there is no way to start a node without one. The
 //! engine decides what to ask whom and verifies everything it gets; this crate moves bytes
 //! within bounds:

@@ -26,8 +26,9 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport, connection_limits, identity, mdns, noise, tcp, yamux,
 };
-use relsync_engine::peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
-use relsync_engine::{HaveAnswer, ManifestId, Share};
+use relsync_engine::{
+    ChunkBits, HaveAnswer, Holding, ManifestId, PeerError, PeerFrames, Peers, Share,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;

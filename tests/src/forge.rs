@@ -20,10 +20,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::layout::{channel_path, manifest_path, pack_path};
 use relsync_engine::manifest::{
     Manifest, PackRef, Pointer, compress_envelope, decompress_envelope,
 };
+use relsync_engine::paths::{channel_path, manifest_path, pack_path};
 use relsync_engine::{ManifestId, PackId, SecretKey};
 
 /// Reads a secret key file as written by `cdn-publisher keygen`.

@@ -1,60 +1,8 @@
 //! An append-only, hash-chained audit log per install: what relsync checked, downloaded,
 //! installed, rolled back or refused, and when.
 //!
-//! [`AuditLog::open`] then [`AuditLog::append`] write records; [`verify`] checks a whole log
-//! without writing anything or taking the install lock, so it works while a daemon runs;
-//! [`records`] reads the records back for display.
-//!
-//! # Format
-//!
-//! `<install>/.relsync/audit.log` ([`InstallLayout::audit_log`]) holds one JSON object per
-//! line, each ending in `\n`:
-//!
-//! ```text
-//! {"seq":0,"time_unix":1764000000,"prev":"<64 hex digits>","event":{"kind":"checked",...}}
-//! ```
-//!
-//! - `seq` numbers the records from 0, one per line, without gaps.
-//! - `time_unix` is the writer's wall clock in seconds. Clocks get set, so nothing checks
-//!   that it never goes backwards.
-//! - `prev` is the hex BLAKE3 of the previous line's bytes, without its newline. For seq 0
-//!   it is the BLAKE3 of the string `relsync-audit-v1` ([`AuditHash::genesis`]).
-//! - `event` is an [`AuditEvent`], tagged by `kind`. Readers ignore fields they do not know,
-//!   and [`verify`] needs only `kind` to be a string, so a log that a newer relsync wrote
-//!   still verifies.
-//!
-//! `<install>/.relsync/audit.head` ([`InstallLayout::audit_head`]) names the last record:
-//! `<seq> <hex BLAKE3 of its line>\n`. Without it, nobody could tell that the end of the log
-//! was cut off or that its last line was edited.
-//!
-//! # Crash invariant
-//!
-//! An append writes its line with `O_APPEND` and syncs it. Then it replaces the head: it
-//! writes a temporary file, syncs it, renames it and syncs the folder. After a crash, the log
-//! either ends at the head's record or has one more record (the line was durable, the head
-//! was not yet). That last line may be torn (it ends without a newline), but only after the
-//! head's record. [`verify`] accepts these cases and says so
-//! ([`AuditSummary::interrupted_append`]). [`AuditLog::open`] repairs them: it points the
-//! head at a complete record that chains onto it, and it cuts off a torn line.
-//!
-//! # What the chain protects, and what it does not
-//!
-//! The chain makes accidents and naive edits evident: a changed, deleted, reordered, repeated
-//! or inserted line, a log cut short, a deleted head or a forged line that does not chain.
-//! Nothing is signed, though. Whoever can write the install's `.relsync` folder can rewrite
-//! the chain and the head consistently, and [`verify`] cannot tell. The same goes for one
-//! forged record appended after the head with a correct `prev`, which looks like an
-//! interrupted append. Ship the head somewhere else (a log collector) to anchor the chain.
-//!
-//! # Appending to a damaged log
-//!
-//! [`AuditLog::open`] does not refuse a damaged log, because a broken audit trail must not
-//! stop updates. It never rewrites records either. When the log's end does not match the
-//! head, new records continue the chain from the head, because the head names the last
-//! record that was known to be committed. They do not continue from whatever the log now ends
-//! with. So the break stays visible: [`verify`] keeps reporting it at the first new line
-//! even after the head is rewritten. Without a usable head, records continue from the log's
-//! last line. To start a new log, remove both files.
+//! The format, the crash invariant and what the chain protects are documented on
+//! [`AuditLog`].
 
 use std::fmt;
 use std::fs::File;
@@ -102,7 +50,7 @@ impl AuditHash {
         Self(*blake3::hash(bytes).as_bytes())
     }
 
-    /// The hash seq 0 chains to: the BLAKE3 of [`GENESIS`].
+    /// The hash seq 0 chains to: the BLAKE3 of `relsync-audit-v1`.
     pub fn genesis() -> Self {
         Self::of(GENESIS.as_bytes())
     }
@@ -325,7 +273,7 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
-/// A line as [`verify`] reads it: the chain's fields, with the event left opaque.
+/// A line as [`AuditLog::verify`] reads it: the chain's fields, with the event left opaque.
 #[derive(Deserialize)]
 struct Envelope {
     seq: u64,
@@ -502,6 +450,61 @@ struct Tail {
 ///
 /// Only one process should append at a time: the one holding the install lock. Appends from
 /// threads of that process are serialized here.
+///
+/// [`AuditLog::open`] then [`AuditLog::append`] write records; [`AuditLog::verify`] checks a
+/// whole log without writing anything or taking the install lock, so it works while a daemon
+/// runs; [`AuditLog::records`] reads the records back for display.
+///
+/// # Format
+///
+/// `<install>/.relsync/audit.log` ([`InstallLayout::audit_log`]) holds one JSON object per
+/// line, each ending in `\n`:
+///
+/// ```text
+/// {"seq":0,"time_unix":1764000000,"prev":"<64 hex digits>","event":{"kind":"checked",...}}
+/// ```
+///
+/// - `seq` numbers the records from 0, one per line, without gaps.
+/// - `time_unix` is the writer's wall clock in seconds. Clocks get set, so nothing checks
+///   that it never goes backwards.
+/// - `prev` is the hex BLAKE3 of the previous line's bytes, without its newline. For seq 0
+///   it is the BLAKE3 of the string `relsync-audit-v1` ([`AuditHash::genesis`]).
+/// - `event` is an [`AuditEvent`], tagged by `kind`. Readers ignore fields they do not know,
+///   and [`AuditLog::verify`] needs only `kind` to be a string, so a log that a newer
+///   relsync wrote still verifies.
+///
+/// `<install>/.relsync/audit.head` ([`InstallLayout::audit_head`]) names the last record:
+/// `<seq> <hex BLAKE3 of its line>\n`. Without it, nobody could tell that the end of the log
+/// was cut off or that its last line was edited.
+///
+/// # Crash invariant
+///
+/// An append writes its line with `O_APPEND` and syncs it. Then it replaces the head: it
+/// writes a temporary file, syncs it, renames it and syncs the folder. After a crash, the log
+/// either ends at the head's record or has one more record (the line was durable, the head
+/// was not yet). That last line may be torn (it ends without a newline), but only after the
+/// head's record. [`AuditLog::verify`] accepts these cases and says so
+/// ([`AuditSummary::interrupted_append`]). [`AuditLog::open`] repairs them: it points the
+/// head at a complete record that chains onto it, and it cuts off a torn line.
+///
+/// # What the chain protects, and what it does not
+///
+/// The chain makes accidents and naive edits evident: a changed, deleted, reordered, repeated
+/// or inserted line, a log cut short, a deleted head or a forged line that does not chain.
+/// Nothing is signed, though. Whoever can write the install's `.relsync` folder can rewrite
+/// the chain and the head consistently, and [`AuditLog::verify`] cannot tell. The same goes
+/// for one forged record appended after the head with a correct `prev`, which looks like an
+/// interrupted append. Ship the head somewhere else (a log collector) to anchor the chain.
+///
+/// # Appending to a damaged log
+///
+/// [`AuditLog::open`] does not refuse a damaged log, because a broken audit trail must not
+/// stop updates. It never rewrites records either. When the log's end does not match the
+/// head, new records continue the chain from the head, because the head names the last
+/// record that was known to be committed. They do not continue from whatever the log now ends
+/// with. So the break stays visible: [`AuditLog::verify`] keeps reporting it at the first new
+/// line even after the head is rewritten. Without a usable head, records continue from the log's
+/// last line. To start a new log, remove both files.
 #[derive(Debug)]
 pub struct AuditLog {
     log: PathBuf,
@@ -511,6 +514,35 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Verifies an install's audit log without writing anything and without the install lock.
+    ///
+    /// It streams the log line by line (holding one line at a time) and checks that each line
+    /// is a record, that `seq` counts up from 0 and that each `prev` is the hash of the line
+    /// before it. Then it checks that the last record is the one the head file names. The
+    /// exception is an interrupted append: one complete record past the head that chains onto
+    /// it, or a partial line after the head's record. That passes, with
+    /// [`AuditSummary::interrupted_append`] set. Times are not checked, because clocks move.
+    /// A missing log with a missing head is an empty, intact log.
+    ///
+    /// If a daemon appends while this runs, the head may name records written after this read
+    /// the log's end. It then reads on, up to three times, before it calls the log truncated.
+    ///
+    /// Stops at the first problem found, and reports the line where it shows: an edited line
+    /// shows at the next line (its `prev` no longer matches), or at the head for the last line.
+    /// Deleted, repeated, reordered or inserted lines show as a wrong `seq` or `prev`. A cut-off
+    /// end shows against the head.
+    pub fn verify(layout: &InstallLayout) -> Result<AuditSummary, AuditError> {
+        verify(layout)
+    }
+
+    /// Reads an install's records, in order, without checking the chain
+    /// ([`verify`](Self::verify) does that). A line that is not a record this version
+    /// understands (an event kind from a newer relsync, say) comes out as an error, and the
+    /// records after it still follow. An absent log has no records.
+    pub fn records(layout: &InstallLayout) -> Result<AuditRecords> {
+        records(layout)
+    }
+
     /// Opens the install's audit log for appending. The log and head files are created on
     /// the first append, in the install's `.relsync`, which must exist (opening the install
     /// makes it; an append never creates state).
@@ -519,7 +551,7 @@ impl AuditLog {
     /// left behind: the head is pointed at a record one past it that chains onto it, and a
     /// torn line after the head's record is cut off. A log whose end disagrees with its head
     /// in any other way is kept as it is, and appends continue after the head's record, so
-    /// [`verify`] still reports the break (see the [module docs](self)).
+    /// [`AuditLog::verify`] still reports the break (see [`AuditLog`]).
     ///
     /// Fails only on I/O errors.
     pub fn open(layout: &InstallLayout) -> Result<Self> {
@@ -694,7 +726,7 @@ impl AuditLog {
     }
 }
 
-/// What [`verify`] found in an intact log.
+/// What [`AuditLog::verify`] found in an intact log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct AuditSummary {
@@ -838,7 +870,7 @@ impl fmt::Display for AuditProblem {
     }
 }
 
-/// Why a log failed [`verify`], or why [`records`] could not read a line.
+/// Why a log failed [`AuditLog::verify`], or why [`AuditLog::records`] could not read a line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
@@ -1073,24 +1105,8 @@ impl Chain {
     }
 }
 
-/// Verifies an install's audit log without writing anything and without the install lock.
-///
-/// It streams the log line by line (holding one line at a time) and checks that each line
-/// is a record, that `seq` counts up from 0 and that each `prev` is the hash of the line
-/// before it. Then it checks that the last record is the one the head file names. The
-/// exception is an interrupted append: one complete record past the head that chains onto
-/// it, or a partial line after the head's record. That passes, with
-/// [`AuditSummary::interrupted_append`] set. Times are not checked, because clocks move.
-/// A missing log with a missing head is an empty, intact log.
-///
-/// If a daemon appends while this runs, the head may name records written after this read
-/// the log's end. It then reads on, up to three times, before it calls the log truncated.
-///
-/// Stops at the first problem found, and reports the line where it shows: an edited line
-/// shows at the next line (its `prev` no longer matches), or at the head for the last line.
-/// Deleted, repeated, reordered or inserted lines show as a wrong `seq` or `prev`. A cut-off
-/// end shows against the head.
-pub fn verify(layout: &InstallLayout) -> Result<AuditSummary, AuditError> {
+/// [`AuditLog::verify`].
+pub(crate) fn verify(layout: &InstallLayout) -> Result<AuditSummary, AuditError> {
     let head_path = layout.audit_head();
     let mut chain = Chain::default();
     let Some(mut lines) = Lines::open(&layout.audit_log())? else {
@@ -1111,7 +1127,7 @@ pub fn verify(layout: &InstallLayout) -> Result<AuditSummary, AuditError> {
     }
 }
 
-/// The records of an install's log, in order; see [`records`].
+/// The records of an install's log, in order; see [`AuditLog::records`].
 pub struct AuditRecords {
     lines: Option<Lines>,
     line: u64,
@@ -1164,11 +1180,8 @@ impl Iterator for AuditRecords {
     }
 }
 
-/// Reads an install's records, in order, without checking the chain ([`verify`] does that).
-/// A line that is not a record this version understands (an event kind from a newer relsync,
-/// say) comes out as an error, and the records after it still follow. An absent log has no
-/// records.
-pub fn records(layout: &InstallLayout) -> Result<AuditRecords> {
+/// What [`AuditLog::records`] returns.
+pub(crate) fn records(layout: &InstallLayout) -> Result<AuditRecords> {
     Ok(AuditRecords {
         lines: Lines::open(&layout.audit_log())?,
         line: 0,

@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use relsync_chunker::{ChunkId, frame};
-use relsync_engine::layout::manifest_path;
 use relsync_engine::manifest::{TrustedManifest, decompress_envelope};
-use relsync_engine::peers::{ChunkBits, PeerFrames};
-use relsync_engine::{HaveAnswer, ManifestId, Share};
+use relsync_engine::paths::manifest_path;
+use relsync_engine::{ChunkBits, HaveAnswer, ManifestId, PeerFrames, Share};
 use relsync_peer::{Node, NodeConfig, Shelf, SwarmKey};
 
 /// What `meta-bomb` answers META with.

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use relsync_chunker::frame;
 use relsync_engine::manifest::{ChunkEntry, TrustedManifest, decompress_envelope};
-use relsync_engine::peers::{PeerError, PeerFrames, Peers};
-use relsync_engine::{HaveAnswer, ManifestId};
+use relsync_engine::{HaveAnswer, ManifestId, PeerError, PeerFrames, Peers};
 use relsync_peer::wire::MAX_BATCH_CHUNKS;
 use relsync_peer::{Multiaddr, Node, NodeConfig, PeerId, Shelf, SwarmKey};
 use serde_json::{Value, json};
@@ -291,7 +290,7 @@ async fn start_nodes(
 
 /// The manifest the server holds as `id`, asked of it by `node`.
 async fn manifest(node: &Node, id: ManifestId) -> Result<TrustedManifest, Error> {
-    let path = relsync_engine::layout::manifest_path(&id);
+    let path = relsync_engine::paths::manifest_path(&id);
     let answers = node.metadata(path.clone(), 64 << 20).await;
     let (_, file) = answers
         .into_iter()

@@ -5,8 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use relsync_engine::audit::{AuditEvent, AuditLog};
-use relsync_engine::layout::InstallLayout;
+use relsync_engine::{AuditEvent, AuditLog, InstallLayout};
 use relsync_tests::{Cmd, Output, bins, parse_json_object};
 use semver::Version;
 

@@ -12,8 +12,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use relsync_engine::layout::pack_path;
 use relsync_engine::manifest::decompress_envelope;
+use relsync_engine::paths::pack_path;
 use relsync_tests::{
     CHANNEL, Cmd, Nginx, NginxOptions, Report, S3Server, V1, V2, World, assert_trees_equal,
     current, pseudo_random,

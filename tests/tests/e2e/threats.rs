@@ -46,11 +46,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use relsync_chunker::ChunkId;
 use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind};
-use relsync_engine::layout::manifest_path;
 use relsync_engine::manifest::{
     Base, ChunkEntry, Delta, DeltaCodec, Entry as ManifestEntry, EntryKind, FileEntry, Manifest,
     ManifestDelta, Pointer, Window,
 };
+use relsync_engine::paths::manifest_path;
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use relsync_engine::{FileHash, ManifestId, RelPath, SecretKey};
 use relsync_tests::{

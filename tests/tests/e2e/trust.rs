@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use relsync_engine::ManifestId;
 use relsync_engine::directive::RollbackDirective;
-use relsync_engine::layout::manifest_path;
 use relsync_engine::manifest::{FORMAT_VERSION, Pointer};
+use relsync_engine::paths::manifest_path;
 use relsync_tests::{
     CHANNEL, Forge, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal,
     current, current_link, diff_digests, read_secret_key,
