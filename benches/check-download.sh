@@ -14,8 +14,9 @@
 # tree). Every run starts from a copy of the same 2.1.0 install; nginx serves the origin on
 # 127.0.0.1 and its access log gives the requests by kind (channel pointers, manifests or
 # manifest deltas, root documents, pack ranges). CPU is the client's user + system time
-# (GNU time). Prints one markdown row per BIN_DIR and path; RUNS (default 3) runs each, the
-# median CPU time reported. Env: RELEASES (default ~/.cache/relsync-releases), PORT (18095).
+# (GNU time). Prints one markdown row per BIN_DIR and path; RUNS (default 3) runs each (the
+# slow path once), the median CPU time reported. Env: PATHS (default "update api slow"),
+# RELEASES (default ~/.cache/relsync-releases), PORT (18095).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -88,7 +89,7 @@ push 2.1.1
 echo "| binaries | path | requests | pointer | manifest | root | pack | client CPU s (median of $runs) |"
 echo "|---|---|---|---|---|---|---|---|"
 for bin in "${bins[@]}"; do
-  for path in update api slow; do
+  for path in ${PATHS:-update api slow}; do
     if [[ $path == slow ]]; then start_nginx 1k; else start_nginx 0; fi
     cpus=()
     for run in $(seq "$runs"); do

@@ -677,3 +677,100 @@ fn expect_eq(what: &'static str, expected: &str, got: &str) -> Result<()> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FetchConfig, OriginConfig};
+    use crate::layout::channel_path;
+    use crate::manifest::FORMAT_VERSION;
+    use crate::origin::Origin;
+    use crate::{ManifestId, SecretKey};
+
+    fn pointer(version: &str, yanked: &[&str], issued_unix: u64) -> Pointer {
+        Pointer {
+            format: FORMAT_VERSION,
+            product: "app".into(),
+            channel: "stable".into(),
+            version: version.parse().unwrap(),
+            root_version: 0,
+            manifest: ManifestId::of(version.as_bytes()),
+            manifest_len: 100,
+            manifest_deltas: Vec::new(),
+            issued_unix,
+            expires_unix: issued_unix + 3600,
+            rollout_percent: 100,
+            yanked: yanked.iter().map(|v| v.parse().unwrap()).collect(),
+            rollback: None,
+        }
+    }
+
+    /// A folder origin whose channel pointer is `bytes`.
+    fn publish(origin: &std::path::Path, bytes: &[u8]) {
+        let path = origin.join(channel_path("stable"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// What the check stage verified: the pointer signed by `key`, for the channel role of
+    /// that key alone.
+    fn checked(key: &SecretKey, pointer: Pointer) -> VerifiedPointer {
+        VerifiedPointer {
+            bytes: pointer.seal(&[key]).unwrap(),
+            pointer,
+            channel_role: RoleKeys::single(key.public()),
+            directive: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_withdrawal_poll_reads_only_the_pointer_and_trusts_only_the_checked_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Origin::open(
+            &OriginConfig::from(dir.path().to_str().unwrap()),
+            &FetchConfig::default(),
+        )
+        .unwrap();
+        let source = MetaSource {
+            origin: &origin,
+            peers: None,
+        };
+        let key = SecretKey::generate().unwrap();
+        let seen = checked(&key, pointer("2.0.0", &[], 1000));
+        let v2 = seen.pointer.version.clone();
+        let requests = |n| assert_eq!(origin.traffic().requests(), n, "one request a poll");
+
+        // The same pointer: nothing changed, and the plan still holds.
+        publish(dir.path(), &seen.bytes);
+        assert!(pointer_unchanged(source, &seen).await.unwrap());
+        assert!(!withdrawn(source, &seen, &v2).await.unwrap());
+        requests(2);
+
+        // Refreshed: the plan is not reused, but the release is not withdrawn.
+        publish(
+            dir.path(),
+            &pointer("2.0.0", &[], 2000).seal(&[&key]).unwrap(),
+        );
+        assert!(!pointer_unchanged(source, &seen).await.unwrap());
+        assert!(!withdrawn(source, &seen, &v2).await.unwrap());
+
+        // Yanked, the channel moved back: withdrawn.
+        let yanked = pointer("1.0.0", &["2.0.0"], 3000);
+        publish(dir.path(), &yanked.seal(&[&key]).unwrap());
+        assert!(withdrawn(source, &seen, &v2).await.unwrap());
+        requests(5);
+
+        // The same yank signed by a key the check did not trust, or for another product:
+        // refused, never taken as a withdrawal.
+        let stranger = SecretKey::generate().unwrap();
+        publish(dir.path(), &yanked.seal(&[&stranger]).unwrap());
+        assert!(withdrawn(source, &seen, &v2).await.is_err());
+        let other = Pointer {
+            product: "other".into(),
+            ..yanked
+        };
+        publish(dir.path(), &other.seal(&[&key]).unwrap());
+        let err = withdrawn(source, &seen, &v2).await.unwrap_err();
+        assert!(err.to_string().contains("product"), "{err}");
+    }
+}
