@@ -14,6 +14,7 @@ mod push;
 mod root;
 mod sign;
 mod solid;
+mod target;
 mod walk;
 
 use std::io::IsTerminal;
