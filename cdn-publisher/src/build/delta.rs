@@ -32,8 +32,8 @@ use relsync_format::paths::pack_path;
 use relsync_format::{ManifestId, RelPath};
 
 use self::codec::SegmentEncoder;
+use super::pack::PackWriter;
 use crate::origin::Origin;
-use crate::pack::PackWriter;
 
 /// How delta frames are made.
 ///
