@@ -3,7 +3,8 @@
 //!
 //! A target stores objects by path and nothing more. What every origin shares (metering,
 //! write-once `keys/` documents, background uploads, cached reads of remote packs) lives in
-//! [`crate::origin`]. Adding a kind of storage is one file here plus one line in [`open`].
+//! [`crate::origin`]. A new kind of storage is one file under `target/` (its `mod` line
+//! below) and one arm in [`open`].
 
 mod bucket;
 mod folder;
