@@ -41,14 +41,15 @@ mod faults;
 mod install;
 pub mod layout;
 pub mod lifecycle;
-mod origin;
 pub mod peers;
 mod pipeline;
 mod platform;
 pub mod policy;
 mod progress;
+mod runtime;
 pub mod schedule;
 mod share;
+mod source;
 mod updater;
 
 pub use install::audit;
@@ -65,7 +66,6 @@ pub use keys::{PublicKey, SecretKey};
 pub use lifecycle::{
     CheckOutcome, Download, Engine, EngineBuilder, Sample, StartOutcome, Telemetry, UpdateAvailable,
 };
-pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
@@ -80,4 +80,5 @@ pub use pipeline::plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, U
 pub use pipeline::verify::{InstallCheck, VerifiedTree, verify_install};
 pub use progress::{Event, Reporter, Silent};
 pub use share::{HaveAnswer, Share};
+pub use source::{Origin, RangeBody, Traffic};
 pub use updater::{Status, UpdateReport, Updater, apply_staged, rollback, status};

@@ -15,7 +15,6 @@ use crate::install::store::{BadRelease, Store, StoreStats, Trial};
 use crate::install::switch::switch_current;
 use crate::install::{Opening, open_install};
 use crate::layout::{InstallLayout, valid_channel};
-use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
 use crate::pipeline::apply::apply;
 use crate::pipeline::assemble::assemble;
@@ -24,7 +23,9 @@ use crate::pipeline::fetch::{Fetched, Lan, fetch};
 use crate::pipeline::plan::{UpdatePlan, plan, plan_stage};
 use crate::pipeline::verify::verify;
 use crate::progress::{Event, Reporter, Silent};
+use crate::runtime::blocking;
 use crate::share::Share;
+use crate::source::Origin;
 use crate::{Error, FetchConfig, Result};
 
 /// The outcome of an update.

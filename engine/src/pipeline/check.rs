@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use crate::install::store::{Release, Store, TrustCopy, TrustedState};
 use crate::layout::InstallLayout;
-use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
+use crate::runtime::blocking;
+use crate::source::Origin;
 use crate::{Error, Result, UpdaterConfig};
 
 /// Verified metadata for the release a channel offers, next to what is installed.
