@@ -29,22 +29,15 @@ use relsync_tests::{
     Cmd, Nginx, Output, V2, World, assert_trees_equal, current, current_link, tree_digest,
 };
 
-use crate::common::{run_log, world_with_v1};
+use crate::common::{require_root, run_log, world_with_v1};
 
 /// The second local user: owns nothing here, belongs to no group of ours.
 const ATTACKER: u32 = 4242;
 
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test plays a second local user with setpriv and needs root (CI runs as root)"
-    );
-}
-
 /// A world whose temp dir other users may enter (as an ordinary parent directory would be),
 /// with v1 pushed and nginx serving it.
 fn open_world() -> (World, Nginx) {
-    require_root();
+    require_root("playing a second local user with setpriv");
     let (w, n) = world_with_v1();
     fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).expect("chmod world");
     (w, n)
