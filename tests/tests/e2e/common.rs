@@ -12,6 +12,7 @@ use relsync_tests::{
 /// Fails (never skips) unless the tests run as root, saying that the test needs root for
 /// `needs`: CI runs the suite as root, so a test that passed there without running would
 /// hide what it tests.
+#[track_caller]
 pub fn require_root(needs: &str) {
     assert!(
         rustix::process::geteuid().is_root(),

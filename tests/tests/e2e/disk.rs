@@ -88,14 +88,14 @@ struct Scratch {
     kind: FsKind,
 }
 
-/// What mounting a scratch file system needs, for [`require_root`].
+/// What the tests need root for: each calls [`require_root`] first, so that it fails at once
+/// (not after building a world) and says why.
 const MOUNTING: &str =
     "mounting a small file system of its own (a tmpfs, or ext4 on a loop device)";
 
 impl Scratch {
-    /// Mount a tmpfs of `size_mib` MiB on `mnt` (created). Fails unless run as root.
+    /// Mount a tmpfs of `size_mib` MiB on `mnt` (created). Needs root.
     fn tmpfs(mnt: &Path, size_mib: u64) -> Self {
-        require_root(MOUNTING);
         fs::create_dir_all(mnt).unwrap_or_else(|e| panic!("mkdir {}: {e}", mnt.display()));
         let out = Cmd::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0755")])
@@ -112,9 +112,8 @@ impl Scratch {
 
     /// Make an ext4 file system of `size_mib` MiB in the file `image` (no blocks reserved for
     /// root: the tests and relsync run as root) and mount it on `mnt` through a loop device.
-    /// Fails unless run as root, with `mkfs.ext4` and loop devices.
+    /// Needs root, `mkfs.ext4` and loop devices; fails naming what is missing.
     fn ext4(image: &Path, mnt: &Path, size_mib: u64) -> Self {
-        require_root(MOUNTING);
         assert!(
             Command::new("mkfs.ext4").arg("-V").output().is_ok(),
             "the ext4 variant needs mkfs.ext4, which is not on PATH: install e2fsprogs \
@@ -367,6 +366,7 @@ fn assert_names_full_disk(out: &Output, under: &Path) {
 
 #[test]
 fn disk_full_update_fails_cleanly_then_succeeds_with_space() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
     // Declared after the world, so it is unmounted before the world's temp dir is removed.
     let scratch = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB);
@@ -490,6 +490,7 @@ fn staging_runs_out_of_space(w: &World, n: &Nginx, scratch: &Scratch) {
 
 #[test]
 fn disk_filling_up_while_staging_on_tmpfs_fails_cleanly_and_resumes() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
     let scratch = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB);
     staging_runs_out_of_space(&w, &n, &scratch);
@@ -497,6 +498,7 @@ fn disk_filling_up_while_staging_on_tmpfs_fails_cleanly_and_resumes() {
 
 #[test]
 fn disk_filling_up_while_staging_on_ext4_fails_cleanly_and_resumes() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
     let scratch = Scratch::ext4(&w.path().join("ext4.img"), &w.path().join("mnt"), EXT4_MIB);
     staging_runs_out_of_space(&w, &n, &scratch);
@@ -504,6 +506,7 @@ fn disk_filling_up_while_staging_on_ext4_fails_cleanly_and_resumes() {
 
 #[test]
 fn disk_filling_up_during_a_fresh_install_leaves_nothing_installed() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
     let scratch = Scratch::tmpfs(&w.path().join("mnt"), TOO_SMALL_MIB);
     let dir = scratch.path().join("install");
