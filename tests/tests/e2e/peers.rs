@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use relsync_tests::{
     Cmd, Daemon, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal, bins,
-    current, current_link, format_entries, parse_json_object,
+    copy_tree, current, current_link, format_entries, parse_json_object,
 };
 use serde_json::Value;
 
@@ -64,12 +64,7 @@ fn update_with_peers(w: &World, origin: &str, install: &Path, peers: &[&Daemon])
 
 /// A copy of `install` (hard links kept) without its peer identity.
 fn copy_install(from: &Path, to: &Path) {
-    Cmd::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .run()
-        .assert_success("cp -a");
+    copy_tree(from, to);
     let _ = std::fs::remove_file(to.join(".relsync/peer-key"));
 }
 

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use relsync_engine::ManifestId;
@@ -14,8 +13,8 @@ use relsync_engine::SecretKey;
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use relsync_tests::{
-    CHANNEL, Forge, Nginx, NginxOptions, Output, V1, V2, World, available_bytes, current,
-    diff_digests, parse_json_object, tree_digest, write_secret_key,
+    CHANNEL, Forge, Nginx, NginxOptions, Output, V1, V2, World, available_bytes, copy_tree,
+    current, diff_digests, parse_json_object, tree_digest, write_secret_key,
 };
 
 use super::forgery::{Ctx, Facts, RootKeys, dup, now_unix};
@@ -175,7 +174,7 @@ impl Bench {
         bench.facts.v2 = bench.forge.pointer().manifest;
         // The pack ranges the v1 -> v2 update fetches, from a dry run on a throwaway copy.
         let probe = bench.w.install_dir("probe");
-        copy_dir(&bench.template, &probe);
+        copy_tree(&bench.template, &probe);
         let out = bench.update(&bench.n.url(), &probe, &["--dry-run"]);
         out.assert_success("dry run v1 -> v2");
         let plan = out.json();
@@ -280,7 +279,7 @@ impl Bench {
 
     fn attack(&mut self, case: &Case, install: &Path, row: &mut Row) {
         if case.start == Start::Installed {
-            copy_dir(&self.template, install);
+            copy_tree(&self.template, install);
         }
         let before = InstallSnapshot::take(install);
         (case.mutate)(&mut Ctx {
@@ -379,23 +378,6 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "a panic".to_owned())
-}
-
-/// `cp -a`: an install is relocatable (`current` is a relative symlink), so a copy is an
-/// independent install with the same state.
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        to.display()
-    );
 }
 
 fn print_table(title: &str, rows: &[Row], setup: Duration, elapsed: Duration) {
