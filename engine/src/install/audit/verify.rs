@@ -25,7 +25,7 @@ pub struct AuditSummary {
     pub last_time_unix: Option<u64>,
     /// The log is one record past its head, or ends in a torn line after the head's record:
     /// an append was interrupted between writing the log and the head. Nothing committed is
-    /// missing, and the next [`AuditLog::open`] repairs it.
+    /// missing, and the next [`AuditLog::open`](super::AuditLog::open) repairs it.
     pub interrupted_append: bool,
 }
 
