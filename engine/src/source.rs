@@ -71,11 +71,15 @@ pub(crate) enum Answer {
         body: Box<dyn Body>,
     },
     /// Any other status (`404` for a missing object), with a `Retry-After` value as sent.
-    Refused {
-        status: StatusCode,
-        retry_after: Option<String>,
-        body: Box<dyn Body>,
-    },
+    Refused(Refusal),
+}
+
+/// An answer with a status other than the one asked for, to be turned into an error.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Box<dyn Body>,
 }
 
 /// An answer's body, read piece by piece.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use reqwest::StatusCode;
 
-use super::{Answer, Opening, Pieces, Source, invalid_spec};
+use super::{Answer, Opening, Pieces, Refusal, Source, invalid_spec};
 use crate::runtime::blocking;
 use crate::{Error, Result};
 
@@ -94,9 +94,9 @@ fn open_file(file: &Path) -> Result<Option<File>> {
 
 /// The answer for a file that is not there.
 fn missing() -> Answer {
-    Answer::Refused {
+    Answer::Refused(Refusal {
         status: StatusCode::NOT_FOUND,
         retry_after: None,
         body: Box::new(Pieces::default()),
-    }
+    })
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use reqwest::StatusCode;
 
-use super::{Answer, Body, Opening, Source, invalid_spec};
+use super::{Answer, Body, Opening, Refusal, Source, invalid_spec};
 use crate::error::error_chain;
 use crate::{Error, Result};
 
@@ -130,11 +130,11 @@ async fn send(request: reqwest::RequestBuilder, url: String) -> Result<Answer> {
             content_range: content_range.unwrap_or_default(),
             body,
         },
-        _ => Answer::Refused {
+        _ => Answer::Refused(Refusal {
             status,
             retry_after,
             body,
-        },
+        }),
     };
     Ok(answer)
 }

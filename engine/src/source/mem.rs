@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use reqwest::StatusCode;
 
-use super::{Answer, Body, Origin, Pieces, Source};
+use super::{Answer, Body, Origin, Pieces, Refusal, Source};
 use crate::{Error, Result};
 
 /// Bodies arrive in pieces of at most this many bytes, as from a socket.
@@ -110,11 +110,11 @@ impl MemSource {
         let faults = &mut state.faults;
         if faults.fail_next > 0 {
             faults.fail_next -= 1;
-            return Answer::Refused {
+            return Answer::Refused(Refusal {
                 status: faults.status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
                 retry_after: faults.retry_after.clone(),
                 body: Pieces::one(&b"busy"[..]),
-            };
+            });
         }
         let ignore_ranges = faults.ignore_ranges;
         let cut = (faults.truncate_next > 0).then_some(faults.truncate_after);
@@ -160,11 +160,11 @@ impl MemSource {
 
 /// An answer with `status` and an empty body.
 fn refused(status: StatusCode) -> Answer {
-    Answer::Refused {
+    Answer::Refused(Refusal {
         status,
         retry_after: None,
         body: Box::new(Pieces::default()),
-    }
+    })
 }
 
 impl Source for MemSource {

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use tracing::{debug, warn};
 
 use super::range::{RangeBody, Window};
-use super::{Answer, Body, Opening, Source};
+use super::{Answer, Opening, Refusal, Source};
 use crate::config::OriginConfig;
 use crate::{Error, FetchConfig, Result};
 
@@ -160,13 +160,6 @@ impl RateGuard {
             transient: false,
         }
     }
-}
-
-/// An answer with a status other than the one asked for, to be turned into an error.
-struct Refusal {
-    status: StatusCode,
-    retry_after: Option<String>,
-    body: Box<dyn Body>,
 }
 
 impl Origin {
@@ -410,16 +403,7 @@ impl Origin {
                 };
                 return Err(self.refused(mirror, refusal, what, url).await);
             }
-            Answer::Refused {
-                status,
-                retry_after,
-                body,
-            } => {
-                let refusal = Refusal {
-                    status,
-                    retry_after,
-                    body,
-                };
+            Answer::Refused(refusal) => {
                 return Err(self.refused(mirror, refusal, what, url).await);
             }
         };
@@ -532,16 +516,7 @@ impl Origin {
                 );
                 (body, None)
             }
-            Answer::Refused {
-                status,
-                retry_after,
-                body,
-            } => {
-                let refusal = Refusal {
-                    status,
-                    retry_after,
-                    body,
-                };
+            Answer::Refused(refusal) => {
                 return Err(self.refused(mirror, refusal, "pack", url).await);
             }
         };
