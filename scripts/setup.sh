@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what relsync's demo and tests need on a Debian machine: nginx (the test origin
-# server), zstd (for benchmark comparisons), openssl (the tests' stand-in for an HSM) and
-# s3s-fs (the tests' S3-compatible object store). Idempotent; a no-op when all are present.
+# server), zstd (for benchmark comparisons), openssl (the tests' stand-in for an HSM), e2fsprogs
+# (mkfs.ext4, for the full-disk test on ext4) and s3s-fs (the tests' S3-compatible object
+# store). Idempotent; a no-op when all are present.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || [[ -x /sbin/mkfs.ext4 ]] \
+  || need+=(e2fsprogs)
 if ((${#need[@]})); then
   echo "installing ${need[*]} ..." >&2
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo

@@ -7,11 +7,11 @@ use relsync_format::paths::channel_path;
 use relsync_format::root::RoleKeys;
 use relsync_format::{ManifestId, SecretKey};
 
-use crate::delta::DeltaParams;
+use crate::build::DeltaParams;
+use crate::commands::push::{PushOptions, Signers, push};
 use crate::lifecycle::Change;
 use crate::origin::Origin;
 use crate::publish::put_pointer;
-use crate::push::{PushOptions, Signers, push};
 
 /// The key that signs every release and pointer of a [`Fixture`].
 pub fn key() -> SecretKey {

@@ -16,18 +16,14 @@
 //! signed with the release keys or elsewhere, since going below a version installs trusted
 //! must not rest on the online channel key.
 
-use std::collections::HashSet;
-
-use anyhow::{Context, Result, anyhow, bail};
-use relsync_format::ManifestId;
+use anyhow::{Context, Result, bail};
 use relsync_format::directive::RollbackDirective;
-use relsync_format::manifest::{
-    FORMAT_VERSION, Manifest, ManifestDelta, Pointer, decompress_envelope, limits,
-};
-use relsync_format::paths::{manifest_delta_path, manifest_path};
+use relsync_format::manifest::{FORMAT_VERSION, ManifestDelta, Pointer, limits};
+use relsync_format::paths::manifest_delta_path;
 use semver::Version;
 use serde::Serialize;
 
+use crate::history::{History, Release};
 use crate::origin::Origin;
 use crate::publish::{check_manifest, current_pointer, reissued, unix_now};
 
@@ -350,84 +346,17 @@ fn published_deltas(origin: &Origin, release: &Release) -> Vec<ManifestDelta> {
     deltas
 }
 
-/// A release on the origin: its manifest file, checked against its name (not its signatures).
-#[derive(Debug)]
-pub struct Release {
-    pub id: ManifestId,
-    pub envelope: Vec<u8>,
-    /// Decoded without checking its signatures.
-    pub manifest: Manifest,
-    /// Length of `manifests/<id>`.
-    pub file_len: u64,
-}
-
-/// A channel's releases, newest first, along the manifests' `parent` links. Ends at a
-/// manifest with no parent or one missing from the origin.
-pub struct History<'a> {
-    origin: &'a Origin,
-    next: Option<ManifestId>,
-    seen: HashSet<ManifestId>,
-}
-
-impl<'a> History<'a> {
-    pub fn new(origin: &'a Origin, start: Option<ManifestId>) -> Self {
-        Self {
-            origin,
-            next: start,
-            seen: HashSet::new(),
-        }
-    }
-
-    fn read(&self, id: ManifestId) -> Result<Option<Release>> {
-        let Some(file) = self.origin.read(&manifest_path(&id))? else {
-            return Ok(None);
-        };
-        let envelope =
-            decompress_envelope(&file, None).with_context(|| format!("manifest {id}"))?;
-        if ManifestId::of(&envelope) != id {
-            bail!("manifests/{id} on the origin does not hash to its name");
-        }
-        let manifest = relsync_format::dangerous::manifest(&envelope)
-            .with_context(|| format!("manifest {id}"))?;
-        Ok(Some(Release {
-            id,
-            envelope,
-            manifest,
-            file_len: file.len() as u64,
-        }))
-    }
-}
-
-impl Iterator for History<'_> {
-    type Item = Result<Release>;
-
-    fn next(&mut self) -> Option<Result<Release>> {
-        let id = self.next.take()?;
-        if !self.seen.insert(id) {
-            return Some(Err(anyhow!("the parent links loop at manifest {id}")));
-        }
-        match self.read(id) {
-            Ok(Some(release)) => {
-                self.next = release.manifest.parent;
-                Some(Ok(release))
-            }
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use relsync_format::paths::channel_path;
+    use relsync_format::paths::{channel_path, manifest_path};
     use relsync_format::root::RoleKeys;
 
     use super::*;
+    use crate::commands::push::{PushOptions, read_notes_file};
     use crate::fixture::{Fixture, key};
     use crate::publish::{check_directive, put_pointer, refreshed};
-    use crate::push::{PushOptions, read_notes_file};
 
     fn v(text: &str) -> Version {
         text.parse().unwrap()
@@ -620,7 +549,7 @@ mod tests {
         use relsync_format::envelope::{self, Kind};
         use relsync_format::root::{ROOT_FORMAT, Root};
 
-        use crate::push::{Signers, push};
+        use crate::commands::push::{Signers, push};
 
         let f = Fixture::new();
         let [root_key, release, channel] = [1u8, 2, 3].map(|b| {

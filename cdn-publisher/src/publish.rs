@@ -46,7 +46,7 @@ pub fn expiry(days: u64) -> Result<u64> {
 
 /// The origin's newest root, if it has any.
 fn newest_root(origin: &Origin) -> Result<Option<Root>> {
-    Ok(crate::root::newest(origin)?.map(|(root, _)| root))
+    Ok(crate::roots::newest(origin)?.map(|(root, _)| root))
 }
 
 /// Checks a signed manifest envelope as clients will (a threshold of the newest root's release

@@ -52,14 +52,15 @@ mod error;
 mod faults;
 mod install;
 mod layout;
-mod origin;
 mod peers;
 mod pipeline;
 mod platform;
 mod policy;
 mod progress;
+mod runtime;
 mod schedule;
 mod share;
+mod source;
 
 pub use engine::blocking;
 pub use relsync_format::{directive, envelope, manifest, paths, root};
@@ -81,7 +82,6 @@ pub use install::audit::{
 pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
 pub use keys::{PublicKey, SecretKey};
 pub use layout::InstallLayout;
-pub use origin::{Origin, RangeBody, Traffic};
 pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
@@ -95,3 +95,4 @@ pub use policy::{MIN_CHECK_INTERVAL, MaintenanceWindow, Policy, PolicyError, Win
 pub use progress::{Event, Reporter, Silent};
 pub use schedule::RunStats;
 pub use share::{HaveAnswer, Share};
+pub use source::{Origin, RangeBody, Traffic};

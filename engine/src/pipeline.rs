@@ -4,8 +4,8 @@
 //!
 //! Each stage takes the previous stage's output type and is the only place that builds its own,
 //! so a release can reach `apply` only through every stage before it. A stage imports only
-//! earlier stages and the support modules (install, origin, layout, platform, progress, peers,
-//! config); never a later stage, this runner or the front door.
+//! earlier stages and the support modules (install, source, runtime, layout, platform, progress,
+//! peers, config); never a later stage, this runner or the front door.
 
 pub(crate) mod apply;
 pub(crate) mod assemble;
@@ -13,6 +13,9 @@ pub(crate) mod check;
 pub(crate) mod fetch;
 pub(crate) mod plan;
 pub(crate) mod verify;
+
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -27,10 +30,11 @@ use crate::install::store::{StagedRelease, Store};
 use crate::install::switch::switch_current;
 use crate::install::{Opening, Status, check_switchable, ensure_install_id, open_install};
 use crate::layout::{InstallLayout, valid_channel};
-use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
 use crate::progress::{Event, Reporter};
+use crate::runtime::blocking;
 use crate::share::Share;
+use crate::source::Origin;
 use crate::{Error, FetchConfig, Result};
 use apply::apply;
 use assemble::assemble;
@@ -612,6 +616,7 @@ fn finish(
             store.set_staged(None)?;
             // Whatever was on trial is no longer current.
             store.set_trial(None)?;
+            tracing::info!(version = %applied.version, release = %applied.dir, "switched current");
             reporter.report(Event::Applied {
                 version: applied.version,
             });

@@ -113,7 +113,8 @@ fn show(modules: &[Module]) -> String {
     names.join(" -> ")
 }
 
-/// Every module's non-test source, by module path (`lib.rs` is the empty path).
+/// Every module's non-test source, by module path (`lib.rs` is the empty path); `tests.rs`
+/// files and inline `mod tests` are left out.
 fn read_tree(dir: &Path, prefix: &mut Module, out: &mut BTreeMap<Module, String>) {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .expect("read src")
@@ -131,6 +132,11 @@ fn read_tree(dir: &Path, prefix: &mut Module, out: &mut BTreeMap<Module, String>
             read_tree(&entry, prefix, out);
             prefix.pop();
         } else if entry.extension().is_some_and(|e| e == "rs") {
+            if name == "tests" {
+                // An out-of-line `#[cfg(test)] mod tests;`: test code, like the inline ones
+                // cut below.
+                continue;
+            }
             let text = fs::read_to_string(&entry).expect("read source");
             let code = text
                 .split("#[cfg(test)]\nmod tests")

@@ -396,6 +396,14 @@ impl Manifest {
         self.chunking
             .validate()
             .map_err(|e| bad(format!("chunking: {e}")))?;
+        self.check_frames()?;
+        self.check_tree()
+    }
+
+    /// Every chunk, delta and solid frame in range, and each pack exactly the sum of its
+    /// frames.
+    fn check_frames(&self) -> Result<()> {
+        let bad = |reason: String| Error::malformed("manifest", reason);
         if self.chunks.len() > limits::CHUNKS || self.entries.len() > limits::FILES {
             return Err(bad("too many chunks or entries".into()));
         }
@@ -468,6 +476,12 @@ impl Manifest {
                 return Err(bad(format!("pack {} frames do not add up", pack.id)));
             }
         }
+        Ok(())
+    }
+
+    /// The file tree: each file's chunks add up to its size, and the tree rules of path.rs.
+    fn check_tree(&self) -> Result<()> {
+        let bad = |reason: String| Error::malformed("manifest", reason);
         // Parents first and real directories, no duplicates, no case/normalization
         // collisions, then every symlink resolved over the tree (path.rs).
         let mut tree = TreeIndex::with_capacity(self.entries.len());

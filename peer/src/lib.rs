@@ -30,14 +30,21 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod config;
+mod driver;
+mod identity;
 mod node;
+mod round;
+mod serve;
 mod swarm_key;
 pub mod wire;
 
 use std::path::PathBuf;
 
+pub use config::{Limits, NodeConfig};
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Limits, Node, NodeConfig, NodeStats, Shelf};
+pub use node::Node;
+pub use serve::{NodeStats, Shelf};
 pub use swarm_key::SwarmKey;
 
 /// What can go wrong starting a node.

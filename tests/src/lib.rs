@@ -49,8 +49,8 @@ pub use nginx::{LogEntry, LogMark, Nginx, NginxOptions, format_entries, free_por
 pub use run::{COMMAND_TIMEOUT, Cmd, Output, Spawned, available_bytes, parse_json_object};
 pub use s3::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
 pub use tree::{
-    BIG_FILE, BIG_FILE_INSERT_LEN, BIG_FILE_LEN, Entry, assert_trees_equal, big_file, diff_digests,
-    make_release, pseudo_random, pseudo_text, tree_digest,
+    BIG_FILE, BIG_FILE_INSERT_LEN, BIG_FILE_LEN, Entry, assert_trees_equal, big_file, copy_tree,
+    diff_digests, make_release, pseudo_random, pseudo_text, tree_digest,
 };
 pub use world::{
     CHANNEL, PRODUCT, Report, V1, V2, World, current, current_link, flip_byte, new_files,

@@ -6,6 +6,8 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
+use crate::run::Cmd;
+
 /// Path of the large binary-like file inside a release.
 pub const BIG_FILE: &str = "bin/app";
 /// Size of the large file in v1 (v2 is 1 KiB longer).
@@ -295,6 +297,18 @@ pub fn make_release(dir: &Path, version: u32) {
     }
     let empty = dir.join("var/empty");
     fs::create_dir_all(&empty).unwrap_or_else(|e| panic!("mkdir {}: {e}", empty.display()));
+}
+
+/// `cp -a from to` (`to` must not exist): a copy with the same modes, symlinks and hard links.
+/// An install is relocatable (`current` is a relative symlink), so a copy of one is an
+/// independent install with the same state.
+pub fn copy_tree(from: &Path, to: &Path) {
+    Cmd::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .run()
+        .assert_success(&format!("cp -a {} {}", from.display(), to.display()));
 }
 
 #[cfg(test)]

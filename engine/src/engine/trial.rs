@@ -7,10 +7,10 @@ use serde::Serialize;
 use super::Engine;
 use crate::install::audit::AuditEvent;
 use crate::install::store::Trial;
-use crate::origin::blocking as spawn_blocking;
 use crate::pipeline::UpdateReport;
 use crate::pipeline::check::now_unix;
 use crate::progress::Event;
+use crate::runtime::blocking as spawn_blocking;
 use crate::{Error, Result};
 
 /// What [`Engine::record_start`] found.

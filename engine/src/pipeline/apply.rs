@@ -34,6 +34,8 @@ pub struct Applied {
     pub version: Version,
     /// The version kept for rollback.
     pub previous: Option<Version>,
+    /// The release directory name, under `releases/`.
+    pub dir: String,
 }
 
 /// Runs the apply stage (blocking).
@@ -80,6 +82,7 @@ pub(crate) fn apply(tree: VerifiedTree, layout: &InstallLayout, store: &Store) -
     Ok(Applied {
         version: target.version.clone(),
         previous: checked.installed_version().cloned(),
+        dir,
     })
 }
 

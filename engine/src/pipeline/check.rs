@@ -13,8 +13,8 @@ use crate::install::read_install_id;
 use crate::install::store::{BadRelease, Release, StagedRelease, Store, TrustCopy, TrustedState};
 use crate::layout::{InstallLayout, manifest_delta_path, manifest_path};
 use crate::manifest::{Pointer, TrustedManifest, decompress_envelope, limits};
-use crate::origin::blocking;
 use crate::root::{RoleKeys, Root};
+use crate::runtime::blocking;
 use crate::{Error, Result, UpdaterConfig};
 
 pub(crate) use metadata::MetaSource;
@@ -684,7 +684,7 @@ mod tests {
     use crate::config::{FetchConfig, OriginConfig};
     use crate::layout::channel_path;
     use crate::manifest::FORMAT_VERSION;
-    use crate::origin::Origin;
+    use crate::source::Origin;
     use crate::{ManifestId, SecretKey};
 
     fn pointer(version: &str, yanked: &[&str], issued_unix: u64) -> Pointer {

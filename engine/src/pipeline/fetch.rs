@@ -22,14 +22,15 @@ use crate::config::FetchConfig;
 use crate::install::store::Store;
 use crate::layout::{BLOB_DIR, InstallLayout, pack_path};
 use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
-use crate::origin::{Origin, RangeBody, backoff, blocking, is_mirror_failure, is_transient};
 use crate::peers::Peers;
 use crate::pipeline::plan::{
     FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource,
 };
 use crate::platform::{Dir, STATE_FILE_MODE};
 use crate::progress::{Event, Reporter};
+use crate::runtime::blocking;
 use crate::share::{Offer, Share};
+use crate::source::{Origin, RangeBody, backoff, is_mirror_failure, is_transient};
 use crate::{Error, PackId, Result};
 
 mod swarm;

@@ -9,6 +9,18 @@ use relsync_tests::{
     current, current_link, format_entries, new_files,
 };
 
+/// Fails (never skips) unless the tests run as root, saying that the test needs root for
+/// `needs`: CI runs the suite as root, so a test that passed there without running would
+/// hide what it tests.
+#[track_caller]
+pub fn require_root(needs: &str) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root for {needs}: run the suite as root, as CI does, or leave this test \
+         out with `--skip <its name>`"
+    );
+}
+
 /// A world with v1 pushed and an nginx serving its origin.
 pub fn world_with_v1() -> (World, Nginx) {
     let w = World::new();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use relsync_tests::{
-    Nginx, NginxOptions, Output, Report, Spawned, V1, V2, World, assert_trees_equal, current,
-    pseudo_random,
+    Nginx, NginxOptions, Output, Report, Spawned, V1, V2, World, assert_trees_equal, copy_tree,
+    current, pseudo_random,
 };
 
 use crate::common::world_with_v1;
@@ -153,13 +153,7 @@ fn rollback_refuses_and_status_names_the_holder_while_an_update_runs() {
     w.update_ok(&n.url(), &dir);
     // v3: v2 and 4 KiB of new bytes, a few seconds' fetch through the throttle.
     let v3 = w.path().join("src-v3");
-    let cp = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&w.v2)
-        .arg(&v3)
-        .status()
-        .expect("cp -a");
-    assert!(cp.success(), "cp -a {} failed", w.v2.display());
+    copy_tree(&w.v2, &v3);
     fs::write(v3.join("three.bin"), pseudo_random("three", 4096)).expect("write");
     w.push_ok(&v3, "3.0.0");
 

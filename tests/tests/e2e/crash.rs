@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use relsync_tests::{
-    LogEntry, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, current, current_link,
-    format_entries, pseudo_random,
+    LogEntry, Nginx, NginxOptions, V1, V2, World, assert_trees_equal, copy_tree, current,
+    current_link, format_entries, pseudo_random,
 };
 
 use crate::common::{
@@ -145,13 +145,7 @@ fn fresh_install_killed_mid_fetch_resumes_without_refetching() {
 /// few KiB, too little to kill mid-fetch; this one fetches delta and plain frames.
 pub fn v2_with_new_data(w: &World) -> std::path::PathBuf {
     let tree = w.v2.with_file_name("v2-new-data");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&w.v2)
-        .arg(&tree)
-        .status()
-        .expect("cp -a");
-    assert!(status.success(), "cp -a {} failed", w.v2.display());
+    copy_tree(&w.v2, &tree);
     fs::write(
         tree.join("new-data.bin"),
         pseudo_random("crash-new-data", 3 << 20),

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use relsync_tests::{
-    Cmd, Entry, LogMark, Nginx, NginxOptions, Output, V1, V2, World, current, format_entries,
-    tree_digest,
+    Cmd, Entry, LogMark, Nginx, NginxOptions, Output, V1, V2, World, copy_tree, current,
+    format_entries, tree_digest,
 };
 
 use crate::common::run_log;
@@ -153,13 +153,7 @@ impl Campaign {
         if dir.exists() {
             fs::remove_dir_all(&dir).expect("remove the last run's install");
         }
-        let out = Cmd::new("cp")
-            .arg("-a")
-            .arg(&self.pristine)
-            .arg(&dir)
-            .timeout(Duration::from_secs(60))
-            .run();
-        out.assert_success("copy the v1 install");
+        copy_tree(&self.pristine, &dir);
         dir
     }
 

@@ -14,10 +14,10 @@
 //! fills it as soon as the update has passed its free-space check (it creates
 //! `.relsync/chunks` right after), while a throttled nginx keeps the fetch going.
 //!
-//! Mounting needs root. Without it a test prints `SKIPPED: ...` and passes, except under CI
-//! (`CI` set), where it runs as root and a failed mount is a failure. The ext4 variant also
-//! needs `mkfs.ext4` and loop devices, which containers often lack: without them it prints
-//! `SKIPPED: ...` and passes, under CI too.
+//! Mounting needs root (CI runs the suite as root): run as anyone else, each test fails
+//! saying so rather than passing without running. The ext4 variant also needs `mkfs.ext4`
+//! (e2fsprogs, which `scripts/setup.sh` installs) and loop devices; without either it fails
+//! naming what is missing.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -31,7 +31,8 @@ use relsync_tests::{
 };
 
 use crate::common::{
-    assert_honest_accounting, now_secs, pack_bytes_fetched_twice, pack_data, run_log, world_with_v1,
+    assert_honest_accounting, now_secs, pack_bytes_fetched_twice, pack_data, require_root, run_log,
+    world_with_v1,
 };
 
 /// Size of the scratch file system: v1 (~8.5 MiB of files) installs with room to spare, since
@@ -87,45 +88,14 @@ struct Scratch {
     kind: FsKind,
 }
 
-/// `Some(())` when `mount` succeeded, `None` when the test should be skipped (the reason is
-/// printed); panics on any other failure.
-fn mount_or_skip(what: &str, out: &Output, loop_device: bool) -> Option<()> {
-    if out.success() {
-        return Some(());
-    }
-    let err = out.stderr.to_lowercase();
-    let not_permitted = [
-        "permission denied",
-        "not permitted",
-        "only root",
-        "superuser",
-    ]
-    .iter()
-    .any(|k| err.contains(k));
-    if not_permitted && std::env::var_os("CI").is_none() {
-        eprintln!(
-            "SKIPPED: needs root to mount {what} (mount said: {})",
-            out.stderr.trim()
-        );
-        return None;
-    }
-    if loop_device && err.contains("loop device") {
-        eprintln!(
-            "SKIPPED: no usable loop device for {what} (mount said: {})",
-            out.stderr.trim()
-        );
-        return None;
-    }
-    panic!(
-        "cannot mount {what} (CI={:?}; the suite runs as root in CI)\n{out}",
-        std::env::var_os("CI")
-    );
-}
+/// What the tests need root for: each calls [`require_root`] first, so that it fails at once
+/// (not after building a world) and says why.
+const MOUNTING: &str =
+    "mounting a small file system of its own (a tmpfs, or ext4 on a loop device)";
 
 impl Scratch {
-    /// Mount a tmpfs of `size_mib` MiB on `mnt` (created). `None` when the mount is not
-    /// permitted (not root) and the test should be skipped.
-    fn tmpfs(mnt: &Path, size_mib: u64) -> Option<Self> {
+    /// Mount a tmpfs of `size_mib` MiB on `mnt` (created). Needs root.
+    fn tmpfs(mnt: &Path, size_mib: u64) -> Self {
         fs::create_dir_all(mnt).unwrap_or_else(|e| panic!("mkdir {}: {e}", mnt.display()));
         let out = Cmd::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0755")])
@@ -133,25 +103,27 @@ impl Scratch {
             .arg(mnt)
             .timeout(Duration::from_secs(30))
             .run();
-        mount_or_skip(&format!("a tmpfs on {}", mnt.display()), &out, false)?;
-        Some(Self {
+        out.assert_success(&format!("mount a tmpfs on {}", mnt.display()));
+        Self {
             mnt: mnt.to_path_buf(),
             kind: FsKind::Tmpfs,
-        })
+        }
     }
 
     /// Make an ext4 file system of `size_mib` MiB in the file `image` (no blocks reserved for
     /// root: the tests and relsync run as root) and mount it on `mnt` through a loop device.
-    /// `None` when `mkfs.ext4` or loop devices are missing, or the mount is not permitted.
-    fn ext4(image: &Path, mnt: &Path, size_mib: u64) -> Option<Self> {
-        if Command::new("mkfs.ext4").arg("-V").output().is_err() {
-            eprintln!("SKIPPED: mkfs.ext4 not found (install e2fsprogs for the ext4 variant)");
-            return None;
-        }
-        if !Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIPPED: no loop devices here (/dev/loop-control is missing)");
-            return None;
-        }
+    /// Needs root, `mkfs.ext4` and loop devices; fails naming what is missing.
+    fn ext4(image: &Path, mnt: &Path, size_mib: u64) -> Self {
+        assert!(
+            Command::new("mkfs.ext4").arg("-V").output().is_ok(),
+            "the ext4 variant needs mkfs.ext4, which is not on PATH: install e2fsprogs \
+             (scripts/setup.sh does)"
+        );
+        assert!(
+            Path::new("/dev/loop-control").exists(),
+            "the ext4 variant needs loop devices, and /dev/loop-control is missing (a container \
+             needs them passed in, e.g. `--privileged` or `--device /dev/loop-control`)"
+        );
         File::create(image)
             .and_then(|f| f.set_len(size_mib << 20))
             .unwrap_or_else(|e| panic!("create {}: {e}", image.display()));
@@ -168,15 +140,15 @@ impl Scratch {
             .arg(mnt)
             .timeout(Duration::from_secs(30))
             .run();
-        mount_or_skip(
-            &format!("ext4 image {} on {}", image.display(), mnt.display()),
-            &out,
-            true,
-        )?;
-        Some(Self {
+        out.assert_success(&format!(
+            "mount the ext4 image {} on {} through a loop device",
+            image.display(),
+            mnt.display()
+        ));
+        Self {
             mnt: mnt.to_path_buf(),
             kind: FsKind::Ext4,
-        })
+        }
     }
 
     fn path(&self) -> &Path {
@@ -394,11 +366,10 @@ fn assert_names_full_disk(out: &Output, under: &Path) {
 
 #[test]
 fn disk_full_update_fails_cleanly_then_succeeds_with_space() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
     // Declared after the world, so it is unmounted before the world's temp dir is removed.
-    let Some(scratch) = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB) else {
-        return;
-    };
+    let scratch = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB);
     let dir = scratch.path().join("install");
 
     let r = w.update_ok(&n.url(), &dir);
@@ -519,29 +490,25 @@ fn staging_runs_out_of_space(w: &World, n: &Nginx, scratch: &Scratch) {
 
 #[test]
 fn disk_filling_up_while_staging_on_tmpfs_fails_cleanly_and_resumes() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
-    let Some(scratch) = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB) else {
-        return;
-    };
+    let scratch = Scratch::tmpfs(&w.path().join("mnt"), SCRATCH_MIB);
     staging_runs_out_of_space(&w, &n, &scratch);
 }
 
 #[test]
 fn disk_filling_up_while_staging_on_ext4_fails_cleanly_and_resumes() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
-    let Some(scratch) = Scratch::ext4(&w.path().join("ext4.img"), &w.path().join("mnt"), EXT4_MIB)
-    else {
-        return;
-    };
+    let scratch = Scratch::ext4(&w.path().join("ext4.img"), &w.path().join("mnt"), EXT4_MIB);
     staging_runs_out_of_space(&w, &n, &scratch);
 }
 
 #[test]
 fn disk_filling_up_during_a_fresh_install_leaves_nothing_installed() {
+    require_root(MOUNTING);
     let (w, n) = world_with_v1();
-    let Some(scratch) = Scratch::tmpfs(&w.path().join("mnt"), TOO_SMALL_MIB) else {
-        return;
-    };
+    let scratch = Scratch::tmpfs(&w.path().join("mnt"), TOO_SMALL_MIB);
     let dir = scratch.path().join("install");
 
     // Too small from the start: refused before any pack is fetched.

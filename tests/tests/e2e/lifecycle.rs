@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::world_with_v1;
 use relsync_tests::{
     CHANNEL, Nginx, NginxOptions, Output, PRODUCT, Report, V1, V2, World, assert_trees_equal,
-    current, pseudo_random,
+    copy_tree, current, pseudo_random,
 };
 
 /// A copy of `src` with an executable `health.sh` that exits `code`.
@@ -20,23 +20,6 @@ fn with_health(w: &World, src: &Path, name: &str, code: i32) -> PathBuf {
     fs::write(&script, format!("#!/bin/sh\nexit {code}\n")).expect("write health.sh");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).expect("mkdir");
-    for entry in fs::read_dir(src).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        let kind = entry.file_type().expect("file type");
-        if kind.is_dir() {
-            copy_tree(&from, &to);
-        } else if kind.is_symlink() {
-            let target = fs::read_link(&from).expect("readlink");
-            std::os::unix::fs::symlink(target, &to).expect("symlink");
-        } else {
-            fs::copy(&from, &to).expect("copy");
-        }
-    }
 }
 
 /// A copy of `base` with one more file, named `extra`: a release that differs from it.

@@ -26,25 +26,19 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use relsync_tests::{
-    Cmd, Nginx, Output, V2, World, assert_trees_equal, current, current_link, tree_digest,
+    Cmd, Nginx, Output, V2, World, assert_trees_equal, copy_tree, current, current_link,
+    tree_digest,
 };
 
-use crate::common::{run_log, world_with_v1};
+use crate::common::{require_root, run_log, world_with_v1};
 
 /// The second local user: owns nothing here, belongs to no group of ours.
 const ATTACKER: u32 = 4242;
 
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test plays a second local user with setpriv and needs root (CI runs as root)"
-    );
-}
-
 /// A world whose temp dir other users may enter (as an ordinary parent directory would be),
 /// with v1 pushed and nginx serving it.
 fn open_world() -> (World, Nginx) {
-    require_root();
+    require_root("playing a second local user with setpriv");
     let (w, n) = world_with_v1();
     fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).expect("chmod world");
     (w, n)
@@ -511,14 +505,7 @@ fn only_what_relsync_made_is_ever_deleted() {
     w.update_ok(&n.url(), &dir);
     // A third release, so that the first is cleaned up.
     let v3 = w.path().join("src-v3");
-    fs::create_dir_all(&v3).expect("mkdir v3");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", w.v2.display()))
-        .arg(&v3)
-        .status()
-        .expect("cp");
-    assert!(copied.success(), "cp -a v2 v3");
+    copy_tree(&w.v2, &v3);
     fs::write(v3.join("NEWS"), "3.0.0\n").expect("write v3");
     w.push_ok(&v3, "3.0.0");
     w.update_ok(&n.url(), &dir);

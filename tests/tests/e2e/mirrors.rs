@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use relsync_tests::{
     CHANNEL, Cmd, Entry, LogEntry, Nginx, NginxOptions, Report, V1, V2, World, assert_trees_equal,
-    current, current_link, format_entries, free_port,
+    copy_tree, current, current_link, format_entries, free_port,
 };
 
 use crate::common::{assert_untouched, run_log, world_with_v1};
@@ -60,21 +60,6 @@ fn dead_origins(n: usize) -> Vec<String> {
 
 fn body_bytes(log: &[LogEntry]) -> u64 {
     log.iter().map(|e| e.body_bytes).sum()
-}
-
-/// Copies the folder `from` to `to` (files and folders).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
-    for item in fs::read_dir(from).unwrap_or_else(|e| panic!("read_dir {}: {e}", from.display())) {
-        let item = item.expect("read_dir entry");
-        let target = to.join(item.file_name());
-        if item.file_type().expect("file type").is_dir() {
-            copy_tree(&item.path(), &target);
-        } else {
-            fs::copy(item.path(), &target)
-                .unwrap_or_else(|e| panic!("copy {}: {e}", item.path().display()));
-        }
-    }
 }
 
 /// v1 installed at the returned dir from `n`, then v2 pushed.

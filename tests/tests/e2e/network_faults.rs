@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use relsync_tests::{
-    CHANNEL, Cmd, Fault, FaultProxy, Nginx, NginxOptions, Output, Record, Report, Schedule, Target,
-    V1, V2, When, World, assert_trees_equal, current, current_link, format_entries, format_records,
-    pseudo_random,
+    CHANNEL, Fault, FaultProxy, Nginx, NginxOptions, Output, Record, Report, Schedule, Target, V1,
+    V2, When, World, assert_trees_equal, copy_tree, current, current_link, format_entries,
+    format_records, pseudo_random,
 };
 
 use crate::common::{assert_honest_accounting, assert_untouched, run_log};
@@ -97,12 +97,7 @@ impl Scene {
             w.update_ok(&n.url(), &w.install_dir(name));
         }
         let v2 = w.v2.with_file_name("v2-new-data");
-        Cmd::new("cp")
-            .arg("-a")
-            .arg(&w.v2)
-            .arg(&v2)
-            .run()
-            .assert_success("cp -a v2");
+        copy_tree(&w.v2, &v2);
         fs::write(
             v2.join("new-data.bin"),
             pseudo_random("network-faults-new-data", 3 << 20),

@@ -21,7 +21,7 @@ use relsync_tests::{
 
 /// Where in the bucket the tests publish.
 const PREFIX: &str = "releases/app";
-/// The publisher's multipart threshold and part size (`cdn-publisher/src/origin.rs`).
+/// The publisher's multipart threshold and part size (`cdn-publisher/src/target/bucket.rs`).
 const MULTIPART_THRESHOLD_BYTES: u64 = 16 << 20;
 const PART_BYTES: u64 = 8 << 20;
 

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use relsync_tests::{
     Cmd, Daemon, Nginx, NginxOptions, Output, Report, V1, V2, World, assert_trees_equal, bins,
-    current, current_link, format_entries, parse_json_object,
+    copy_tree, current, current_link, format_entries, parse_json_object,
 };
 use serde_json::Value;
 
-use crate::common::{new_swarm_key, run_log, serve_only_cmd, swarm_key, world_with_v1};
+use crate::common::{
+    new_swarm_key, require_root, run_log, serve_only_cmd, swarm_key, world_with_v1,
+};
 
 /// Bounds every node a test starts.
 const NODE_LIFETIME: &str = "180s";
@@ -62,12 +64,7 @@ fn update_with_peers(w: &World, origin: &str, install: &Path, peers: &[&Daemon])
 
 /// A copy of `install` (hard links kept) without its peer identity.
 fn copy_install(from: &Path, to: &Path) {
-    Cmd::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .run()
-        .assert_success("cp -a");
+    copy_tree(from, to);
     let _ = std::fs::remove_file(to.join(".relsync/peer-key"));
 }
 
@@ -392,18 +389,6 @@ impl Drop for NetnsPair {
                 .status();
         }
     }
-}
-
-/// Fails (never skips) unless the tests run as root: network namespaces need it.
-fn require_root(test: &str) {
-    let root = Cmd::new("id").arg("-u").run();
-    assert_eq!(
-        root.stdout.trim(),
-        "0",
-        "{test} needs root (CAP_NET_ADMIN) for the network namespaces that keep multicast off \
-         the machine's networks: run the suite as root, or leave this test out with \
-         `--skip {test}`"
-    );
 }
 
 /// `ADDR:PORT` of a `/ip4/ADDR/tcp/PORT/...` multiaddr.
@@ -763,7 +748,9 @@ fn an_oversized_meta_answer_is_refused_before_it_is_read() {
 /// makes; that needs root, and the test fails without it.
 #[test]
 fn peers_find_each_other_by_mdns_only_with_the_swarm_key() {
-    require_root("peers_find_each_other_by_mdns_only_with_the_swarm_key");
+    require_root(
+        "the network namespaces (CAP_NET_ADMIN) that keep multicast off the machine's networks",
+    );
     let w = World::new();
     w.push_ok(&w.v1, V1);
     let origin = w.origin.display().to_string();

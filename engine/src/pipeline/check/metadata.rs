@@ -8,9 +8,10 @@ use tracing::warn;
 use crate::install::store::Store;
 use crate::layout::{channel_path, root_path};
 use crate::manifest::limits;
-use crate::origin::{Origin, blocking};
 use crate::peers::Peers;
 use crate::root::{self, Root};
+use crate::runtime::blocking;
+use crate::source::Origin;
 use crate::{Error, Result, UpdaterConfig};
 
 /// Where signed metadata comes from: the origin or, when it cannot answer, peers. Either way

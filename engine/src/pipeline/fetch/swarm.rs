@@ -437,7 +437,7 @@ impl Swarm<'_> {
         let shared = self.shared.clone();
         let chunks = batch.chunks.clone();
         let source = format!("peer {peer}");
-        let (stored, withheld, bad) = crate::origin::blocking(move || {
+        let (stored, withheld, bad) = crate::runtime::blocking(move || {
             let (mut stored, mut withheld) = (Vec::new(), Vec::new());
             for (index, frame) in chunks.into_iter().zip(sent) {
                 let Some(frame) = frame else {
@@ -469,7 +469,7 @@ impl Swarm<'_> {
             self.stored.push((index, path));
         }
         let (store, manifest) = (self.shared.store.clone(), self.shared.target.id());
-        crate::origin::blocking(move || store.journal_add(&ids, &manifest)).await?;
+        crate::runtime::blocking(move || store.journal_add(&ids, &manifest)).await?;
         if let Some(bad) = bad {
             warn!(peer, error = %bad, "peer sent a corrupt chunk; banning it");
             self.peers.ban(peer, &bad.to_string());

@@ -5,18 +5,19 @@
 //! channel pointers verify, are fresh and name what exists; the root chain verifies link by
 //! link.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use relsync_format::ManifestId;
 use relsync_format::manifest::{Manifest, Pointer, TrustedManifest, decompress_envelope};
 use relsync_format::paths::{manifest_delta_path, manifest_path, pack_path};
+use relsync_format::{ManifestId, PackId};
 use serde::Serialize;
 
-use super::{Inventory, Name, OriginAt, Trust};
+use super::{OriginAt, emit, utc};
+use crate::operate::{Inventory, Name, Trust};
 use crate::origin::{ObjectMeta, Origin};
 use crate::publish::unix_now;
 
@@ -77,8 +78,36 @@ pub fn verify(origin: &Origin) -> Result<VerifyReport> {
         objects_checked: inventory.objects.len() as u64,
         ..VerifyReport::default()
     };
+    let trust = check_layout(origin, &inventory, &mut report);
+    let packs = inventory.packs();
+    check_packs(origin, &packs, &mut report);
+    let manifests = check_manifests(origin, trust.as_ref(), &inventory, &packs, &mut report);
+    check_deltas(origin, &inventory, &manifests, &mut report);
 
-    // The root chain: every keys/ object must be one of its links.
+    // Channel pointers.
+    let lens: HashMap<&str, u64> = inventory
+        .objects
+        .iter()
+        .map(|(_, meta)| (meta.path.as_str(), meta.len))
+        .collect();
+    let listed = Listed {
+        manifests: &manifests,
+        lens: &lens,
+    };
+    for (channel, meta) in inventory.channels() {
+        check_pointer(origin, trust.as_ref(), channel, meta, &listed, &mut report);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The root chain (every `keys/` object must be one of its links), names relsync does not
+/// write, and an origin without channels. Returns the chain's trust, if it verifies.
+fn check_layout(
+    origin: &Origin,
+    inventory: &Inventory,
+    report: &mut VerifyReport,
+) -> Option<Trust> {
     let trust = match Trust::load(origin) {
         Ok(trust) => Some(trust),
         Err(e) => {
@@ -112,8 +141,11 @@ pub fn verify(origin: &Origin) -> Result<VerifyReport> {
         );
     }
 
-    // Packs: streamed in pieces, hashed in parallel.
-    let packs = inventory.packs();
+    trust
+}
+
+/// Packs: streamed in pieces, hashed in parallel.
+fn check_packs(origin: &Origin, packs: &BTreeMap<PackId, &ObjectMeta>, report: &mut VerifyReport) {
     let hashed: Vec<(u64, Option<Problem>)> = packs
         .par_iter()
         .map(|(id, meta)| match hash_object(origin, meta) {
@@ -141,11 +173,19 @@ pub fn verify(origin: &Origin) -> Result<VerifyReport> {
         report.bytes_hashed += len;
         report.problems.extend(problem);
     }
+}
 
-    // Manifests.
+/// Manifests, and the packs each names.
+fn check_manifests(
+    origin: &Origin,
+    trust: Option<&Trust>,
+    inventory: &Inventory,
+    packs: &BTreeMap<PackId, &ObjectMeta>,
+    report: &mut VerifyReport,
+) -> HashMap<ManifestId, Read> {
     let mut manifests: HashMap<ManifestId, Read> = HashMap::new();
     for (id, meta) in inventory.manifests() {
-        let read = check_manifest(origin, trust.as_ref(), id, meta, &mut report);
+        let read = check_manifest(origin, trust, id, meta, report);
         if let Some(m) = &read.trusted {
             for pack in &m.packs {
                 let path = pack_path(&pack.id);
@@ -171,7 +211,16 @@ pub fn verify(origin: &Origin) -> Result<VerifyReport> {
         manifests.insert(id, read);
     }
 
-    // Manifest deltas: each decodes, against its base, to exactly its target.
+    manifests
+}
+
+/// Manifest deltas: each decodes, against its base, to exactly its target.
+fn check_deltas(
+    origin: &Origin,
+    inventory: &Inventory,
+    manifests: &HashMap<ManifestId, Read>,
+    report: &mut VerifyReport,
+) {
     for (name, meta) in &inventory.objects {
         let Name::ManifestDelta { target, base } = name else {
             continue;
@@ -210,22 +259,6 @@ pub fn verify(origin: &Origin) -> Result<VerifyReport> {
             Err(e) => report.problem(&meta.path, format!("does not decode: {e:#}")),
         }
     }
-
-    // Channel pointers.
-    let lens: HashMap<&str, u64> = inventory
-        .objects
-        .iter()
-        .map(|(_, meta)| (meta.path.as_str(), meta.len))
-        .collect();
-    let listed = Listed {
-        manifests: &manifests,
-        lens: &lens,
-    };
-    for (channel, meta) in inventory.channels() {
-        check_pointer(origin, trust.as_ref(), channel, meta, &listed, &mut report);
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// BLAKE3 of an object read in pieces of at most [`PIECE_BYTES`], and its length.
@@ -342,7 +375,7 @@ fn check_pointer(
             format!(
                 "expired at {} UTC: clients refuse it as stale; re-sign it with `cdn-publisher \
                  channel refresh`",
-                super::utc(pointer.expires_unix)
+                utc(pointer.expires_unix)
             ),
         );
     }
@@ -405,7 +438,7 @@ fn check_names(path: &str, pointer: &Pointer, m: &Manifest, report: &mut VerifyR
     }
 }
 
-pub fn run_verify(args: &VerifyArgs) -> Result<()> {
+pub fn run(args: &VerifyArgs) -> Result<()> {
     let origin = Origin::open(&args.at.origin)?;
     let report = verify(&origin).with_context(|| format!("verifying {}", args.at.origin))?;
     let mut out = String::new();
@@ -435,7 +468,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<()> {
             }
         )?;
     }
-    super::emit(&out)?;
+    emit(&out)?;
     if !report.problems.is_empty() {
         bail!(
             "{} on {} (listed above)",

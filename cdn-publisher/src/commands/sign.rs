@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use relsync_format::envelope::{self, Kind, signing_message};
 
-use crate::keygen::{parse_public, read_secret};
+use super::{read_file, write_file};
+use crate::keys::{parse_public, read_secret};
 
 /// A signature to add to a document file.
 #[derive(Debug, clap::Args)]
@@ -29,7 +30,7 @@ pub struct SignArgs {
 
 /// Adds one signature to the document, refusing one that does not verify.
 pub fn sign(args: &SignArgs) -> Result<()> {
-    let bytes = read(&args.file)?;
+    let bytes = read_file(&args.file)?;
     let kind = Kind::of(&bytes).with_context(|| format!("reading {}", args.file.display()))?;
     let signed = match (&args.key, &args.public, &args.signature) {
         (Some(key), _, _) => envelope::sign(kind, &bytes, &read_secret(key)?)?,
@@ -54,7 +55,7 @@ pub fn sign(args: &SignArgs) -> Result<()> {
 
 /// Prints what a document says, who signed it, and the message a signer signs.
 pub fn show(file: &Path) -> Result<()> {
-    let bytes = read(file)?;
+    let bytes = read_file(file)?;
     let kind = Kind::of(&bytes).with_context(|| format!("reading {}", file.display()))?;
     match kind {
         Kind::Root => {
@@ -155,12 +156,4 @@ fn versions(versions: &[semver::Version]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn read(file: &Path) -> Result<Vec<u8>> {
-    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
-}
-
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{Counts, Inventory, KeepSet, KeptChannel, ObjectKind, OriginAt, Trust};
+use super::{OriginAt, emit, format_duration, parse_duration};
+use crate::operate::{Counts, Inventory, KeepSet, KeptChannel, ObjectKind, Trust};
 use crate::origin::Origin;
 
 #[derive(Debug, clap::Args)]
@@ -24,7 +25,7 @@ pub struct GcArgs {
     pub delete: bool,
     /// Never delete an object younger than this (90s, 30m, 1h, 7d): a push in flight writes
     /// its packs before its manifest, and a release signed offline waits for its signature.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = super::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub min_age: Duration,
     /// List every object deleted (or that would be).
     #[arg(short, long)]
@@ -173,7 +174,7 @@ struct GcSummary<'a> {
     seconds: f64,
 }
 
-pub fn run_gc(args: &GcArgs) -> Result<()> {
+pub fn run(args: &GcArgs) -> Result<()> {
     let started = Instant::now();
     let origin = Origin::open(&args.at.origin)?;
     let plan = plan(&origin, args.keep, args.min_age)
@@ -190,9 +191,9 @@ pub fn run_gc(args: &GcArgs) -> Result<()> {
             deleted,
             seconds: started.elapsed().as_secs_f64(),
         };
-        return super::emit(&format!("{}\n", serde_json::to_string(&summary)?));
+        return emit(&format!("{}\n", serde_json::to_string(&summary)?));
     }
-    super::emit(&plan_text(&plan, args, deleted)?)
+    emit(&plan_text(&plan, args, deleted)?)
 }
 
 fn plan_text(plan: &GcPlan, args: &GcArgs, deleted: Counts) -> Result<String> {
@@ -236,7 +237,7 @@ fn plan_text(plan: &GcPlan, args: &GcArgs, deleted: Counts) -> Result<String> {
             out,
             "spared {} younger than {} (--min-age)",
             plan.spared_young,
-            super::format_duration(Duration::from_secs(plan.min_age_secs))
+            format_duration(Duration::from_secs(plan.min_age_secs))
         )?;
     }
     if !plan.untouched_unknown.is_empty() {
@@ -260,7 +261,7 @@ fn plan_text(plan: &GcPlan, args: &GcArgs, deleted: Counts) -> Result<String> {
                  (`cdn-publisher gc --origin {} --keep {} --min-age {} --delete`)",
                 args.at.origin,
                 plan.keep,
-                super::format_duration(args.min_age)
+                format_duration(args.min_age)
             )?;
         }
     }

@@ -13,9 +13,11 @@ use relsync_format::envelope::{self, Kind};
 use relsync_format::paths::root_path;
 use relsync_format::root::{ROOT_FORMAT, RoleKeys, Root};
 
-use crate::keygen::parse_public;
+use super::sign::{SignArgs, show, sign};
+use super::{read_file, write_file};
+use crate::keys::parse_public;
 use crate::origin::Origin;
-use crate::sign::{SignArgs, read, show, sign, write_file};
+use crate::roots::newest;
 
 /// Keys and thresholds for the roles, as given on the command line.
 #[derive(Debug, clap::Args)]
@@ -141,7 +143,7 @@ pub fn run(command: RootCommand) -> Result<()> {
         RootCommand::Sign(args) => sign(&args),
         RootCommand::Show { file } => show(&file),
         RootCommand::Publish { file, to } => {
-            let bytes = read(&file)?;
+            let bytes = read_file(&file)?;
             let origin = Origin::open(&to)?;
             let root = match newest(&origin)? {
                 Some((current, _)) => current
@@ -165,34 +167,6 @@ pub fn run(command: RootCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// The newest root on the origin, walked from `keys/root-1` and checked link by link.
-pub fn newest(origin: &Origin) -> Result<Option<(Root, Vec<u8>)>> {
-    Ok(chain(origin)?.pop())
-}
-
-/// Every root on the origin, oldest first, walked from `keys/root-1` and checked link by link;
-/// the walk ends at the first version missing.
-pub fn chain(origin: &Origin) -> Result<Vec<(Root, Vec<u8>)>> {
-    let Some(first) = origin.read(&root_path(1))? else {
-        return Ok(Vec::new());
-    };
-    let root = Root::open_pinned(&first).context("keys/root-1 on the origin")?;
-    if root.version != 1 {
-        bail!("keys/root-1 on the origin claims version {}", root.version);
-    }
-    let mut chain = vec![(root, first)];
-    while let Some((root, _)) = chain.last()
-        && let Some(path) = root.version.checked_add(1).map(root_path)
-        && let Some(next) = origin.read(&path)?
-    {
-        let root = root
-            .open_next(&next)
-            .with_context(|| format!("{path} on the origin"))?;
-        chain.push((root, next));
-    }
-    Ok(chain)
 }
 
 fn role(

@@ -12,7 +12,9 @@
 //!
 //! Each chunk is also encoded as a bsdiff frame: bidiff matches the whole segment against the
 //! window (a suffix array of the window, built once per segment), and each chunk gets the
-//! instructions covering its bytes. The smaller of the two frames is kept.
+//! instructions covering its bytes. The smallest frame of the codecs ([`codec`]) is kept.
+
+mod codec;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -22,7 +24,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use relsync_chunker::frame::{BsdiffOp, slice_ops};
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_format::manifest::{
     Base, ChunkEntry, Delta, DeltaCodec, EntryKind, TrustedManifest, Window,
@@ -30,8 +31,9 @@ use relsync_format::manifest::{
 use relsync_format::paths::pack_path;
 use relsync_format::{ManifestId, RelPath};
 
+use self::codec::SegmentEncoder;
+use super::pack::PackWriter;
 use crate::origin::Origin;
-use crate::pack::PackWriter;
 
 /// How delta frames are made.
 ///
@@ -255,6 +257,51 @@ pub fn encode(
     params: DeltaParams,
     packs: &mut PackWriter<'_>,
 ) -> Result<Base> {
+    let segments = segments(base, files, chunks, params)?;
+    let mut out = Base {
+        manifest: base.id,
+        version: base.manifest.version.clone(),
+        windows: Vec::new(),
+        deltas: Vec::new(),
+    };
+    for batch in segments.chunks(SEGMENTS_PER_BATCH) {
+        let encoded: Vec<Encoded> = batch
+            .par_iter()
+            .map(|segment| encode_segment(base, segment, chunks, params))
+            .collect::<Result<_>>()?;
+        for (segment, (offset, len, frames)) in batch.iter().zip(encoded) {
+            if frames.is_empty() {
+                continue;
+            }
+            let window = out.windows.len() as u32;
+            out.windows.push(Window {
+                entry: segment.base_entry as u32,
+                offset,
+                len: len as u32,
+            });
+            for (chunk, codec, frame) in frames {
+                let pack = packs.append(&frame)?;
+                out.deltas.push(Delta {
+                    chunk,
+                    window,
+                    pack,
+                    frame_len: frame.len() as u32,
+                    codec,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The chunks of `files` that `base` lacks, grouped into segments of about
+/// `params.segment_bytes`, each with the window of the base file aligned to it.
+fn segments(
+    base: &BaseRelease<'_>,
+    files: &[NewFile<'_>],
+    chunks: &[ChunkEntry],
+    params: DeltaParams,
+) -> Result<Vec<Segment>> {
     let known: HashSet<ChunkId> = base.manifest.chunks.iter().map(|c| c.id).collect();
     let base_files = base.file_index();
     let mut done: HashSet<u32> = HashSet::new();
@@ -314,41 +361,7 @@ pub fn encode(
         }
         flush(&mut current, &mut segments);
     }
-
-    let mut out = Base {
-        manifest: base.id,
-        version: base.manifest.version.clone(),
-        windows: Vec::new(),
-        deltas: Vec::new(),
-    };
-    for batch in segments.chunks(SEGMENTS_PER_BATCH) {
-        let encoded: Vec<Encoded> = batch
-            .par_iter()
-            .map(|segment| encode_segment(base, segment, chunks, params))
-            .collect::<Result<_>>()?;
-        for (segment, (offset, len, frames)) in batch.iter().zip(encoded) {
-            if frames.is_empty() {
-                continue;
-            }
-            let window = out.windows.len() as u32;
-            out.windows.push(Window {
-                entry: segment.base_entry as u32,
-                offset,
-                len: len as u32,
-            });
-            for (chunk, codec, frame) in frames {
-                let pack = packs.append(&frame)?;
-                out.deltas.push(Delta {
-                    chunk,
-                    window,
-                    pack,
-                    frame_len: frame.len() as u32,
-                    codec,
-                });
-            }
-        }
-    }
-    Ok(out)
+    Ok(segments)
 }
 
 /// A segment's window as used (offset, length) and its delta frames.
@@ -366,7 +379,6 @@ fn encode_segment(
         window.remove(0);
         start += 1;
     }
-    let mut encoder = frame::WindowEncoder::new(&window, params.zstd_level)?;
     let file = File::open(&segment.new_path)
         .with_context(|| format!("opening {}", segment.new_path.display()))?;
     // The new bytes the segment spans, gaps between its chunks included.
@@ -379,7 +391,7 @@ fn encode_segment(
     let mut new = vec![0u8; (last - first) as usize];
     file.read_exact_at(&mut new, first)
         .with_context(|| format!("reading {}", segment.new_path.display()))?;
-    let ops = params.bsdiff.then(|| bsdiff_ops(&window, &new));
+    let mut encoder = SegmentEncoder::new(&window, &new, params)?;
     let mut frames = Vec::new();
     for &(index, at) in &segment.chunks {
         let entry = &chunks[index as usize];
@@ -390,55 +402,13 @@ fn encode_segment(
             "{} changed while it was being published",
             segment.new_path.display()
         );
-        let mut best = (DeltaCodec::Zstd, encoder.compress(data)?);
-        if let Some(ops) = &ops {
-            let ops = slice_ops(ops, from, from + data.len() as u64);
-            if let Some(frame) = encoder.compress_bsdiff(data, &ops)?
-                && frame.len() < best.1.len()
-            {
-                best = (DeltaCodec::Bsdiff, frame);
-            }
-        }
-        if best.1.len() + MIN_SAVING_BYTES < entry.frame_len as usize {
-            frames.push((index, best.0, best.1));
+        if let Some((codec, frame)) = encoder.smallest(data, from)?
+            && frame.len() + MIN_SAVING_BYTES < entry.frame_len as usize
+        {
+            frames.push((index, codec, frame));
         }
     }
     Ok((start, window.len() as u64, frames))
-}
-
-/// bsdiff instructions that rebuild `new` from `window`, covering every byte of `new` (any
-/// bytes bidiff leaves out become literals).
-fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
-    let mut ops = Vec::new();
-    let mut at = 0usize;
-    let literal = |ops: &[BsdiffOp], from: usize, to: usize| BsdiffOp {
-        src: ops.last().map_or(0, |op| op.src + op.add),
-        add: 0,
-        copy: (to - from) as u64,
-    };
-    let params = bidiff::DiffParams::default();
-    let matched = bidiff::diff(window, new, &params, |m| {
-        if m.add_new_start < at || m.copy_end < m.copy_start() {
-            return Ok(());
-        }
-        if m.add_new_start > at {
-            ops.push(literal(&ops, at, m.add_new_start));
-        }
-        ops.push(BsdiffOp {
-            src: m.add_old_start as u64,
-            add: m.add_length as u64,
-            copy: (m.copy_end - m.copy_start()) as u64,
-        });
-        at = m.copy_end;
-        Ok::<_, std::convert::Infallible>(())
-    });
-    if let Err(never) = matched {
-        match never {}
-    }
-    if at < new.len() {
-        ops.push(literal(&ops, at, new.len()));
-    }
-    ops
 }
 
 /// The manifests `depth` steps back from `start` along `parent` links.
@@ -460,60 +430,4 @@ pub fn base_chain(
         out.push(base);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Old bytes, and a new version that shifts them and edits a byte every 40.
-    fn recompiled() -> (Vec<u8>, Vec<u8>) {
-        let old: Vec<u8> = (0..600_000u64)
-            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as u8)
-            .collect();
-        let mut new = b"inserted header".to_vec();
-        new.extend_from_slice(&old[1000..500_000]);
-        for (i, b) in new.iter_mut().enumerate().skip(20).step_by(40) {
-            *b = b.wrapping_add(i as u8 | 1);
-        }
-        new.extend_from_slice(b"new tail bytes");
-        (old, new)
-    }
-
-    #[test]
-    fn bsdiff_frames_of_every_slice_round_trip_and_beat_zstd() {
-        let (old, new) = recompiled();
-        let ops = bsdiff_ops(&old, &new);
-        let covered: u64 = ops.iter().map(|op| op.add + op.copy).sum();
-        assert_eq!(covered, new.len() as u64);
-        let mut encoder = frame::WindowEncoder::new(&old, 19).unwrap();
-        let decoder = frame::WindowDecoder::new(old.clone());
-        let (mut bsdiff, mut zstd) = (0, 0);
-        let cuts = [
-            0,
-            7,
-            15,
-            16,
-            4096,
-            65_536,
-            65_537,
-            200_000,
-            499_000,
-            new.len(),
-        ];
-        for pair in cuts.windows(2) {
-            let (from, to) = (pair[0], pair[1]);
-            let chunk = &new[from..to];
-            let sliced = slice_ops(&ops, from as u64, to as u64);
-            let frame = encoder.compress_bsdiff(chunk, &sliced).unwrap().unwrap();
-            assert_eq!(
-                decoder.decompress_bsdiff(&frame, chunk.len()).unwrap(),
-                chunk,
-                "{from}..{to}"
-            );
-            bsdiff += frame.len();
-            zstd += encoder.compress(chunk).unwrap().len();
-        }
-        assert!(bsdiff * 3 < zstd * 2, "bsdiff {bsdiff} B, zstd {zstd} B");
-    }
 }

@@ -1,27 +1,26 @@
-//! Reading an origin: one or more mirrors (HTTP(S) servers or CDNs, or local folders) that
-//! serve the same files.
+//! An origin as its mirrors: requests go to the active mirror. A failure there (a transient
+//! one, a 404 of an object a lagging mirror lacks, or a bad answer) moves them to the next
+//! mirror, and the active mirror stays wherever requests last succeeded. Mirrors are
+//! untrusted like any origin: what they serve is verified the same way.
 //!
-//! Requests go to the active mirror. A failure there (a transient one, a 404 of an object a
-//! lagging mirror lacks, or a bad answer) moves them to the next mirror, and the active
-//! mirror stays wherever requests last succeeded. Mirrors are untrusted like any origin:
-//! what they serve is verified the same way.
+//! What an answer means is decided here, the same for every [`Source`]: the minimum rate
+//! ([`RateGuard`]), `Retry-After`, whole-object answers to range requests, and the error
+//! classes ([`is_transient`], [`is_mirror_failure`]).
 //!
 //! Every response body byte is counted in [`Traffic`], including error bodies and what a
 //! server that ignores `Range` sends before the range, so reports of bytes on the wire are
 //! honest.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use reqwest::StatusCode;
 use tracing::{debug, warn};
 
+use super::range::{RangeBody, Window};
+use super::{Answer, Opening, Refusal, Source};
 use crate::config::OriginConfig;
-use crate::error::error_chain;
 use crate::{Error, FetchConfig, Result};
 
 /// Counts requests and response body bytes.
@@ -42,7 +41,7 @@ impl Traffic {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn add_bytes(&self, n: usize) {
+    pub(super) fn add_bytes(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -66,7 +65,7 @@ pub struct Origin {
 
 #[derive(Debug)]
 struct Mirror {
-    kind: Kind,
+    source: Arc<dyn Source>,
     /// `RANGES_*`: what this mirror did with a Range header.
     ranges: AtomicU8,
     /// No request goes to this mirror before then: the wait its last `Retry-After` asked for.
@@ -89,13 +88,16 @@ const SLOW_GRACE: Duration = Duration::from_secs(10);
 /// held for an hour because one server asked; the next run tries again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// Rounds over the mirrors for whole-object GETs before giving up on transient errors.
+const GET_ATTEMPTS: u32 = 4;
+
 /// Fails a response whose body arrives slower, on average after [`SLOW_GRACE`], than the
 /// minimum rate: a stalled link or a slow-retrieval attack (a server dribbling bytes just often
 /// enough to beat the read timeout) must not hold an update forever. The clock starts when the
 /// request is sent, so headers that never come, or come a byte at a time, fail the same way,
 /// and a stall is noticed when the rate drops under the minimum, not at the next byte.
 #[derive(Debug)]
-struct RateGuard {
+pub(super) struct RateGuard {
     started: tokio::time::Instant,
     received: u64,
     min_bytes_per_sec: u64,
@@ -110,7 +112,8 @@ impl RateGuard {
         }
     }
 
-    fn add(&mut self, n: usize, url: &str) -> Result<()> {
+    /// `n` more bytes arrived: fails once the average rate is under the minimum.
+    pub(super) fn add(&mut self, n: usize, url: &str) -> Result<()> {
         self.received += n as u64;
         let elapsed = self.started.elapsed();
         if elapsed < SLOW_GRACE || self.min_bytes_per_sec == 0 {
@@ -134,7 +137,7 @@ impl RateGuard {
 
     /// Awaits `step` (the response headers, or the next piece of the body), failing at the
     /// [`deadline`](Self::deadline).
-    async fn bound<T>(&self, step: impl Future<Output = T>, url: &str) -> Result<T> {
+    pub(super) async fn bound<T>(&self, step: impl Future<Output = T>, url: &str) -> Result<T> {
         match self.deadline() {
             Some(deadline) => tokio::time::timeout_at(deadline, step)
                 .await
@@ -159,30 +162,6 @@ impl RateGuard {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Kind {
-    Http {
-        client: reqwest::Client,
-        base: String,
-    },
-    Dir {
-        root: PathBuf,
-    },
-}
-
-/// Rounds over the mirrors for whole-object GETs before giving up on transient errors.
-const GET_ATTEMPTS: u32 = 4;
-
-/// How long an idle connection stays open for the next request.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-
-/// TCP keepalive probes on idle connections, so a dead peer or NAT entry is noticed.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
-
-/// The rest of a whole-object answer past the range is read (and counted) when at most this
-/// long, keeping the connection; a longer rest is cut off with the connection.
-const TAIL_READ_BYTES: u64 = 1 << 20;
-
 impl Origin {
     /// One mirror: parses `http(s)://...`, `file://...` or a plain folder path.
     pub fn parse(spec: &str) -> Result<Self> {
@@ -201,34 +180,41 @@ impl Origin {
     /// The mirrors of `config`, with connections pooled for `fetch.max_parallel_requests`
     /// requests at once and `fetch.min_bytes_per_sec` as the minimum rate.
     pub fn open(config: &OriginConfig, fetch: &FetchConfig) -> Result<Self> {
-        if config.mirrors.is_empty() {
-            return Err(Error::InvalidOrigin {
-                origin: String::new(),
-                reason: "no origin given".into(),
-            });
+        let mut opening = Opening {
+            config,
+            fetch,
+            http_client: None,
+        };
+        let sources = config
+            .mirrors
+            .iter()
+            .map(|spec| super::open(spec, &mut opening))
+            .collect::<Result<Vec<_>>>()?;
+        Self::of_sources(sources, fetch.min_bytes_per_sec)
+    }
+
+    /// An origin of `sources`, tried in this order, with `min_bytes_per_sec` as the minimum
+    /// rate (0: none).
+    pub(crate) fn of_sources(
+        sources: Vec<Arc<dyn Source>>,
+        min_bytes_per_sec: u64,
+    ) -> Result<Self> {
+        if sources.is_empty() {
+            return Err(super::invalid_spec("", "no origin given"));
         }
-        let mut client = None;
-        let mut mirrors = Vec::with_capacity(config.mirrors.len());
-        for spec in &config.mirrors {
-            let kind = parse_mirror(spec, &mut || {
-                if let Some(client) = &client {
-                    return Ok(Clone::clone(client));
-                }
-                let built = http_client(&config.ca_certs, fetch.max_parallel_requests)?;
-                client = Some(built.clone());
-                Ok(built)
-            })?;
-            mirrors.push(Mirror {
-                kind,
+        let mirrors: Vec<Mirror> = sources
+            .into_iter()
+            .map(|source| Mirror {
+                source,
                 ranges: AtomicU8::new(RANGES_UNKNOWN),
                 not_before: std::sync::Mutex::new(None),
-            });
-        }
+            })
+            .collect();
         Ok(Self {
             mirrors: mirrors.into(),
             active: Arc::default(),
             traffic: Arc::default(),
-            min_bytes_per_sec: fetch.min_bytes_per_sec,
+            min_bytes_per_sec,
         })
     }
 
@@ -260,10 +246,7 @@ impl Origin {
 
     /// `path` on mirror `mirror`.
     pub(crate) fn url_on(&self, mirror: usize, path: &str) -> String {
-        match &self.mirrors[mirror].kind {
-            Kind::Http { base, .. } => format!("{base}{path}"),
-            Kind::Dir { root } => root.join(path).display().to_string(),
-        }
+        self.mirrors[mirror].source.url(path)
     }
 
     /// The first mirror from the active one on that `usable` accepts.
@@ -295,7 +278,7 @@ impl Origin {
     /// Whether the active mirror is known to honour range requests (a folder always does).
     pub(crate) fn honours_ranges(&self) -> bool {
         let mirror = &self.mirrors[self.active()];
-        matches!(mirror.kind, Kind::Dir { .. })
+        mirror.source.always_honours_ranges()
             || mirror.ranges.load(Ordering::Relaxed) == RANGES_HONOURED
     }
 
@@ -395,6 +378,7 @@ impl Origin {
         }
     }
 
+    /// One GET of a whole object on mirror `mirror`.
     async fn get_once(
         &self,
         mirror: usize,
@@ -404,60 +388,35 @@ impl Origin {
     ) -> Result<Vec<u8>> {
         let url = self.url_on(mirror, path);
         self.traffic.add_request();
-        match &self.mirrors[mirror].kind {
-            Kind::Dir { root } => {
-                let file = root.join(path);
-                let traffic = self.traffic.clone();
-                blocking(move || {
-                    let mut f = std::fs::File::open(&file).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Error::NotFound {
-                                what,
-                                url: url.clone(),
-                            }
-                        } else {
-                            Error::io("reading", &file)(e)
-                        }
-                    })?;
-                    let mut out = Vec::new();
-                    (&mut f)
-                        .take(limit + 1)
-                        .read_to_end(&mut out)
-                        .map_err(Error::io("reading", &file))?;
-                    traffic.add_bytes(out.len());
-                    if out.len() as u64 > limit {
-                        return Err(Error::TooLarge { what, url, limit });
-                    }
-                    Ok(out)
-                })
-                .await
+        self.ready(mirror).await;
+        let mut guard = RateGuard::new(self.min_bytes_per_sec);
+        let source = &self.mirrors[mirror].source;
+        let answer = guard.bound(source.get(path, limit), &url).await??;
+        let mut body = match answer {
+            Answer::Whole { body, .. } => body,
+            Answer::Part { body, .. } => {
+                let status = StatusCode::PARTIAL_CONTENT;
+                let refusal = Refusal {
+                    status,
+                    retry_after: None,
+                    body,
+                };
+                return Err(self.refused(mirror, refusal, what, url).await);
             }
-            Kind::Http { client, .. } => {
-                self.ready(mirror).await;
-                let mut guard = RateGuard::new(self.min_bytes_per_sec);
-                let mut response = guard
-                    .bound(client.get(&url).send(), &url)
-                    .await?
-                    .map_err(|e| transport(&url, e))?;
-                if response.status() != StatusCode::OK {
-                    return Err(self.refused(mirror, response, what, url).await);
-                }
-                let mut out = Vec::new();
-                while let Some(chunk) = guard
-                    .bound(response.chunk(), &url)
-                    .await?
-                    .map_err(|e| transport(&url, e))?
-                {
-                    self.traffic.add_bytes(chunk.len());
-                    guard.add(chunk.len(), &url)?;
-                    if (out.len() + chunk.len()) as u64 > limit {
-                        return Err(Error::TooLarge { what, url, limit });
-                    }
-                    out.extend_from_slice(&chunk);
-                }
-                Ok(out)
+            Answer::Refused(refusal) => {
+                return Err(self.refused(mirror, refusal, what, url).await);
             }
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = guard.bound(body.next(), &url).await?? {
+            self.traffic.add_bytes(chunk.len());
+            guard.add(chunk.len(), &url)?;
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(Error::TooLarge { what, url, limit });
+            }
+            out.extend_from_slice(&chunk);
         }
+        Ok(out)
     }
 
     /// Starts fetching `len` bytes at `start` of `path`, an object of `object_len` bytes,
@@ -504,84 +463,42 @@ impl Origin {
             });
         }
         self.traffic.add_request();
-        match &self.mirrors[mirror].kind {
-            Kind::Dir { root } => {
-                let file = root.join(path);
-                let bytes = blocking(move || {
-                    let mut f = std::fs::File::open(&file).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Error::NotFound {
-                                what: "pack",
-                                url: url.clone(),
-                            }
-                        } else {
-                            Error::io("reading", &file)(e)
-                        }
-                    })?;
-                    f.seek(SeekFrom::Start(start))
-                        .map_err(Error::io("reading", &file))?;
-                    let mut out = Vec::with_capacity(len as usize);
-                    f.take(len)
-                        .read_to_end(&mut out)
-                        .map_err(Error::io("reading", &file))?;
-                    Ok(Bytes::from(out))
-                })
-                .await?;
-                Ok(RangeBody {
-                    inner: RangeInner::Bytes(Some(bytes)),
-                    traffic: self.traffic.clone(),
-                })
+        self.ready(mirror).await;
+        let guard = RateGuard::new(self.min_bytes_per_sec);
+        let source = &self.mirrors[mirror].source;
+        let answer = guard
+            .bound(source.get_range(path, start, len), &url)
+            .await??;
+        let ranges = &self.mirrors[mirror].ranges;
+        let (body, window) = match answer {
+            Answer::Whole {
+                len: announced,
+                body,
+            } => {
+                let window = Window::new(start, start + len, object_len);
+                if let Some(announced) = announced {
+                    window
+                        .check_length(announced)
+                        .map_err(|reason| Error::Http {
+                            url: url.clone(),
+                            reason,
+                            transient: false,
+                        })?;
+                }
+                if ranges.swap(RANGES_IGNORED, Ordering::Relaxed) != RANGES_IGNORED {
+                    warn!(
+                        mirror = %source.url(""),
+                        "the mirror ignores Range headers (200 instead of 206): each \
+                         request downloads its pack from the start"
+                    );
+                }
+                (body, Some((window, announced)))
             }
-            Kind::Http { client, base } => {
-                let end = start + len - 1;
-                self.ready(mirror).await;
-                let guard = RateGuard::new(self.min_bytes_per_sec);
-                let request = client
-                    .get(&url)
-                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
-                let response = guard
-                    .bound(request.send(), &url)
-                    .await?
-                    .map_err(|e| transport(&url, e))?;
-                let status = response.status();
-                let ranges = &self.mirrors[mirror].ranges;
-                if status == StatusCode::OK {
-                    let window = Window::new(start, start + len, object_len);
-                    if let Some(announced) = response.content_length() {
-                        window
-                            .check_length(announced)
-                            .map_err(|reason| Error::Http {
-                                url: url.clone(),
-                                reason,
-                                transient: false,
-                            })?;
-                    }
-                    if ranges.swap(RANGES_IGNORED, Ordering::Relaxed) != RANGES_IGNORED {
-                        warn!(
-                            mirror = %base,
-                            "the mirror ignores Range headers (200 instead of 206): each \
-                             request downloads its pack from the start"
-                        );
-                    }
-                    return Ok(RangeBody {
-                        inner: RangeInner::Http {
-                            response,
-                            url,
-                            guard,
-                            window: Some(window),
-                        },
-                        traffic: self.traffic.clone(),
-                    });
-                }
-                if status != StatusCode::PARTIAL_CONTENT {
-                    return Err(self.refused(mirror, response, "pack", url).await);
-                }
-                let expected = format!("bytes {start}-{end}/");
-                let content_range = response
-                    .headers()
-                    .get(reqwest::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
+            Answer::Part {
+                content_range,
+                body,
+            } => {
+                let expected = format!("bytes {start}-{}/", start + len - 1);
                 if !content_range.starts_with(&expected) {
                     return Err(Error::Http {
                         url,
@@ -597,34 +514,36 @@ impl Origin {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 );
-                Ok(RangeBody {
-                    inner: RangeInner::Http {
-                        response,
-                        url,
-                        guard,
-                        window: None,
-                    },
-                    traffic: self.traffic.clone(),
-                })
+                (body, None)
             }
-        }
+            Answer::Refused(refusal) => {
+                return Err(self.refused(mirror, refusal, "pack", url).await);
+            }
+        };
+        Ok(RangeBody::new(
+            body,
+            url,
+            guard,
+            window,
+            self.traffic.clone(),
+        ))
     }
 
-    /// The error for `response`, whose status is not the one asked for. Its small body is read
+    /// The error for an answer whose status is not the one asked for. Its small body is read
     /// and counted, so the byte count matches the server's (for at most [`SLOW_GRACE`]). A
     /// `503` or `429` with a `Retry-After` of at most [`MAX_RETRY_AFTER`] holds back the
     /// mirror's next requests that long.
     async fn refused(
         &self,
         mirror: usize,
-        mut response: reqwest::Response,
+        mut refusal: Refusal,
         what: &'static str,
         url: String,
     ) -> Error {
-        let retry_after = retry_after(&response);
+        let retry_after = retry_after(refusal.status, refusal.retry_after.as_deref());
         let drain = async {
             let mut seen = 0usize;
-            while let Ok(Some(chunk)) = response.chunk().await {
+            while let Ok(Some(chunk)) = refusal.body.next().await {
                 self.traffic.add_bytes(chunk.len());
                 seen += chunk.len();
                 if seen > 64 * 1024 {
@@ -633,7 +552,7 @@ impl Origin {
             }
         };
         let _ = tokio::time::timeout(SLOW_GRACE, drain).await;
-        let err = status_error(response.status(), what, url, retry_after);
+        let err = status_error(refusal.status, what, url, retry_after);
         if let Some(wait) = retry_after
             && is_transient(&err)
         {
@@ -666,265 +585,6 @@ impl Origin {
     }
 }
 
-/// One mirror from its spec; `client` gives the HTTP client (built once, on first use).
-fn parse_mirror(
-    spec: &str,
-    client: &mut dyn FnMut() -> std::result::Result<reqwest::Client, reqwest::Error>,
-) -> Result<Kind> {
-    let invalid = |reason: &str| Error::InvalidOrigin {
-        origin: spec.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        let url = reqwest::Url::parse(spec).map_err(|e| invalid(&e.to_string()))?;
-        let mut base = url.to_string();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let client = client().map_err(|e| invalid(&error_chain(&e)))?;
-        return Ok(Kind::Http { client, base });
-    }
-    let path = spec.strip_prefix("file://").unwrap_or(spec);
-    if path.contains("://") {
-        return Err(invalid(
-            "unsupported scheme (use http, https, file or a path)",
-        ));
-    }
-    let root = PathBuf::from(path);
-    if !root.is_dir() {
-        return Err(invalid("no such directory"));
-    }
-    Ok(Kind::Dir { root })
-}
-
-/// The HTTP client every mirror shares. Connections are reused: up to one idle connection
-/// per request in flight is kept per host (HTTP/1.1), or one connection carries them all
-/// (HTTP/2, negotiated by ALPN over TLS).
-fn http_client(
-    ca_certs: &[reqwest::Certificate],
-    max_parallel_requests: usize,
-) -> std::result::Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(30))
-        .user_agent(concat!("relsync/", env!("CARGO_PKG_VERSION")))
-        // A redirect's body and second request would go uncounted; origins are static.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(max_parallel_requests.max(1))
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .http2_adaptive_window(true);
-    for cert in ca_certs {
-        builder = builder.add_root_certificate(cert.clone());
-    }
-    builder.build()
-}
-
-/// What a range request takes of a whole-object (`200`) answer: the bytes before the range
-/// are skipped, the range is delivered, and reading stops after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Window {
-    /// Offset in the object of the next byte received.
-    at: u64,
-    start: u64,
-    end: u64,
-    object_len: u64,
-}
-
-impl Window {
-    fn new(start: u64, end: u64, object_len: u64) -> Self {
-        Self {
-            at: 0,
-            start,
-            end,
-            object_len,
-        }
-    }
-
-    /// Refuses an announced body length that is not the object's, or that ends before the
-    /// range.
-    fn check_length(&self, announced: u64) -> std::result::Result<(), String> {
-        if announced > self.object_len {
-            return Err(format!(
-                "the whole-object answer (200) has {announced} bytes, more than the object's \
-                 {} bytes",
-                self.object_len
-            ));
-        }
-        if announced < self.end {
-            return Err(format!(
-                "the whole-object answer (200) has {announced} bytes and ends before the \
-                 range asked for ({}..{})",
-                self.start, self.end
-            ));
-        }
-        Ok(())
-    }
-
-    /// Delivers on up to `end`, never past the object.
-    fn extend_to(&mut self, end: u64) {
-        self.end = self.end.max(end.min(self.object_len));
-    }
-
-    /// Whether the whole range was delivered.
-    fn done(&self) -> bool {
-        self.at >= self.end
-    }
-
-    /// The part of `piece`, the next bytes received, inside the range (possibly empty).
-    fn take(&mut self, piece: Bytes) -> std::result::Result<Bytes, String> {
-        let from = self.at;
-        let to = from + piece.len() as u64;
-        self.at = to;
-        if to > self.object_len {
-            return Err(format!(
-                "the whole-object answer (200) goes on past the object's {} bytes",
-                self.object_len
-            ));
-        }
-        let (lo, hi) = (from.max(self.start), to.min(self.end));
-        if lo >= hi {
-            return Ok(Bytes::new());
-        }
-        Ok(piece.slice((lo - from) as usize..(hi - from) as usize))
-    }
-}
-
-/// The body of a range response, read piece by piece.
-#[derive(Debug)]
-pub struct RangeBody {
-    inner: RangeInner,
-    traffic: Arc<Traffic>,
-}
-
-#[derive(Debug)]
-enum RangeInner {
-    Http {
-        response: reqwest::Response,
-        url: String,
-        guard: RateGuard,
-        /// For a whole-object answer: the range within it.
-        window: Option<Window>,
-    },
-    Bytes(Option<Bytes>),
-}
-
-impl RangeBody {
-    /// The next piece of the range, or `None` at its end.
-    pub async fn next(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            let piece = match &mut self.inner {
-                RangeInner::Bytes(bytes) => return Ok(bytes.take()),
-                RangeInner::Http {
-                    window: Some(window),
-                    ..
-                } if window.done() => return Ok(None),
-                RangeInner::Http {
-                    response,
-                    url,
-                    guard,
-                    ..
-                } => guard
-                    .bound(response.chunk(), url)
-                    .await?
-                    .map_err(|e| transport(url, e))?,
-            };
-            let Some(piece) = piece else {
-                return Ok(None);
-            };
-            // Counted before any refusal, so every byte received is accounted for.
-            self.traffic.add_bytes(piece.len());
-            let RangeInner::Http {
-                url, guard, window, ..
-            } = &mut self.inner
-            else {
-                return Ok(Some(piece));
-            };
-            guard.add(piece.len(), url)?;
-            let Some(window) = window else {
-                return Ok(Some(piece));
-            };
-            let part = window.take(piece).map_err(|reason| Error::Http {
-                url: url.clone(),
-                reason,
-                transient: false,
-            })?;
-            if !part.is_empty() {
-                return Ok(Some(part));
-            }
-        }
-    }
-
-    /// Whether the server sent the whole object (it ignored the Range header).
-    pub fn is_whole_object(&self) -> bool {
-        matches!(
-            self.inner,
-            RangeInner::Http {
-                window: Some(_),
-                ..
-            }
-        )
-    }
-
-    /// For a whole object: goes on delivering up to `end` (at most the object's length)
-    /// instead of stopping at the end of the range asked for.
-    pub fn extend_to(&mut self, end: u64) {
-        if let RangeInner::Http {
-            window: Some(window),
-            ..
-        } = &mut self.inner
-        {
-            window.extend_to(end);
-        }
-    }
-
-    /// Ends a body whose range was read: what the server still sends is read and counted
-    /// when short (so the connection serves the next request), else the connection is
-    /// dropped.
-    pub async fn finish(mut self) {
-        let RangeInner::Http {
-            response,
-            url,
-            window,
-            guard,
-        } = &mut self.inner
-        else {
-            return;
-        };
-        let rest = match (window.as_ref(), response.content_length()) {
-            (Some(w), Some(len)) => len.saturating_sub(w.at),
-            (Some(_), None) => u64::MAX,
-            // A 206 ends with its range; this reads its end.
-            (None, _) => 0,
-        };
-        if rest > TAIL_READ_BYTES {
-            debug!(%url, rest, "dropping the connection rather than reading the rest");
-            return;
-        }
-        let mut read = 0u64;
-        loop {
-            let Ok(piece) = guard.bound(response.chunk(), url).await else {
-                debug!(%url, "the end of a response came too slowly");
-                return;
-            };
-            match piece {
-                Ok(Some(piece)) => {
-                    self.traffic.add_bytes(piece.len());
-                    read += piece.len() as u64;
-                    if guard.add(piece.len(), url).is_err() || read > rest.max(64 * 1024) {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    debug!(%url, error = %e, "reading the end of a response failed");
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// Whether a retry may cure `err` (5xx, 429, resets, truncation).
 pub(crate) fn is_transient(err: &Error) -> bool {
     matches!(
@@ -943,15 +603,6 @@ pub(crate) fn is_mirror_failure(err: &Error) -> bool {
         err,
         Error::Http { .. } | Error::NotFound { .. } | Error::TooLarge { .. }
     )
-}
-
-/// An error and its sources, as one line.
-fn transport(url: &str, e: reqwest::Error) -> Error {
-    Error::Http {
-        url: url.to_owned(),
-        reason: error_chain(&e),
-        transient: true,
-    }
 }
 
 /// The error for an answer with `status`; `retry_after` is what a `503` or `429` asked for.
@@ -988,15 +639,13 @@ fn status_error(
     }
 }
 
-/// The wait the `Retry-After` header of a `503` or `429` asks for (`None` for other statuses,
+/// The wait the `Retry-After` value of a `503` or `429` asks for (`None` for other statuses,
 /// or without a readable one).
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let status = response.status();
+fn retry_after(status: StatusCode, value: Option<&str>) -> Option<Duration> {
     if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
-    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
-    parse_retry_after(value.to_str().ok()?, jiff::Timestamp::now())
+    parse_retry_after(value?, jiff::Timestamp::now())
 }
 
 /// A `Retry-After` value as a wait from `now`: delay-seconds (`120`) or an HTTP-date
@@ -1021,15 +670,6 @@ pub(crate) async fn backoff(attempt: u32) {
         Err(_) => 0,
     };
     tokio::time::sleep(Duration::from_millis(base_ms / 2 + jitter)).await;
-}
-
-/// Runs blocking file work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store(format!("worker thread failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -1094,53 +734,6 @@ mod tests {
             .map(|d| d.path().display().to_string())
             .collect();
         (dirs, Origin::mirrors(&specs).unwrap())
-    }
-
-    fn window_pieces(window: &mut Window, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for piece in pieces {
-            out.extend_from_slice(&window.take(Bytes::copy_from_slice(piece)).unwrap());
-        }
-        out
-    }
-
-    #[test]
-    fn a_window_skips_the_prefix_and_stops_after_the_range() {
-        let object: Vec<u8> = (0..100u8).collect();
-        let mut window = Window::new(10, 20, 100);
-        let got = window_pieces(
-            &mut window,
-            &[&object[..4], &object[4..15], &object[15..30]],
-        );
-        assert_eq!(got, &object[10..20]);
-        assert!(window.done());
-        // A piece wholly before the range yields nothing.
-        let mut window = Window::new(50, 60, 100);
-        assert!(
-            window
-                .take(Bytes::from_static(&[0; 50]))
-                .unwrap()
-                .is_empty()
-        );
-        assert!(!window.done());
-        // Extended, it delivers on to the new end, never past the object.
-        let mut window = Window::new(0, 10, 100);
-        window.extend_to(1000);
-        assert_eq!(window_pieces(&mut window, &[&object]), object);
-        assert!(window.done());
-    }
-
-    #[test]
-    fn a_window_refuses_answers_longer_than_the_object_or_short_of_the_range() {
-        let window = Window::new(10, 20, 100);
-        assert!(window.check_length(100).is_ok());
-        let long = window.check_length(101).unwrap_err();
-        assert!(long.contains("more than the object's 100 bytes"), "{long}");
-        let short = window.check_length(15).unwrap_err();
-        assert!(short.contains("ends before the range"), "{short}");
-        let mut window = Window::new(90, 100, 100);
-        assert!(window.take(Bytes::from_static(&[0; 99])).is_ok());
-        assert!(window.take(Bytes::from_static(&[0; 2])).is_err());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use relsync_format::ManifestId;
 use relsync_format::manifest::{Manifest, decompress_envelope};
 use serde::Serialize;
 
-use super::{Counts, Inventory, KeepSet, ObjectKind, OriginAt, Trust, table, utc};
+use super::{OriginAt, emit, table, utc};
 use crate::lifecycle::RollbackSummary;
+use crate::operate::{Counts, Inventory, KeepSet, ObjectKind, Trust};
 use crate::origin::Origin;
 use crate::publish::unix_now;
 
@@ -89,8 +90,23 @@ pub struct Listing {
 pub fn list(origin: &Origin) -> Result<Listing> {
     let inventory = Inventory::list(origin)?;
     let trust = Trust::load(origin);
-    let now = unix_now();
+    let channels = channel_rows(origin, &inventory, trust.as_ref());
+    let releases = release_rows(origin, &inventory, &channels);
+    let totals = totals(origin, &inventory, trust);
+    Ok(Listing {
+        channels,
+        releases,
+        totals,
+    })
+}
 
+/// A row per channel pointer.
+fn channel_rows(
+    origin: &Origin,
+    inventory: &Inventory,
+    trust: Result<&Trust, &anyhow::Error>,
+) -> Vec<ChannelRow> {
+    let now = unix_now();
     let mut channels = Vec::new();
     for (channel, meta) in inventory.channels() {
         let mut row = ChannelRow {
@@ -100,7 +116,7 @@ pub fn list(origin: &Origin) -> Result<Listing> {
         let opened = origin
             .read(&meta.path)
             .and_then(|bytes| bytes.context("vanished while being listed"))
-            .and_then(|bytes| match &trust {
+            .and_then(|bytes| match trust {
                 Ok(trust) => trust.pointer(&bytes),
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             });
@@ -120,6 +136,15 @@ pub fn list(origin: &Origin) -> Result<Listing> {
         channels.push(row);
     }
 
+    channels
+}
+
+/// A row per manifest: by channel, newest first; unreadable ones last.
+fn release_rows(
+    origin: &Origin,
+    inventory: &Inventory,
+    channels: &[ChannelRow],
+) -> Vec<ReleaseRow> {
     let mut versions: BTreeMap<ManifestId, String> = BTreeMap::new();
     let mut releases = Vec::new();
     let packs = inventory.packs();
@@ -161,7 +186,6 @@ pub fn list(origin: &Origin) -> Result<Listing> {
             .and_then(|p| p.parse().ok())
             .and_then(|p| versions.get(&p).cloned());
     }
-    // By channel, newest first; unreadable ones last.
     releases.sort_by(|a, b| {
         let key = |r: &ReleaseRow| {
             (
@@ -177,6 +201,11 @@ pub fn list(origin: &Origin) -> Result<Listing> {
         key(a).cmp(&key(b))
     });
 
+    releases
+}
+
+/// Objects and bytes of each kind, and what no channel's history needs.
+fn totals(origin: &Origin, inventory: &Inventory, trust: Result<Trust>) -> Totals {
     let by_kind = inventory.totals();
     let mut all = Counts::default();
     for counts in by_kind.values() {
@@ -184,7 +213,7 @@ pub fn list(origin: &Origin) -> Result<Listing> {
         all.bytes += counts.bytes;
     }
     let (unreferenced, unreferenced_error) =
-        match trust.and_then(|trust| KeepSet::compute(origin, &inventory, &trust, usize::MAX)) {
+        match trust.and_then(|trust| KeepSet::compute(origin, inventory, &trust, usize::MAX)) {
             Ok(keep) => {
                 let mut counts = Counts::default();
                 for (name, meta) in &inventory.objects {
@@ -196,24 +225,20 @@ pub fn list(origin: &Origin) -> Result<Listing> {
             }
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-    Ok(Listing {
-        channels,
-        releases,
-        totals: Totals {
-            kinds: ObjectKind::ALL
-                .iter()
-                .filter_map(|kind| {
-                    by_kind.get(kind).map(|counts| KindTotal {
-                        kind: *kind,
-                        counts: *counts,
-                    })
+    Totals {
+        kinds: ObjectKind::ALL
+            .iter()
+            .filter_map(|kind| {
+                by_kind.get(kind).map(|counts| KindTotal {
+                    kind: *kind,
+                    counts: *counts,
                 })
-                .collect(),
-            all,
-            unreferenced,
-            unreferenced_error,
-        },
-    })
+            })
+            .collect(),
+        all,
+        unreferenced,
+        unreferenced_error,
+    }
 }
 
 /// A manifest decoded, checked against its name (not its signatures: `verify` does that).
@@ -227,13 +252,13 @@ fn read_manifest(origin: &Origin, id: ManifestId, path: &str) -> Result<Manifest
     Ok(relsync_format::dangerous::manifest(&envelope)?)
 }
 
-pub fn run_ls(args: &LsArgs) -> Result<()> {
+pub fn run(args: &LsArgs) -> Result<()> {
     let origin = Origin::open(&args.at.origin)?;
     let listing = list(&origin).with_context(|| format!("listing {}", args.at.origin))?;
     if args.json {
-        return super::emit(&format!("{}\n", serde_json::to_string(&listing)?));
+        return emit(&format!("{}\n", serde_json::to_string(&listing)?));
     }
-    super::emit(&listing_text(&listing)?)
+    emit(&listing_text(&listing)?)
 }
 
 fn or_dash(value: Option<String>) -> String {

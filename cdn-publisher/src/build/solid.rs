@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use relsync_chunker::frame;
 use relsync_format::manifest::{ChunkEntry, SolidFrame};
 
-use crate::pack::PackWriter;
+use super::pack::PackWriter;
 
 /// Runs compressed in parallel at once (each holds its run and a zstd context in memory).
 const RUNS_PER_BATCH: usize = 2;

@@ -1,0 +1,192 @@
+//! The delta codecs as the publisher encodes them: the one place that dispatches on
+//! [`DeltaCodec`] while encoding. Clients decode with [`DeltaCodec::decode`], and each codec's
+//! frame format lives in `relsync_chunker::frame`. A new codec is a variant of `DeltaCodec`,
+//! its frame format in the chunker, and here an entry in [`CODECS`] and an arm in [`prepare`].
+
+use anyhow::Result;
+use relsync_chunker::frame::{BsdiffOp, WindowEncoder, slice_ops};
+use relsync_format::manifest::DeltaCodec;
+
+use super::DeltaParams;
+
+/// Every codec, in the order they are tried; on a tie, the earlier one's frame is kept.
+const CODECS: [DeltaCodec; 2] = [DeltaCodec::Zstd, DeltaCodec::Bsdiff];
+
+/// A codec prepared for one segment: turns a chunk (its bytes and offset in the segment) into
+/// a frame, with the window's zstd tables; `None` if it cannot encode that chunk.
+type ChunkEncoder = Box<dyn Fn(&mut WindowEncoder, &[u8], u64) -> Result<Option<Vec<u8>>>>;
+
+/// Prepares `codec` to encode chunks of `segment` against `window`, or `None` if `params`
+/// leave it out. Work done once per segment (bsdiff's match of the whole segment against the
+/// window) happens here.
+fn prepare(
+    codec: DeltaCodec,
+    params: DeltaParams,
+    window: &[u8],
+    segment: &[u8],
+) -> Option<ChunkEncoder> {
+    match codec {
+        DeltaCodec::Zstd => Some(Box::new(|encoder, data, _| {
+            Ok(Some(encoder.compress(data)?))
+        })),
+        DeltaCodec::Bsdiff => params.bsdiff.then(|| {
+            let ops = bsdiff_ops(window, segment);
+            Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
+                let ops = slice_ops(&ops, from, from + data.len() as u64);
+                Ok(encoder.compress_bsdiff(data, &ops)?)
+            }) as ChunkEncoder
+        }),
+    }
+}
+
+/// The codecs prepared for one segment, and the window's zstd tables they share (built once,
+/// then attached to each frame's context).
+pub struct SegmentEncoder {
+    window: WindowEncoder,
+    codecs: Vec<(DeltaCodec, ChunkEncoder)>,
+}
+
+impl SegmentEncoder {
+    /// Prepares every codec `params` enable for chunks of `segment` against `window`.
+    pub fn new(window: &[u8], segment: &[u8], params: DeltaParams) -> Result<Self> {
+        Ok(Self {
+            window: WindowEncoder::new(window, params.zstd_level)?,
+            codecs: CODECS
+                .into_iter()
+                .filter_map(|codec| Some((codec, prepare(codec, params, window, segment)?)))
+                .collect(),
+        })
+    }
+
+    /// The smallest frame of chunk `data`, at `offset` in the segment, and its codec.
+    pub fn smallest(&mut self, data: &[u8], offset: u64) -> Result<Option<(DeltaCodec, Vec<u8>)>> {
+        let mut best: Option<(DeltaCodec, Vec<u8>)> = None;
+        for (codec, encode) in &self.codecs {
+            if let Some(frame) = encode(&mut self.window, data, offset)?
+                && best.as_ref().is_none_or(|(_, b)| frame.len() < b.len())
+            {
+                best = Some((*codec, frame));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// bsdiff instructions that rebuild `new` from `window`, covering every byte of `new` (any
+/// bytes bidiff leaves out become literals).
+fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
+    let mut ops = Vec::new();
+    let mut at = 0usize;
+    let literal = |ops: &[BsdiffOp], from: usize, to: usize| BsdiffOp {
+        src: ops.last().map_or(0, |op| op.src + op.add),
+        add: 0,
+        copy: (to - from) as u64,
+    };
+    let params = bidiff::DiffParams::default();
+    let matched = bidiff::diff(window, new, &params, |m| {
+        if m.add_new_start < at || m.copy_end < m.copy_start() {
+            return Ok(());
+        }
+        if m.add_new_start > at {
+            ops.push(literal(&ops, at, m.add_new_start));
+        }
+        ops.push(BsdiffOp {
+            src: m.add_old_start as u64,
+            add: m.add_length as u64,
+            copy: (m.copy_end - m.copy_start()) as u64,
+        });
+        at = m.copy_end;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    if let Err(never) = matched {
+        match never {}
+    }
+    if at < new.len() {
+        ops.push(literal(&ops, at, new.len()));
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use relsync_chunker::frame;
+
+    use super::*;
+
+    /// Old bytes, and a new version that shifts them and edits a byte every 40.
+    fn recompiled() -> (Vec<u8>, Vec<u8>) {
+        let old: Vec<u8> = (0..600_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as u8)
+            .collect();
+        let mut new = b"inserted header".to_vec();
+        new.extend_from_slice(&old[1000..500_000]);
+        for (i, b) in new.iter_mut().enumerate().skip(20).step_by(40) {
+            *b = b.wrapping_add(i as u8 | 1);
+        }
+        new.extend_from_slice(b"new tail bytes");
+        (old, new)
+    }
+
+    /// Chunk boundaries of `new` for the tests: edge sizes and a few large chunks.
+    fn cuts(new: &[u8]) -> [usize; 10] {
+        [
+            0,
+            7,
+            15,
+            16,
+            4096,
+            65_536,
+            65_537,
+            200_000,
+            499_000,
+            new.len(),
+        ]
+    }
+
+    #[test]
+    fn bsdiff_frames_of_every_slice_round_trip_and_beat_zstd() {
+        let (old, new) = recompiled();
+        let ops = bsdiff_ops(&old, &new);
+        let covered: u64 = ops.iter().map(|op| op.add + op.copy).sum();
+        assert_eq!(covered, new.len() as u64);
+        let mut encoder = frame::WindowEncoder::new(&old, 19).unwrap();
+        let decoder = frame::WindowDecoder::new(old.clone());
+        let (mut bsdiff, mut zstd) = (0, 0);
+        for pair in cuts(&new).windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let chunk = &new[from..to];
+            let sliced = slice_ops(&ops, from as u64, to as u64);
+            let frame = encoder.compress_bsdiff(chunk, &sliced).unwrap().unwrap();
+            assert_eq!(
+                decoder.decompress_bsdiff(&frame, chunk.len()).unwrap(),
+                chunk,
+                "{from}..{to}"
+            );
+            bsdiff += frame.len();
+            zstd += encoder.compress(chunk).unwrap().len();
+        }
+        assert!(bsdiff * 3 < zstd * 2, "bsdiff {bsdiff} B, zstd {zstd} B");
+    }
+
+    #[test]
+    fn the_smallest_frame_decodes_with_its_codec_and_bsdiff_can_be_left_out() {
+        let (old, new) = recompiled();
+        let decoder = frame::WindowDecoder::new(old.clone());
+        for bsdiff in [true, false] {
+            let params = DeltaParams {
+                zstd_level: 19,
+                bsdiff,
+                ..DeltaParams::default()
+            };
+            let mut encoder = SegmentEncoder::new(&old, &new, params).unwrap();
+            let mut used = Vec::new();
+            for pair in cuts(&new).windows(2) {
+                let chunk = &new[pair[0]..pair[1]];
+                let (codec, frame) = encoder.smallest(chunk, pair[0] as u64).unwrap().unwrap();
+                assert_eq!(codec.decode(&decoder, &frame, chunk.len()).unwrap(), chunk);
+                used.push(codec);
+            }
+            assert_eq!(used.contains(&DeltaCodec::Bsdiff), bsdiff, "{used:?}");
+        }
+    }
+}
