@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use relsync_chunker::ChunkId;
 
-use crate::{FileHash, ManifestId};
+use crate::FileHash;
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -58,25 +58,6 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
-    /// A key is malformed.
-    #[error("invalid key: {0}")]
-    InvalidKey(String),
-    /// A signed document is malformed or not signed by a trusted key.
-    #[error("bad signature on {what}: {reason}")]
-    BadSignature {
-        /// Which document (manifest, channel pointer).
-        what: &'static str,
-        /// What exactly failed.
-        reason: String,
-    },
-    /// Signed metadata decodes badly or breaks a format rule.
-    #[error("malformed {what}: {reason}")]
-    Malformed {
-        /// Which document.
-        what: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
     /// The install's file system lacks the space an update needs; nothing was fetched.
     #[error(
         "not enough free space on {}: the update needs {needed} bytes (plus a margin), {available} are available",
@@ -90,16 +71,6 @@ pub enum Error {
         /// Bytes free for this user.
         available: u64,
     },
-    /// Signed metadata is past its expiry.
-    #[error("stale metadata: {what} expired at unix time {expires_unix} (now {now_unix})")]
-    Expired {
-        /// Which document.
-        what: &'static str,
-        /// Its expiry.
-        expires_unix: u64,
-        /// Our notion of now.
-        now_unix: u64,
-    },
     /// The origin offers an older version than one we already trusted.
     #[error("rollback refused: origin offers {offered}, but {seen} was already seen")]
     Rollback {
@@ -107,18 +78,6 @@ pub enum Error {
         offered: semver::Version,
         /// The highest version we saw.
         seen: semver::Version,
-    },
-    /// The channel pointer carries a rollback directive that does not hold: not signed by a
-    /// threshold of the release role, or not for the pointer's release. Nothing changed.
-    #[error(
-        "rollback directive refused: {reason}. Nothing was changed: only a directive signed by \
-         the release role takes installs back (the publisher signs one with `cdn-publisher yank \
-         --roll-back --key RELEASE_KEY`, or writes it with `--unsigned-directive-out` for \
-         `cdn-publisher sign`)"
-    )]
-    RollbackDirective {
-        /// What exactly failed.
-        reason: String,
     },
     /// Metadata is for another product or channel.
     #[error("{what} mismatch: expected {expected:?}, got {got:?}")]
@@ -129,14 +88,6 @@ pub enum Error {
         expected: String,
         /// What the document says.
         got: String,
-    },
-    /// The manifest's bytes do not hash to the id the signed pointer names.
-    #[error("manifest {expected} does not match its bytes (hash {actual})")]
-    ManifestHashMismatch {
-        /// The id in the pointer.
-        expected: ManifestId,
-        /// The hash of what we got.
-        actual: ManifestId,
     },
     /// A chunk's bytes do not match its id.
     #[error("chunk {chunk} from {source_name} is corrupt: {reason}")]
@@ -158,36 +109,16 @@ pub enum Error {
         /// Hash of what is on disk.
         actual: FileHash,
     },
-    /// A path in a manifest or a release tree is unsafe.
-    #[error("unsafe path {path:?}: {reason}")]
-    UnsafePath {
-        /// The path.
-        path: String,
-        /// Why it is refused.
-        reason: &'static str,
-    },
-    /// Two paths of one tree name the same file on a case-insensitive or normalizing file
-    /// system: their [`crate::collision_key`]s are equal.
-    #[error(
-        "paths {first:?} and {second:?} collide: they are equal once Unicode case and \
-         compatibility forms are folded, so a case-insensitive or normalizing file system \
-         would see one file"
-    )]
-    PathCollision {
-        /// The path listed first.
-        first: String,
-        /// The later path that collides with it.
-        second: String,
-    },
+    /// Signed metadata or a release tree that the format refuses: a bad key, signature,
+    /// expiry, hash, path or frame, or a document that breaks a format rule.
+    #[error(transparent)]
+    Format(#[from] relsync_format::Error),
     /// The install has no release yet, or no previous one for rollback.
     #[error("{0}")]
     NothingInstalled(String),
     /// Nothing usable is staged for an offline apply.
     #[error("{0}")]
     NotStaged(String),
-    /// A frame or chunking step failed.
-    #[error(transparent)]
-    Chunking(#[from] relsync_chunker::Error),
     /// The update's overall deadline passed before its release was fetched; nothing was
     /// applied.
     #[error(
@@ -336,57 +267,31 @@ impl Error {
     /// Whether this is signed data or content failing its checks (worth an audit record),
     /// rather than a network, disk or usage problem.
     pub fn is_verification_failure(&self) -> bool {
-        matches!(
-            self,
-            Error::BadSignature { .. }
-                | Error::RollbackDirective { .. }
-                | Error::Malformed { .. }
-                | Error::Expired { .. }
-                | Error::Rollback { .. }
-                | Error::Mismatch { .. }
-                | Error::ManifestHashMismatch { .. }
-                | Error::BadChunk { .. }
-                | Error::FileMismatch { .. }
-                | Error::UnsafePath { .. }
-                | Error::PathCollision { .. }
-        )
+        match self {
+            Error::Format(e) => !matches!(
+                e,
+                relsync_format::Error::InvalidKey(_) | relsync_format::Error::Chunking(_)
+            ),
+            Error::Rollback { .. }
+            | Error::Mismatch { .. }
+            | Error::BadChunk { .. }
+            | Error::FileMismatch { .. } => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
-        Error::Malformed {
+        Error::Format(relsync_format::Error::Malformed {
             what,
             reason: reason.into(),
-        }
+        })
     }
 }
 
-/// Each refusal of the format is the engine's error of the same name.
-impl From<relsync_format::Error> for Error {
-    fn from(e: relsync_format::Error) -> Self {
-        use relsync_format::Error as F;
-        match e {
-            F::InvalidKey(reason) => Error::InvalidKey(reason),
-            F::BadSignature { what, reason } => Error::BadSignature { what, reason },
-            F::Malformed { what, reason } => Error::Malformed { what, reason },
-            F::Expired {
-                what,
-                expires_unix,
-                now_unix,
-            } => Error::Expired {
-                what,
-                expires_unix,
-                now_unix,
-            },
-            F::ManifestHashMismatch { expected, actual } => {
-                Error::ManifestHashMismatch { expected, actual }
-            }
-            F::UnsafePath { path, reason } => Error::UnsafePath { path, reason },
-            F::PathCollision { first, second } => Error::PathCollision { first, second },
-            F::RollbackDirective { reason } => Error::RollbackDirective { reason },
-            F::Chunking(e) => Error::Chunking(e),
-            // A variant a later format adds: its message, as a format error.
-            other => Error::malformed("release format", other.to_string()),
-        }
+/// A frame that does not decode is the format's refusal (the format owns the codec dispatch).
+impl From<relsync_chunker::Error> for Error {
+    fn from(e: relsync_chunker::Error) -> Self {
+        Error::Format(e.into())
     }
 }
 

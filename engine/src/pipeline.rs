@@ -172,9 +172,9 @@ impl Pipeline {
     pub(crate) fn open(config: UpdaterConfig, reporter: Arc<dyn Reporter>) -> Result<Self> {
         check_channel(&config.channel)?;
         if config.trusted_keys.is_empty() && config.trusted_root.is_none() {
-            return Err(Error::InvalidKey(
+            return Err(Error::Format(relsync_format::Error::InvalidKey(
                 "no trusted keys or root document given".into(),
-            ));
+            )));
         }
         let origin = Origin::open(&config.origin, &config.fetch)?;
         let opening = Opening::Create {

@@ -1327,7 +1327,10 @@ mod tests {
                 error: "x".repeat(MAX_LINE_BYTES),
             })
             .unwrap_err();
-        assert!(matches!(err, Error::Malformed { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Format(relsync_format::Error::Malformed { .. })),
+            "{err}"
+        );
         assert_eq!(log.next_seq(), 0);
         assert!(verify(&layout).unwrap().records == 0);
     }

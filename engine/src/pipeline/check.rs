@@ -446,11 +446,11 @@ fn bind_pointer(config: &UpdaterConfig, local: &LocalState, opened: &OpenedPoint
         }
     }
     if pointer.expires_unix < local.now {
-        return Err(Error::Expired {
+        return Err(Error::Format(relsync_format::Error::Expired {
             what: "channel pointer",
             expires_unix: pointer.expires_unix,
             now_unix: local.now,
-        });
+        }));
     }
     // A signed yank may move the channel back past what was seen. (A switch to a channel
     // behind the installed release is held, never taken: each channel has its floor.)
@@ -546,11 +546,11 @@ fn bind_target(
         &target.version.to_string(),
     )?;
     if local.installed.is_none() && target.expires_unix < local.now {
-        return Err(Error::Expired {
+        return Err(Error::Format(relsync_format::Error::Expired {
             what: "manifest",
             expires_unix: target.expires_unix,
             now_unix: local.now,
-        });
+        }));
     }
     if local.installed.is_none()
         && let Some(bad) = local.bad.iter().find(|b| b.version == pointer.version)

@@ -716,7 +716,7 @@ async fn decode_solid(
                 Ok(())
             })
             .map_err(|e| match e {
-                Error::Chunking(inner) => Error::BadChunk {
+                Error::Format(relsync_format::Error::Chunking(inner)) => Error::BadChunk {
                     chunk: chunks[solid.next.min(chunks.len() - 1)].id,
                     source_name: url.clone(),
                     reason: inner.to_string(),

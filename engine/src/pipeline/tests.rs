@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use relsync_chunker::{ChunkParams, chunk_slice, frame};
+use relsync_format::Error as FormatError;
 use semver::Version;
 
 use super::apply::{Applied, apply};
@@ -20,7 +21,7 @@ use super::fetch::{Fetched, Lan, fetch};
 use super::plan::{FileAction, LocalChunk, Planned, plan};
 use super::verify::verify;
 use crate::install::ensure_install_id;
-use crate::install::store::Store;
+use crate::install::store::{StagedRelease, Store};
 use crate::install::{Opening, open_install};
 use crate::layout::{InstallLayout, channel_path, manifest_path, pack_path};
 use crate::manifest::{
@@ -28,8 +29,9 @@ use crate::manifest::{
     compress_envelope,
 };
 use crate::progress::{Reporter, Silent};
+use crate::root::RoleKeys;
 use crate::source::Origin;
-use crate::source::mem::MemSource;
+use crate::source::mem::{MemSource, Request};
 use crate::{
     ChunkId, Error, FetchConfig, FileHash, ManifestId, PackId, RelPath, Result, SecretKey,
     UpdaterConfig,
@@ -376,10 +378,10 @@ async fn check_refuses_a_pointer_or_manifest_signed_by_another_key() {
     assert!(
         matches!(
             err,
-            Error::BadSignature {
+            Error::Format(FormatError::BadSignature {
                 what: "channel pointer",
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -390,10 +392,10 @@ async fn check_refuses_a_pointer_or_manifest_signed_by_another_key() {
     assert!(
         matches!(
             err,
-            Error::BadSignature {
+            Error::Format(FormatError::BadSignature {
                 what: "manifest",
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -437,10 +439,10 @@ async fn check_refuses_an_expired_pointer() {
     assert!(
         matches!(
             err,
-            Error::Expired {
+            Error::Format(FormatError::Expired {
                 what: "channel pointer",
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -751,4 +753,112 @@ async fn apply_switches_current_and_keeps_the_previous_release() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(releases, HashSet::from([second.dir, third.dir]));
+}
+
+// the runner: one check and one plan per download
+
+/// The runner over the publisher's in-memory origin, for a new install in `dir`.
+fn runner(publisher: &Publisher, dir: &std::path::Path) -> super::Pipeline {
+    let mut config = UpdaterConfig::new(
+        "mem://origin/",
+        CHANNEL,
+        vec![publisher.key.public()],
+        dir.join("app"),
+    );
+    config.product = Some(PRODUCT.into());
+    let opening = Opening::Create { adopt: false };
+    super::Pipeline::with_install(config, Some(publisher.origin()), opening, silent()).unwrap()
+}
+
+fn requests_of(requests: &[Request], path: &str) -> usize {
+    requests.iter().filter(|r| r.path == path).count()
+}
+
+#[tokio::test]
+async fn a_download_takes_the_checks_plan_after_one_pointer_request() {
+    let mut publisher = Publisher::new();
+    publisher.publish("1.0.0", &tree_v1());
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(&publisher, dir.path());
+    runner.run(None, true, "update").await.unwrap();
+    let v2 = publisher.publish("2.0.0", &tree_v2());
+    publisher.mem.take_requests();
+
+    let prepared = runner.prepare("check").await.unwrap();
+    let checking = publisher.mem.take_requests();
+    assert_eq!(requests_of(&checking, &channel_path(CHANNEL)), 1);
+    assert_eq!(requests_of(&checking, &manifest_path(&v2.id)), 1);
+    assert!(prepared.bytes_to_fetch() > 0);
+
+    let report = runner.run(Some(prepared), true, "download").await.unwrap();
+    assert_eq!(report.version, v2.manifest.version);
+    assert!(report.applied);
+    let downloading = publisher.mem.take_requests();
+    // The pointer once, to see that it has not moved; no manifest; the rest are pack ranges.
+    assert_eq!(requests_of(&downloading, &channel_path(CHANNEL)), 1);
+    let packs = downloading.iter().filter(|r| r.path.starts_with("packs/"));
+    assert_eq!(packs.count(), downloading.len() - 1, "{downloading:?}");
+    assert!(downloading.len() > 1, "{downloading:?}");
+    assert_eq!(report.requests, downloading.len() as u64);
+    assert_eq!(
+        std::fs::read(runner.layout().current().join("lib/extra")).unwrap(),
+        random(2000, 4)
+    );
+}
+
+#[tokio::test]
+async fn a_download_checks_again_when_the_pointer_moved_since_the_check() {
+    let mut publisher = Publisher::new();
+    publisher.publish("1.0.0", &tree_v1());
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(&publisher, dir.path());
+    let prepared = runner.prepare("check").await.unwrap();
+    assert_eq!(prepared.checked().version(), &Version::new(1, 0, 0));
+    let v2 = publisher.publish("2.0.0", &tree_v2());
+    publisher.mem.take_requests();
+
+    let report = runner.run(Some(prepared), true, "download").await.unwrap();
+    assert_eq!(report.version, v2.manifest.version);
+    let downloading = publisher.mem.take_requests();
+    // Once to compare, once for the new check.
+    assert_eq!(requests_of(&downloading, &channel_path(CHANNEL)), 2);
+    assert_eq!(requests_of(&downloading, &manifest_path(&v2.id)), 1);
+}
+
+#[tokio::test]
+async fn a_staged_release_reopens_only_under_the_role_that_verified_it() {
+    let mut publisher = Publisher::new();
+    let v1 = publisher.publish("1.0.0", &tree_v1());
+    let install = Install::new(&publisher);
+    let checked = install.check(&publisher.origin()).await.unwrap();
+    let staged = |signers| StagedRelease {
+        manifest: checked.target.clone(),
+        signers,
+    };
+    let (layout, store) = (&install.layout, &install.store);
+
+    let signers = checked.signers.clone();
+    assert_eq!(signers, Some(RoleKeys::single(publisher.key.public())));
+    let reopened = Checked::staged(staged(signers), layout, store).unwrap();
+    assert_eq!(reopened.target.id(), v1.id);
+    assert!(reopened.pointer.is_none());
+
+    let intruder = SecretKey::generate().unwrap();
+    let other = Some(RoleKeys::single(intruder.public()));
+    let err = Checked::staged(staged(other), layout, store).unwrap_err();
+    assert!(
+        matches!(err, Error::Format(FormatError::BadSignature { .. })),
+        "{err}"
+    );
+    let two_of_one = Some(RoleKeys {
+        keys: vec![publisher.key.public(), intruder.public()],
+        threshold: 2,
+    });
+    let err = Checked::staged(staged(two_of_one), layout, store).unwrap_err();
+    assert!(
+        matches!(err, Error::Format(FormatError::BadSignature { .. })),
+        "{err}"
+    );
+    let err = Checked::staged(staged(None), layout, store).unwrap_err();
+    assert!(matches!(err, Error::NotStaged(_)), "{err}");
 }
