@@ -15,8 +15,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use relsync_engine::envelope::{self, Kind};
 use relsync_engine::FetchConfig;
+use relsync_engine::envelope::{self, Kind};
 use relsync_fuzz::model::ArbManifest;
 use relsync_fuzz::{Reader, check, install};
 
