@@ -15,7 +15,8 @@ port=${RELSYNC_DEMO_PORT:-18080}
 
 echo "== building" >&2
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
-bin=$root/target/release
+# Where cargo put them: CARGO_TARGET_DIR if the user sets one.
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 trap '"$here/nginx-origin.sh" stop "$work/nginx"' EXIT
 
 echo "== generating demo releases v1 and v2 in $work" >&2
