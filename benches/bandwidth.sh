@@ -4,9 +4,10 @@
 # run the other tools on the same release pairs, side by side.
 #
 #   benches/bandwidth.sh            everything (~17 min on 2 cores, mostly zstd -19 in the pushes;
-#                                   ~15 min more while the other tools' results are not cached)
+#                                   ~20 min more while the other tools' results are not cached;
+#                                   Zucchini takes ~30 s and HDiffPatch ~7 s per ruff pair)
 #   benches/bandwidth.sh --quick    ruff 0.6.0->0.6.1 and the synthetic set only (~3 min;
-#                                   ~3 min more while the other tools' results are not cached)
+#                                   ~4 min more while the other tools' results are not cached)
 #
 # relsync, per scenario: bytes on the wire and requests (from nginx's access log, checked against
 # the client's count) and the request bound, wall time, client CPU time and peak RSS; every
@@ -21,8 +22,8 @@
 # measured on every run. A tool that is not installed shows "—", and the table's note says why.
 # Targets (issue 20), marked PASS or FAIL: previous->new ≤ Zucchini + xz, and on numpy also
 # ≤ bsdiff; k behind ≤ 1.1× bsdiff from the client's release to the new one and ≤ full; fresh
-# install ≤ 1.02× full; client peak RSS ≤ 64 MiB; requests ≤ the bound. "?" where a tool the
-# target names did not run.
+# install ≤ 1.02× full; client peak RSS ≤ 64 MiB; requests ≤ the bound; each push at the
+# defaults ≤ 20 s. "?" where a tool the target names did not run.
 #
 # Scenarios, each sequence on its own channel: previous->new for each consecutive pair;
 # older->new (0.6.0->0.6.2, 2.1.0->2.1.2) on a channel pushed with --delta-from 2; k behind,
@@ -35,7 +36,7 @@
 #                                   only these sequences (ruff and numpy: the versions listed;
 #                                   synthetic:N: versions 1..N), each pushed with the defaults
 #                                   and measured like the others, k-behind rows included; no
-#                                   --delta-from 2 channels
+#                                   --delta-from 2 channels (it overrides --quick)
 #
 # Installs what is missing: nginx and zstd (scripts/setup.sh), GNU time, bsdiff, xdelta3,
 # casync, zsync, xz and clang-19 with apt-get; bita 0.15.0 with cargo install into
