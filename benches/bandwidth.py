@@ -432,9 +432,10 @@ class Bench:
                   self.full_size(new), wire, requests,
                   8 + math.ceil(report["bytes_downloaded"] / MIB), report["duration_ms"],
                   cpu_ms, peak, report, behind=behind)
-        log(f"  {scenario_label(row)}: {wire} B, {requests} requests, {row.wall_ms} ms, {cpu_ms} ms CPU, {peak / 1024:.1f} MiB "
-            f"peak; chunks fetched {report['chunks_fetched']} ({report['chunks_delta']} as "
-            f"deltas), solid frames {report['solid_frames']}")
+        log(f"  {scenario_label(row)}: {wire} B, {requests} requests, {row.wall_ms} ms, "
+            f"{cpu_ms} ms CPU, {peak / 1024:.1f} MiB peak; chunks fetched "
+            f"{report['chunks_fetched']} ({report['chunks_delta']} as deltas), solid frames "
+            f"{report['solid_frames']}")
         if old:
             row.tools = self.others.measure(old, new)
         self.rows.append(row)
