@@ -1,6 +1,8 @@
 //! `chart BANDWIDTH.json OUTDIR`: one chart per release sequence from the bandwidth harness's
 //! results (benches/bandwidth.py), `OUTDIR/bandwidth-<sequence>.svg`: for each scenario, the
-//! bytes relsync and each other tool downloaded, as % of a full download, on a log scale.
+//! bytes relsync and each other tool downloaded, as % of a full download, on a log scale. The
+//! tools are the table's columns, in its order: zstd --patch-from, bsdiff, xdelta3, casync, bita,
+//! zsync, HDiffPatch and Zucchini + xz (a bar is missing where a tool did not run).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,8 +23,11 @@ struct Results {
 
 #[derive(Debug, Deserialize)]
 struct Row {
-    /// previous, older, skip or fresh.
+    /// previous, older, behind or fresh.
     scenario: String,
+    /// For `behind`: how many releases behind the newest the client was.
+    #[serde(default)]
+    behind: Option<u32>,
     /// The release sequence: ruff, numpy, synthetic.
     name: String,
     /// The installed version; none for a fresh install.
@@ -41,6 +46,10 @@ impl Row {
         match (&self.old, self.scenario.as_str()) {
             (None, _) => format!("{} fresh install", self.new),
             (Some(old), "previous") => format!("{old} → {}", self.new),
+            (Some(old), "behind") => match self.behind {
+                Some(k) => format!("{old} → {} ({k} behind)", self.new),
+                None => format!("{old} → {} (behind)", self.new),
+            },
             (Some(old), scenario) => format!("{old} → {} ({scenario})", self.new),
         }
     }
