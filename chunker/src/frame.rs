@@ -7,6 +7,7 @@
 use crate::{Error, Result};
 
 mod bsdiff;
+pub mod refs;
 pub use bsdiff::{BsdiffOp, max_control_len, slice_ops};
 
 /// The zstd level used when the caller has no opinion.

@@ -1,0 +1,278 @@
+//! The references of an x86-64 ELF image: 32-bit fields that name an address relative to
+//! where they sit, in code (`call`, `jmp`, `jcc`, RIP-relative operands) and in the unwind
+//! tables (`.eh_frame`, `.eh_frame_hdr`).
+//!
+//! The scan is a heuristic (it does not disassemble), but a deterministic one: it reads only
+//! the image, so the publisher and every client find the same references in the same old
+//! file. A wrong guess costs delta bytes, never correctness.
+
+use super::elf::{Elf, SHF_EXECINSTR};
+
+/// How a reference's 32-bit field encodes its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    /// Code: the target is the address just past the field plus the signed field.
+    Rel32,
+    /// `.eh_frame` PC-relative pointer: the field's own address plus the signed field.
+    PcRel32,
+    /// `.eh_frame_hdr` table entry: the start of `.eh_frame_hdr` plus the signed field.
+    DataRel32,
+    /// `.eh_frame` CIE pointer: the field's own address minus the field.
+    NegRel32,
+}
+
+/// A reference: a 4-byte little-endian field of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference {
+    /// File offset of the field.
+    pub offset: u64,
+    /// How it encodes its target.
+    pub kind: RefKind,
+    /// The address its target is relative to (see [`RefKind`]).
+    pub base: u64,
+}
+
+impl Reference {
+    /// The target that `field` (the field's value) names.
+    pub fn target(&self, field: u32) -> u64 {
+        let signed = i64::from(field as i32) as u64;
+        match self.kind {
+            RefKind::NegRel32 => self.base.wrapping_sub(signed),
+            _ => self.base.wrapping_add(signed),
+        }
+    }
+
+    /// The field value that names `target` (the inverse of [`target`](Self::target) modulo
+    /// 2³²).
+    pub fn field_for(&self, target: u64) -> u32 {
+        match self.kind {
+            RefKind::NegRel32 => self.base.wrapping_sub(target) as u32,
+            _ => target.wrapping_sub(self.base) as u32,
+        }
+    }
+}
+
+/// One-byte opcodes with a ModRM operand and no immediate (`add`, `or`, `adc`, `sbb`, `and`,
+/// `sub`, `xor`, `cmp` with a memory operand; `movsxd`, `test`, `xchg`, `mov`, `lea`).
+const MODRM_NO_IMMEDIATE: &[u8] = &[
+    0x01, 0x03, 0x09, 0x0B, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x29, 0x2B, 0x31, 0x33, 0x39, 0x3B,
+    0x63, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D,
+];
+
+/// Two-byte (`0F xx`) opcodes with a ModRM operand and no immediate: SSE moves and
+/// arithmetic, `cmovcc`, `movzx`/`movsx`, `imul`.
+const TWO_BYTE_MODRM: &[u8] = &[
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x28, 0x29, 0x2A, 0x2C, 0x2D, 0x2E, 0x2F, 0x40,
+    0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F, 0x51,
+    0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x6E, 0x6F, 0x7E, 0x7F,
+    0xAF, 0xB6, 0xB7, 0xBE, 0xBF, 0xD4, 0xD6, 0xDB, 0xE7, 0xEB, 0xEF, 0xFA, 0xFB, 0xFE,
+];
+
+/// ModRM with mod = 00 and r/m = 101: a RIP-relative disp32 operand.
+fn rip_relative(modrm: u8) -> bool {
+    modrm & 0xC7 == 0x05
+}
+
+/// Where a rel32 field starts for an instruction at `at`, and whether it is a branch (whose
+/// target must be code), or `None`. Looks at most 8 bytes ahead, all inside `code`.
+fn rel32_field(code: &[u8], at: usize) -> Option<(usize, bool)> {
+    let b = code.get(at..at.checked_add(8)?)?;
+    match b {
+        [0xE8 | 0xE9, ..] => return Some((at + 1, true)),
+        [0x0F, 0x80..=0x8F, ..] => return Some((at + 2, true)),
+        _ => {}
+    }
+    let mut i = usize::from(matches!(b[0], 0x66 | 0xF2 | 0xF3));
+    if (0x40..=0x4F).contains(&b[i]) {
+        i += 1; // REX
+    }
+    let (op, next, after) = (b[i], b[i + 1], b[i + 2]);
+    let field = match op {
+        0x0F if TWO_BYTE_MODRM.contains(&next) && rip_relative(after) => i + 3,
+        0xFF if matches!(next, 0x15 | 0x25 | 0x35) => i + 2, // call/jmp/push [rip+disp32]
+        _ if MODRM_NO_IMMEDIATE.contains(&op) && rip_relative(next) => i + 2,
+        _ => return None,
+    };
+    Some((at + field, false))
+}
+
+fn u32_at(image: &[u8], at: usize) -> Option<u32> {
+    let bytes = image.get(at..at.checked_add(4)?)?;
+    bytes.try_into().ok().map(u32::from_le_bytes)
+}
+
+/// The references of `image` (laid out as `elf`), by offset, not overlapping.
+pub fn scan(image: &[u8], elf: &Elf) -> Vec<Reference> {
+    let mut refs = Vec::new();
+    for section in &elf.sections {
+        let Some(range) = section.file_range() else {
+            continue;
+        };
+        let Some(bytes) = image.get(range.clone()) else {
+            continue;
+        };
+        if section.flags & SHF_EXECINSTR != 0 {
+            scan_code(bytes, range.start, elf, &mut refs);
+        } else if section.name == ".eh_frame_hdr" {
+            scan_eh_frame_hdr(bytes, range.start, section.addr, &mut refs);
+        } else if section.name == ".eh_frame" {
+            scan_eh_frame(bytes, range.start, elf, &mut refs);
+        }
+    }
+    refs.sort_by_key(|r| r.offset);
+    refs.dedup_by(|later, earlier| later.offset < earlier.offset + 4);
+    refs
+}
+
+/// References in a code section at file offset `start`.
+fn scan_code(code: &[u8], start: usize, elf: &Elf, refs: &mut Vec<Reference>) {
+    let mut at = 0;
+    while at < code.len() {
+        if let Some((field, branch)) = rel32_field(code, at)
+            && field + 4 <= code.len()
+            && let (Some(value), Some(base)) = (
+                u32_at(code, field),
+                elf.address_of((start + field + 4) as u64),
+            )
+        {
+            let reference = Reference {
+                offset: (start + field) as u64,
+                kind: RefKind::Rel32,
+                base,
+            };
+            let target = reference.target(value);
+            let plausible = if branch {
+                elf.in_code(target)
+            } else {
+                elf.in_image(target)
+            };
+            if plausible {
+                refs.push(reference);
+                at = field + 4;
+                continue;
+            }
+        }
+        at += 1;
+    }
+}
+
+/// The binary-search table of `.eh_frame_hdr` (version 1, table encoding datarel sdata4).
+fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, refs: &mut Vec<Reference>) {
+    const DATAREL_SDATA4: u8 = 0x3B;
+    const UDATA4: u8 = 0x03;
+    if hdr.len() < 12 || hdr[0] != 1 || hdr[2] != UDATA4 || hdr[3] != DATAREL_SDATA4 {
+        return;
+    }
+    let Some(count) = u32_at(hdr, 8) else {
+        return;
+    };
+    let fits = (hdr.len() - 12) / 8;
+    for i in 0..(count as usize).min(fits) {
+        for field in [12 + 8 * i, 16 + 8 * i] {
+            refs.push(Reference {
+                offset: (start + field) as u64,
+                kind: RefKind::DataRel32,
+                base: addr,
+            });
+        }
+    }
+}
+
+/// The CIE pointer, the initial location and (for a 4-byte augmentation) the LSDA pointer of
+/// each FDE in `.eh_frame`.
+fn scan_eh_frame(frames: &[u8], start: usize, elf: &Elf, refs: &mut Vec<Reference>) {
+    let field = |at: usize, kind: RefKind| {
+        let base = elf.address_of((start + at) as u64)?;
+        let reference = Reference {
+            offset: (start + at) as u64,
+            kind,
+            base,
+        };
+        Some((reference, reference.target(u32_at(frames, at)?)))
+    };
+    let mut at = 0;
+    while let Some(len) = u32_at(frames, at) {
+        let len = len as usize;
+        let Some(end) = (at + 4).checked_add(len) else {
+            break;
+        };
+        if len == 0 || len == 0xFFFF_FFFF || end > frames.len() {
+            break;
+        }
+        let is_fde = u32_at(frames, at + 4).is_some_and(|cie| cie != 0);
+        if is_fde && len >= 12 {
+            if let Some((cie, _)) = field(at + 4, RefKind::NegRel32) {
+                refs.push(cie);
+            }
+            if let Some((pc, target)) = field(at + 8, RefKind::PcRel32)
+                && elf.in_code(target)
+            {
+                refs.push(pc);
+            }
+            if len >= 21
+                && frames[at + 16] == 4
+                && let Some((lsda, target)) = field(at + 17, RefKind::PcRel32)
+                && elf.in_image(target)
+            {
+                refs.push(lsda);
+            }
+        }
+        at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::elf::tests::image;
+    use super::*;
+
+    /// `.text` of the test image starts at this file offset (see `elf::tests::image`).
+    const TEXT_AT: usize = 0x40 + 56;
+
+    #[test]
+    fn calls_jumps_and_rip_relative_operands_inside_the_image_are_found() {
+        // call +0 (to the next instruction), jne -6, lea rax,[rip+0], then nops, then a call
+        // whose target lies far outside the image (not a reference), then nops.
+        let mut text = vec![0xE8, 0, 0, 0, 0];
+        text.extend([0x0F, 0x85, 0xFA, 0xFF, 0xFF, 0xFF]);
+        text.extend([0x48, 0x8D, 0x05, 0, 0, 0, 0]);
+        text.extend([0x90; 8]);
+        text.extend([0xE8, 0, 0, 0, 0x40]);
+        text.extend([0x90; 16]);
+        let b = image(&text);
+        let elf = Elf::parse(&b).unwrap();
+        let refs = scan(&b, &elf);
+        let offsets: Vec<u64> = refs.iter().map(|r| r.offset - TEXT_AT as u64).collect();
+        assert_eq!(offsets, [1, 7, 14]);
+        let text_va = elf.section(".text").unwrap().addr;
+        for r in &refs {
+            let at = r.offset as usize;
+            let field = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            let target = r.target(field);
+            assert!(elf.in_image(target));
+            assert_eq!(r.field_for(target), field);
+        }
+        assert_eq!(refs[0].target(0), text_va + 5);
+        assert_eq!(refs[1].target(0xFFFF_FFFA), text_va + 5);
+    }
+
+    #[test]
+    fn scanning_never_reads_outside_a_section_or_overlaps() {
+        // A section ending inside an instruction, and every byte value as an opcode.
+        let mut text: Vec<u8> = (0..=255u8)
+            .flat_map(|op| [op, 0x05, 0, 0, 0, 0, 0xE8])
+            .collect();
+        text.extend([0xE8, 0, 0]);
+        let b = image(&text);
+        let elf = Elf::parse(&b).unwrap();
+        let refs = scan(&b, &elf);
+        let text_range = elf.section(".text").unwrap().file_range().unwrap();
+        for pair in refs.windows(2) {
+            assert!(pair[0].offset + 4 <= pair[1].offset);
+        }
+        for r in &refs {
+            assert!(text_range.contains(&(r.offset as usize)));
+            assert!(r.offset as usize + 4 <= text_range.end);
+        }
+    }
+}
