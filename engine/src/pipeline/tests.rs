@@ -246,6 +246,14 @@ impl Publisher {
     }
 }
 
+/// The settings of an install at `root` that follows the publisher's channel and trusts its key.
+fn config(publisher: &Publisher, root: std::path::PathBuf) -> UpdaterConfig {
+    let mut config =
+        UpdaterConfig::new("mem://origin/", CHANNEL, vec![publisher.key.public()], root);
+    config.product = Some(PRODUCT.into());
+    config
+}
+
 /// An install directory trusting the publisher's key.
 struct Install {
     _dir: tempfile::TempDir,
@@ -262,9 +270,7 @@ impl Install {
         let layout = InstallLayout::new(&root);
         let (lock, store) = open_install(&layout, Opening::Create { adopt: false }).unwrap();
         ensure_install_id(&layout).unwrap();
-        let mut config =
-            UpdaterConfig::new("mem://origin/", CHANNEL, vec![publisher.key.public()], root);
-        config.product = Some(PRODUCT.into());
+        let mut config = config(publisher, root);
         // Only adjacent frames share a request, so the requests show which frames are fetched.
         config.fetch = FetchConfig {
             coalesce_gap_bytes: 0,
@@ -759,13 +765,7 @@ async fn apply_switches_current_and_keeps_the_previous_release() {
 
 /// The runner over the publisher's in-memory origin, for a new install in `dir`.
 fn runner(publisher: &Publisher, dir: &std::path::Path) -> super::Pipeline {
-    let mut config = UpdaterConfig::new(
-        "mem://origin/",
-        CHANNEL,
-        vec![publisher.key.public()],
-        dir.join("app"),
-    );
-    config.product = Some(PRODUCT.into());
+    let config = config(publisher, dir.join("app"));
     let opening = Opening::Create { adopt: false };
     super::Pipeline::with_install(config, Some(publisher.origin()), opening, silent()).unwrap()
 }
