@@ -178,6 +178,7 @@ fn base_on(v1: &TrustedManifest) -> Base {
         version: v1.version.clone(),
         windows,
         deltas,
+        refs: Vec::new(),
     }
 }
 

@@ -140,6 +140,7 @@ fn delta_frames(
         .enumerate()
         .filter_map(|(i, (path, item))| match item {
             Item::File { source, .. } => Some(NewFile {
+                entry: i as u32,
                 source,
                 path,
                 size: chunked.file_meta[i].map_or(0, |m| m.1),

@@ -8,6 +8,7 @@ use crate::{Error, Result};
 
 mod bsdiff;
 pub mod refs;
+mod varint;
 pub use bsdiff::{BsdiffOp, max_control_len, slice_ops};
 
 /// The zstd level used when the caller has no opinion.
@@ -284,6 +285,11 @@ impl WindowDecoder {
     /// Takes `window` for decoding.
     pub fn new(window: Vec<u8>) -> Self {
         Self { window }
+    }
+
+    /// The window's bytes.
+    pub fn window(&self) -> &[u8] {
+        &self.window
     }
 
     /// Decompresses one frame that must decode to exactly `expected_len` bytes.

@@ -157,8 +157,14 @@ pub fn print_report(r: &UpdateReport) {
         human_bytes(r.bytes_linked)
     );
     println!(
-        "  wrote      {} files; fetched {} chunks ({} as deltas, {} of them bsdiff)",
-        r.files_written, r.chunks_fetched, r.chunks_delta, r.chunks_bsdiff
+        "  wrote      {} files; fetched {} chunks ({} as deltas, {} of them bsdiff, {} with \
+         projected references through {} reference maps)",
+        r.files_written,
+        r.chunks_fetched,
+        r.chunks_delta,
+        r.chunks_bsdiff,
+        r.chunks_refs,
+        r.ref_maps
     );
     println!("  took       {:.2} s", r.duration_ms as f64 / 1000.0);
 }

@@ -77,8 +77,12 @@ pub struct UpdateReport {
     pub chunks_fetched: u64,
     /// Of those, chunks fetched as delta frames against the installed release.
     pub chunks_delta: u64,
-    /// Of those, delta frames in the bsdiff codec.
+    /// Of those, delta frames in the bsdiff codecs.
     pub chunks_bsdiff: u64,
+    /// Of those, frames with projected references (executables).
+    pub chunks_refs: u64,
+    /// Reference maps fetched, one per executable with such frames.
+    pub ref_maps: u64,
     /// Solid frames fetched (each a run of chunks, for cold data).
     pub solid_frames: u64,
     /// Wall time.
@@ -106,6 +110,8 @@ impl UpdateReport {
             chunks_fetched: totals.chunks_fetched,
             chunks_delta: totals.chunks_delta,
             chunks_bsdiff: totals.chunks_bsdiff,
+            chunks_refs: totals.chunks_refs,
+            ref_maps: totals.ref_maps,
             solid_frames: totals.solid_frames,
             duration_ms: 0,
         }
@@ -508,6 +514,8 @@ impl Pipeline {
             chunks_fetched: 0,
             chunks_delta: 0,
             chunks_bsdiff: 0,
+            chunks_refs: 0,
+            ref_maps: 0,
             solid_frames: 0,
             duration_ms: before.started.elapsed().as_millis() as u64,
         })

@@ -8,7 +8,7 @@
 //! lists the release's files and its unique chunks in pack order, then the delta frames against
 //! each base, then solid frames. A frame's byte offset in its pack is not stored: it is the sum
 //! of the lengths of the frames before it in the same pack (plain frames first, then each
-//! base's deltas, then solid frames).
+//! base's deltas and reference maps, then solid frames).
 
 use std::collections::HashSet;
 
@@ -27,8 +27,9 @@ use crate::{Error, FileHash, ManifestId, PackId, Result};
 ///
 /// 5 added the signed lifecycle fields: [`Manifest::critical`] and [`Manifest::notes`], and
 /// [`Pointer::rollout_percent`], [`Pointer::yanked`] and a roll-back flag. 6 replaced the flag
-/// with [`Pointer::rollback`], a directive the release role signs.
-pub const FORMAT_VERSION: u32 = 6;
+/// with [`Pointer::rollback`], a directive the release role signs. 7 added reference
+/// projection for executables: [`Base::refs`] and [`DeltaCodec::BsdiffRefs`].
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Hard caps on what a client accepts from an origin.
 pub mod limits {
@@ -50,6 +51,8 @@ pub mod limits {
     pub const BASES: usize = 16;
     /// Largest delta window.
     pub const WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+    /// Largest reference map frame ([`super::RefMap`]).
+    pub const REF_MAP_BYTES: u32 = 16 * 1024 * 1024;
     /// Most uncompressed bytes in one solid frame.
     pub const SOLID_BYTES: u64 = 64 * 1024 * 1024;
     /// log2 of the largest decoder window a solid frame may ask for (16 MiB).
@@ -127,6 +130,27 @@ pub struct Base {
     pub windows: Vec<Window>,
     /// Delta frames, in pack order after all plain frames.
     pub deltas: Vec<Delta>,
+    /// Reference maps of executables, in pack order after this base's deltas.
+    pub refs: Vec<RefMap>,
+}
+
+/// How the references of a base file moved in a new file: one side object that every
+/// [`DeltaCodec::BsdiffRefs`] frame of that file needs (the new file's layout and a shift per
+/// target of the old file's references, [`relsync_chunker::frame::refs`]). A client fetches
+/// it once, checks its hash, and scans its own copy of the base file for the references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefMap {
+    /// Index into the base manifest's `entries`: the old file.
+    pub base_entry: u32,
+    /// Index into [`Manifest::entries`]: the new file. A projected chunk is decoded at its
+    /// first place in this file.
+    pub entry: u32,
+    /// Index into [`Manifest::packs`].
+    pub pack: u32,
+    /// Length of the frame.
+    pub frame_len: u32,
+    /// BLAKE3 of the frame.
+    pub hash: ChunkId,
 }
 
 /// A byte range of a file of a base release.
@@ -164,21 +188,64 @@ pub enum DeltaCodec {
     /// A bsdiff frame ([`relsync_chunker::frame::BsdiffOp`]): approximate matches, which win
     /// where recompiled code shifted its addresses.
     Bsdiff,
+    /// A bsdiff frame of the chunk with its references projected
+    /// ([`relsync_chunker::frame::refs::Projection`]), undone with reference map `map` of the
+    /// same base ([`Base::refs`]).
+    BsdiffRefs {
+        /// Index into [`Base::refs`].
+        map: u32,
+    },
+}
+
+/// What a [`DeltaCodec::BsdiffRefs`] frame needs besides its window: the file's projection
+/// (its reference map decoded against the client's scan of the base file), where the window
+/// starts in the base file, and where the chunk starts in the new file.
+#[derive(Debug, Clone, Copy)]
+pub struct RefContext<'a> {
+    /// The decoded reference map.
+    pub projection: &'a relsync_chunker::frame::refs::Projection,
+    /// [`Window::offset`].
+    pub window_at: u64,
+    /// The chunk's first offset in [`RefMap::entry`].
+    pub at: u64,
 }
 
 impl DeltaCodec {
     /// Decodes a delta frame of this codec against `window` into exactly `len` bytes (the
     /// one place a client dispatches on the codec; the codecs themselves live in
-    /// `relsync_chunker::frame`).
+    /// `relsync_chunker::frame`). `refs` is needed by [`DeltaCodec::BsdiffRefs`] only.
     pub fn decode(
         self,
         window: &relsync_chunker::frame::WindowDecoder,
         frame: &[u8],
         len: usize,
+        refs: Option<RefContext<'_>>,
     ) -> std::result::Result<Vec<u8>, relsync_chunker::Error> {
         match self {
             DeltaCodec::Zstd => window.decompress(frame, len),
             DeltaCodec::Bsdiff => window.decompress_bsdiff(frame, len),
+            DeltaCodec::BsdiffRefs { .. } => {
+                let refs = refs.ok_or_else(|| {
+                    relsync_chunker::Error::CorruptFrame(
+                        "a projected frame without its reference map".into(),
+                    )
+                })?;
+                refs.projection
+                    .decompress(window, refs.window_at, frame, len, refs.at)
+            }
+        }
+    }
+
+    /// Whether frames of this codec are bsdiff frames (projected or not).
+    pub fn is_bsdiff(self) -> bool {
+        matches!(self, DeltaCodec::Bsdiff | DeltaCodec::BsdiffRefs { .. })
+    }
+
+    /// The reference map this codec's frames need, if any.
+    pub fn ref_map(self) -> Option<u32> {
+        match self {
+            DeltaCodec::BsdiffRefs { map } => Some(map),
+            _ => None,
         }
     }
 }
@@ -440,6 +507,9 @@ impl Manifest {
                     || d.window as usize >= base.windows.len()
                     || d.frame_len > max_frame
                     || d.frame_len == 0
+                    || d.codec
+                        .ref_map()
+                        .is_some_and(|m| m as usize >= base.refs.len())
                 {
                     return Err(bad(format!(
                         "a delta against {} is out of range",
@@ -447,6 +517,28 @@ impl Manifest {
                     )));
                 }
                 *used += u64::from(d.frame_len);
+            }
+            if base.refs.len() > self.entries.len() {
+                return Err(bad(format!(
+                    "too many reference maps against {}",
+                    base.version
+                )));
+            }
+            for map in &base.refs {
+                let used = pack_used
+                    .get_mut(map.pack as usize)
+                    .ok_or_else(|| bad(format!("a reference map names pack {}", map.pack)))?;
+                let is_file = self
+                    .entries
+                    .get(map.entry as usize)
+                    .is_some_and(|e| matches!(e.kind, EntryKind::File(_)));
+                if !is_file || map.frame_len == 0 || map.frame_len > limits::REF_MAP_BYTES {
+                    return Err(bad(format!(
+                        "a reference map against {} is out of range",
+                        base.version
+                    )));
+                }
+                *used += u64::from(map.frame_len);
             }
         }
         let mut covered = 0usize;
@@ -636,6 +728,7 @@ pub struct TrustedManifest {
     manifest: Manifest,
     frame_offsets: Vec<u64>,
     delta_offsets: Vec<Vec<u64>>,
+    ref_offsets: Vec<Vec<u64>>,
     /// Offset in its pack of each solid frame.
     solid_at: Vec<u64>,
 }
@@ -687,16 +780,19 @@ impl TrustedManifest {
             .iter()
             .map(|c| place(c.pack, c.frame_len))
             .collect();
-        let delta_offsets = manifest
+        let (delta_offsets, ref_offsets) = manifest
             .bases
             .iter()
             .map(|b| {
-                b.deltas
+                let deltas = b
+                    .deltas
                     .iter()
                     .map(|d| place(d.pack, d.frame_len))
-                    .collect()
+                    .collect();
+                let refs = b.refs.iter().map(|m| place(m.pack, m.frame_len)).collect();
+                (deltas, refs)
             })
-            .collect();
+            .unzip();
         let solid_at = manifest
             .solid
             .iter()
@@ -708,6 +804,7 @@ impl TrustedManifest {
             manifest,
             frame_offsets,
             delta_offsets,
+            ref_offsets,
             solid_at,
         })
     }
@@ -730,6 +827,21 @@ impl TrustedManifest {
     /// Where delta `delta` of base `base` starts in its pack.
     pub fn delta_offset(&self, base: usize, delta: usize) -> u64 {
         self.delta_offsets[base][delta]
+    }
+
+    /// Where reference map `map` of base `base` starts in its pack.
+    pub fn ref_map_offset(&self, base: usize, map: usize) -> u64 {
+        self.ref_offsets[base][map]
+    }
+
+    /// The first offset of chunk `chunk` in file entry `entry`, if it is there.
+    pub fn chunk_offset_in(&self, entry: usize, chunk: u32) -> Option<u64> {
+        let EntryKind::File(file) = &self.entries.get(entry)?.kind else {
+            return None;
+        };
+        self.chunk_spans(file)
+            .find(|&(_, index, _)| index == chunk)
+            .map(|(at, _, _)| at)
     }
 
     /// Where solid frame `index` starts in its pack.

@@ -488,6 +488,7 @@ impl ArbManifest {
                     version,
                     windows,
                     deltas,
+                    refs: Vec::new(),
                 }
             })
             .collect();

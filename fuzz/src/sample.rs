@@ -218,6 +218,7 @@ fn build(
                 len: old_app.len() as u32,
             }],
             deltas,
+            refs: Vec::new(),
         });
     }
     let all: Vec<u8> = data.concat();

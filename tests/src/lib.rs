@@ -8,7 +8,8 @@
 //! - [`Nginx`] serves an origin folder on `127.0.0.1:<free port>` with a parseable access log
 //!   (`$status $body_bytes_sent "$request" "$http_range" ...`), optionally rate limited, and is
 //!   killed on drop.
-//! - [`make_release`] writes v1 or v2 of a deterministic app tree; [`tree_digest`] and
+//! - [`make_release`] writes v1 or v2 of a deterministic app tree, [`executable`] a synthetic
+//!   x86-64 ELF executable in two versions; [`tree_digest`] and
 //!   [`assert_trees_equal`] compare trees without following symlinks.
 //! - [`FaultProxy`] sits between a client and an origin on loopback and faults the answers a
 //!   [`Schedule`] picks: resets, truncation, 5xx with `Retry-After`, ignored ranges, slow
@@ -28,6 +29,7 @@
 
 mod bins;
 mod daemon;
+mod elf;
 mod faultproxy;
 mod forge;
 mod nginx;
@@ -38,6 +40,7 @@ mod world;
 
 pub use bins::{Bins, bins, workspace_root};
 pub use daemon::Daemon;
+pub use elf::executable;
 pub use faultproxy::{
     Fault, FaultProxy, ProxyStats, Record, Schedule, Target, When, format_records,
 };

@@ -21,6 +21,8 @@ mod disk;
 mod drift;
 #[path = "e2e/examples.rs"]
 mod examples;
+#[path = "e2e/executables.rs"]
+mod executables;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/lifecycle.rs"]

@@ -15,6 +15,7 @@
 //! instructions covering its bytes. The smallest frame of the codecs ([`codec`]) is kept.
 
 mod codec;
+mod refs;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -26,20 +27,20 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use relsync_chunker::{ChunkId, ChunkParams, Chunker, frame};
 use relsync_format::manifest::{
-    Base, ChunkEntry, Delta, DeltaCodec, EntryKind, TrustedManifest, Window,
+    Base, ChunkEntry, Delta, DeltaCodec, EntryKind, RefMap, TrustedManifest, Window,
 };
 use relsync_format::paths::pack_path;
 use relsync_format::{ManifestId, RelPath};
 
-use self::codec::SegmentEncoder;
+use self::codec::{Prepared, SegmentEncoder};
 use super::pack::PackWriter;
 use crate::origin::Origin;
 
 /// How delta frames are made.
 ///
 /// # Defaults
-/// `window_bytes` 8 MiB, `segment_bytes` 2 MiB, `zstd_level` 19, `bsdiff` on (measured on
-/// ruff and numpy; see docs/benchmarks.md).
+/// `window_bytes` 8 MiB, `segment_bytes` 2 MiB, `zstd_level` 19, `bsdiff` and `refs` on
+/// (measured on ruff and numpy; see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaParams {
     /// Bytes of the base file used as the dictionary of a segment.
@@ -50,6 +51,9 @@ pub struct DeltaParams {
     pub zstd_level: i32,
     /// Also try bsdiff frames (slower to publish, smaller for recompiled code).
     pub bsdiff: bool,
+    /// Also try bsdiff frames with projected references on x86-64 ELF executables (needs
+    /// `bsdiff`; a second match per segment).
+    pub refs: bool,
 }
 
 impl Default for DeltaParams {
@@ -59,6 +63,7 @@ impl Default for DeltaParams {
             segment_bytes: 2 << 20,
             zstd_level: 19,
             bsdiff: true,
+            refs: true,
         }
     }
 }
@@ -235,6 +240,8 @@ fn window_around(center: u64, old_len: u64, window_bytes: u64) -> (u64, u64) {
 /// One segment: consecutive new chunks of one file and their window.
 struct Segment {
     new_path: std::path::PathBuf,
+    /// The new file's index in the manifest's entries.
+    entry: u32,
     base_entry: usize,
     window: (u64, u64),
     /// (chunk index, offset in the new file)
@@ -243,6 +250,8 @@ struct Segment {
 
 /// A new file of the release: where it is on disk, its path and (offset, chunk) list.
 pub struct NewFile<'m> {
+    /// Its index in the manifest's entries.
+    pub entry: u32,
     pub source: &'m Path,
     pub path: &'m RelPath,
     pub size: u64,
@@ -263,35 +272,83 @@ pub fn encode(
         version: base.manifest.version.clone(),
         windows: Vec::new(),
         deltas: Vec::new(),
+        refs: Vec::new(),
     };
-    for batch in segments.chunks(SEGMENTS_PER_BATCH) {
+    let mut maps: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+    let mut rest: Vec<&Segment> = Vec::new();
+    for file in segments.chunk_by(|a, b| a.new_path == b.new_path) {
+        let file: Vec<&Segment> = file.iter().collect();
+        if params.refs && params.bsdiff && is_elf(&file[0].new_path)? {
+            let map = maps.len() as u32;
+            if let Some(encoded) = refs::encode_file(base, &file, chunks, params, map)? {
+                for (segment, frames) in file.iter().zip(encoded.segments) {
+                    append(&mut out, segment, frames, packs)?;
+                }
+                if let Some(frame) = encoded.map {
+                    maps.push((file[0].base_entry as u32, file[0].entry, frame));
+                }
+                continue;
+            }
+        }
+        rest.extend(file);
+    }
+    for batch in rest.chunks(SEGMENTS_PER_BATCH) {
         let encoded: Vec<Encoded> = batch
             .par_iter()
             .map(|segment| encode_segment(base, segment, chunks, params))
             .collect::<Result<_>>()?;
-        for (segment, (offset, len, frames)) in batch.iter().zip(encoded) {
-            if frames.is_empty() {
-                continue;
-            }
-            let window = out.windows.len() as u32;
-            out.windows.push(Window {
-                entry: segment.base_entry as u32,
-                offset,
-                len: len as u32,
-            });
-            for (chunk, codec, frame) in frames {
-                let pack = packs.append(&frame)?;
-                out.deltas.push(Delta {
-                    chunk,
-                    window,
-                    pack,
-                    frame_len: frame.len() as u32,
-                    codec,
-                });
-            }
+        for (segment, frames) in batch.iter().zip(encoded) {
+            append(&mut out, segment, frames, packs)?;
         }
     }
+    // Reference maps follow the base's deltas in pack order.
+    for (base_entry, entry, frame) in maps {
+        let pack = packs.append(&frame)?;
+        out.refs.push(RefMap {
+            base_entry,
+            entry,
+            pack,
+            frame_len: frame.len() as u32,
+            hash: ChunkId::of(&frame),
+        });
+    }
     Ok(out)
+}
+
+/// Appends a segment's frames to the packs and lists them in `out`.
+fn append(
+    out: &mut Base,
+    segment: &Segment,
+    (offset, len, frames): Encoded,
+    packs: &mut PackWriter<'_>,
+) -> Result<()> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let window = out.windows.len() as u32;
+    out.windows.push(Window {
+        entry: segment.base_entry as u32,
+        offset,
+        len: len as u32,
+    });
+    for (chunk, codec, frame) in frames {
+        let pack = packs.append(&frame)?;
+        out.deltas.push(Delta {
+            chunk,
+            window,
+            pack,
+            frame_len: frame.len() as u32,
+            codec,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` starts like an ELF image.
+fn is_elf(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(file.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF")
 }
 
 /// The chunks of `files` that `base` lacks, grouped into segments of about
@@ -346,6 +403,7 @@ fn segments(
             let center = align(&anchors, start, end, file.size, old_len);
             segments.push(Segment {
                 new_path: file.source.to_path_buf(),
+                entry: file.entry,
                 base_entry,
                 window: window_around(center, old_len, params.window_bytes),
                 chunks: std::mem::take(current),
@@ -373,11 +431,11 @@ fn encode_segment(
     chunks: &[ChunkEntry],
     params: DeltaParams,
 ) -> Result<Encoded> {
-    let (mut start, len) = segment.window;
+    let (start, len) = segment.window;
     let mut window = base.read(segment.base_entry, start, len)?;
-    if window.starts_with(&frame::DICTIONARY_MAGIC) {
+    let start = window_start(&window, start, start);
+    if start > segment.window.0 {
         window.remove(0);
-        start += 1;
     }
     let file = File::open(&segment.new_path)
         .with_context(|| format!("opening {}", segment.new_path.display()))?;
@@ -391,7 +449,7 @@ fn encode_segment(
     let mut new = vec![0u8; (last - first) as usize];
     file.read_exact_at(&mut new, first)
         .with_context(|| format!("reading {}", segment.new_path.display()))?;
-    let mut encoder = SegmentEncoder::new(&window, &new, params)?;
+    let mut encoder = SegmentEncoder::new(&window, &new, params, Prepared::default())?;
     let mut frames = Vec::new();
     for &(index, at) in &segment.chunks {
         let entry = &chunks[index as usize];
@@ -409,6 +467,16 @@ fn encode_segment(
         }
     }
     Ok((start, window.len() as u64, frames))
+}
+
+/// Where a window of the old file that would start at `start` starts: a byte later if
+/// its bytes (`bytes`, holding the old file from `from`) begin with zstd's dictionary magic.
+fn window_start(bytes: &[u8], start: u64, from: u64) -> u64 {
+    let at = (start - from) as usize;
+    match bytes.get(at..at + 4) {
+        Some(head) if head == frame::DICTIONARY_MAGIC => start + 1,
+        _ => start,
+    }
 }
 
 /// The manifests `depth` steps back from `start` along `parent` links.

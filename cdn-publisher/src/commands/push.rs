@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use relsync_chunker::{ChunkParams, frame};
-use relsync_format::manifest::{DeltaCodec, FORMAT_VERSION, Manifest, Pointer, limits};
+use relsync_format::manifest::{FORMAT_VERSION, Manifest, Pointer, limits};
 use relsync_format::paths::valid_channel;
 use relsync_format::{ManifestId, SecretKey};
 use semver::Version;
@@ -99,6 +99,11 @@ pub struct PushArgs {
     /// recompiled code.
     #[arg(long)]
     no_bsdiff: bool,
+    /// Make bsdiff frames of x86-64 ELF executables without projecting their references
+    /// (calls, branches, RIP-relative operands, unwind tables): faster to publish, larger
+    /// updates of recompiled executables.
+    #[arg(long)]
+    no_refs: bool,
     /// How many earlier manifests of the channel the new one is also published as a delta of,
     /// so clients on those releases download a few KiB instead of the whole manifest (max 16).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=16))]
@@ -268,8 +273,12 @@ pub struct PushSummary {
     /// Versions delta frames were made against.
     pub delta_bases: Vec<String>,
     pub delta_frames: u64,
-    /// Of those, frames in the bsdiff codec.
+    /// Of those, frames in the bsdiff codecs.
     pub bsdiff_frames: u64,
+    /// Of those, frames with projected references.
+    pub refs_frames: u64,
+    /// Bytes of reference maps.
+    pub ref_map_bytes: u64,
     pub delta_bytes: u64,
     pub solid_frames: u64,
     pub solid_bytes: u64,
@@ -463,7 +472,14 @@ impl PushSummary {
                 .collect(),
             delta_bases: built.bases.iter().map(|b| b.version.to_string()).collect(),
             delta_frames: deltas().count() as u64,
-            bsdiff_frames: deltas().filter(|d| d.codec == DeltaCodec::Bsdiff).count() as u64,
+            bsdiff_frames: deltas().filter(|d| d.codec.is_bsdiff()).count() as u64,
+            refs_frames: deltas().filter(|d| d.codec.ref_map().is_some()).count() as u64,
+            ref_map_bytes: built
+                .bases
+                .iter()
+                .flat_map(|b| &b.refs)
+                .map(|m| u64::from(m.frame_len))
+                .sum(),
             delta_bytes: deltas().map(|d| u64::from(d.frame_len)).sum(),
             solid_frames: built.solid.len() as u64,
             solid_bytes: built.solid.iter().map(|s| u64::from(s.frame_len)).sum(),
@@ -533,6 +549,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             segment_bytes: args.delta_segment_kib.max(1) << 10,
             zstd_level: args.delta_level.unwrap_or(args.level),
             bsdiff: !args.no_bsdiff,
+            refs: !args.no_refs,
         },
         manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,
@@ -599,10 +616,13 @@ fn print_summary(s: &PushSummary) {
     );
     if !s.delta_bases.is_empty() {
         println!(
-            "  deltas     {} frames ({} bsdiff), {} bytes, against {}",
+            "  deltas     {} frames ({} bsdiff, {} with projected references), {} bytes \
+             + {} bytes of reference maps, against {}",
             s.delta_frames,
             s.bsdiff_frames,
+            s.refs_frames,
             s.delta_bytes,
+            s.ref_map_bytes,
             s.delta_bases.join(", ")
         );
     }

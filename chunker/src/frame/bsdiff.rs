@@ -16,6 +16,7 @@
 //! instruction stays inside the window, each stream is used exactly, and the output is exactly
 //! the expected length.
 
+use super::varint::{self, put as put_varint, unzigzag, zigzag};
 use super::{WindowDecoder, WindowEncoder, declared_len};
 use crate::{Error, Result};
 
@@ -140,6 +141,17 @@ impl WindowDecoder {
     /// Decodes a frame made by [`WindowEncoder::compress_bsdiff`] with the same window into
     /// exactly `expected_len` bytes.
     pub fn decompress_bsdiff(&self, frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
+        self.decompress_bsdiff_ops(frame, expected_len)
+            .map(|(data, _)| data)
+    }
+
+    /// Like [`decompress_bsdiff`](Self::decompress_bsdiff), also returning the frame's
+    /// instructions (absolute window offsets), which reference projection needs to undo.
+    pub fn decompress_bsdiff_ops(
+        &self,
+        frame: &[u8],
+        expected_len: usize,
+    ) -> Result<(Vec<u8>, Vec<BsdiffOp>)> {
         let mut at = 0;
         let ctrl_len = get_varint(frame, &mut at)?;
         let diff_len = get_varint(frame, &mut at)?;
@@ -180,9 +192,15 @@ fn decode_stream(
 }
 
 /// Runs the instructions in `ctrl`; the caller checked that `diff` and `extra` together are
-/// the output's length.
-fn apply(window: &[u8], ctrl: &[u8], diff: &[u8], extra: &[u8]) -> Result<Vec<u8>> {
+/// the output's length. Returns the output and the instructions run.
+fn apply(
+    window: &[u8],
+    ctrl: &[u8],
+    diff: &[u8],
+    extra: &[u8],
+) -> Result<(Vec<u8>, Vec<BsdiffOp>)> {
     let mut out = Vec::with_capacity(diff.len() + extra.len());
+    let mut ops = Vec::new();
     let (mut c, mut d, mut e) = (0usize, 0usize, 0usize);
     let mut src = 0usize;
     while c < ctrl.len() {
@@ -205,6 +223,11 @@ fn apply(window: &[u8], ctrl: &[u8], diff: &[u8], extra: &[u8]) -> Result<Vec<u8
             .get(d..d + old.len())
             .ok_or_else(|| corrupt("the diff stream is short"))?;
         out.extend(old.iter().zip(delta).map(|(o, x)| o.wrapping_add(*x)));
+        ops.push(BsdiffOp {
+            src: src as u64,
+            add,
+            copy,
+        });
         d += old.len();
         src += old.len();
         let literal = usize::try_from(copy)
@@ -217,40 +240,15 @@ fn apply(window: &[u8], ctrl: &[u8], diff: &[u8], extra: &[u8]) -> Result<Vec<u8
     if d != diff.len() || e != extra.len() {
         return Err(corrupt("instructions leave stream bytes unused"));
     }
-    Ok(out)
+    Ok((out, ops))
 }
 
 fn corrupt(reason: impl Into<String>) -> Error {
     Error::CorruptFrame(format!("bsdiff frame: {}", reason.into()))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let &byte = buf.get(*at).ok_or_else(|| corrupt("a truncated varint"))?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(corrupt("an overlong varint"))
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    (v >> 1) as i64 ^ -((v & 1) as i64)
+    varint::get(buf, at).map_err(corrupt)
 }
 
 #[cfg(test)]

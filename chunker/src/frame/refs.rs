@@ -5,7 +5,14 @@
 //! publisher can predict most of those shifts from the old image; a delta frame then only
 //! carries what it could not predict. Both sides must find exactly the same references in the
 //! old image, so the scanner here is part of the release format: changing what it finds is a
-//! new codec version. So far: the image layout ([`elf`]) and the references in it ([`x86_64`]).
+//! new codec version. The image layout is [`elf`], the references in it [`x86_64`], and the projection that
+//! turns them into zero diff bytes [`Projection`].
 
 pub mod elf;
+mod project;
 pub mod x86_64;
+
+pub use project::{
+    Labels, MAX_IMAGE_BYTES, MAX_REFERENCES, MAX_TARGETS, OldRefs, Projection, VERSION, Votes,
+    encode_side, max_side_len,
+};

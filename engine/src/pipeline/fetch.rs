@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
+use relsync_chunker::frame::refs::{OldRefs, Projection, elf::Image};
 use relsync_chunker::{ChunkId, frame};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -21,10 +22,10 @@ use tracing::{debug, warn};
 use crate::config::FetchConfig;
 use crate::install::store::Store;
 use crate::layout::{BLOB_DIR, InstallLayout, pack_path};
-use crate::manifest::{ChunkEntry, DeltaCodec, TrustedManifest};
+use crate::manifest::{ChunkEntry, DeltaCodec, RefContext, TrustedManifest};
 use crate::peers::Peers;
 use crate::pipeline::plan::{
-    FrameKind, FrameRef, LocalChunk, Planned, Range, WindowKey, WindowSource,
+    FrameKind, FrameRef, LocalChunk, Planned, Range, RefMapSource, WindowKey, WindowSource,
 };
 use crate::platform::{Dir, STATE_FILE_MODE};
 use crate::progress::{Event, Reporter};
@@ -50,11 +51,12 @@ struct VerifiedChunk {
 }
 
 impl VerifiedChunk {
-    /// Decodes a plain frame, or a delta frame with its window, and checks the chunk's hash.
+    /// Decodes a plain frame, or a delta frame with its window (and reference map), and
+    /// checks the chunk's hash.
     fn verify(
         entry: &ChunkEntry,
         frame: &[u8],
-        window: Option<(&frame::WindowDecoder, DeltaCodec)>,
+        window: Option<(&frame::WindowDecoder, DeltaCodec, Option<RefContext<'_>>)>,
         url: &str,
     ) -> Result<Self> {
         let bad = |reason: String| Error::BadChunk {
@@ -65,7 +67,7 @@ impl VerifiedChunk {
         let len = entry.len as usize;
         let data = match window {
             None => frame::decompress(frame, len),
-            Some((window, codec)) => codec.decode(window, frame, len),
+            Some((window, codec, refs)) => codec.decode(window, frame, len, refs),
         }
         .map_err(|e| bad(e.to_string()))?;
         Self::check(entry, data, url)
@@ -106,6 +108,129 @@ impl VerifiedChunk {
     }
 }
 
+/// Fetches each planned reference map, checks it against its hash in the signed manifest,
+/// and decodes it against a scan of the installed base file.
+async fn fetch_ref_maps(
+    origin: &Origin,
+    target: &TrustedManifest,
+    maps: &[RefMapSource],
+    config: &FetchConfig,
+) -> Result<HashMap<(u32, u32), (Arc<Projection>, u32)>> {
+    let mut out = HashMap::new();
+    for map in maps {
+        let pack = &target.packs[map.pack as usize];
+        let path = pack_path(&pack.id);
+        let frame = get_exact(origin, &path, map.offset, map.frame_len, pack.len, config).await?;
+        let actual = ChunkId::of(&frame);
+        if actual != map.hash {
+            return Err(Error::malformed(
+                "reference map",
+                format!(
+                    "{path} bytes {}..{} hash to {actual}, the manifest says {}",
+                    map.offset,
+                    map.offset + u64::from(map.frame_len),
+                    map.hash
+                ),
+            ));
+        }
+        let base_file = map.base_file.clone();
+        let projection = blocking(move || {
+            let file = InstalledImage::open(&base_file)?;
+            let old = OldRefs::scan(&file).ok_or_else(|| {
+                Error::malformed(
+                    "reference map",
+                    format!("{} is not an x86-64 ELF image", base_file.display()),
+                )
+            })?;
+            Projection::decode(old, &frame)
+                .map_err(|e| Error::malformed("reference map", e.to_string()))
+        })
+        .await?;
+        out.insert(map.key, (Arc::new(projection), map.entry));
+    }
+    Ok(out)
+}
+
+/// Exactly `len` bytes at `start` of origin object `path` (`object_len` long), retried
+/// like a range of frames: up to `config.attempts` tries, with a backoff between.
+async fn get_exact(
+    origin: &Origin,
+    path: &str,
+    start: u64,
+    len: u32,
+    object_len: u64,
+    config: &FetchConfig,
+) -> Result<Vec<u8>> {
+    let len = len as usize;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let got = async {
+            let mut body = origin
+                .get_range(path, start, len as u64, object_len)
+                .await?;
+            let mut bytes = Vec::with_capacity(len);
+            while bytes.len() < len {
+                let Some(piece) = body.next().await? else {
+                    break;
+                };
+                bytes.extend_from_slice(&piece[..piece.len().min(len - bytes.len())]);
+            }
+            if bytes.len() != len {
+                return Err(Error::Http {
+                    url: origin.url(path),
+                    reason: format!("the range ended after {} of {len} bytes", bytes.len()),
+                    transient: true,
+                });
+            }
+            body.finish().await;
+            Ok(bytes)
+        }
+        .await;
+        match got {
+            Err(err) if is_mirror_failure(&err) && attempt < config.attempts.max(1) => {
+                warn!(error = %err, "reference map request failed, retrying");
+                backoff(attempt).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An installed file read in pieces, for the reference scan (never held whole in memory).
+struct InstalledImage {
+    file: std::fs::File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl InstalledImage {
+    fn open(path: &std::path::Path) -> Result<Self> {
+        let file = crate::platform::open_read(path).map_err(Error::io("opening", path))?;
+        let len = file
+            .metadata()
+            .map_err(Error::io("reading the size of", path))?
+            .len();
+        Ok(Self {
+            file,
+            len,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Image for InstalledImage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+    }
+}
+
 /// Refuses to start an update that cannot fit: `needed` bytes plus a 1% (at least 1 MiB)
 /// margin must be free for an unprivileged user on the install's file system.
 fn check_free_space(install: &std::path::Path, needed: u64) -> Result<()> {
@@ -123,16 +248,54 @@ fn check_free_space(install: &std::path::Path, needed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Decoders for the delta windows in use, read from installed files on first use.
+/// Decoders for the delta windows in use, read from installed files on first use, and the
+/// reference maps their projected frames need.
 struct WindowCache {
     sources: HashMap<WindowKey, WindowSource>,
     loaded: Mutex<VecDeque<(WindowKey, Arc<frame::WindowDecoder>)>>,
+    /// (base, map) -> the decoded map and its new file's entry index.
+    projections: HashMap<(u32, u32), (Arc<Projection>, u32)>,
 }
 
 /// Windows kept in memory at once (each up to `limits::WINDOW_BYTES`).
 const WINDOWS_CACHED: usize = 4;
 
 impl WindowCache {
+    /// Decodes delta frame `frame` of chunk `chunk` against window `key`.
+    fn decode(
+        &self,
+        key: WindowKey,
+        codec: DeltaCodec,
+        chunk: u32,
+        target: &TrustedManifest,
+        frame: &[u8],
+        url: &str,
+    ) -> Result<VerifiedChunk> {
+        let window = self.get(key)?;
+        let entry = &target.chunks[chunk as usize];
+        let refs = match codec.ref_map() {
+            None => None,
+            Some(map) => {
+                let (projection, file) = self
+                    .projections
+                    .get(&(key.0, map))
+                    .ok_or_else(|| Error::malformed("reference map", "not fetched"))?;
+                let at = target
+                    .chunk_offset_in(*file as usize, chunk)
+                    .ok_or_else(|| {
+                        Error::malformed("reference map", "its file does not hold the chunk")
+                    })?;
+                let window_at = self.sources.get(&key).map_or(0, |s| s.offset);
+                Some(RefContext {
+                    projection,
+                    window_at,
+                    at,
+                })
+            }
+        };
+        VerifiedChunk::verify(entry, frame, Some((&window, codec, refs)), url)
+    }
+
     fn get(&self, key: WindowKey) -> Result<Arc<frame::WindowDecoder>> {
         if let Ok(loaded) = self.loaded.lock()
             && let Some((_, decoder)) = loaded.iter().find(|(k, _)| *k == key)
@@ -259,6 +422,8 @@ pub(crate) async fn fetch(
         windows: Arc::new(WindowCache {
             sources: std::mem::take(&mut planned.windows),
             loaded: Mutex::new(VecDeque::new()),
+            projections: fetch_ref_maps(origin, &planned.checked.target, &planned.ref_maps, config)
+                .await?,
         }),
         blobs: Arc::new(blobs),
         store,
@@ -645,13 +810,15 @@ async fn fetch_frames(
             let (blobs, windows, url_owned) =
                 (shared.blobs.clone(), shared.windows.clone(), url.to_owned());
             let (kind, entry) = (job.frame.kind, job.chunks[0]);
+            let (target, chunk) = (shared.target.clone(), job.frame.chunk);
             let stored = blocking(move || {
-                let window = match kind {
-                    FrameKind::Delta(key, codec) => Some((windows.get(key)?, codec)),
-                    _ => None,
+                let verified = match kind {
+                    FrameKind::Delta(key, codec) => {
+                        windows.decode(key, codec, chunk, &target, &frame, &url_owned)?
+                    }
+                    _ => VerifiedChunk::verify(&entry, &frame, None, &url_owned)?,
                 };
-                let window = window.as_ref().map(|(w, codec)| (&**w, *codec));
-                VerifiedChunk::verify(&entry, &frame, window, &url_owned)?.store(&blobs)
+                verified.store(&blobs)
             })
             .await?;
             shared.stored(job.frame.chunk);

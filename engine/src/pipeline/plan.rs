@@ -102,8 +102,12 @@ pub struct PlanTotals {
     pub bytes_linked: u64,
     /// Chunks to fetch as delta frames against the installed release.
     pub chunks_delta: u64,
-    /// Of those, frames in the bsdiff codec.
+    /// Of those, frames in the bsdiff codecs.
     pub chunks_bsdiff: u64,
+    /// Of those, frames with projected references (executables).
+    pub chunks_refs: u64,
+    /// Reference maps to fetch, one per executable whose frames project references.
+    pub ref_maps: u64,
     /// Solid frames to fetch (each a run of chunks).
     pub solid_frames: u64,
     /// Bytes the range requests will download.
@@ -133,6 +137,21 @@ pub(crate) struct WindowSource {
     pub path: PathBuf,
     pub offset: u64,
     pub len: u32,
+}
+
+/// A reference map to fetch before the delta frames that need it.
+#[derive(Debug, Clone)]
+pub(crate) struct RefMapSource {
+    /// (base index in the target manifest, map index in that base).
+    pub key: (u32, u32),
+    pub pack: u32,
+    pub offset: u64,
+    pub frame_len: u32,
+    pub hash: relsync_chunker::ChunkId,
+    /// The installed base file, verified, whose references the client scans.
+    pub base_file: PathBuf,
+    /// The new file's index in the target manifest's entries.
+    pub entry: u32,
 }
 
 /// How a fetched frame decodes.
@@ -184,6 +203,7 @@ pub struct Planned {
     pub(crate) local: HashMap<u32, LocalChunk>,
     pub(crate) ranges: Vec<Range>,
     pub(crate) windows: HashMap<WindowKey, WindowSource>,
+    pub(crate) ref_maps: Vec<RefMapSource>,
 }
 
 impl Planned {
@@ -228,17 +248,19 @@ pub(crate) fn plan(
             local: HashMap::new(),
             ranges: Vec::new(),
             windows: HashMap::new(),
+            ref_maps: Vec::new(),
         });
     }
     let needed = plan_files(&checked, layout, &mut plan);
     let (local, missing) = find_chunks(&checked, needed, layout, store, &mut plan)?;
-    let (ranges, windows) = plan_frames(&checked, &local, missing, layout, fetch, &mut plan);
+    let (ranges, deltas) = plan_frames(&checked, &local, missing, layout, fetch, &mut plan);
     Ok(Planned {
         checked,
         plan,
         local,
         ranges,
-        windows,
+        windows: deltas.windows,
+        ref_maps: deltas.ref_maps,
     })
 }
 
@@ -332,8 +354,8 @@ fn find_chunks(
 }
 
 /// The frames that bring the `missing` chunks (plain, delta or solid, the cheapest that is
-/// safe to use), grouped into range requests. Returns the requests and the delta windows they
-/// decode against.
+/// safe to use), grouped into range requests. Returns the requests and what their delta
+/// frames decode against.
 fn plan_frames(
     checked: &Checked,
     local: &HashMap<u32, LocalChunk>,
@@ -341,7 +363,7 @@ fn plan_frames(
     layout: &InstallLayout,
     fetch: &FetchConfig,
     plan: &mut UpdatePlan,
-) -> (Vec<Range>, HashMap<WindowKey, WindowSource>) {
+) -> (Vec<Range>, DeltaSources) {
     let target = &checked.target;
     let mut frames: Vec<FrameRef> = missing
         .iter()
@@ -356,15 +378,16 @@ fn plan_frames(
             }
         })
         .collect();
-    let windows = choose_deltas(checked, layout, &mut frames);
-    plan.totals.chunks_delta = frames
-        .iter()
-        .filter(|f| matches!(f.kind, FrameKind::Delta(..)))
-        .count() as u64;
-    plan.totals.chunks_bsdiff = frames
-        .iter()
-        .filter(|f| matches!(f.kind, FrameKind::Delta(_, DeltaCodec::Bsdiff)))
-        .count() as u64;
+    let deltas = choose_deltas(checked, layout, &mut frames);
+    let codecs = || {
+        frames.iter().filter_map(|f| match f.kind {
+            FrameKind::Delta(_, codec) => Some(codec),
+            _ => None,
+        })
+    };
+    plan.totals.chunks_delta = codecs().count() as u64;
+    plan.totals.chunks_bsdiff = codecs().filter(|c| c.is_bsdiff()).count() as u64;
+    plan.totals.chunks_refs = codecs().filter(|c| c.ref_map().is_some()).count() as u64;
     let fetched_before: HashSet<u32> = local
         .iter()
         .filter(|(_, source)| matches!(source, LocalChunk::Blob(_)))
@@ -385,27 +408,46 @@ fn plan_frames(
             frames: range.frames.len(),
         });
     }
-    plan.totals.requests = ranges.len() as u64;
-    (ranges, windows)
+    for map in &deltas.ref_maps {
+        plan.totals.bytes_to_fetch += u64::from(map.frame_len);
+        plan.requests.push(RangePlan {
+            pack: target.packs[map.pack as usize].id.to_string(),
+            start: map.offset,
+            len: u64::from(map.frame_len),
+            frames: 1,
+        });
+    }
+    plan.totals.ref_maps = deltas.ref_maps.len() as u64;
+    plan.totals.requests = plan.requests.len() as u64;
+    (ranges, deltas)
+}
+
+/// What the chosen delta frames decode against.
+#[derive(Debug, Default)]
+struct DeltaSources {
+    windows: HashMap<WindowKey, WindowSource>,
+    ref_maps: Vec<RefMapSource>,
 }
 
 /// Swaps plain frames for smaller delta frames where the installed release is a delta base
-/// and the window's bytes re-hash correctly. Returns the windows to use.
+/// and the window's bytes re-hash correctly. A frame with projected references also needs
+/// its file's reference map: used only if the base file verifies and the map costs less
+/// than its frames save. Returns the windows and maps to use.
 fn choose_deltas(
     checked: &Checked,
     layout: &InstallLayout,
     frames: &mut [FrameRef],
-) -> HashMap<WindowKey, WindowSource> {
+) -> DeltaSources {
     let target = &checked.target;
     let Some(installed) = &checked.installed else {
-        return HashMap::new();
+        return DeltaSources::default();
     };
     let Some(k) = target
         .bases
         .iter()
         .position(|b| b.manifest == installed.manifest.id())
     else {
-        return HashMap::new();
+        return DeltaSources::default();
     };
     let base = &target.bases[k];
     let wanted: HashMap<u32, usize> = frames
@@ -413,18 +455,26 @@ fn choose_deltas(
         .enumerate()
         .map(|(i, f)| (f.chunk, i))
         .collect();
-    let mut best: HashMap<u32, usize> = HashMap::new();
+    // The smallest delta of each chunk, and the smallest that needs no reference map.
+    let (mut best, mut best_plain): (HashMap<u32, usize>, HashMap<u32, usize>) = Default::default();
     for (d, delta) in base.deltas.iter().enumerate() {
         let Some(&i) = wanted.get(&delta.chunk) else {
             continue;
         };
-        let current = best
-            .get(&delta.chunk)
-            .map_or(frames[i].frame_len, |&b| base.deltas[b].frame_len);
-        if delta.frame_len < current {
-            best.insert(delta.chunk, d);
+        let consider = |chosen: &mut HashMap<u32, usize>| {
+            let current = chosen
+                .get(&delta.chunk)
+                .map_or(frames[i].frame_len, |&b| base.deltas[b].frame_len);
+            if delta.frame_len < current {
+                chosen.insert(delta.chunk, d);
+            }
+        };
+        consider(&mut best);
+        if delta.codec.ref_map().is_none() {
+            consider(&mut best_plain);
         }
     }
+    let ref_maps = choose_ref_maps(checked, layout, k, frames, &wanted, &mut best, &best_plain);
     let needed: HashSet<u32> = best.values().map(|&d| base.deltas[d].window).collect();
     let windows: HashMap<WindowKey, WindowSource> = needed
         .into_par_iter()
@@ -447,7 +497,84 @@ fn choose_deltas(
             };
         }
     }
-    windows
+    DeltaSources { windows, ref_maps }
+}
+
+/// The reference maps of base `k` worth fetching for the frames in `best`; the chunks of
+/// any other map fall back to their best frame without one (in `best_plain`, else plain).
+fn choose_ref_maps(
+    checked: &Checked,
+    layout: &InstallLayout,
+    k: usize,
+    frames: &[FrameRef],
+    wanted: &HashMap<u32, usize>,
+    best: &mut HashMap<u32, usize>,
+    best_plain: &HashMap<u32, usize>,
+) -> Vec<RefMapSource> {
+    let target = &checked.target;
+    let base = &target.bases[k];
+    let mut by_map: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&chunk, &d) in best.iter() {
+        if let Some(map) = base.deltas[d].codec.ref_map() {
+            by_map.entry(map).or_default().push(chunk);
+        }
+    }
+    let mut chosen = Vec::new();
+    for (m, chunks) in by_map {
+        let saving: u64 = chunks
+            .iter()
+            .map(|chunk| {
+                let without = best_plain
+                    .get(chunk)
+                    .map_or(frames[wanted[chunk]].frame_len, |&d| {
+                        base.deltas[d].frame_len
+                    });
+                u64::from(without.saturating_sub(base.deltas[best[chunk]].frame_len))
+            })
+            .sum();
+        let map = &base.refs[m as usize];
+        let source = (saving > u64::from(map.frame_len))
+            .then(|| verify_base_file(checked, map.base_entry, layout))
+            .flatten();
+        match source {
+            Some(base_file) => chosen.push(RefMapSource {
+                key: (k as u32, m),
+                pack: map.pack,
+                offset: target.ref_map_offset(k, m as usize),
+                frame_len: map.frame_len,
+                hash: map.hash,
+                base_file,
+                entry: map.entry,
+            }),
+            None => {
+                for chunk in chunks {
+                    match best_plain.get(&chunk) {
+                        Some(&d) => best.insert(chunk, d),
+                        None => best.remove(&chunk),
+                    };
+                }
+            }
+        }
+    }
+    chosen.sort_by_key(|m| m.key);
+    chosen
+}
+
+/// The installed base file `entry`, if every byte of it still matches its signed chunks
+/// (a client scans all of it for references).
+fn verify_base_file(checked: &Checked, entry: u32, layout: &InstallLayout) -> Option<PathBuf> {
+    let installed = checked.installed.as_ref()?;
+    let EntryKind::File(file) = &installed.manifest.entries.get(entry as usize)?.kind else {
+        return None;
+    };
+    let whole = crate::manifest::Window {
+        entry,
+        offset: 0,
+        len: u32::try_from(file.size).ok()?,
+    };
+    verify_window(installed, &whole, layout)
+        .ok()
+        .map(|source| source.path)
 }
 
 /// Replaces the frames of a run of chunks by the run's solid frame where that is cheaper.

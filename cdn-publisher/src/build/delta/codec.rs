@@ -3,40 +3,97 @@
 //! frame format lives in `relsync_chunker::frame`. A new codec is a variant of `DeltaCodec`,
 //! its frame format in the chunker, and here an entry in [`CODECS`] and an arm in [`prepare`].
 
+use std::sync::Arc;
+
 use anyhow::Result;
+use relsync_chunker::frame::refs::Projection;
 use relsync_chunker::frame::{BsdiffOp, WindowEncoder, slice_ops};
 use relsync_format::manifest::DeltaCodec;
 
 use super::DeltaParams;
 
 /// Every codec, in the order they are tried; on a tie, the earlier one's frame is kept.
-const CODECS: [DeltaCodec; 2] = [DeltaCodec::Zstd, DeltaCodec::Bsdiff];
+const CODECS: [DeltaCodec; 3] = [
+    DeltaCodec::Zstd,
+    DeltaCodec::Bsdiff,
+    DeltaCodec::BsdiffRefs { map: 0 },
+];
+
+/// A frame and its codec.
+pub type Frame = (DeltaCodec, Vec<u8>);
+
+/// What was worked out for a segment before its frames are made.
+#[derive(Default)]
+pub struct Prepared {
+    /// bsdiff's match of the segment against the window, if already made.
+    pub ops: Option<Vec<BsdiffOp>>,
+    /// The file's reference projection, for [`DeltaCodec::BsdiffRefs`] frames.
+    pub refs: Option<Projected>,
+}
+
+/// A segment of an executable whose references are projected.
+pub struct Projected {
+    pub projection: Arc<Projection>,
+    /// Index of the file's reference map in its base.
+    pub map: u32,
+    /// bsdiff's match of the segment against the window with every reference replaced by
+    /// its target (see [`Projection::substitute_new`]): it aligns moved code better.
+    pub ops: Vec<BsdiffOp>,
+    /// Where the window starts in the old file.
+    pub window_at: u64,
+    /// Where the segment starts in the new file.
+    pub segment_at: u64,
+}
 
 /// A codec prepared for one segment: turns a chunk (its bytes and offset in the segment) into
 /// a frame, with the window's zstd tables; `None` if it cannot encode that chunk.
 type ChunkEncoder = Box<dyn Fn(&mut WindowEncoder, &[u8], u64) -> Result<Option<Vec<u8>>>>;
 
 /// Prepares `codec` to encode chunks of `segment` against `window`, or `None` if `params`
-/// leave it out. Work done once per segment (bsdiff's match of the whole segment against the
-/// window) happens here.
+/// or `prepared` leave it out. Work done once per segment (bsdiff's match of the whole
+/// segment against the window) happens here, unless `prepared` has it.
 fn prepare(
     codec: DeltaCodec,
     params: DeltaParams,
     window: &[u8],
     segment: &[u8],
-) -> Option<ChunkEncoder> {
-    match codec {
-        DeltaCodec::Zstd => Some(Box::new(|encoder, data, _| {
-            Ok(Some(encoder.compress(data)?))
-        })),
-        DeltaCodec::Bsdiff => params.bsdiff.then(|| {
-            let ops = bsdiff_ops(window, segment);
+    prepared: &mut Prepared,
+) -> Option<(DeltaCodec, ChunkEncoder)> {
+    let encoder: ChunkEncoder = match codec {
+        DeltaCodec::Zstd => Box::new(|encoder, data, _| Ok(Some(encoder.compress(data)?))),
+        DeltaCodec::Bsdiff => {
+            if !params.bsdiff {
+                return None;
+            }
+            let ops = prepared
+                .ops
+                .take()
+                .unwrap_or_else(|| bsdiff_ops(window, segment));
             Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
                 let ops = slice_ops(&ops, from, from + data.len() as u64);
                 Ok(encoder.compress_bsdiff(data, &ops)?)
-            }) as ChunkEncoder
-        }),
-    }
+            })
+        }
+        DeltaCodec::BsdiffRefs { .. } => {
+            let refs = prepared.refs.take().filter(|_| params.bsdiff)?;
+            let codec = DeltaCodec::BsdiffRefs { map: refs.map };
+            let window = window.to_vec();
+            let encoder = Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
+                let ops = slice_ops(&refs.ops, from, from + data.len() as u64);
+                let mut projected = data.to_vec();
+                refs.projection.project(
+                    &window,
+                    refs.window_at,
+                    &ops,
+                    &mut projected,
+                    refs.segment_at + from,
+                );
+                Ok(encoder.compress_bsdiff(&projected, &ops)?)
+            });
+            return Some((codec, encoder));
+        }
+    };
+    Some((codec, encoder))
 }
 
 /// The codecs prepared for one segment, and the window's zstd tables they share (built once,
@@ -47,34 +104,56 @@ pub struct SegmentEncoder {
 }
 
 impl SegmentEncoder {
-    /// Prepares every codec `params` enable for chunks of `segment` against `window`.
-    pub fn new(window: &[u8], segment: &[u8], params: DeltaParams) -> Result<Self> {
+    /// Prepares every codec `params` (and `prepared`) enable for chunks of `segment` against
+    /// `window`.
+    pub fn new(
+        window: &[u8],
+        segment: &[u8],
+        params: DeltaParams,
+        mut prepared: Prepared,
+    ) -> Result<Self> {
         Ok(Self {
             window: WindowEncoder::new(window, params.zstd_level)?,
             codecs: CODECS
                 .into_iter()
-                .filter_map(|codec| Some((codec, prepare(codec, params, window, segment)?)))
+                .filter_map(|codec| prepare(codec, params, window, segment, &mut prepared))
                 .collect(),
         })
     }
 
     /// The smallest frame of chunk `data`, at `offset` in the segment, and its codec.
-    pub fn smallest(&mut self, data: &[u8], offset: u64) -> Result<Option<(DeltaCodec, Vec<u8>)>> {
-        let mut best: Option<(DeltaCodec, Vec<u8>)> = None;
+    pub fn smallest(&mut self, data: &[u8], offset: u64) -> Result<Option<Frame>> {
+        Ok(self.smallest_of(data, offset, |_| true)?.0)
+    }
+
+    /// The smallest frame of chunk `data` among the codecs `allowed`, and the smallest of
+    /// the others.
+    pub fn smallest_of(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        allowed: impl Fn(DeltaCodec) -> bool,
+    ) -> Result<(Option<Frame>, Option<Frame>)> {
+        let (mut best, mut other): (Option<Frame>, _) = (None, None);
         for (codec, encode) in &self.codecs {
+            let slot = if allowed(*codec) {
+                &mut best
+            } else {
+                &mut other
+            };
             if let Some(frame) = encode(&mut self.window, data, offset)?
-                && best.as_ref().is_none_or(|(_, b)| frame.len() < b.len())
+                && slot.as_ref().is_none_or(|(_, b)| frame.len() < b.len())
             {
-                best = Some((*codec, frame));
+                *slot = Some((*codec, frame));
             }
         }
-        Ok(best)
+        Ok((best, other))
     }
 }
 
 /// bsdiff instructions that rebuild `new` from `window`, covering every byte of `new` (any
 /// bytes bidiff leaves out become literals).
-fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
+pub fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
     let mut ops = Vec::new();
     let mut at = 0usize;
     let literal = |ops: &[BsdiffOp], from: usize, to: usize| BsdiffOp {
@@ -178,12 +257,15 @@ mod tests {
                 bsdiff,
                 ..DeltaParams::default()
             };
-            let mut encoder = SegmentEncoder::new(&old, &new, params).unwrap();
+            let mut encoder = SegmentEncoder::new(&old, &new, params, Prepared::default()).unwrap();
             let mut used = Vec::new();
             for pair in cuts(&new).windows(2) {
                 let chunk = &new[pair[0]..pair[1]];
                 let (codec, frame) = encoder.smallest(chunk, pair[0] as u64).unwrap().unwrap();
-                assert_eq!(codec.decode(&decoder, &frame, chunk.len()).unwrap(), chunk);
+                assert_eq!(
+                    codec.decode(&decoder, &frame, chunk.len(), None).unwrap(),
+                    chunk
+                );
                 used.push(codec);
             }
             assert_eq!(used.contains(&DeltaCodec::Bsdiff), bsdiff, "{used:?}");

@@ -73,6 +73,58 @@ pub struct Elf {
     pub sections: Vec<Section>,
 }
 
+/// Random access to an image's bytes: bytes in memory, or a file the caller reads in pieces
+/// (a client scans its installed release without holding it in memory).
+pub trait Image {
+    /// Its length in bytes.
+    fn len(&self) -> u64;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills `buf` from `offset`; fails unless all of it lies inside the image.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl Image for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|at| self.get(at..at.checked_add(buf.len())?))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl Image for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+/// `len` bytes of `image` at `offset`, if they lie inside it (and `len` is at most
+/// [`MAX_TABLE`]).
+fn read(image: &(impl Image + ?Sized), offset: u64, len: usize) -> Option<Vec<u8>> {
+    if len > MAX_TABLE || offset.checked_add(len as u64)? > image.len() {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    image.read_at(offset, &mut buf).ok()?;
+    Some(buf)
+}
+
+/// Largest header table or name table read (65,535 section headers are 4 MiB).
+const MAX_TABLE: usize = 4 << 20;
+
 fn bytes<const N: usize>(image: &[u8], at: usize) -> Option<[u8; N]> {
     image.get(at..at.checked_add(N)?)?.try_into().ok()
 }
@@ -90,30 +142,24 @@ fn u64_at(image: &[u8], at: usize) -> Option<u64> {
 }
 
 /// The `count` fixed-size headers at `offset`, if they all lie inside the image.
-fn table(
-    image: &[u8],
-    offset: u64,
-    count: u16,
-    entry: usize,
-) -> Option<impl Iterator<Item = usize>> {
-    let start = usize::try_from(offset).ok()?;
-    let end = start.checked_add(usize::from(count).checked_mul(entry)?)?;
-    (end <= image.len()).then(|| (0..usize::from(count)).map(move |i| start + i * entry))
+fn table(image: &(impl Image + ?Sized), offset: u64, count: u16, entry: usize) -> Option<Vec<u8>> {
+    read(image, offset, usize::from(count).checked_mul(entry)?)
 }
 
 impl Elf {
     /// Parses `image`, or `None` if it is not a well-formed little-endian x86-64 ELF64 image.
-    pub fn parse(image: &[u8]) -> Option<Self> {
+    pub fn parse(image: &(impl Image + ?Sized)) -> Option<Self> {
+        let header = read(image, 0, 0x40)?;
         // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT.
-        if image.get(..7)? != b"\x7fELF\x02\x01\x01" || u16_at(image, 0x12)? != EM_X86_64 {
+        if header.get(..7)? != b"\x7fELF\x02\x01\x01" || u16_at(&header, 0x12)? != EM_X86_64 {
             return None;
         }
-        let (phoff, shoff) = (u64_at(image, 0x20)?, u64_at(image, 0x28)?);
-        let (phentsize, phnum) = (u16_at(image, 0x36)?, u16_at(image, 0x38)?);
+        let (phoff, shoff) = (u64_at(&header, 0x20)?, u64_at(&header, 0x28)?);
+        let (phentsize, phnum) = (u16_at(&header, 0x36)?, u16_at(&header, 0x38)?);
         let (shentsize, shnum, shstrndx) = (
-            u16_at(image, 0x3a)?,
-            u16_at(image, 0x3c)?,
-            u16_at(image, 0x3e)?,
+            u16_at(&header, 0x3a)?,
+            u16_at(&header, 0x3c)?,
+            u16_at(&header, 0x3e)?,
         );
         if (phnum > 0 && usize::from(phentsize) != PHDR_BYTES)
             || (shnum > 0 && usize::from(shentsize) != SHDR_BYTES)
@@ -121,15 +167,16 @@ impl Elf {
             return None;
         }
         let mut loads = Vec::new();
-        for at in table(image, phoff, phnum, PHDR_BYTES)? {
-            if u32_at(image, at)? != PT_LOAD {
+        let phdrs = table(image, phoff, phnum, PHDR_BYTES)?;
+        for ph in phdrs.chunks_exact(PHDR_BYTES) {
+            if u32_at(ph, 0)? != PT_LOAD {
                 continue;
             }
             let load = Load {
-                offset: u64_at(image, at + 8)?,
-                vaddr: u64_at(image, at + 16)?,
-                file_size: u64_at(image, at + 32)?,
-                mem_size: u64_at(image, at + 40)?,
+                offset: u64_at(ph, 8)?,
+                vaddr: u64_at(ph, 16)?,
+                file_size: u64_at(ph, 32)?,
+                mem_size: u64_at(ph, 40)?,
             };
             load.offset.checked_add(load.file_size)?;
             load.vaddr.checked_add(load.mem_size)?;
@@ -138,26 +185,36 @@ impl Elf {
             }
             loads.push(load);
         }
-        let headers: Vec<usize> = table(image, shoff, shnum, SHDR_BYTES)?.collect();
+        let shdrs = table(image, shoff, shnum, SHDR_BYTES)?;
+        let headers: Vec<&[u8]> = shdrs.chunks_exact(SHDR_BYTES).collect();
         let names = match headers.get(usize::from(shstrndx)) {
-            Some(&at) => image.get(usize::try_from(u64_at(image, at + 24)?).ok()?..)?,
-            None => &[][..],
+            Some(sh) => {
+                let (at, size) = (u64_at(sh, 24)?, u64_at(sh, 32)?);
+                let size = usize::try_from(size).ok()?.min(MAX_TABLE);
+                read(
+                    image,
+                    at,
+                    size.min(usize::try_from(image.len().checked_sub(at)?).ok()?),
+                )?
+            }
+            None => Vec::new(),
         };
         let mut sections = Vec::with_capacity(headers.len());
-        for at in headers {
-            let name_at = usize::try_from(u32_at(image, at)?).ok()?;
+        for sh in headers {
+            let name_at = usize::try_from(u32_at(sh, 0)?).ok()?;
             let name = names.get(name_at..).unwrap_or_default();
             let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
             let section = Section {
                 name: String::from_utf8_lossy(&name[..name.len().min(MAX_NAME)]).into_owned(),
-                kind: u32_at(image, at + 4)?,
-                flags: u64_at(image, at + 8)?,
-                addr: u64_at(image, at + 16)?,
-                offset: u64_at(image, at + 24)?,
-                size: u64_at(image, at + 32)?,
+                kind: u32_at(sh, 4)?,
+                flags: u64_at(sh, 8)?,
+                addr: u64_at(sh, 16)?,
+                offset: u64_at(sh, 24)?,
+                size: u64_at(sh, 32)?,
             };
             section.addr.checked_add(section.size)?;
-            if section.kind != SHT_NOBITS && section.file_range()?.end > image.len() {
+            if section.kind != SHT_NOBITS && section.offset.checked_add(section.size)? > image.len()
+            {
                 return None;
             }
             sections.push(section);
@@ -167,10 +224,15 @@ impl Elf {
 
     /// The virtual address of the file byte at `offset`, if a loadable segment maps it.
     pub fn address_of(&self, offset: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|l| offset >= l.offset && offset - l.offset < l.file_size)
-            .map(|l| l.vaddr + (offset - l.offset))
+        address_of(&self.loads, offset)
+    }
+
+    /// What a decoder needs to place references in this image: see [`Layout`].
+    pub fn layout(&self) -> Layout {
+        Layout {
+            loads: self.loads.clone(),
+            eh_frame_hdr: self.section(".eh_frame_hdr").map(|s| s.addr),
+        }
     }
 
     /// Whether `va` lies in a loaded segment (file bytes or zero fill), above the first page.
@@ -192,6 +254,42 @@ impl Elf {
     /// The first section named `name`.
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
+    }
+}
+
+fn address_of(loads: &[Load], offset: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| offset >= l.offset && offset - l.offset < l.file_size)
+        .map(|l| l.vaddr + (offset - l.offset))
+}
+
+/// Where an image's bytes sit in memory: its loadable segments and the address of
+/// `.eh_frame_hdr`, which is all it takes to compute a reference's target from its field. A
+/// delta carries the new image's layout, since the client has only the old image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layout {
+    /// Loadable segments, in header order.
+    pub loads: Vec<Load>,
+    /// Virtual address of `.eh_frame_hdr`, if the image has one.
+    pub eh_frame_hdr: Option<u64>,
+}
+
+impl Layout {
+    /// Most loadable segments a layout may list.
+    pub const MAX_LOADS: usize = 64;
+
+    /// The virtual address of the file byte at `offset`, if a loadable segment maps it.
+    pub fn address_of(&self, offset: u64) -> Option<u64> {
+        address_of(&self.loads, offset)
+    }
+
+    /// The file offset holding virtual address `va`, if a segment maps it to file bytes.
+    pub fn offset_of(&self, va: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| va >= l.vaddr && va - l.vaddr < l.file_size)
+            .map(|l| l.offset + (va - l.vaddr))
     }
 }
 

@@ -6,7 +6,7 @@
 //! the image, so the publisher and every client find the same references in the same old
 //! file. A wrong guess costs delta bytes, never correctness.
 
-use super::elf::{Elf, SHF_EXECINSTR};
+use super::elf::{Elf, Image, Layout, SHF_EXECINSTR};
 
 /// How a reference's 32-bit field encodes its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,44 @@ pub enum RefKind {
     NegRel32,
 }
 
+impl RefKind {
+    /// Every kind, in the order of their codes.
+    pub const ALL: [RefKind; 4] = [
+        RefKind::Rel32,
+        RefKind::PcRel32,
+        RefKind::DataRel32,
+        RefKind::NegRel32,
+    ];
+
+    /// The address a field of this kind at file offset `offset` is relative to, if `layout`
+    /// maps it.
+    pub fn base(self, offset: u64, layout: &Layout) -> Option<u64> {
+        match self {
+            RefKind::Rel32 => layout.address_of(offset.checked_add(4)?),
+            RefKind::PcRel32 | RefKind::NegRel32 => layout.address_of(offset),
+            RefKind::DataRel32 => layout.eh_frame_hdr,
+        }
+    }
+
+    /// The target that `field` (the field's value) names, relative to `base`.
+    pub fn target(self, base: u64, field: u32) -> u64 {
+        let signed = i64::from(field as i32) as u64;
+        match self {
+            RefKind::NegRel32 => base.wrapping_sub(signed),
+            _ => base.wrapping_add(signed),
+        }
+    }
+
+    /// The field value that names `target` from `base` (the inverse of
+    /// [`target`](Self::target) modulo 2³²).
+    pub fn field_for(self, base: u64, target: u64) -> u32 {
+        match self {
+            RefKind::NegRel32 => base.wrapping_sub(target) as u32,
+            _ => target.wrapping_sub(base) as u32,
+        }
+    }
+}
+
 /// A reference: a 4-byte little-endian field of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reference {
@@ -28,28 +66,8 @@ pub struct Reference {
     pub offset: u64,
     /// How it encodes its target.
     pub kind: RefKind,
-    /// The address its target is relative to (see [`RefKind`]).
-    pub base: u64,
-}
-
-impl Reference {
-    /// The target that `field` (the field's value) names.
-    pub fn target(&self, field: u32) -> u64 {
-        let signed = i64::from(field as i32) as u64;
-        match self.kind {
-            RefKind::NegRel32 => self.base.wrapping_sub(signed),
-            _ => self.base.wrapping_add(signed),
-        }
-    }
-
-    /// The field value that names `target` (the inverse of [`target`](Self::target) modulo
-    /// 2³²).
-    pub fn field_for(&self, target: u64) -> u32 {
-        match self.kind {
-            RefKind::NegRel32 => self.base.wrapping_sub(target) as u32,
-            _ => target.wrapping_sub(self.base) as u32,
-        }
-    }
+    /// The address it names.
+    pub target: u64,
 }
 
 /// One-byte opcodes with a ModRM operand and no immediate (`add`, `or`, `adc`, `sbb`, `and`,
@@ -101,22 +119,32 @@ fn u32_at(image: &[u8], at: usize) -> Option<u32> {
     bytes.try_into().ok().map(u32::from_le_bytes)
 }
 
+/// Code is scanned in blocks of this many bytes, so a client never holds a whole section.
+const BLOCK: usize = 1 << 20;
+/// Bytes past a block's end that deciding on an instruction near it may look at.
+const LOOKAHEAD: usize = 16;
+/// Largest `.eh_frame` or `.eh_frame_hdr` read whole; larger ones are not scanned.
+const MAX_UNWIND_SECTION: u64 = 64 << 20;
+
 /// The references of `image` (laid out as `elf`), by offset, not overlapping.
-pub fn scan(image: &[u8], elf: &Elf) -> Vec<Reference> {
+pub fn scan(image: &(impl Image + ?Sized), elf: &Elf) -> Vec<Reference> {
+    let layout = elf.layout();
     let mut refs = Vec::new();
     for section in &elf.sections {
         let Some(range) = section.file_range() else {
             continue;
         };
-        let Some(bytes) = image.get(range.clone()) else {
-            continue;
-        };
         if section.flags & SHF_EXECINSTR != 0 {
-            scan_code(bytes, range.start, elf, &mut refs);
-        } else if section.name == ".eh_frame_hdr" {
-            scan_eh_frame_hdr(bytes, range.start, section.addr, &mut refs);
-        } else if section.name == ".eh_frame" {
-            scan_eh_frame(bytes, range.start, elf, &mut refs);
+            scan_code(image, range, elf, &layout, &mut refs);
+        } else if section.name == ".eh_frame_hdr" || section.name == ".eh_frame" {
+            let Some(bytes) = read_section(image, &range) else {
+                continue;
+            };
+            if section.name == ".eh_frame_hdr" {
+                scan_eh_frame_hdr(&bytes, range.start, section.addr, &mut refs);
+            } else {
+                scan_eh_frame(&bytes, range.start, elf, &layout, &mut refs);
+            }
         }
     }
     refs.sort_by_key(|r| r.offset);
@@ -124,35 +152,69 @@ pub fn scan(image: &[u8], elf: &Elf) -> Vec<Reference> {
     refs
 }
 
-/// References in a code section at file offset `start`.
-fn scan_code(code: &[u8], start: usize, elf: &Elf, refs: &mut Vec<Reference>) {
-    let mut at = 0;
-    while at < code.len() {
-        if let Some((field, branch)) = rel32_field(code, at)
-            && field + 4 <= code.len()
-            && let (Some(value), Some(base)) = (
-                u32_at(code, field),
-                elf.address_of((start + field + 4) as u64),
-            )
+fn read_section(image: &(impl Image + ?Sized), range: &std::ops::Range<usize>) -> Option<Vec<u8>> {
+    let len = range.len();
+    if len as u64 > MAX_UNWIND_SECTION {
+        return None;
+    }
+    let mut bytes = vec![0u8; len];
+    image.read_at(range.start as u64, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// References in the code section at `range`, read a block at a time. The greedy scan
+/// carries its position across blocks, so the result equals a scan of the whole section.
+fn scan_code(
+    image: &(impl Image + ?Sized),
+    range: std::ops::Range<usize>,
+    elf: &Elf,
+    layout: &Layout,
+    refs: &mut Vec<Reference>,
+) {
+    let mut block = Vec::new();
+    let mut at = 0; // relative to the section
+    let section_len = range.len();
+    while at < section_len {
+        let block_start = at;
+        let block_end = (block_start + BLOCK).min(section_len);
+        let read_end = (block_end + LOOKAHEAD).min(section_len);
+        block.resize(read_end - block_start, 0);
+        if image
+            .read_at((range.start + block_start) as u64, &mut block)
+            .is_err()
         {
-            let reference = Reference {
-                offset: (start + field) as u64,
-                kind: RefKind::Rel32,
-                base,
-            };
-            let target = reference.target(value);
-            let plausible = if branch {
-                elf.in_code(target)
-            } else {
-                elf.in_image(target)
-            };
-            if plausible {
-                refs.push(reference);
-                at = field + 4;
-                continue;
-            }
+            return;
         }
-        at += 1;
+        // The last block of the section is the section's end; others look a little past.
+        let code = &block[..];
+        while at < block_end {
+            let local = at - block_start;
+            if let Some((field, branch)) = rel32_field(code, local)
+                && field + 4 <= code.len()
+                && let Some(value) = u32_at(code, field)
+            {
+                let offset = (range.start + block_start + field) as u64;
+                if let Some(base) = RefKind::Rel32.base(offset, layout) {
+                    let target = RefKind::Rel32.target(base, value);
+                    let reference = Reference {
+                        offset,
+                        kind: RefKind::Rel32,
+                        target,
+                    };
+                    let plausible = if branch {
+                        elf.in_code(target)
+                    } else {
+                        elf.in_image(target)
+                    };
+                    if plausible {
+                        refs.push(reference);
+                        at = block_start + field + 4;
+                        continue;
+                    }
+                }
+            }
+            at += 1;
+        }
     }
 }
 
@@ -169,10 +231,13 @@ fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, refs: &mut Vec<Referen
     let fits = (hdr.len() - 12) / 8;
     for i in 0..(count as usize).min(fits) {
         for field in [12 + 8 * i, 16 + 8 * i] {
+            let Some(value) = u32_at(hdr, field) else {
+                continue;
+            };
             refs.push(Reference {
                 offset: (start + field) as u64,
                 kind: RefKind::DataRel32,
-                base: addr,
+                target: RefKind::DataRel32.target(addr, value),
             });
         }
     }
@@ -180,15 +245,24 @@ fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, refs: &mut Vec<Referen
 
 /// The CIE pointer, the initial location and (for a 4-byte augmentation) the LSDA pointer of
 /// each FDE in `.eh_frame`.
-fn scan_eh_frame(frames: &[u8], start: usize, elf: &Elf, refs: &mut Vec<Reference>) {
+fn scan_eh_frame(
+    frames: &[u8],
+    start: usize,
+    elf: &Elf,
+    layout: &Layout,
+    refs: &mut Vec<Reference>,
+) {
     let field = |at: usize, kind: RefKind| {
-        let base = elf.address_of((start + at) as u64)?;
-        let reference = Reference {
-            offset: (start + at) as u64,
-            kind,
-            base,
-        };
-        Some((reference, reference.target(u32_at(frames, at)?)))
+        let offset = (start + at) as u64;
+        let target = kind.target(kind.base(offset, layout)?, u32_at(frames, at)?);
+        Some((
+            Reference {
+                offset,
+                kind,
+                target,
+            },
+            target,
+        ))
     };
     let mut at = 0;
     while let Some(len) = u32_at(frames, at) {
@@ -245,15 +319,20 @@ mod tests {
         let offsets: Vec<u64> = refs.iter().map(|r| r.offset - TEXT_AT as u64).collect();
         assert_eq!(offsets, [1, 7, 14]);
         let text_va = elf.section(".text").unwrap().addr;
+        let layout = elf.layout();
+        let base = |r: &Reference| r.kind.base(r.offset, &layout).unwrap();
         for r in &refs {
             let at = r.offset as usize;
             let field = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-            let target = r.target(field);
+            let target = r.kind.target(base(r), field);
             assert!(elf.in_image(target));
-            assert_eq!(r.field_for(target), field);
+            assert_eq!(r.kind.field_for(base(r), target), field);
         }
-        assert_eq!(refs[0].target(0), text_va + 5);
-        assert_eq!(refs[1].target(0xFFFF_FFFA), text_va + 5);
+        assert_eq!(RefKind::Rel32.target(base(&refs[0]), 0), text_va + 5);
+        assert_eq!(
+            RefKind::Rel32.target(base(&refs[1]), 0xFFFF_FFFA),
+            text_va + 5
+        );
     }
 
     #[test]

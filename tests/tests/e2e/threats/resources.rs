@@ -105,6 +105,7 @@ pub(super) fn cases() -> Vec<Case> {
                         version: V1.parse().expect("v"),
                         windows: Vec::new(),
                         deltas: Vec::new(),
+                        refs: Vec::new(),
                     };
                     m.bases.extend(std::iter::repeat_n(base, 17));
                 })
@@ -125,6 +126,7 @@ pub(super) fn cases() -> Vec<Case> {
                             len: 64 * 1024 * 1024 + 1,
                         }],
                         deltas: Vec::new(),
+                        refs: Vec::new(),
                     })
                 })
             },
