@@ -25,18 +25,17 @@
 # install ≤ 1.02× full; client peak RSS ≤ 64 MiB; requests ≤ the bound; each push at the
 # defaults ≤ 20 s. "?" where a tool the target names did not run.
 #
-# Scenarios, each sequence on its own channel: previous->new for each consecutive pair;
-# older->new (0.6.0->0.6.2, 2.1.0->2.1.2) on a channel pushed with --delta-from 2; k behind,
-# for k = 2, 3, 4 where the sequence is long enough, on the previous->new channel (pushed with
-# the default settings): a client installed at the release k before the newest updates to the
+# Scenarios, each sequence on its own channel pushed at the defaults (delta frames against up
+# to 4 earlier releases): previous->new for each consecutive pair; k behind, for k = 2, 3, 4
+# where the sequence is long enough: a client installed at the release k before the newest updates to the
 # newest (ruff 0.6.1->0.6.3 and 0.6.0->0.6.3, numpy 2.1.0->2.1.2, synthetic 1->3); a fresh
 # install of each newest release. The synthetic app is scripts/make-demo-release.py v1-v3.
 #
 #   SEQUENCES="ruff:0.6.0,0.6.1,0.6.2 synthetic:3" benches/bandwidth.sh
 #                                   only these sequences (ruff and numpy: the versions listed;
 #                                   synthetic:N: versions 1..N), each pushed with the defaults
-#                                   and measured like the others, k-behind rows included; no
-#                                   --delta-from 2 channels (it overrides --quick)
+#                                   and measured like the others, k-behind rows included (it
+#                                   overrides --quick)
 #
 # Installs what is missing: nginx and zstd (scripts/setup.sh), GNU time, bsdiff, xdelta3,
 # casync, zsync, xz and clang-19 with apt-get; bita 0.15.0 with cargo install into

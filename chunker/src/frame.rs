@@ -9,7 +9,7 @@ use crate::{Error, Result};
 mod bsdiff;
 pub mod refs;
 mod varint;
-pub use bsdiff::{BsdiffOp, max_control_len, slice_ops};
+pub use bsdiff::{BsdiffOp, DiffStream, max_control_len, slice_ops};
 
 /// The zstd level used when the caller has no opinion.
 pub const DEFAULT_LEVEL: i32 = 19;
@@ -260,6 +260,11 @@ impl WindowEncoder {
             plain,
             window: window.to_vec(),
         })
+    }
+
+    /// The window's bytes.
+    pub fn window(&self) -> &[u8] {
+        &self.window
     }
 
     /// Compresses one chunk into one frame that needs the window to decode.

@@ -23,7 +23,7 @@ struct Results {
 
 #[derive(Debug, Deserialize)]
 struct Row {
-    /// previous, older, behind or fresh.
+    /// previous, behind or fresh.
     scenario: String,
     /// For `behind`: how many releases behind the newest the client was.
     #[serde(default)]

@@ -83,8 +83,9 @@ pub struct PushArgs {
     /// Largest pack part, in MiB.
     #[arg(long, default_value_t = 64)]
     max_pack_mib: u64,
-    /// How many earlier releases of the channel get delta frames (0: none).
-    #[arg(long, default_value_t = 1)]
+    /// How many earlier releases of the channel get delta frames (0: none). The default, 4,
+    /// gives a client up to four releases behind a delta from its own release.
+    #[arg(long, default_value_t = 4)]
     delta_from: usize,
     /// Window of the earlier release that each delta segment is compressed against, in KiB.
     #[arg(long, default_value_t = 8192)]

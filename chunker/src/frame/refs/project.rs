@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use super::elf::{Elf, Image, Layout, Load};
 use super::x86_64::{self, RefKind};
-use crate::frame::BsdiffOp;
 use crate::frame::varint::{self, put, unzigzag, zigzag};
+use crate::frame::{BsdiffOp, DiffStream};
 use crate::{Error, Result};
 
 /// Version of the scanner and side-object layout; a change to either is a new version.
@@ -47,29 +47,54 @@ pub struct OldRefs {
 
 impl OldRefs {
     /// Scans `image`; `None` if it is not an x86-64 ELF image or exceeds the limits above.
+    ///
+    /// Lean on memory, since a client runs it beside its delta windows: the sites are
+    /// collected at 8 bytes each, then their fields read again (in blocks) twice, once for
+    /// the distinct targets and once for each site's target index.
     pub fn scan(image: &(impl Image + ?Sized)) -> Option<Self> {
         if image.len() > MAX_IMAGE_BYTES {
             return None;
         }
         let elf = Elf::parse(image)?;
         let layout = elf.layout();
-        let refs = x86_64::scan(image, &elf);
-        if refs.len() > MAX_REFERENCES {
+        // References are 4 bytes and never overlap: reserving that bound up front maps
+        // address space once instead of copying the list as it grows (untouched pages of
+        // the reservation cost no memory).
+        let bound =
+            usize::try_from(image.len() / 4).map_or(MAX_REFERENCES, |n| n.min(MAX_REFERENCES));
+        let mut sites: Vec<(u32, u32)> = Vec::with_capacity(bound);
+        let mut too_many = false;
+        x86_64::scan_with(image, &elf, &mut |r| {
+            if sites.len() == MAX_REFERENCES {
+                too_many = true;
+            } else if let Ok(offset) = u32::try_from(r.offset) {
+                sites.push((offset, kind_code(r.kind) << KIND_SHIFT));
+            }
+        });
+        if too_many {
             return None;
         }
-        let mut targets: Vec<u64> = refs.iter().map(|r| r.target).collect();
+        x86_64::sort_and_dedup(&mut sites, |s| u64::from(s.0));
+        sites.shrink_to_fit();
+        let mut fields = FieldReader::new(image);
+        let mut target_of = |&(offset, packed): &(u32, u32)| {
+            let kind = RefKind::ALL[(packed >> KIND_SHIFT) as usize];
+            let offset = u64::from(offset);
+            Some(kind.target(kind.base(offset, &layout)?, fields.get(offset)?))
+        };
+        let mut targets = Vec::with_capacity(sites.len());
+        for site in &sites {
+            targets.push(target_of(site)?);
+        }
         targets.sort_unstable();
         targets.dedup();
+        targets.shrink_to_fit();
         if targets.len() > MAX_TARGETS {
             return None;
         }
-        let mut sites = Vec::with_capacity(refs.len());
-        for r in refs {
-            let index = targets.partition_point(|&t| t < r.target) as u32;
-            sites.push((
-                u32::try_from(r.offset).ok()?,
-                kind_code(r.kind) << KIND_SHIFT | index,
-            ));
+        for site in &mut sites {
+            let target = target_of(site)?;
+            site.1 |= targets.partition_point(|&t| t < target) as u32;
         }
         Some(Self {
             sites,
@@ -123,6 +148,38 @@ impl OldRefs {
             }
         }
         out
+    }
+}
+
+/// Reads 4-byte fields of an image in increasing order through a 1 MiB block.
+struct FieldReader<'i, I: Image + ?Sized> {
+    image: &'i I,
+    block: Vec<u8>,
+    at: u64,
+}
+
+impl<'i, I: Image + ?Sized> FieldReader<'i, I> {
+    const BLOCK: u64 = 1 << 20;
+
+    fn new(image: &'i I) -> Self {
+        Self {
+            image,
+            block: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn get(&mut self, offset: u64) -> Option<u32> {
+        let end = offset.checked_add(4)?;
+        if offset < self.at || end > self.at + self.block.len() as u64 {
+            let len = Self::BLOCK
+                .max(4)
+                .min(self.image.len().checked_sub(offset)?);
+            self.block.resize(usize::try_from(len).ok()?, 0);
+            self.image.read_at(offset, &mut self.block).ok()?;
+            self.at = offset;
+        }
+        field(&self.block, offset - self.at)
     }
 }
 
@@ -440,8 +497,25 @@ fn get(buf: &[u8], at: &mut usize) -> Result<u64> {
 }
 
 impl Projection {
-    /// Decodes a projected bsdiff frame of a chunk at new file offset `at` against `window`
-    /// (at old file offset `window_at`) into exactly `len` bytes.
+    /// Encodes chunk `data` (at new file offset `at`) as a projected bsdiff frame of the
+    /// instructions `ops` against `encoder`'s window (at old file offset `window_at`): the
+    /// chunk with its references projected, its diff bytes coded sparse. `None` if the
+    /// instructions are too many for the chunk ([`crate::frame::max_control_len`]).
+    pub fn compress(
+        &self,
+        encoder: &mut crate::frame::WindowEncoder,
+        window_at: u64,
+        ops: &[BsdiffOp],
+        data: &[u8],
+        at: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut projected = data.to_vec();
+        self.project(encoder.window(), window_at, ops, &mut projected, at);
+        encoder.compress_bsdiff_as(&projected, ops, DiffStream::Sparse)
+    }
+
+    /// Decodes a frame made by [`compress`](Self::compress) of a chunk at new file offset
+    /// `at` against `window` (at old file offset `window_at`) into exactly `len` bytes.
     pub fn decompress(
         &self,
         window: &crate::frame::WindowDecoder,
@@ -450,7 +524,7 @@ impl Projection {
         len: usize,
         at: u64,
     ) -> Result<Vec<u8>> {
-        let (mut data, ops) = window.decompress_bsdiff_ops(frame, len)?;
+        let (mut data, ops) = window.decompress_bsdiff_ops(frame, len, DiffStream::Sparse)?;
         self.unproject(window.window(), window_at, &ops, &mut data, at);
         Ok(data)
     }
@@ -549,9 +623,10 @@ mod tests {
         let projection = learned(&old, &new, &ops);
         let mut encoder = WindowEncoder::new(&old, 19).unwrap();
         let plain = encoder.compress_bsdiff(&new, &ops).unwrap().unwrap();
-        let mut projected = new.clone();
-        projection.project(&old, 0, &ops, &mut projected, 0);
-        let frame = encoder.compress_bsdiff(&projected, &ops).unwrap().unwrap();
+        let frame = projection
+            .compress(&mut encoder, 0, &ops, &new, 0)
+            .unwrap()
+            .unwrap();
         assert!(
             frame.len() * 2 < plain.len(),
             "{} vs {}",
@@ -642,6 +717,25 @@ mod tests {
             i += run;
         }
         out.len()
+    }
+
+    /// The lean scan finds what the plain scan finds, on a real executable (this test).
+    #[test]
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn the_lean_scan_matches_the_reference_scan_on_a_real_binary() {
+        let image = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let elf = Elf::parse(&image).unwrap();
+        let plain = x86_64::scan(&image, &elf);
+        let lean = OldRefs::scan(&image).unwrap();
+        assert!(plain.len() > 10_000, "{} references", plain.len());
+        assert_eq!(lean.len(), plain.len());
+        let mut targets: Vec<u64> = plain.iter().map(|r| r.target).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        assert_eq!(lean.targets, targets);
+        for (r, (offset, kind, index)) in plain.iter().zip(lean.within(0, u64::MAX)) {
+            assert_eq!((r.offset, r.kind, r.target), (offset, kind, targets[index]));
+        }
     }
 
     proptest! {

@@ -128,28 +128,43 @@ const MAX_UNWIND_SECTION: u64 = 64 << 20;
 
 /// The references of `image` (laid out as `elf`), by offset, not overlapping.
 pub fn scan(image: &(impl Image + ?Sized), elf: &Elf) -> Vec<Reference> {
-    let layout = elf.layout();
     let mut refs = Vec::new();
+    scan_with(image, elf, &mut |r| refs.push(r));
+    sort_and_dedup(&mut refs, |r| r.offset);
+    refs
+}
+
+/// Sorts references (or anything with an `offset`) by offset and drops any that overlaps
+/// an earlier one: the rule [`scan`] applies, shared by every caller that collects
+/// references its own way.
+pub fn sort_and_dedup<T>(refs: &mut Vec<T>, offset: impl Fn(&T) -> u64) {
+    if !refs.is_sorted_by_key(&offset) {
+        refs.sort_by_key(&offset);
+    }
+    refs.dedup_by(|later, earlier| offset(later) < offset(earlier) + 4);
+}
+
+/// Passes each reference of `image` to `emit`, section by section in header order (so
+/// unsorted if the headers are, and possibly overlapping across sections; see [`scan`]).
+pub fn scan_with(image: &(impl Image + ?Sized), elf: &Elf, emit: &mut dyn FnMut(Reference)) {
+    let layout = elf.layout();
     for section in &elf.sections {
         let Some(range) = section.file_range() else {
             continue;
         };
         if section.flags & SHF_EXECINSTR != 0 {
-            scan_code(image, range, elf, &layout, &mut refs);
+            scan_code(image, range, elf, &layout, emit);
         } else if section.name == ".eh_frame_hdr" || section.name == ".eh_frame" {
             let Some(bytes) = read_section(image, &range) else {
                 continue;
             };
             if section.name == ".eh_frame_hdr" {
-                scan_eh_frame_hdr(&bytes, range.start, section.addr, &mut refs);
+                scan_eh_frame_hdr(&bytes, range.start, section.addr, emit);
             } else {
-                scan_eh_frame(&bytes, range.start, elf, &layout, &mut refs);
+                scan_eh_frame(&bytes, range.start, elf, &layout, emit);
             }
         }
     }
-    refs.sort_by_key(|r| r.offset);
-    refs.dedup_by(|later, earlier| later.offset < earlier.offset + 4);
-    refs
 }
 
 fn read_section(image: &(impl Image + ?Sized), range: &std::ops::Range<usize>) -> Option<Vec<u8>> {
@@ -169,7 +184,7 @@ fn scan_code(
     range: std::ops::Range<usize>,
     elf: &Elf,
     layout: &Layout,
-    refs: &mut Vec<Reference>,
+    emit: &mut dyn FnMut(Reference),
 ) {
     let mut block = Vec::new();
     let mut at = 0; // relative to the section
@@ -207,7 +222,7 @@ fn scan_code(
                         elf.in_image(target)
                     };
                     if plausible {
-                        refs.push(reference);
+                        emit(reference);
                         at = block_start + field + 4;
                         continue;
                     }
@@ -219,7 +234,7 @@ fn scan_code(
 }
 
 /// The binary-search table of `.eh_frame_hdr` (version 1, table encoding datarel sdata4).
-fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, refs: &mut Vec<Reference>) {
+fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, emit: &mut dyn FnMut(Reference)) {
     const DATAREL_SDATA4: u8 = 0x3B;
     const UDATA4: u8 = 0x03;
     if hdr.len() < 12 || hdr[0] != 1 || hdr[2] != UDATA4 || hdr[3] != DATAREL_SDATA4 {
@@ -234,7 +249,7 @@ fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, refs: &mut Vec<Referen
             let Some(value) = u32_at(hdr, field) else {
                 continue;
             };
-            refs.push(Reference {
+            emit(Reference {
                 offset: (start + field) as u64,
                 kind: RefKind::DataRel32,
                 target: RefKind::DataRel32.target(addr, value),
@@ -250,7 +265,7 @@ fn scan_eh_frame(
     start: usize,
     elf: &Elf,
     layout: &Layout,
-    refs: &mut Vec<Reference>,
+    emit: &mut dyn FnMut(Reference),
 ) {
     let field = |at: usize, kind: RefKind| {
         let offset = (start + at) as u64;
@@ -276,19 +291,19 @@ fn scan_eh_frame(
         let is_fde = u32_at(frames, at + 4).is_some_and(|cie| cie != 0);
         if is_fde && len >= 12 {
             if let Some((cie, _)) = field(at + 4, RefKind::NegRel32) {
-                refs.push(cie);
+                emit(cie);
             }
             if let Some((pc, target)) = field(at + 8, RefKind::PcRel32)
                 && elf.in_code(target)
             {
-                refs.push(pc);
+                emit(pc);
             }
             if len >= 21
                 && frames[at + 16] == 4
                 && let Some((lsda, target)) = field(at + 17, RefKind::PcRel32)
                 && elf.in_image(target)
             {
-                refs.push(lsda);
+                emit(lsda);
             }
         }
         at = end;
