@@ -16,7 +16,8 @@
 //! values_len`, then ctrl, gaps, values and extra, where values are the nonzero diff bytes and
 //! gaps, a varint each, count the zero bytes before each of them. It saves ~7% of the diff
 //! stream on ruff's projected frames (zstd codes a run of zeros between sparse bytes as a
-//! match of its own).
+//! match of its own). Its control stream is in columns: the instruction count, then every
+//! seek, every add, every copy.
 //!
 //! An instruction moves the read position in the window by `seek`, emits `add` window bytes
 //! plus their diff bytes, then `copy` bytes of the extra stream. Decoding is checked: every
@@ -129,6 +130,13 @@ impl WindowEncoder {
         if ctrl.len() > max_control_len(data.len()) {
             return Ok(None);
         }
+        let ctrl = match coding {
+            DiffStream::Dense => ctrl,
+            DiffStream::Sparse => columns(&ctrl)?,
+        };
+        if ctrl.len() > max_control_len(data.len()) {
+            return Ok(None);
+        }
         let ctrl = compress_stream(&mut self.plain, &ctrl)?;
         let diff = match coding {
             DiffStream::Dense => vec![compress_stream(&mut self.plain, &diff)?],
@@ -166,6 +174,52 @@ pub enum DiffStream {
     Dense,
     /// The nonzero diff bytes and the zero runs before each (see the module docs).
     Sparse,
+}
+
+/// A control stream (`seek, add, copy` per instruction) as columns: the instruction count,
+/// then every seek, every add and every copy. Like values sit together, which zstd codes in
+/// fewer bits (-3% of the control stream on ruff).
+fn columns(ctrl: &[u8]) -> Result<Vec<u8>> {
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < ctrl.len() {
+        values.push(get_varint(ctrl, &mut at)?);
+    }
+    let ops = values.len() / 3;
+    let mut out = Vec::with_capacity(ctrl.len() + 4);
+    put_varint(&mut out, ops as u64);
+    for column in 0..3 {
+        for op in 0..ops {
+            put_varint(&mut out, values[op * 3 + column]);
+        }
+    }
+    Ok(out)
+}
+
+/// The inverse of [`columns`]: the control stream with each instruction's values together.
+fn interleave(columns: &[u8]) -> Result<Vec<u8>> {
+    let mut at = 0;
+    let ops = get_varint(columns, &mut at)?;
+    // Each value takes at least a byte, so a count the stream cannot hold is refused before
+    // anything is allocated for it.
+    let ops = usize::try_from(ops)
+        .ok()
+        .filter(|&n| n.checked_mul(3).is_some_and(|v| v <= columns.len() - at))
+        .ok_or_else(|| corrupt("more instructions than the control stream holds"))?;
+    let mut values = vec![0u64; ops * 3];
+    for column in 0..3 {
+        for op in 0..ops {
+            values[op * 3 + column] = get_varint(columns, &mut at)?;
+        }
+    }
+    if at != columns.len() {
+        return Err(corrupt("control columns left unused"));
+    }
+    let mut ctrl = Vec::with_capacity(columns.len());
+    for v in values {
+        put_varint(&mut ctrl, v);
+    }
+    Ok(ctrl)
 }
 
 /// `diff` as (gaps, values): per nonzero byte, a varint of the zero bytes before it, and the
@@ -253,6 +307,10 @@ impl WindowDecoder {
             .collect::<Result<Vec<_>>>()?;
         let extra = rest;
         let ctrl = decode_stream(ctrl, max_control_len(expected_len), super::decompress)?;
+        let ctrl = match coding {
+            DiffStream::Dense => ctrl,
+            DiffStream::Sparse => interleave(&ctrl)?,
+        };
         let (diff, extra) = match diff_frames[..] {
             [diff] => {
                 let diff = decode_stream(diff, expected_len, super::decompress)?;
