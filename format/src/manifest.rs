@@ -1139,6 +1139,177 @@ mod tests {
         assert!(TrustedManifest::open(bytes, &id2, &[key().public()]).is_err());
     }
 
+    /// A release of one executable `bin/app` (chunks 0 and 1, frames of 5 and 6 bytes) with
+    /// a projected delta of chunk 1 (7 bytes) against base 0.9.0, and its reference map (9
+    /// bytes), all in pack 0.
+    fn projected_release() -> Manifest {
+        let chunk = |b: u8, frame_len| ChunkEntry {
+            id: ChunkId([b; 32]),
+            len: 10,
+            pack: 0,
+            frame_len,
+        };
+        let file = EntryKind::File(FileEntry {
+            executable: true,
+            size: 20,
+            hash: FileHash([0; 32]),
+            chunks: vec![0, 1],
+        });
+        let mut m = manifest(
+            vec![entry("bin", EntryKind::Dir), entry("bin/app", file)],
+            vec![chunk(1, 5), chunk(2, 6)],
+            5 + 6 + 7 + 9,
+        );
+        m.bases.push(Base {
+            manifest: ManifestId([3; 32]),
+            version: Version::new(0, 9, 0),
+            windows: vec![Window {
+                entry: 1,
+                offset: 0,
+                len: 20,
+            }],
+            deltas: vec![Delta {
+                chunk: 1,
+                window: 0,
+                pack: 0,
+                frame_len: 7,
+                codec: DeltaCodec::BsdiffRefs { map: 0 },
+            }],
+            refs: vec![RefMap {
+                base_entry: 1,
+                entry: 1,
+                pack: 0,
+                frame_len: 9,
+                hash: ChunkId([4; 32]),
+            }],
+        });
+        m
+    }
+
+    #[test]
+    fn reference_maps_and_projected_deltas_are_checked() {
+        let m = projected_release();
+        let trusted = open(&m).unwrap();
+        // Plain frames, then the base's deltas, then its reference maps.
+        assert_eq!(trusted.delta_offset(0, 0), 11);
+        assert_eq!(trusted.ref_map_offset(0, 0), 18);
+        assert_eq!(trusted.chunk_offset_in(1, 1), Some(10));
+        assert_eq!(trusted.chunk_offset_in(1, 2), None);
+        assert_eq!(
+            trusted.chunk_offset_in(0, 1),
+            None,
+            "a directory holds no chunk"
+        );
+        assert_eq!(trusted.chunk_offset_in(7, 1), None);
+
+        // The largest map the limit allows.
+        let mut largest = projected_release();
+        largest.bases[0].refs[0].frame_len = limits::REF_MAP_BYTES;
+        largest.packs[0].len += u64::from(limits::REF_MAP_BYTES) - 9;
+        open(&largest).unwrap();
+
+        type Edit = fn(&mut Manifest);
+        let cases: [(&str, &str, Edit); 10] = [
+            (
+                "a projected delta naming map 1 of 1",
+                "delta against 0.9.0 is out of range",
+                |m| m.bases[0].deltas[0].codec = DeltaCodec::BsdiffRefs { map: 1 },
+            ),
+            (
+                "a projected delta naming map u32::MAX",
+                "delta against 0.9.0 is out of range",
+                |m| m.bases[0].deltas[0].codec = DeltaCodec::BsdiffRefs { map: u32::MAX },
+            ),
+            (
+                "a map of an entry out of range",
+                "reference map against 0.9.0 is out of range",
+                |m| m.bases[0].refs[0].entry = 2,
+            ),
+            (
+                "a map of a directory",
+                "reference map against 0.9.0 is out of range",
+                |m| m.bases[0].refs[0].entry = 0,
+            ),
+            (
+                "an empty map",
+                "reference map against 0.9.0 is out of range",
+                |m| {
+                    m.bases[0].refs[0].frame_len = 0;
+                    m.packs[0].len -= 9;
+                },
+            ),
+            (
+                "a map over the limit",
+                "reference map against 0.9.0 is out of range",
+                |m| {
+                    m.bases[0].refs[0].frame_len = limits::REF_MAP_BYTES + 1;
+                    m.packs[0].len += u64::from(limits::REF_MAP_BYTES) + 1 - 9;
+                },
+            ),
+            (
+                "a map in a pack out of range",
+                "reference map names pack 1",
+                |m| m.bases[0].refs[0].pack = 1,
+            ),
+            (
+                "more maps than entries",
+                "too many reference maps against 0.9.0",
+                |m| {
+                    let map = m.bases[0].refs[0];
+                    m.bases[0].refs = vec![map; 3];
+                    m.packs[0].len += 2 * 9;
+                },
+            ),
+            (
+                "a map the pack does not hold",
+                "frames do not add up",
+                |m| m.packs[0].len -= 9,
+            ),
+            (
+                "a map that outgrows its pack",
+                "frames do not add up",
+                |m| m.bases[0].refs[0].frame_len += 1,
+            ),
+        ];
+        for (what, needle, edit) in cases {
+            let mut m = projected_release();
+            edit(&mut m);
+            let err = match open(&m) {
+                Ok(_) => panic!("{what} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(needle), "{what}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn a_projected_frame_needs_its_reference_map() {
+        let window = relsync_chunker::frame::WindowDecoder::new(vec![0; 64]);
+        let mut encoder = relsync_chunker::frame::WindowEncoder::new(&[0; 64], 3).unwrap();
+        let op = relsync_chunker::frame::BsdiffOp {
+            src: 0,
+            add: 16,
+            copy: 0,
+        };
+        let frame = encoder.compress_bsdiff(&[1; 16], &[op]).unwrap().unwrap();
+        assert_eq!(
+            DeltaCodec::Bsdiff
+                .decode(&window, &frame, 16, None)
+                .unwrap(),
+            [1; 16]
+        );
+        let err = DeltaCodec::BsdiffRefs { map: 0 }
+            .decode(&window, &frame, 16, None)
+            .unwrap_err();
+        assert!(
+            matches!(&err, relsync_chunker::Error::CorruptFrame(m) if m.contains("without its reference map")),
+            "{err:?}"
+        );
+        assert!(DeltaCodec::BsdiffRefs { map: 3 }.is_bsdiff());
+        assert_eq!(DeltaCodec::BsdiffRefs { map: 3 }.ref_map(), Some(3));
+        assert_eq!(DeltaCodec::Bsdiff.ref_map(), None);
+    }
+
     #[test]
     fn release_notes_are_bounded() {
         let mut m = manifest(vec![], vec![], 0);

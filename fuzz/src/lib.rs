@@ -8,11 +8,14 @@
 //! - [`check`]: invariants every accepted manifest and every plan must hold;
 //! - [`install`]: the `plan` target's install directories, made once per process;
 //! - [`sample`]: two small real releases, for the install and the seeds;
+//! - [`exe`]: a small synthetic x86-64 executable in two versions and a reference-projection
+//!   update between them, for the `refs` target;
 //! - [`seeds`]: valid inputs for each target, written by `scripts/fuzz.sh`.
 //!
 //! Every target's input starts with a mode byte that picks what the rest is.
 
 pub mod check;
+pub mod exe;
 pub mod install;
 pub mod keys;
 pub mod model;

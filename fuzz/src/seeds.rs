@@ -22,10 +22,17 @@ use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use semver::Version;
 
 use crate::sample::{self, Sample, noise};
-use crate::{keys, put_doc};
+use crate::{exe, keys, put_doc};
 
 /// The targets, by name.
-pub const TARGETS: [&str; 5] = ["manifest", "pointer", "root_chain", "frames", "plan"];
+pub const TARGETS: [&str; 6] = [
+    "manifest",
+    "pointer",
+    "root_chain",
+    "frames",
+    "plan",
+    "refs",
+];
 
 /// If `RELSYNC_FUZZ_SEEDS` names a directory, writes `target`'s seeds there and exits.
 pub fn on_init(target: &str) {
@@ -264,6 +271,42 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
             );
             add("model-update", cat(&[&[0b0011], &noise(1024, 7)]));
             add("model-fresh", cat(&[&[0b0101], &noise(1024, 8)]));
+        }
+        "refs" => {
+            let fx = exe::fixture();
+            let (v1, v2) = (exe::executable(1), exe::executable(2));
+            let none = 0u32.to_le_bytes();
+            add("scan-v1", cat(&[&[0], &none, &v1]));
+            add("scan-v2", cat(&[&[0], &none, &v2]));
+            add("scan-v1-cut", cat(&[&[0], &none, &v1[..v1.len() / 2]]));
+            add(
+                "scan-v1-claims-more",
+                cat(&[&[0], &(1u32 << 20).to_le_bytes(), &v1]),
+            );
+            add("side", cat(&[&[1], &fx.side]));
+            add("side-raw", cat(&[&[2], &fx.side_raw]));
+            let step = (fx.chunks.len() / 4).max(1);
+            for (i, chunk) in fx.chunks.iter().enumerate().step_by(step) {
+                let index = (i as u16).to_le_bytes();
+                add(
+                    &format!("frame-{}", chunk.at),
+                    cat(&[&[3], &index, &[0], &chunk.frame]),
+                );
+            }
+            // The middle chunk against a window it was not made for: the whole old image.
+            let i = fx.chunks.len() / 2;
+            let whole = cat(&[&0u32.to_le_bytes(), &(fx.old.len() as u32).to_le_bytes()]);
+            add(
+                "frame-other-window",
+                cat(&[
+                    &[3],
+                    &(i as u16).to_le_bytes(),
+                    &[1],
+                    &whole,
+                    &fx.chunks[i].frame,
+                ]),
+            );
+            add("round-trip", cat(&[&[4], &noise(600, 9)]));
         }
         _ => return None,
     }

@@ -120,7 +120,24 @@ async fn fetch_ref_maps(
     for map in maps {
         let pack = &target.packs[map.pack as usize];
         let path = pack_path(&pack.id);
-        let frame = get_exact(origin, &path, map.offset, map.frame_len, pack.len, config).await?;
+        let frame = get_exact(origin, &path, map.offset, map.frame_len, pack.len, config)
+            .await
+            .map_err(|e| match e {
+                // Say which object the range was: a pack range is most often frames.
+                Error::Http {
+                    url,
+                    reason,
+                    transient,
+                } => Error::Http {
+                    url,
+                    reason: format!(
+                        "{reason} (reference map of {})",
+                        target.entries[map.entry as usize].path
+                    ),
+                    transient,
+                },
+                other => other,
+            })?;
         let actual = ChunkId::of(&frame);
         if actual != map.hash {
             return Err(Error::malformed(
@@ -292,7 +309,14 @@ impl WindowCache {
                 let at = target
                     .chunk_offset_in(file as usize, chunk)
                     .ok_or_else(|| {
-                        Error::malformed("reference map", "its file does not hold the chunk")
+                        Error::malformed(
+                            "reference map",
+                            format!(
+                                "{} does not hold chunk {}, which a frame projected with its \
+                                 map decodes",
+                                target.entries[file as usize].path, entry.id
+                            ),
+                        )
                     })?;
                 let window_at = self.sources.get(&key).map_or(0, |s| s.offset);
                 Some((projection, window_at, at))

@@ -12,8 +12,9 @@ use relsync_tests::{
 
 use crate::common::assert_honest_accounting;
 
-/// A release tree holding version `version` of the synthetic executable.
-fn tree(root: &Path, version: u32) -> std::path::PathBuf {
+/// A release tree holding version `version` of the synthetic executable (`bin/app`) and a
+/// `README`.
+pub(crate) fn tree(root: &Path, version: u32) -> std::path::PathBuf {
     let dir = root.join(format!("exe-v{version}"));
     fs::create_dir_all(dir.join("bin")).expect("mkdir");
     let app = dir.join("bin/app");
@@ -60,7 +61,7 @@ fn an_executable_updates_through_projected_references_for_a_fraction_of_the_byte
 }
 
 /// Where reference map `map` of base `base` sits: (pack path, offset, length).
-fn ref_map_at(m: &Manifest, base: usize, map: usize) -> (String, u64, u64) {
+pub(crate) fn ref_map_at(m: &Manifest, base: usize, map: usize) -> (String, u64, u64) {
     let target = m.bases[base].refs[map];
     let mut offset = 0u64;
     offset += m

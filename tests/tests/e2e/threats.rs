@@ -37,8 +37,13 @@
 //! a corrupt state database have their own tests (`origin_errors.rs`, `e2e/trust.rs`,
 //! `drift.rs`).
 //!
+//! The executables table runs in its own world too, whose releases hold a synthetic x86-64
+//! executable pushed with bsdiff on, so that v2 has delta frames with projected references
+//! and a reference map (issue 20).
+//!
 //! Layout: this file holds the case type and one test per table; each table is a module of
-//! its own ([`trust`], [`root_chain`], [`resources`], [`content`], [`paths`]). [`bench`] builds
+//! its own ([`trust`], [`root_chain`], [`resources`], [`content`], [`executables`],
+//! [`paths`]). [`bench`] builds
 //! a world and runs a table through the steps above, [`snapshot`] takes the install and origin
 //! snapshots those steps compare, and [`forgery`] is what a case's `mutate` gets: the forge, the
 //! facts about the world, and the helpers that forge hostile releases.
@@ -47,6 +52,8 @@
 mod bench;
 #[path = "threats/content.rs"]
 mod content;
+#[path = "threats/executables.rs"]
+mod executables;
 #[path = "threats/forgery.rs"]
 mod forgery;
 #[path = "threats/paths.rs"]
@@ -151,6 +158,11 @@ fn threats_content() {
 }
 
 #[test]
+fn threats_executables() {
+    Bench::with_executables().run_all("executables", executables::cases());
+}
+
+#[test]
 fn threats_paths() {
     Bench::new().run_all("paths", paths::cases());
 }
@@ -163,6 +175,7 @@ fn threat_names_are_distinct_and_numerous() {
         root_chain::cases(),
         resources::cases(),
         content::cases(),
+        executables::cases(),
         paths::cases(),
     ]
     .into_iter()

@@ -231,7 +231,12 @@ impl Elf {
     pub fn layout(&self) -> Layout {
         Layout {
             loads: self.loads.clone(),
-            eh_frame_hdr: self.section(".eh_frame_hdr").map(|s| s.addr),
+            // A side object cannot carry 2^64 - 1 (it sends the address plus one, 0 for
+            // none); no image loads anything there.
+            eh_frame_hdr: self
+                .section(".eh_frame_hdr")
+                .map(|s| s.addr)
+                .filter(|&a| a != u64::MAX),
         }
     }
 
@@ -297,14 +302,30 @@ impl Layout {
 pub(crate) mod tests {
     use super::*;
 
+    /// A section [`image_with`] adds after the others: (name, `sh_type`, `sh_flags`, file
+    /// offset, size); its address is 0x400000 plus its offset.
+    pub(crate) type Extra<'a> = (&'a str, u32, u64, u64, u64);
+
     /// A minimal image: one PT_LOAD mapping the whole file at 0x400000, sections
     /// [null, .text (exec), .bss (nobits), .shstrtab].
     pub(crate) fn image(text: &[u8]) -> Vec<u8> {
-        let names = b"\0.text\0.bss\0.shstrtab\0";
+        image_with(text, &[])
+    }
+
+    /// [`image`] with the `extra` sections after the others (their bytes are not added).
+    pub(crate) fn image_with(text: &[u8], extra: &[Extra<'_>]) -> Vec<u8> {
+        let mut names = b"\0.text\0.bss\0.shstrtab\0".to_vec();
+        let mut extra_names = Vec::new();
+        for (name, ..) in extra {
+            extra_names.push(names.len() as u32);
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        let count = 4 + extra.len();
         let text_at = 0x40 + PHDR_BYTES;
         let names_at = text_at + text.len();
         let shoff = names_at + names.len();
-        let mut b = vec![0u8; shoff + 4 * SHDR_BYTES];
+        let mut b = vec![0u8; shoff + count * SHDR_BYTES];
         b[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         b[0x12..0x14].copy_from_slice(&EM_X86_64.to_le_bytes());
         b[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
@@ -312,7 +333,7 @@ pub(crate) mod tests {
         b[0x36..0x38].copy_from_slice(&(PHDR_BYTES as u16).to_le_bytes());
         b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
         b[0x3a..0x3c].copy_from_slice(&(SHDR_BYTES as u16).to_le_bytes());
-        b[0x3c..0x3e].copy_from_slice(&4u16.to_le_bytes());
+        b[0x3c..0x3e].copy_from_slice(&(count as u16).to_le_bytes());
         b[0x3e..0x40].copy_from_slice(&3u16.to_le_bytes());
         let len = b.len() as u64;
         let ph = 0x40;
@@ -321,7 +342,7 @@ pub(crate) mod tests {
         b[ph + 32..ph + 40].copy_from_slice(&len.to_le_bytes());
         b[ph + 40..ph + 48].copy_from_slice(&(len + 0x1000).to_le_bytes());
         b[text_at..names_at].copy_from_slice(text);
-        b[names_at..shoff].copy_from_slice(names);
+        b[names_at..shoff].copy_from_slice(&names);
         let mut section = |i: usize, name: u32, kind: u32, flags: u64, offset: usize, size: u64| {
             let at = shoff + i * SHDR_BYTES;
             b[at..at + 4].copy_from_slice(&name.to_le_bytes());
@@ -340,8 +361,20 @@ pub(crate) mod tests {
             text_at,
             text.len() as u64,
         );
-        section(2, 7, SHT_NOBITS, SHF_ALLOC, shoff + 4 * SHDR_BYTES, 0x800);
+        section(
+            2,
+            7,
+            SHT_NOBITS,
+            SHF_ALLOC,
+            shoff + count * SHDR_BYTES,
+            0x800,
+        );
         section(3, 12, 3, 0, names_at, names.len() as u64);
+        for (i, (&(_, kind, flags, offset, size), &name)) in
+            extra.iter().zip(&extra_names).enumerate()
+        {
+            section(4 + i, name, kind, flags, offset as usize, size);
+        }
         b
     }
 
@@ -412,6 +445,28 @@ pub(crate) mod tests {
                 let _ = Elf::parse(&b);
             }
         }
+    }
+
+    /// A side object cannot carry 2^64 - 1 as the address of `.eh_frame_hdr`, so a layout
+    /// never holds it: the encoder and the client see the same layout.
+    #[test]
+    fn an_eh_frame_hdr_at_the_last_address_is_left_out_of_the_layout() {
+        let last = u64::MAX - 0x40_0000;
+        let b = image_with(
+            &[0x90; 16],
+            &[(".eh_frame_hdr", SHT_NOBITS, SHF_ALLOC, last, 0)],
+        );
+        let elf = Elf::parse(&b).unwrap();
+        assert_eq!(elf.section(".eh_frame_hdr").unwrap().addr, u64::MAX);
+        assert_eq!(elf.layout().eh_frame_hdr, None);
+        let b = image_with(
+            &[0x90; 16],
+            &[(".eh_frame_hdr", SHT_NOBITS, SHF_ALLOC, last - 1, 0)],
+        );
+        assert_eq!(
+            Elf::parse(&b).unwrap().layout().eh_frame_hdr,
+            Some(u64::MAX - 1)
+        );
     }
 
     /// This test binary is a real x86-64 ELF image when built for Linux on x86-64.

@@ -47,54 +47,27 @@ pub struct OldRefs {
 
 impl OldRefs {
     /// Scans `image`; `None` if it is not an x86-64 ELF image or exceeds the limits above.
-    ///
-    /// Lean on memory, since a client runs it beside its delta windows: the sites are
-    /// collected at 8 bytes each, then their fields read again (in blocks) twice, once for
-    /// the distinct targets and once for each site's target index.
     pub fn scan(image: &(impl Image + ?Sized)) -> Option<Self> {
         if image.len() > MAX_IMAGE_BYTES {
             return None;
         }
         let elf = Elf::parse(image)?;
         let layout = elf.layout();
-        // References are 4 bytes and never overlap: reserving that bound up front maps
-        // address space once instead of copying the list as it grows (untouched pages of
-        // the reservation cost no memory).
-        let bound =
-            usize::try_from(image.len() / 4).map_or(MAX_REFERENCES, |n| n.min(MAX_REFERENCES));
-        let mut sites: Vec<(u32, u32)> = Vec::with_capacity(bound);
-        let mut too_many = false;
-        x86_64::scan_with(image, &elf, &mut |r| {
-            if sites.len() == MAX_REFERENCES {
-                too_many = true;
-            } else if let Ok(offset) = u32::try_from(r.offset) {
-                sites.push((offset, kind_code(r.kind) << KIND_SHIFT));
-            }
-        });
-        if too_many {
-            return None;
-        }
-        x86_64::sort_and_dedup(&mut sites, |s| u64::from(s.0));
-        sites.shrink_to_fit();
-        let mut fields = FieldReader::new(image);
-        let mut target_of = |&(offset, packed): &(u32, u32)| {
-            let kind = RefKind::ALL[(packed >> KIND_SHIFT) as usize];
-            let offset = u64::from(offset);
-            Some(kind.target(kind.base(offset, &layout)?, fields.get(offset)?))
-        };
-        let mut targets = Vec::with_capacity(sites.len());
-        for site in &sites {
-            targets.push(target_of(site)?);
-        }
+        let refs = x86_64::scan(image, &elf, MAX_REFERENCES)?;
+        let mut targets: Vec<u64> = refs.iter().map(|r| r.target).collect();
         targets.sort_unstable();
         targets.dedup();
         targets.shrink_to_fit();
         if targets.len() > MAX_TARGETS {
             return None;
         }
-        for site in &mut sites {
-            let target = target_of(site)?;
-            site.1 |= targets.partition_point(|&t| t < target) as u32;
+        let mut sites = Vec::with_capacity(refs.len());
+        for r in refs {
+            let index = targets.partition_point(|&t| t < r.target) as u32;
+            sites.push((
+                u32::try_from(r.offset).ok()?,
+                kind_code(r.kind) << KIND_SHIFT | index,
+            ));
         }
         Some(Self {
             sites,
@@ -151,38 +124,6 @@ impl OldRefs {
     }
 }
 
-/// Reads 4-byte fields of an image in increasing order through a 1 MiB block.
-struct FieldReader<'i, I: Image + ?Sized> {
-    image: &'i I,
-    block: Vec<u8>,
-    at: u64,
-}
-
-impl<'i, I: Image + ?Sized> FieldReader<'i, I> {
-    const BLOCK: u64 = 1 << 20;
-
-    fn new(image: &'i I) -> Self {
-        Self {
-            image,
-            block: Vec::new(),
-            at: 0,
-        }
-    }
-
-    fn get(&mut self, offset: u64) -> Option<u32> {
-        let end = offset.checked_add(4)?;
-        if offset < self.at || end > self.at + self.block.len() as u64 {
-            let len = Self::BLOCK
-                .max(4)
-                .min(self.image.len().checked_sub(offset)?);
-            self.block.resize(usize::try_from(len).ok()?, 0);
-            self.image.read_at(offset, &mut self.block).ok()?;
-            self.at = offset;
-        }
-        field(&self.block, offset - self.at)
-    }
-}
-
 fn kind_code(kind: RefKind) -> u32 {
     RefKind::ALL.iter().position(|&k| k == kind).unwrap_or(0) as u32
 }
@@ -192,7 +133,8 @@ fn add_regions(ops: &[BsdiffOp]) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
     let mut at = 0u64;
     ops.iter().filter_map(move |op| {
         let region = (op.src, op.add, at);
-        at += op.add + op.copy;
+        // Instructions of a decoded frame add up to its chunk; others must not overflow.
+        at = at.saturating_add(op.add).saturating_add(op.copy);
         (op.add > 0).then_some(region)
     })
 }
@@ -217,7 +159,7 @@ fn pairs<'a>(
         old.within(start, start.saturating_add(len))
             .filter_map(move |(offset, kind, index)| {
                 let v_old = field(window, offset - window_at)?;
-                Some((kind, index, v_old, to + (offset - start)))
+                Some((kind, index, v_old, to.saturating_add(offset - start)))
             })
     })
 }
@@ -255,7 +197,8 @@ impl<'a> Votes<'a> {
     /// against `window` (at old file offset `window_at`).
     pub fn add(&mut self, window: &[u8], window_at: u64, ops: &[BsdiffOp], data: &[u8], at: u64) {
         for (kind, index, _, p) in pairs(self.old, window, window_at, ops) {
-            let (Some(v_new), Some(base)) = (field(data, p), kind.base(at + p, self.new)) else {
+            let base = at.checked_add(p).and_then(|p| kind.base(p, self.new));
+            let (Some(v_new), Some(base)) = (field(data, p), base) else {
                 continue;
             };
             let Some(&t_old) = self.old.targets.get(index) else {
@@ -270,7 +213,8 @@ impl<'a> Votes<'a> {
                 .or_default() += 1;
         }
         for (src, len, to) in add_regions(ops) {
-            self.regions.push((window_at + src, len, at + to));
+            self.regions
+                .push((window_at.saturating_add(src), len, at.saturating_add(to)));
         }
     }
 
@@ -300,9 +244,9 @@ impl<'a> Votes<'a> {
         let k = self.regions.partition_point(|r| r.0 <= offset);
         let (old, _, new) = self.regions[k.saturating_sub(64)..k]
             .iter()
-            .filter(|r| r.0 + r.1 > offset)
+            .filter(|r| r.0.saturating_add(r.1) > offset)
             .max_by_key(|r| r.1)?;
-        let new_va = self.new.address_of(new + (offset - old))?;
+        let new_va = self.new.address_of(new.checked_add(offset - old)?)?;
         Some(new_va.wrapping_sub(target) as i64)
     }
 }
@@ -390,6 +334,10 @@ impl Projection {
             let [vaddr, offset, file_size, mem_size] = v;
             if offset.checked_add(file_size).is_none() || vaddr.checked_add(mem_size).is_none() {
                 return Err(corrupt("a segment wraps around"));
+            }
+            if file_size > mem_size {
+                // Its file bytes would map past its end (and past 2^64): ELF forbids it.
+                return Err(corrupt("a segment with more file bytes than memory"));
             }
             layout.loads.push(Load {
                 vaddr,
@@ -700,6 +648,174 @@ mod tests {
         assert!(Projection::decode(refs(), b"not zstd").is_err());
     }
 
+    /// Refusals the test above does not cover, each with its reason.
+    #[test]
+    fn more_hostile_side_objects_are_refused_with_a_reason() {
+        let (old, new, ops) = recompiled();
+        let refs = || OldRefs::scan(&old).unwrap();
+        let targets = refs().targets() as u64;
+        let layout = Elf::parse(&new).unwrap().layout();
+        let labels = labels_of(&old, &new, &ops);
+        let raw = crate::frame::decompress_declared(
+            &encode_side(&layout, &labels, 3).unwrap(),
+            max_side_len(targets as usize),
+        )
+        .unwrap();
+        let prefix = &raw[..raw.len() - labels_len(&labels)];
+        let reject = |side: &[u8]| {
+            let frame = crate::frame::compress(side, 3).unwrap();
+            match Projection::decode(refs(), &frame) {
+                Err(Error::CorruptFrame(reason)) => reason,
+                other => panic!("accepted or not a corrupt frame: {:?}", other.map(|_| ())),
+            }
+        };
+        // A layout and no labels at all; a label run cut short; a varint that never ends.
+        assert!(reject(prefix).contains(&format!("0 labels for {targets} targets")));
+        let mut cut = prefix.to_vec();
+        put(&mut cut, targets);
+        assert!(reject(&cut).contains("truncated varint"));
+        let mut endless = prefix.to_vec();
+        endless.extend([0xff; 11]);
+        assert!(reject(&endless).contains("overlong varint"));
+        // A segment with more file bytes than memory: its file offsets would map to
+        // addresses past its end (here past 2^64).
+        let mut short = vec![VERSION];
+        put(&mut short, 1);
+        for v in [u64::MAX - 8, 0, 64, 8] {
+            put(&mut short, v);
+        }
+        put(&mut short, 0);
+        put(&mut short, targets);
+        put(&mut short, 0);
+        assert!(reject(&short).contains("more file bytes than memory"));
+        // The most segments a layout may list is fine; the labels still have to add up.
+        let mut many = vec![VERSION];
+        put(&mut many, Layout::MAX_LOADS as u64);
+        for i in 0..Layout::MAX_LOADS as u64 {
+            for v in [0x1000 * i, 0x1000 * i, 0x1000, 0x1000] {
+                put(&mut many, v);
+            }
+        }
+        put(&mut many, 0);
+        let frame = crate::frame::compress(&many, 3).unwrap();
+        assert!(Projection::decode(refs(), &frame).is_err());
+        put(&mut many, targets);
+        put(&mut many, 0);
+        let frame = crate::frame::compress(&many, 3).unwrap();
+        assert!(Projection::decode(refs(), &frame).is_ok());
+        // An old image without references takes no labels.
+        let bare = OldRefs::scan(&image(&[0x90; 64])).unwrap();
+        assert_eq!(bare.targets(), 0);
+        let mut none = vec![VERSION];
+        put(&mut none, 0);
+        put(&mut none, 0);
+        let frame = crate::frame::compress(&none, 3).unwrap();
+        assert!(Projection::decode(bare.clone(), &frame).is_ok());
+        put(&mut none, 1);
+        put(&mut none, 0);
+        let frame = crate::frame::compress(&none, 3).unwrap();
+        let err = Projection::decode(bare, &frame).unwrap_err().to_string();
+        assert!(err.contains("a run of 1 labels where 0 remain"), "{err}");
+    }
+
+    /// Calls to `targets` distinct places, `n` in all (`n` at least `targets`).
+    fn calls(n: usize, targets: usize) -> Vec<u8> {
+        let mut text = Vec::with_capacity(5 * n + 1);
+        for i in 0..n {
+            // A call to the next instruction names a new target; the others call the last.
+            let field = if i < targets {
+                0
+            } else {
+                (5 * (targets as i64 - i as i64 - 1)) as i32
+            };
+            text.push(0xE8);
+            text.extend(field.to_le_bytes());
+        }
+        // The scan looks 8 bytes ahead of an instruction.
+        text.push(0xC3);
+        text.extend([0xCC; 7]);
+        text
+    }
+
+    #[test]
+    fn images_over_the_reference_or_target_limits_are_not_projected() {
+        let refs = OldRefs::scan(&image(&calls(1000, 10))).unwrap();
+        assert_eq!((refs.len(), refs.targets()), (1000, 10));
+        let refs = OldRefs::scan(&image(&calls(MAX_TARGETS, MAX_TARGETS))).unwrap();
+        assert_eq!(refs.targets(), MAX_TARGETS);
+        assert!(OldRefs::scan(&image(&calls(MAX_TARGETS + 1, MAX_TARGETS + 1))).is_none());
+        // (`x86_64::scan` checks the boundary of its limit with a small one.)
+        assert!(OldRefs::scan(&image(&calls(MAX_REFERENCES + 1, 1))).is_none());
+    }
+
+    /// A decoded layout that maps file bytes to addresses near 2^64 and offsets near 2^64
+    /// never overflow while projecting.
+    #[test]
+    fn extreme_layouts_and_offsets_project_without_overflow() {
+        let (old, new, ops) = recompiled();
+        let labels = labels_of(&old, &new, &ops);
+        let edge = Layout {
+            loads: vec![Load {
+                vaddr: u64::MAX - 0x10_0000,
+                offset: 0,
+                file_size: 0x10_0000,
+                mem_size: 0x10_0000,
+            }],
+            eh_frame_hdr: Some(u64::MAX - 1),
+        };
+        let side = encode_side(&edge, &labels, 3).unwrap();
+        let projection = Projection::decode(OldRefs::scan(&old).unwrap(), &side).unwrap();
+        assert_eq!(projection.new, edge, "the layout survives its side object");
+        for at in [0, 0xF_FFF0, u64::MAX - 8, u64::MAX] {
+            for window_at in [0, u64::MAX - 8] {
+                let mut data = new.clone();
+                projection.project(&old, window_at, &ops, &mut data, at);
+                projection.unproject(&old, window_at, &ops, &mut data, at);
+                assert_eq!(data, new);
+            }
+        }
+    }
+
+    /// Instructions whose lengths add up past 2^64 (only a caller's bug can make them: a
+    /// decoded frame's instructions add up to its chunk) neither panic nor break the round
+    /// trip, on the encoder's side (votes) or in projection.
+    #[test]
+    fn instructions_that_overflow_neither_panic_nor_break_the_round_trip() {
+        let (old, new, real_ops) = recompiled();
+        let projection = learned(&old, &new, &real_ops);
+        let huge = [
+            BsdiffOp {
+                src: 0,
+                add: 64,
+                copy: u64::MAX,
+            },
+            BsdiffOp {
+                src: u64::MAX,
+                add: u64::MAX,
+                copy: u64::MAX,
+            },
+            BsdiffOp {
+                src: TEXT_AT,
+                add: 256,
+                copy: 0,
+            },
+        ];
+        for window_at in [0, u64::MAX] {
+            for at in [0, u64::MAX - 1] {
+                let mut data = new[..512].to_vec();
+                projection.project(&old, window_at, &huge, &mut data, at);
+                projection.unproject(&old, window_at, &huge, &mut data, at);
+                assert_eq!(data, &new[..512]);
+                let refs = OldRefs::scan(&old).unwrap();
+                let layout = Elf::parse(&new).unwrap().layout();
+                let mut votes = Votes::new(&refs, &layout);
+                votes.add(&old, window_at, &huge, &new, at);
+                votes.add(&old, 0, &real_ops, &new, 0);
+                let _ = votes.labels();
+            }
+        }
+    }
+
     /// Bytes the label runs take at the end of a raw side object.
     fn labels_len(labels: &Labels) -> usize {
         let mut out = Vec::new();
@@ -725,7 +841,7 @@ mod tests {
     fn the_lean_scan_matches_the_reference_scan_on_a_real_binary() {
         let image = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let elf = Elf::parse(&image).unwrap();
-        let plain = x86_64::scan(&image, &elf);
+        let plain = x86_64::scan(&image, &elf, MAX_REFERENCES).unwrap();
         let lean = OldRefs::scan(&image).unwrap();
         assert!(plain.len() > 10_000, "{} references", plain.len());
         assert_eq!(lean.len(), plain.len());

@@ -6,7 +6,7 @@
 //! the image, so the publisher and every client find the same references in the same old
 //! file. A wrong guess costs delta bytes, never correctness.
 
-use super::elf::{Elf, Image, Layout, SHF_EXECINSTR};
+use super::elf::{Elf, Image, Layout, SHF_EXECINSTR, Section};
 
 /// How a reference's 32-bit field encodes its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,53 +126,77 @@ const LOOKAHEAD: usize = 16;
 /// Largest `.eh_frame` or `.eh_frame_hdr` read whole; larger ones are not scanned.
 const MAX_UNWIND_SECTION: u64 = 64 << 20;
 
-/// The references of `image` (laid out as `elf`), by offset, not overlapping.
-pub fn scan(image: &(impl Image + ?Sized), elf: &Elf) -> Vec<Reference> {
-    let mut refs = Vec::new();
-    scan_with(image, elf, &mut |r| refs.push(r));
-    sort_and_dedup(&mut refs, |r| r.offset);
-    refs
+/// What the scan reads of a section.
+enum Scanned {
+    Code,
+    EhFrameHdr,
+    EhFrame,
 }
 
-/// Sorts references (or anything with an `offset`) by offset and drops any that overlaps
-/// an earlier one: the rule [`scan`] applies, shared by every caller that collects
-/// references its own way.
-pub fn sort_and_dedup<T>(refs: &mut Vec<T>, offset: impl Fn(&T) -> u64) {
-    if !refs.is_sorted_by_key(&offset) {
-        refs.sort_by_key(&offset);
-    }
-    refs.dedup_by(|later, earlier| offset(later) < offset(earlier) + 4);
-}
-
-/// Passes each reference of `image` to `emit`, section by section in header order (so
-/// unsorted if the headers are, and possibly overlapping across sections; see [`scan`]).
-pub fn scan_with(image: &(impl Image + ?Sized), elf: &Elf, emit: &mut dyn FnMut(Reference)) {
-    let layout = elf.layout();
-    for section in &elf.sections {
-        let Some(range) = section.file_range() else {
-            continue;
-        };
-        if section.flags & SHF_EXECINSTR != 0 {
-            scan_code(image, range, elf, &layout, emit);
-        } else if section.name == ".eh_frame_hdr" || section.name == ".eh_frame" {
-            let Some(bytes) = read_section(image, &range) else {
-                continue;
-            };
-            if section.name == ".eh_frame_hdr" {
-                scan_eh_frame_hdr(&bytes, range.start, section.addr, emit);
-            } else {
-                scan_eh_frame(&bytes, range.start, elf, &layout, emit);
-            }
-        }
-    }
-}
-
-fn read_section(image: &(impl Image + ?Sized), range: &std::ops::Range<usize>) -> Option<Vec<u8>> {
-    let len = range.len();
-    if len as u64 > MAX_UNWIND_SECTION {
+/// How `section` is scanned and the file bytes it covers, if it is scanned at all.
+fn scanned(section: &Section) -> Option<(Scanned, std::ops::Range<usize>)> {
+    let range = section.file_range()?;
+    let kind = if section.flags & SHF_EXECINSTR != 0 {
+        Scanned::Code
+    } else if section.name == ".eh_frame_hdr" {
+        Scanned::EhFrameHdr
+    } else if section.name == ".eh_frame" {
+        Scanned::EhFrame
+    } else {
+        return None;
+    };
+    if !matches!(kind, Scanned::Code) && range.len() as u64 > MAX_UNWIND_SECTION {
         return None;
     }
-    let mut bytes = vec![0u8; len];
+    Some((kind, range))
+}
+
+/// The references of `image` (laid out as `elf`), by offset, not overlapping; `None` if
+/// there are more than `max` of them, or if the sections to scan add up to more bytes than
+/// the image has (they overlap, which no linker does: reading the same bytes once per
+/// section header would make the work grow with the square of the image).
+///
+/// The scan stops as soon as it has found more than `max`, so it never holds more than
+/// `max + 1` references however many the image has. (It counts before dropping the
+/// overlapping references that overlapping sections find; a linked image has none.)
+pub fn scan(image: &(impl Image + ?Sized), elf: &Elf, max: usize) -> Option<Vec<Reference>> {
+    let mut scanned_bytes = 0u64;
+    for (_, range) in elf.sections.iter().filter_map(scanned) {
+        scanned_bytes = scanned_bytes.saturating_add(range.len() as u64);
+    }
+    if scanned_bytes > image.len() {
+        return None;
+    }
+    let layout = elf.layout();
+    let mut refs = Vec::new();
+    for (section, (kind, range)) in elf.sections.iter().filter_map(|s| Some((s, scanned(s)?))) {
+        let start = range.start;
+        match kind {
+            Scanned::Code => scan_code(image, range, elf, &layout, max, &mut refs),
+            Scanned::EhFrameHdr | Scanned::EhFrame => {
+                let Some(bytes) = read_section(image, &range) else {
+                    continue;
+                };
+                if matches!(kind, Scanned::EhFrameHdr) {
+                    scan_eh_frame_hdr(&bytes, start, section.addr, max, &mut refs);
+                } else {
+                    scan_eh_frame(&bytes, start, elf, &layout, max, &mut refs);
+                }
+            }
+        }
+        if refs.len() > max {
+            return None;
+        }
+    }
+    refs.sort_by_key(|r| r.offset);
+    refs.dedup_by(|later, earlier| later.offset < earlier.offset + 4);
+    Some(refs)
+}
+
+/// The bytes of an unwind section (at most [`MAX_UNWIND_SECTION`], which [`scanned`]
+/// checked), read whole.
+fn read_section(image: &(impl Image + ?Sized), range: &std::ops::Range<usize>) -> Option<Vec<u8>> {
+    let mut bytes = vec![0u8; range.len()];
     image.read_at(range.start as u64, &mut bytes).ok()?;
     Some(bytes)
 }
@@ -184,12 +208,13 @@ fn scan_code(
     range: std::ops::Range<usize>,
     elf: &Elf,
     layout: &Layout,
-    emit: &mut dyn FnMut(Reference),
+    max: usize,
+    refs: &mut Vec<Reference>,
 ) {
     let mut block = Vec::new();
     let mut at = 0; // relative to the section
     let section_len = range.len();
-    while at < section_len {
+    while at < section_len && refs.len() <= max {
         let block_start = at;
         let block_end = (block_start + BLOCK).min(section_len);
         let read_end = (block_end + LOOKAHEAD).min(section_len);
@@ -222,7 +247,7 @@ fn scan_code(
                         elf.in_image(target)
                     };
                     if plausible {
-                        emit(reference);
+                        refs.push(reference);
                         at = block_start + field + 4;
                         continue;
                     }
@@ -234,7 +259,7 @@ fn scan_code(
 }
 
 /// The binary-search table of `.eh_frame_hdr` (version 1, table encoding datarel sdata4).
-fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, emit: &mut dyn FnMut(Reference)) {
+fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, max: usize, refs: &mut Vec<Reference>) {
     const DATAREL_SDATA4: u8 = 0x3B;
     const UDATA4: u8 = 0x03;
     if hdr.len() < 12 || hdr[0] != 1 || hdr[2] != UDATA4 || hdr[3] != DATAREL_SDATA4 {
@@ -245,11 +270,14 @@ fn scan_eh_frame_hdr(hdr: &[u8], start: usize, addr: u64, emit: &mut dyn FnMut(R
     };
     let fits = (hdr.len() - 12) / 8;
     for i in 0..(count as usize).min(fits) {
+        if refs.len() > max {
+            return;
+        }
         for field in [12 + 8 * i, 16 + 8 * i] {
             let Some(value) = u32_at(hdr, field) else {
                 continue;
             };
-            emit(Reference {
+            refs.push(Reference {
                 offset: (start + field) as u64,
                 kind: RefKind::DataRel32,
                 target: RefKind::DataRel32.target(addr, value),
@@ -265,7 +293,8 @@ fn scan_eh_frame(
     start: usize,
     elf: &Elf,
     layout: &Layout,
-    emit: &mut dyn FnMut(Reference),
+    max: usize,
+    refs: &mut Vec<Reference>,
 ) {
     let field = |at: usize, kind: RefKind| {
         let offset = (start + at) as u64;
@@ -280,7 +309,9 @@ fn scan_eh_frame(
         ))
     };
     let mut at = 0;
-    while let Some(len) = u32_at(frames, at) {
+    while let Some(len) = u32_at(frames, at)
+        && refs.len() <= max
+    {
         let len = len as usize;
         let Some(end) = (at + 4).checked_add(len) else {
             break;
@@ -291,19 +322,19 @@ fn scan_eh_frame(
         let is_fde = u32_at(frames, at + 4).is_some_and(|cie| cie != 0);
         if is_fde && len >= 12 {
             if let Some((cie, _)) = field(at + 4, RefKind::NegRel32) {
-                emit(cie);
+                refs.push(cie);
             }
             if let Some((pc, target)) = field(at + 8, RefKind::PcRel32)
                 && elf.in_code(target)
             {
-                emit(pc);
+                refs.push(pc);
             }
             if len >= 21
                 && frames[at + 16] == 4
                 && let Some((lsda, target)) = field(at + 17, RefKind::PcRel32)
                 && elf.in_image(target)
             {
-                emit(lsda);
+                refs.push(lsda);
             }
         }
         at = end;
@@ -312,8 +343,130 @@ fn scan_eh_frame(
 
 #[cfg(test)]
 mod tests {
-    use super::super::elf::tests::image;
+    use std::cell::Cell;
+
+    use super::super::elf::tests::{image, image_with};
+    use super::super::elf::{SHF_ALLOC, SHT_NOBITS};
     use super::*;
+
+    /// `data`, then zeros up to `len` bytes; remembers the largest read and the bytes read.
+    struct Sparse<'a> {
+        data: &'a [u8],
+        len: u64,
+        largest: Cell<usize>,
+        total: Cell<u64>,
+    }
+
+    impl<'a> Sparse<'a> {
+        fn new(data: &'a [u8], len: u64) -> Self {
+            Self {
+                data,
+                len,
+                largest: Cell::new(0),
+                total: Cell::new(0),
+            }
+        }
+    }
+
+    impl Image for Sparse<'_> {
+        fn len(&self) -> u64 {
+            self.len
+        }
+
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            if offset + buf.len() as u64 > self.len {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.largest.set(self.largest.get().max(buf.len()));
+            self.total.set(self.total.get() + buf.len() as u64);
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = usize::try_from(offset)
+                    .ok()
+                    .and_then(|at| self.data.get(at + i))
+                    .copied()
+                    .unwrap_or(0);
+            }
+            Ok(())
+        }
+    }
+
+    /// `n` calls, each to the next instruction, then a `ret` and padding (the scan looks 8
+    /// bytes ahead).
+    fn calls(n: usize) -> Vec<u8> {
+        let mut text: Vec<u8> = std::iter::repeat_n([0xE8, 0, 0, 0, 0], n)
+            .flatten()
+            .collect();
+        text.push(0xC3);
+        text.extend([0xCC; 7]);
+        text
+    }
+
+    #[test]
+    fn a_scan_past_its_limit_is_refused_and_stops_reading() {
+        let b = image(&calls(100));
+        let elf = Elf::parse(&b).unwrap();
+        assert_eq!(scan(&b, &elf, 100).unwrap().len(), 100);
+        assert_eq!(scan(&b, &elf, 99), None);
+        // 3 MiB of calls: a limit of 10 stops the scan in its first block.
+        let big = image(&calls((3 << 20) / 5));
+        let image = Sparse::new(&big, big.len() as u64);
+        let elf = Elf::parse(&image).unwrap();
+        let before = image.total.get();
+        assert_eq!(scan(&image, &elf, 10), None);
+        assert!(
+            image.total.get() - before <= (BLOCK + LOOKAHEAD) as u64,
+            "read {} bytes",
+            image.total.get() - before
+        );
+    }
+
+    #[test]
+    fn unwind_sections_over_64_mib_are_never_read() {
+        // .eh_frame and .eh_frame_hdr of 64 MiB + 1 past the real bytes (zeros to 1 GiB).
+        let over = MAX_UNWIND_SECTION + 1;
+        let text = calls(4);
+        let b = image_with(
+            &text,
+            &[
+                (".eh_frame", 1, SHF_ALLOC, 64 << 20, over),
+                (".eh_frame_hdr", 1, SHF_ALLOC, 256 << 20, over),
+            ],
+        );
+        let image = Sparse::new(&b, 1 << 30);
+        let elf = Elf::parse(&image).unwrap();
+        assert_eq!(elf.sections.len(), 6);
+        let refs = scan(&image, &elf, usize::MAX).unwrap();
+        assert_eq!(refs.len(), 4, "the code is still scanned");
+        assert!(
+            image.largest.get() <= 4 << 20,
+            "a read of {} bytes",
+            image.largest.get()
+        );
+    }
+
+    #[test]
+    fn overlapping_sections_are_refused_before_they_are_read() {
+        // 64 headers naming the same code: scanning each would read it 64 times.
+        let text = calls(1000);
+        let at = (0x40 + 56) as u64;
+        let copies: Vec<_> = (0..64)
+            .map(|_| (".text", 1, SHF_ALLOC | SHF_EXECINSTR, at, text.len() as u64))
+            .collect();
+        let b = image_with(&text, &copies);
+        let image = Sparse::new(&b, b.len() as u64);
+        let elf = Elf::parse(&image).unwrap();
+        let before = image.total.get();
+        assert_eq!(scan(&image, &elf, usize::MAX), None);
+        assert_eq!(image.total.get(), before, "nothing read");
+        // Sections without file bytes, and ones not scanned, do not count.
+        let bss: Vec<_> = (0..64)
+            .map(|_| (".bss", SHT_NOBITS, SHF_ALLOC | SHF_EXECINSTR, 0, 1 << 40))
+            .chain((0..64).map(|_| (".rodata", 1, SHF_ALLOC, 0, text.len() as u64)))
+            .collect();
+        let b = image_with(&text, &bss);
+        let elf = Elf::parse(&b).unwrap();
+        assert_eq!(scan(&b, &elf, usize::MAX).unwrap().len(), 1000);
+    }
 
     /// `.text` of the test image starts at this file offset (see `elf::tests::image`).
     const TEXT_AT: usize = 0x40 + 56;
@@ -330,7 +483,7 @@ mod tests {
         text.extend([0x90; 16]);
         let b = image(&text);
         let elf = Elf::parse(&b).unwrap();
-        let refs = scan(&b, &elf);
+        let refs = scan(&b, &elf, usize::MAX).unwrap();
         let offsets: Vec<u64> = refs.iter().map(|r| r.offset - TEXT_AT as u64).collect();
         assert_eq!(offsets, [1, 7, 14]);
         let text_va = elf.section(".text").unwrap().addr;
@@ -359,7 +512,7 @@ mod tests {
         text.extend([0xE8, 0, 0]);
         let b = image(&text);
         let elf = Elf::parse(&b).unwrap();
-        let refs = scan(&b, &elf);
+        let refs = scan(&b, &elf, usize::MAX).unwrap();
         let text_range = elf.section(".text").unwrap().file_range().unwrap();
         for pair in refs.windows(2) {
             assert!(pair[0].offset + 4 <= pair[1].offset);

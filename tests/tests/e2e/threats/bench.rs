@@ -52,6 +52,9 @@ pub(super) struct Bench {
 /// debug build), since these tests are about refusals, not ratios.
 const FAST: &[&str] = &["--level", "3", "--no-bsdiff"];
 
+/// Push options for releases with executables: bsdiff on, which reference projection needs.
+const REFS: &[&str] = &["--level", "3"];
+
 impl Bench {
     /// v1 pushed and installed (the template), then v2 pushed, all signed by the world's key.
     pub(super) fn new() -> Self {
@@ -63,6 +66,23 @@ impl Bench {
         let forge = Forge::with_key_file(&w.origin, CHANNEL, &w.key);
         Self::finish(started, w, n, trust, forge, None, |w| {
             w.push(&w.v2, V2, FAST).assert_success("push v2");
+        })
+    }
+
+    /// Like [`Bench::new`], with releases that hold the synthetic executable
+    /// ([`crate::executables::tree`]) pushed with bsdiff on, so v2 carries delta frames with
+    /// projected references and their reference map against v1.
+    pub(super) fn with_executables() -> Self {
+        let started = Instant::now();
+        let mut w = World::new();
+        w.v1 = crate::executables::tree(w.path(), 1);
+        w.v2 = crate::executables::tree(w.path(), 2);
+        w.push(&w.v1, V1, REFS).assert_success("push v1");
+        let n = Nginx::start(&w.origin, &NginxOptions::default());
+        let trust = vec!["--trust".to_owned(), w.pubkey.clone()];
+        let forge = Forge::with_key_file(&w.origin, CHANNEL, &w.key);
+        Self::finish(started, w, n, trust, forge, None, |w| {
+            w.push(&w.v2, V2, REFS).assert_success("push v2");
         })
     }
 
