@@ -262,6 +262,13 @@ pub fn encode_side(new: &Layout, labels: &Labels, level: i32) -> Result<Vec<u8>>
         }
     }
     put(&mut out, new.eh_frame_hdr.map_or(0, |a| a.wrapping_add(1)));
+    put_runs(&mut out, labels);
+    super::super::compress(&out, level)
+}
+
+/// Appends `labels` as runs of equal shift: a varint count and a zigzag varint change of
+/// shift each.
+fn put_runs(out: &mut Vec<u8>, labels: &Labels) {
     let mut previous = 0i64;
     let mut i = 0;
     while i < labels.shifts.len() {
@@ -270,12 +277,11 @@ pub fn encode_side(new: &Layout, labels: &Labels, level: i32) -> Result<Vec<u8>>
             .iter()
             .take_while(|&&s| s == shift)
             .count();
-        put(&mut out, run as u64);
-        put(&mut out, zigzag(shift.wrapping_sub(previous)));
+        put(out, run as u64);
+        put(out, zigzag(shift.wrapping_sub(previous)));
         previous = shift;
         i += run;
     }
-    super::super::compress(&out, level)
 }
 
 /// The largest side object (decoded) for an old image with `targets` distinct targets.
@@ -819,19 +825,7 @@ mod tests {
     /// Bytes the label runs take at the end of a raw side object.
     fn labels_len(labels: &Labels) -> usize {
         let mut out = Vec::new();
-        let mut previous = 0i64;
-        let mut i = 0;
-        while i < labels.shifts.len() {
-            let shift = labels.shifts[i];
-            let run = labels.shifts[i..]
-                .iter()
-                .take_while(|&&s| s == shift)
-                .count();
-            put(&mut out, run as u64);
-            put(&mut out, zigzag(shift.wrapping_sub(previous)));
-            previous = shift;
-            i += run;
-        }
+        put_runs(&mut out, labels);
         out.len()
     }
 
