@@ -488,7 +488,7 @@ impl ArbManifest {
                         },
                     })
                     .collect();
-                let refs: Vec<RefMap> = b
+                let mut refs: Vec<RefMap> = b
                     .refs
                     .iter()
                     .take(4)
@@ -514,6 +514,11 @@ impl ArbManifest {
                         hash: ChunkId([r.hash; 32]),
                     })
                     .collect();
+                if fix_index {
+                    // One map per old file and per new file.
+                    let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
+                    refs.retain(|r| old.insert(r.base_entry) & new.insert(r.entry));
+                }
                 let deltas = b
                     .deltas
                     .iter()
