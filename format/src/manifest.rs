@@ -524,6 +524,20 @@ impl Manifest {
                     base.version
                 )));
             }
+            // One map per file: the publisher maps each new file from the base file at its
+            // path, and a client scans each base file once.
+            let mut old_files = HashSet::with_capacity(base.refs.len());
+            let mut new_files = HashSet::with_capacity(base.refs.len());
+            if !base
+                .refs
+                .iter()
+                .all(|m| old_files.insert(m.base_entry) && new_files.insert(m.entry))
+            {
+                return Err(bad(format!(
+                    "two reference maps against {} share a file",
+                    base.version
+                )));
+            }
             for map in &base.refs {
                 let used = pack_used
                     .get_mut(map.pack as usize)
@@ -1202,6 +1216,19 @@ mod tests {
         );
         assert_eq!(trusted.chunk_offset_in(7, 1), None);
 
+        // A second executable with its own map.
+        let mut two = projected_release();
+        two.entries
+            .push(entry("bin/tool", two.entries[1].kind.clone()));
+        let map = two.bases[0].refs[0];
+        two.bases[0].refs.push(RefMap {
+            base_entry: 2,
+            entry: 2,
+            ..map
+        });
+        two.packs[0].len += 9;
+        assert_eq!(open(&two).unwrap().ref_map_offset(0, 1), 27);
+
         // The largest map the limit allows.
         let mut largest = projected_release();
         largest.bases[0].refs[0].frame_len = limits::REF_MAP_BYTES;
@@ -1209,7 +1236,7 @@ mod tests {
         open(&largest).unwrap();
 
         type Edit = fn(&mut Manifest);
-        let cases: [(&str, &str, Edit); 10] = [
+        let cases: [(&str, &str, Edit); 12] = [
             (
                 "a projected delta naming map 1 of 1",
                 "delta against 0.9.0 is out of range",
@@ -1258,6 +1285,28 @@ mod tests {
                     let map = m.bases[0].refs[0];
                     m.bases[0].refs = vec![map; 3];
                     m.packs[0].len += 2 * 9;
+                },
+            ),
+            (
+                "two maps of one base file",
+                "two reference maps against 0.9.0 share a file",
+                |m| {
+                    m.entries.push(entry("bin/tool", m.entries[1].kind.clone()));
+                    let map = m.bases[0].refs[0];
+                    m.bases[0].refs.push(RefMap { entry: 2, ..map });
+                    m.packs[0].len += 9;
+                },
+            ),
+            (
+                "two maps of one new file",
+                "two reference maps against 0.9.0 share a file",
+                |m| {
+                    let map = m.bases[0].refs[0];
+                    m.bases[0].refs.push(RefMap {
+                        base_entry: 0,
+                        ..map
+                    });
+                    m.packs[0].len += 9;
                 },
             ),
             (

@@ -29,8 +29,29 @@ pub fn trusted_manifest(m: &TrustedManifest) {
                 (delta.window as usize) < base.windows.len(),
                 "delta window out of range"
             );
+            if let Some(map) = delta.codec.ref_map() {
+                assert!(
+                    (map as usize) < base.refs.len(),
+                    "reference map out of range"
+                );
+            }
             let at = m.delta_offset(b, d);
             frames.push((delta.pack, at, at + u64::from(delta.frame_len)));
+        }
+        for (r, map) in base.refs.iter().enumerate() {
+            assert!(
+                matches!(
+                    m.entries.get(map.entry as usize).map(|e| &e.kind),
+                    Some(EntryKind::File(_))
+                ),
+                "a reference map of no file"
+            );
+            assert!(
+                map.frame_len <= limits::REF_MAP_BYTES,
+                "an oversized reference map"
+            );
+            let at = m.ref_map_offset(b, r);
+            frames.push((map.pack, at, at + u64::from(map.frame_len)));
         }
     }
     for (s, solid) in m.solid.iter().enumerate() {
@@ -109,8 +130,16 @@ pub fn plan(target: &TrustedManifest, planned: &Planned, fetch: &FetchConfig, fr
     assert_eq!((t.files_linked, t.files_written), (linked, written));
     assert_eq!(t.chunks_reused + t.chunks_fetched, needed.len() as u64);
     assert!(t.chunks_bsdiff <= t.chunks_delta && t.chunks_delta <= t.chunks_fetched);
+    assert!(t.chunks_refs <= t.chunks_bsdiff);
+    // A map is fetched only for frames that use it, and at most once.
+    assert!(t.ref_maps <= t.chunks_refs);
+    let maps: usize = target.bases.iter().map(|b| b.refs.len()).sum();
+    assert!(t.ref_maps as usize <= maps);
     if fresh {
-        assert_eq!((t.files_linked, t.chunks_reused, t.chunks_delta), (0, 0, 0));
+        assert_eq!(
+            (t.files_linked, t.chunks_reused, t.chunks_delta, t.ref_maps),
+            (0, 0, 0, 0)
+        );
     }
 
     assert_eq!(t.requests, plan.requests.len() as u64);

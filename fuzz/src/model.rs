@@ -13,7 +13,7 @@ use arbitrary::Arbitrary;
 use relsync_chunker::{ChunkId, ChunkParams};
 use relsync_engine::manifest::{
     Base, ChunkEntry, Delta, DeltaCodec, Entry, EntryKind, FORMAT_VERSION, FileEntry, Manifest,
-    PackRef, SolidFrame, Window,
+    PackRef, RefMap, SolidFrame, Window, limits,
 };
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use relsync_engine::{FileHash, ManifestId, PackId, RelPath};
@@ -258,6 +258,21 @@ pub struct ArbDelta {
     pack: u8,
     frame_len: u32,
     bsdiff: bool,
+    /// With projected references: the index of its reference map (taken modulo the base's
+    /// maps when repaired).
+    refs: Option<u8>,
+}
+
+/// A reference map of an executable.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbRefMap {
+    /// The old file: one of the pool base's files (by index) when repaired.
+    base_entry: u8,
+    /// The new file: one of the built manifest's files (by index) when repaired.
+    entry: u8,
+    pack: u8,
+    frame_len: u32,
+    hash: u8,
 }
 
 /// A delta base.
@@ -268,6 +283,7 @@ pub struct ArbBase {
     version: ArbVersion,
     windows: Vec<ArbWindow>,
     deltas: Vec<ArbDelta>,
+    refs: Vec<ArbRefMap>,
 }
 
 /// A solid frame: when repaired, it starts `skip % 4` chunks after the previous one.
@@ -426,6 +442,13 @@ impl ArbManifest {
             entries = repair_tree(entries);
         }
 
+        // The built manifest's regular files, for reference maps.
+        let new_files: Vec<u32> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::File(_)))
+            .map(|(i, _)| i as u32)
+            .collect();
         let bases: Vec<Base> = self
             .bases
             .iter()
@@ -465,6 +488,37 @@ impl ArbManifest {
                         },
                     })
                     .collect();
+                let mut refs: Vec<RefMap> = b
+                    .refs
+                    .iter()
+                    .take(4)
+                    .map(|r| RefMap {
+                        base_entry: match files {
+                            [_, ..] if fix_index => {
+                                files[usize::from(r.base_entry) % files.len()].0
+                            }
+                            _ => u32::from(r.base_entry),
+                        },
+                        entry: match new_files.as_slice() {
+                            [_, ..] if fix_index => {
+                                new_files[usize::from(r.entry) % new_files.len()]
+                            }
+                            _ => u32::from(r.entry),
+                        },
+                        pack: index(u64::from(r.pack), packs.len(), fix_index),
+                        frame_len: if fix_index {
+                            1 + r.frame_len % limits::REF_MAP_BYTES
+                        } else {
+                            r.frame_len
+                        },
+                        hash: ChunkId([r.hash; 32]),
+                    })
+                    .collect();
+                if fix_index {
+                    // One map per old file and per new file.
+                    let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
+                    refs.retain(|r| old.insert(r.base_entry) & new.insert(r.entry));
+                }
                 let deltas = b
                     .deltas
                     .iter()
@@ -476,10 +530,13 @@ impl ArbManifest {
                         frame_len: frame_len(
                             d.frame_len % chunking.max_bytes.saturating_mul(2).max(1),
                         ),
-                        codec: if d.bsdiff {
-                            DeltaCodec::Bsdiff
-                        } else {
-                            DeltaCodec::Zstd
+                        codec: match d.refs {
+                            // Without maps to name, a repaired delta stays plain bsdiff.
+                            Some(m) if !fix_index || !refs.is_empty() => DeltaCodec::BsdiffRefs {
+                                map: index(u64::from(m), refs.len(), fix_index),
+                            },
+                            _ if d.bsdiff || d.refs.is_some() => DeltaCodec::Bsdiff,
+                            _ => DeltaCodec::Zstd,
                         },
                     })
                     .collect();
@@ -488,7 +545,7 @@ impl ArbManifest {
                     version,
                     windows,
                     deltas,
-                    refs: Vec::new(),
+                    refs,
                 }
             })
             .collect();
@@ -532,6 +589,11 @@ impl ArbManifest {
                     bases
                         .iter()
                         .flat_map(|b| b.deltas.iter().map(|d| (d.pack, d.frame_len))),
+                )
+                .chain(
+                    bases
+                        .iter()
+                        .flat_map(|b| b.refs.iter().map(|r| (r.pack, r.frame_len))),
                 )
                 .chain(solid.iter().map(|s| (s.pack, s.frame_len)));
             for (pack, len) in frames {

@@ -16,7 +16,8 @@ use relsync_engine::ManifestId;
 use relsync_engine::directive::RollbackDirective;
 use relsync_engine::envelope::{self, Kind};
 use relsync_engine::manifest::{
-    FORMAT_VERSION, Manifest, ManifestDelta, Pointer, compress_envelope, compress_envelope_delta,
+    Delta, DeltaCodec, FORMAT_VERSION, Manifest, ManifestDelta, Pointer, RefMap, Window,
+    compress_envelope, compress_envelope_delta,
 };
 use relsync_engine::root::{ROOT_FORMAT, RoleKeys, Root};
 use semver::Version;
@@ -98,6 +99,45 @@ fn releases() -> (Sample, Sample, Manifest) {
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
+}
+
+/// 2.0.0 with one more delta frame of a changed chunk of `bin/app`, the smallest, with
+/// projected references, and its reference map; its window lies past the end of the base
+/// file, so it never re-hashes and the chunk comes as a plain frame. The planner must not
+/// fetch the map for no frame (`check::plan`: maps at most the frames that use them).
+fn map_without_window(v1: &Sample, v2: &Sample) -> Manifest {
+    let index = |m: &Manifest| {
+        m.entries
+            .iter()
+            .position(|e| e.path.as_str() == "bin/app")
+            .expect("bin/app") as u32
+    };
+    let (old_app, new_app) = (index(&v1.manifest), index(&v2.manifest));
+    let mut m = v2.manifest.clone();
+    let base = &mut m.bases[0];
+    let chunk = base.deltas[0].chunk;
+    let pack = base.deltas[0].pack;
+    base.windows.push(Window {
+        entry: old_app,
+        offset: 1 << 30,
+        len: 16,
+    });
+    base.deltas.push(Delta {
+        chunk,
+        window: (base.windows.len() - 1) as u32,
+        pack,
+        frame_len: 1,
+        codec: DeltaCodec::BsdiffRefs { map: 0 },
+    });
+    base.refs.push(RefMap {
+        base_entry: old_app,
+        entry: new_app,
+        pack,
+        frame_len: 1,
+        hash: relsync_chunker::ChunkId([0; 32]),
+    });
+    m.packs[pack as usize].len += 2;
+    m
 }
 
 fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
@@ -268,6 +308,10 @@ fn seeds(target: &str) -> Option<Vec<(String, Vec<u8>)>> {
             add(
                 "fresh-v2-small-ranges",
                 cat(&[&[0b1100], &body(&v2.manifest)]),
+            );
+            add(
+                "update-v2-map-without-window",
+                cat(&[&[0b0010], &body(&map_without_window(&v1, &v2))]),
             );
             add("model-update", cat(&[&[0b0011], &noise(1024, 7)]));
             add("model-fresh", cat(&[&[0b0101], &noise(1024, 8)]));

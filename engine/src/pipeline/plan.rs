@@ -484,6 +484,7 @@ fn choose_deltas(
             Some(((k as u32, w), source))
         })
         .collect();
+    let mut used_maps = HashSet::new();
     for (chunk, d) in best {
         let delta = &base.deltas[d];
         let key = (k as u32, delta.window);
@@ -495,8 +496,15 @@ fn choose_deltas(
                 frame_len: delta.frame_len,
                 kind: FrameKind::Delta(key, delta.codec),
             };
+            used_maps.extend(delta.codec.ref_map());
         }
     }
+    // A map whose frames all lost their window (it did not re-hash) would be fetched and
+    // decoded for nothing.
+    let ref_maps = ref_maps
+        .into_iter()
+        .filter(|m| used_maps.contains(&m.key.1))
+        .collect();
     DeltaSources { windows, ref_maps }
 }
 

@@ -187,14 +187,20 @@ fn frame(side: &[u8]) -> Vec<u8> {
     frame::compress(side, 3).expect("compress")
 }
 
-/// Publishes the forged release with `map` as a second reference map of its executable (in
-/// a pack of its own, with its true hash) and every projected delta using it: the map
-/// passes the hash check, so what the client does with its content is what is tested.
+/// Publishes the forged release with `map` as the reference map of its executable (in a pack
+/// of its own, with its true hash) and every projected delta using it: the map passes the
+/// hash check, so what the client does with its content is what is tested. The honest map
+/// stays in its pack (which its bytes tile), as the map of the READMEs, which no frame uses
+/// (a base's maps name distinct files).
 fn publish_map(c: &mut Ctx<'_>, map: &[u8]) {
+    let v1 = c.forge.manifest(&c.facts.v1);
     c.publish_forged(|c, m| {
         let pack = c.add_pack(m, &[map]);
+        let readme = entry_index(m, "README");
         let base = &mut m.bases[0];
         let honest = base.refs[0];
+        base.refs[0].base_entry = entry_index(&v1, "README");
+        base.refs[0].entry = readme;
         base.refs.push(RefMap {
             pack,
             frame_len: map.len() as u32,
