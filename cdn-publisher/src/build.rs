@@ -15,6 +15,7 @@ mod chunk;
 mod delta;
 mod pack;
 mod solid;
+mod timing;
 mod walk;
 
 use std::path::Path;
@@ -30,6 +31,8 @@ use self::chunk::Chunked;
 pub use self::delta::DeltaParams;
 use self::delta::NewFile;
 use self::pack::PackWriter;
+use self::timing::Clock;
+pub use self::timing::Timings;
 use self::walk::Item;
 use crate::origin::Origin;
 
@@ -74,6 +77,7 @@ pub struct Built {
     pub bases: Vec<Base>,
     pub solid: Vec<SolidFrame>,
     pub stats: BuildStats,
+    pub timings: Timings,
 }
 
 /// Builds the release in `opts.dir` into packs on `origin`, with delta frames against `parent`
@@ -84,12 +88,18 @@ pub fn build(
     parent: Option<ManifestId>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Built> {
+    let mut clock = Clock::start();
     let items = read_tree(opts)?;
     let mut packs = PackWriter::new(origin, opts.max_pack_bytes);
     let chunked = chunk::chunk_files(&items, opts.chunking, opts.zstd_level, &mut packs, progress)?;
-    let bases = delta_frames(opts, origin, parent, &items, &chunked, &mut packs)?;
+    clock.lap("chunk");
+    let bases = delta_frames(
+        opts, origin, parent, &items, &chunked, &mut packs, &mut clock,
+    )?;
     let solid = solid_frames(opts, &items, &chunked, &mut packs)?;
+    clock.lap("solid");
     let (pack_refs, pack_bytes_written) = packs.finish()?;
+    clock.lap("packs");
     let Chunked {
         chunks,
         file_chunks,
@@ -109,6 +119,7 @@ pub fn build(
         bases,
         solid,
         stats,
+        timings: clock.finish(),
     })
 }
 
@@ -134,6 +145,7 @@ fn delta_frames(
     items: &[(RelPath, Item)],
     chunked: &Chunked,
     packs: &mut PackWriter<'_>,
+    clock: &mut Clock,
 ) -> Result<Vec<Base>> {
     let new_files: Vec<NewFile<'_>> = items
         .iter()
@@ -158,6 +170,7 @@ fn delta_frames(
             opts.delta,
             packs,
         )?);
+        clock.lap(format!("delta {}", base.manifest.version));
     }
     Ok(bases)
 }

@@ -14,6 +14,7 @@ use relsync_format::manifest::ChunkEntry;
 use relsync_format::{FileHash, RelPath};
 
 use super::pack::PackWriter;
+use super::timing::{self, Work};
 use super::walk::Item;
 
 /// Raw bytes gathered before a batch is hashed and compressed in parallel.
@@ -75,7 +76,8 @@ pub fn chunk_files(
             hasher: blake3::Hasher::new(),
             len: 0,
         };
-        for chunk in Chunker::new(&mut reader, params)? {
+        let mut chunker = Chunker::new(&mut reader, params)?;
+        while let Some(chunk) = timing::time(Work::Read, || chunker.next()) {
             let chunk = chunk.with_context(|| format!("reading {}", source.display()))?;
             table.out.bytes += chunk.data.len() as u64;
             batch.bytes += chunk.data.len();
@@ -85,6 +87,7 @@ pub fn chunk_files(
                 progress(table.out.bytes, total_bytes);
             }
         }
+        drop(chunker);
         table.out.file_meta[entry] = Some((FileHash::from(reader.hasher.finalize()), reader.len));
     }
     table.flush(&mut batch, packs)?;
@@ -127,7 +130,10 @@ impl ChunkTable {
     fn flush(&mut self, batch: &mut Batch, packs: &mut PackWriter<'_>) -> Result<()> {
         let items = std::mem::take(&mut batch.items);
         batch.bytes = 0;
-        let ids: Vec<ChunkId> = items.par_iter().map(|(_, _, d)| ChunkId::of(d)).collect();
+        let ids: Vec<ChunkId> = items
+            .par_iter()
+            .map(|(_, _, d)| timing::time(Work::ChunkIds, || ChunkId::of(d)))
+            .collect();
         let mut fresh = Vec::new();
         let mut seen_here = HashSet::new();
         for (k, id) in ids.iter().enumerate() {
@@ -138,7 +144,7 @@ impl ChunkTable {
         let level = self.zstd_level;
         let frames: Vec<Vec<u8>> = fresh
             .par_iter()
-            .map(|&k| frame::compress(&items[k].2, level))
+            .map(|&k| timing::time(Work::PlainFrames, || frame::compress(&items[k].2, level)))
             .collect::<Result<_, _>>()?;
         let mut frames = frames.into_iter();
         let out = &mut self.out;

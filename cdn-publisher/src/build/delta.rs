@@ -34,6 +34,7 @@ use relsync_format::{ManifestId, RelPath};
 
 use self::codec::{Prepared, SegmentEncoder};
 use super::pack::PackWriter;
+use super::timing::{self, Work};
 use crate::origin::Origin;
 
 /// How delta frames are made.
@@ -392,7 +393,7 @@ fn segments(
             buf: Vec::new(),
             pos: 0,
         };
-        let anchors = anchors(std::io::BufReader::new(new), old)?;
+        let anchors = timing::time(Work::Anchors, || anchors(std::io::BufReader::new(new), old))?;
         let mut current: Vec<(u32, u64)> = Vec::new();
         let flush = |current: &mut Vec<(u32, u64)>, segments: &mut Vec<Segment>| {
             let Some(&(_, start)) = current.first() else {
@@ -432,7 +433,7 @@ fn encode_segment(
     params: DeltaParams,
 ) -> Result<Encoded> {
     let (start, len) = segment.window;
-    let mut window = base.read(segment.base_entry, start, len)?;
+    let mut window = timing::time(Work::BaseRead, || base.read(segment.base_entry, start, len))?;
     let start = window_start(&window, start, start);
     if start > segment.window.0 {
         window.remove(0);
@@ -450,6 +451,7 @@ fn encode_segment(
     file.read_exact_at(&mut new, first)
         .with_context(|| format!("reading {}", segment.new_path.display()))?;
     let mut encoder = SegmentEncoder::new(&window, &new, params, Prepared::default())?;
+
     let mut frames = Vec::new();
     for &(index, at) in &segment.chunks {
         let entry = &chunks[index as usize];

@@ -14,6 +14,7 @@ use relsync_chunker::frame;
 use relsync_format::manifest::{ChunkEntry, SolidFrame};
 
 use super::pack::PackWriter;
+use super::timing::{self, Work};
 
 /// Runs compressed in parallel at once (each holds its run and a zstd context in memory).
 const RUNS_PER_BATCH: usize = 2;
@@ -58,7 +59,9 @@ pub fn encode(
                         .and_then(|f| f.read_exact_at(&mut data[at..], offset))
                         .with_context(|| format!("reading {}", path.display()))?;
                 }
-                Ok(frame::compress_solid(&data, level)?)
+                Ok(timing::time(Work::SolidFrames, || {
+                    frame::compress_solid(&data, level)
+                })?)
             })
             .collect::<Result<_>>()?;
         for (run, frame) in batch.iter().zip(frames) {

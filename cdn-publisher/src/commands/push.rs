@@ -285,6 +285,8 @@ pub struct PushSummary {
     pub solid_bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
+    /// Where building took its time.
+    pub timings: build::Timings,
 }
 
 /// The keys a push signs with.
@@ -486,6 +488,7 @@ impl PushSummary {
             solid_bytes: built.solid.iter().map(|s| u64::from(s.frame_len)).sum(),
             seconds: 0.0,
             mb_per_s: 0.0,
+            timings: built.timings.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ use relsync_chunker::frame::{BsdiffOp, WindowEncoder, slice_ops};
 use relsync_format::manifest::DeltaCodec;
 
 use super::DeltaParams;
+use crate::build::timing::{self, Work};
 
 /// Every codec, in the order they are tried; on a tie, the earlier one's frame is kept.
 const CODECS: [DeltaCodec; 3] = [
@@ -68,7 +69,7 @@ fn prepare(
             let ops = prepared
                 .ops
                 .take()
-                .unwrap_or_else(|| bsdiff_ops(window, segment));
+                .unwrap_or_else(|| timing::time(Work::Bidiff, || bsdiff_ops(window, segment)));
             Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
                 let ops = slice_ops(&ops, from, from + data.len() as u64);
                 Ok(encoder.compress_bsdiff(data, &ops)?)
@@ -107,7 +108,12 @@ impl SegmentEncoder {
         mut prepared: Prepared,
     ) -> Result<Self> {
         Ok(Self {
-            window: WindowEncoder::new(window, params.zstd_level)?,
+            window: timing::time(Work::WindowTables, || {
+                let mut encoder = WindowEncoder::new(window, params.zstd_level)?;
+                // zstd builds the window's tables on first use.
+                encoder.compress(&[])?;
+                anyhow::Ok(encoder)
+            })?,
             codecs: CODECS
                 .into_iter()
                 .filter_map(|codec| prepare(codec, params, window, segment, &mut prepared))
@@ -135,7 +141,12 @@ impl SegmentEncoder {
             } else {
                 &mut other
             };
-            if let Some(frame) = encode(&mut self.window, data, offset)?
+            let work = match codec {
+                DeltaCodec::Zstd => Work::ZstdFrames,
+                DeltaCodec::Bsdiff => Work::BsdiffFrames,
+                _ => Work::RefsFrames,
+            };
+            if let Some(frame) = timing::time(work, || encode(&mut self.window, data, offset))?
                 && slot.as_ref().is_none_or(|(_, b)| frame.len() < b.len())
             {
                 *slot = Some((*codec, frame));

@@ -18,6 +18,7 @@ use relsync_format::manifest::{ChunkEntry, DeltaCodec, RefContext};
 
 use super::codec::{Prepared, Projected, SegmentEncoder, bsdiff_ops};
 use super::{BaseRelease, DeltaParams, Encoded, MIN_SAVING_BYTES, Segment, window_start};
+use crate::build::timing::{self, Work};
 
 /// A reference map is kept only if its chunks save at least this much beyond its own size.
 const MIN_MAP_SAVING_BYTES: usize = 256;
@@ -49,16 +50,23 @@ pub fn encode_file(
     let Some(layout) = Elf::parse(&new).map(|elf| elf.layout()) else {
         return Ok(None);
     };
-    let old = base.read(first.base_entry, 0, base.file_len(first.base_entry))?;
-    let Some(old_refs) = OldRefs::scan(&old) else {
+    let old = timing::time(Work::BaseRead, || {
+        base.read(first.base_entry, 0, base.file_len(first.base_entry))
+    })?;
+    let Some(old_refs) = timing::time(Work::RefsPrepare, || OldRefs::scan(&old)) else {
         return Ok(None);
     };
     let spans: Vec<Span> = segments.iter().map(|s| Span::of(s, &old, chunks)).collect();
     // First match: plain bsdiff, whose aligned references vote for the labels.
     let plain_ops: Vec<Vec<BsdiffOp>> = spans
         .par_iter()
-        .map(|span| bsdiff_ops(span.window(&old), span.segment(&new)))
+        .map(|span| {
+            timing::time(Work::Bidiff, || {
+                bsdiff_ops(span.window(&old), span.segment(&new))
+            })
+        })
         .collect();
+    let prepare = timing::Timed::new(Work::RefsPrepare);
     let mut votes = Votes::new(&old_refs, &layout);
     for (span, ops) in spans.iter().zip(&plain_ops) {
         votes.add(
@@ -78,12 +86,15 @@ pub fn encode_file(
         Some(new_refs) => projection.substitute_new(&new_refs, &new),
         None => new.clone(),
     };
+    drop(prepare);
     let encoded: Vec<SegmentFrames> = segments
         .par_iter()
         .zip(spans.par_iter())
         .zip(plain_ops.into_par_iter())
         .map(|((segment, span), plain)| {
-            let realigned = bsdiff_ops(span.window(&old_targets), span.segment(&new_targets));
+            let realigned = timing::time(Work::BidiffProjected, || {
+                bsdiff_ops(span.window(&old_targets), span.segment(&new_targets))
+            });
             let prepared = Prepared {
                 ops: Some(plain),
                 refs: Some(Projected {
@@ -192,6 +203,7 @@ fn encode_segment(
     let window = span.window(old);
     let data = span.segment(new);
     let mut encoder = SegmentEncoder::new(window, data, params, prepared)?;
+
     let mut frames = Vec::new();
     let mut saving = 0;
     for &(index, at) in &segment.chunks {
@@ -233,13 +245,16 @@ fn check_decodes(
     chunks: &[ChunkEntry],
     side: &[u8],
 ) -> Result<()> {
+    let started = timing::Timed::new(Work::RefsCheck);
     let scan = OldRefs::scan(old).context("rescanning the base file")?;
     let projection = Projection::decode(scan, side)?;
+    drop(started);
     segments
         .par_iter()
         .zip(frames.par_iter())
         .zip(spans.par_iter())
         .try_for_each(|((segment, frames), span)| {
+            let _timed = timing::Timed::new(Work::RefsCheck);
             let window = WindowDecoder::new(span.window(old).to_vec());
             for (index, codec, bytes) in frames.iter() {
                 if codec.ref_map().is_none() {
