@@ -2,18 +2,23 @@
 //! the origin.
 //!
 //! ```text
-//! walk ─▶ chunk ─▶ delta ─▶ solid ─▶ packs sealed ─▶ entries
+//! walk ─▶ chunk ─┬▶ delta ─┬▶ packs sealed ─▶ entries
+//!                 └▶ solid ─┘
 //!          └──── frames appended to packs; sealed packs upload meanwhile ────┘
 //! ```
 //!
 //! [`walk`] reads the directory into safe entries; [`chunk`] cuts, hashes and compresses each
 //! file once (plain frames); [`delta`] encodes the new chunks against earlier releases of the
-//! channel; [`solid`] compresses runs of chunks together for fresh installs; [`pack`] appends
-//! every frame to packs of a bounded size and hands each sealed pack to the origin.
+//! channel while [`solid`] compresses runs of chunks together for fresh installs (into packs of
+//! their own, so both run at once); [`pack`] appends every frame to packs of a bounded size
+//! and hands each sealed pack to the origin. Frames the parent release already has (plain
+//! frames of unchanged chunks, solid frames of unchanged runs) are copied from its packs
+//! ([`reuse`]) instead of being compressed again.
 
 mod chunk;
 mod delta;
 mod pack;
+mod reuse;
 mod solid;
 mod timing;
 mod walk;
@@ -31,6 +36,7 @@ use self::chunk::Chunked;
 pub use self::delta::DeltaParams;
 use self::delta::NewFile;
 use self::pack::PackWriter;
+use self::reuse::Reuse;
 use self::timing::Clock;
 pub use self::timing::Timings;
 use self::walk::Item;
@@ -52,6 +58,9 @@ pub struct BuildOptions<'a> {
     pub solid_run_bytes: u64,
     /// Build a release that holds no files.
     pub allow_empty: bool,
+    /// Copy the frames the parent release already has (plain frames of unchanged chunks, solid
+    /// frames of unchanged runs) instead of compressing them again.
+    pub reuse_frames: bool,
 }
 
 /// What building did.
@@ -90,15 +99,39 @@ pub fn build(
 ) -> Result<Built> {
     let mut clock = Clock::start();
     let items = read_tree(opts)?;
+    let reuse = match opts.reuse_frames {
+        true => Reuse::load(origin, parent)?,
+        false => None,
+    };
     let mut packs = PackWriter::new(origin, opts.max_pack_bytes);
-    let chunked = chunk::chunk_files(&items, opts.chunking, opts.zstd_level, &mut packs, progress)?;
-    clock.lap("chunk");
-    let bases = delta_frames(
-        opts, origin, parent, &items, &chunked, &mut packs, &mut clock,
+    let chunked = chunk::chunk_files(
+        &items,
+        opts.chunking,
+        opts.zstd_level,
+        reuse.as_ref(),
+        &mut packs,
+        progress,
     )?;
-    let solid = solid_frames(opts, &items, &chunked, &mut packs)?;
-    clock.lap("solid");
-    let (pack_refs, pack_bytes_written) = packs.finish()?;
+    clock.lap("chunk");
+    // Solid frames go to packs of their own, so that they are compressed while the deltas are.
+    let mut solid_packs = PackWriter::new(origin, opts.max_pack_bytes);
+    let (bases, solid) = rayon::join(
+        || delta_frames(opts, origin, parent, &items, &chunked, &mut packs, &mut clock),
+        || {
+            let started = std::time::Instant::now();
+            let solid = solid_frames(opts, &items, &chunked, reuse.as_ref(), &mut solid_packs);
+            (solid, started.elapsed())
+        },
+    );
+    let (solid, solid_took) = solid;
+    let (bases, solid) = (bases?, solid?);
+    clock.lap("waiting for solid frames");
+    clock.record("solid (during deltas)", solid_took);
+    let (mut pack_refs, mut pack_bytes_written) = packs.finish()?;
+    let (solid_pack_refs, solid_bytes_written) = solid_packs.finish()?;
+    let solid = offset_packs(solid, pack_refs.len())?;
+    pack_refs.extend(solid_pack_refs);
+    pack_bytes_written += solid_bytes_written;
     clock.lap("packs");
     let Chunked {
         chunks,
@@ -180,6 +213,7 @@ fn solid_frames(
     opts: &BuildOptions<'_>,
     items: &[(RelPath, Item)],
     chunked: &Chunked,
+    reuse: Option<&Reuse<'_>>,
     packs: &mut PackWriter<'_>,
 ) -> Result<Vec<SolidFrame>> {
     if opts.solid_run_bytes == 0 {
@@ -198,8 +232,18 @@ fn solid_frames(
         &sources,
         opts.solid_run_bytes.min(limits::SOLID_BYTES),
         opts.zstd_level,
+        reuse,
         packs,
     )
+}
+
+/// `solid` with its pack indices moved past the first `packs` packs of the release.
+fn offset_packs(mut solid: Vec<SolidFrame>, packs: usize) -> Result<Vec<SolidFrame>> {
+    let packs = u32::try_from(packs).context("too many packs")?;
+    for frame in &mut solid {
+        frame.pack += packs;
+    }
+    Ok(solid)
 }
 
 /// The manifest's entries, with the counts of each kind.

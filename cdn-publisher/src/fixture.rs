@@ -67,6 +67,7 @@ impl Fixture {
             notes: String::new(),
             rollout_percent: 100,
             allow_empty: false,
+            reuse_frames: true,
         }
     }
 

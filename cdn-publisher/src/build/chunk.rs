@@ -1,7 +1,8 @@
 //! Chunking a release: each file is read once, in order, through FastCDC, and hashed whole on
 //! the way. Chunks are gathered into batches of at most [`BATCH_BYTES`]; each batch is hashed
 //! and compressed on all cores (rayon), then its new chunks are appended to the pack in release
-//! order. Memory stays bounded by the batch size, whatever the file sizes.
+//! order. Memory stays bounded by the batch size, whatever the file sizes. A chunk the parent
+//! release already has keeps the parent's frame ([`Reuse`]), so it is not compressed again.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -14,6 +15,7 @@ use relsync_format::manifest::ChunkEntry;
 use relsync_format::{FileHash, RelPath};
 
 use super::pack::PackWriter;
+use super::reuse::Reuse;
 use super::timing::{self, Work};
 use super::walk::Item;
 
@@ -37,12 +39,13 @@ pub struct Chunked {
     pub bytes: u64,
 }
 
-/// Chunks every file of `items`, appending each new chunk's frame (zstd at `zstd_level`) to
-/// `packs`. `progress` gets (bytes read, total bytes).
+/// Chunks every file of `items`, appending each new chunk's frame (zstd at `zstd_level`, or
+/// the parent's frame from `reuse`) to `packs`. `progress` gets (bytes read, total bytes).
 pub fn chunk_files(
     items: &[(RelPath, Item)],
     params: ChunkParams,
     zstd_level: i32,
+    reuse: Option<&Reuse<'_>>,
     packs: &mut PackWriter<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Chunked> {
@@ -64,6 +67,7 @@ pub fn chunk_files(
         },
         index: HashMap::new(),
         zstd_level,
+        reuse,
     };
     let mut batch = Batch::default();
     for (entry, (_, item)) in items.iter().enumerate() {
@@ -111,21 +115,25 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Chunks gathered for one parallel step: (entry index, offset in the file, bytes).
+/// A chunk of a batch: (entry index, offset in the file, bytes).
+type BatchItem = (usize, u64, Vec<u8>);
+
+/// Chunks gathered for one parallel step.
 #[derive(Default)]
 struct Batch {
-    items: Vec<(usize, u64, Vec<u8>)>,
+    items: Vec<BatchItem>,
     bytes: usize,
 }
 
 /// The chunk table under construction.
-struct ChunkTable {
+struct ChunkTable<'r, 'o> {
     out: Chunked,
     index: HashMap<ChunkId, u32>,
     zstd_level: i32,
+    reuse: Option<&'r Reuse<'o>>,
 }
 
-impl ChunkTable {
+impl ChunkTable<'_, '_> {
     /// Hashes and compresses a batch on all cores, then records it in release order.
     fn flush(&mut self, batch: &mut Batch, packs: &mut PackWriter<'_>) -> Result<()> {
         let items = std::mem::take(&mut batch.items);
@@ -141,11 +149,7 @@ impl ChunkTable {
                 fresh.push(k);
             }
         }
-        let level = self.zstd_level;
-        let frames: Vec<Vec<u8>> = fresh
-            .par_iter()
-            .map(|&k| timing::time(Work::PlainFrames, || frame::compress(&items[k].2, level)))
-            .collect::<Result<_, _>>()?;
+        let frames = self.frames(&items, &ids, &fresh)?;
         let mut frames = frames.into_iter();
         let out = &mut self.out;
         for ((entry, offset, data), id) in items.iter().zip(ids) {
@@ -172,5 +176,40 @@ impl ChunkTable {
             out.refs += 1;
         }
         Ok(())
+    }
+
+    /// The frames of chunks `fresh` of a batch: the parent's where it has one, else compressed
+    /// (both on all cores).
+    fn frames(&self, items: &[BatchItem], ids: &[ChunkId], fresh: &[usize]) -> Result<Vec<Vec<u8>>> {
+        let (known, new): (Vec<usize>, Vec<usize>) = fresh
+            .iter()
+            .partition(|&&k| self.reuse.is_some_and(|r| r.has_chunk(&ids[k])));
+        let level = self.zstd_level;
+        let compressed: Vec<Vec<u8>> = new
+            .par_iter()
+            .map(|&k| timing::time(Work::PlainFrames, || frame::compress(&items[k].2, level)))
+            .collect::<Result<_, _>>()?;
+        let reused = match self.reuse {
+            Some(reuse) if !known.is_empty() => {
+                let chunks: Vec<(ChunkId, &[u8])> =
+                    known.iter().map(|&k| (ids[k], &items[k].2[..])).collect();
+                timing::time(Work::PlainReused, || reuse.plain_frames(&chunks))?
+            }
+            _ => Vec::new(),
+        };
+        // Back in batch order.
+        let mut compressed = compressed.into_iter();
+        let mut reused = reused.into_iter();
+        let mut known = known.iter().peekable();
+        let mut frames = Vec::with_capacity(fresh.len());
+        for &k in fresh {
+            let frame = if known.next_if(|&&j| j == k).is_some() {
+                reused.next()
+            } else {
+                compressed.next()
+            };
+            frames.push(frame.context("internal: frame count mismatch")?);
+        }
+        Ok(frames)
     }
 }

@@ -3,8 +3,10 @@
 //! Independent per-chunk frames cost about 28% more than compressing a release whole, because
 //! each starts with an empty history. A client that needs most of a run of chunks (a fresh
 //! install, or a client with no usable delta base) fetches the run's solid frame instead.
+//! Runs that did not change since the parent release keep the parent's frames.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -14,6 +16,7 @@ use relsync_chunker::frame;
 use relsync_format::manifest::{ChunkEntry, SolidFrame};
 
 use super::pack::PackWriter;
+use super::reuse::Reuse;
 use super::timing::{self, Work};
 
 /// Runs compressed in parallel at once (each holds its run and a zstd context in memory).
@@ -22,67 +25,121 @@ const RUNS_PER_BATCH: usize = 2;
 /// Where a unique chunk's bytes are: a file of the release and an offset.
 pub type ChunkSource<'a> = (&'a Path, u64);
 
+/// A run of the chunk table and where its solid frame comes from.
+#[derive(Debug, Clone)]
+enum Run {
+    /// Compressed now.
+    New(Range<usize>),
+    /// The parent's solid frame of the same chunks.
+    Reused(Range<usize>),
+}
+
+impl Run {
+    fn range(&self) -> &Range<usize> {
+        match self {
+            Run::New(r) | Run::Reused(r) => r,
+        }
+    }
+}
+
 /// Compresses the chunk table in runs of at most `run_bytes` and appends the frames to `packs`.
+/// A run that the parent (`reuse`) has a solid frame of keeps that frame; new runs end where
+/// such a run starts, so the runs after a change line up with the parent's again.
 pub fn encode(
     chunks: &[ChunkEntry],
     sources: &[ChunkSource<'_>],
     run_bytes: u64,
     level: i32,
+    reuse: Option<&Reuse<'_>>,
     packs: &mut PackWriter<'_>,
 ) -> Result<Vec<SolidFrame>> {
-    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (i, chunk) in chunks.iter().enumerate() {
-        if bytes > 0 && bytes + u64::from(chunk.len) > run_bytes {
-            runs.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += u64::from(chunk.len);
-    }
-    if start < chunks.len() {
-        runs.push(start..chunks.len());
-    }
+    let runs = plan(chunks, run_bytes, reuse);
     let mut out = Vec::with_capacity(runs.len());
     for batch in runs.chunks(RUNS_PER_BATCH) {
         let frames: Vec<Vec<u8>> = batch
             .par_iter()
-            .map(|run| {
-                let mut data = Vec::new();
-                for i in run.clone() {
-                    let (path, offset) = sources[i];
-                    let len = chunks[i].len as usize;
-                    let at = data.len();
-                    data.resize(at + len, 0);
-                    File::open(path)
-                        .and_then(|f| f.read_exact_at(&mut data[at..], offset))
-                        .with_context(|| format!("reading {}", path.display()))?;
+            .map(|run| match (run, reuse) {
+                (Run::Reused(range), Some(reuse)) => {
+                    timing::time(Work::SolidReused, || reuse.solid_frame(&chunks[range.clone()]))?
+                        .context("internal: the parent lost a solid frame")
                 }
-                Ok(timing::time(Work::SolidFrames, || {
-                    frame::compress_solid(&data, level)
-                })?)
+                (run, _) => compress(chunks, sources, run.range().clone(), level),
             })
             .collect::<Result<_>>()?;
         for (run, frame) in batch.iter().zip(frames) {
+            let run = run.range();
             let plain: u64 = chunks[run.clone()]
                 .iter()
                 .map(|c| u64::from(c.frame_len))
                 .sum();
             // A run whose chunks do not compress better together is left out; clients then
             // use the plain frames.
-            let (pack, frame_len) = if (frame.len() as u64) < plain {
-                (packs.append(&frame)?, frame.len() as u32)
-            } else {
+            if frame.len() as u64 >= plain {
                 continue;
-            };
+            }
             out.push(SolidFrame {
                 first: run.start as u32,
                 chunks: run.len() as u32,
-                pack,
-                frame_len,
+                pack: packs.append(&frame)?,
+                frame_len: frame.len() as u32,
             });
         }
     }
     Ok(out)
+}
+
+/// Cuts the chunk table into runs: the parent's runs where all their chunks are here in the
+/// same order, and new runs of at most `run_bytes` between them.
+fn plan(chunks: &[ChunkEntry], run_bytes: u64, reuse: Option<&Reuse<'_>>) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes, mut i) = (0, 0u64, 0);
+    while i < chunks.len() {
+        let reused = reuse.and_then(|r| {
+            let len = r.solid_len(&chunks[i].id)?;
+            let run = chunks.get(i..i + len)?;
+            r.has_solid(run).then_some(len)
+        });
+        if let Some(len) = reused {
+            if start < i {
+                runs.push(Run::New(start..i));
+            }
+            runs.push(Run::Reused(i..i + len));
+            i += len;
+            (start, bytes) = (i, 0);
+            continue;
+        }
+        let len = u64::from(chunks[i].len);
+        if bytes > 0 && bytes + len > run_bytes {
+            runs.push(Run::New(start..i));
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+        i += 1;
+    }
+    if start < chunks.len() {
+        runs.push(Run::New(start..chunks.len()));
+    }
+    runs
+}
+
+/// The solid frame of chunks `run`, read from the release's files.
+fn compress(
+    chunks: &[ChunkEntry],
+    sources: &[ChunkSource<'_>],
+    run: Range<usize>,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    for i in run {
+        let (path, offset) = sources[i];
+        let len = chunks[i].len as usize;
+        let at = data.len();
+        data.resize(at + len, 0);
+        File::open(path)
+            .and_then(|f| f.read_exact_at(&mut data[at..], offset))
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(timing::time(Work::SolidFrames, || {
+        frame::compress_solid(&data, level)
+    })?)
 }

@@ -19,6 +19,8 @@ pub enum Work {
     ChunkIds,
     /// Plain frames (zstd) of chunks not on the origin.
     PlainFrames,
+    /// Plain frames of chunks the parent has, read from its packs and checked.
+    PlainReused,
     /// Anchors between a new file and its base (reading the base included).
     Anchors,
     /// Decoding windows and files of a base.
@@ -41,14 +43,17 @@ pub enum Work {
     RefsCheck,
     /// Solid frames.
     SolidFrames,
+    /// Solid frames of runs the parent has, read from its packs and checked.
+    SolidReused,
 }
 
-const KINDS: usize = Work::SolidFrames as usize + 1;
+const KINDS: usize = Work::SolidReused as usize + 1;
 
 const NAMES: [&str; KINDS] = [
     "read",
     "chunk_ids",
     "plain_frames",
+    "plain_reused",
     "anchors",
     "base_read",
     "window_tables",
@@ -60,6 +65,7 @@ const NAMES: [&str; KINDS] = [
     "refs_frames",
     "refs_check",
     "solid_frames",
+    "solid_reused",
 ];
 
 static NANOS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
@@ -119,6 +125,11 @@ impl Clock {
         *self.stages.entry(stage.into()).or_default() +=
             now.duration_since(self.stage_started).as_secs_f64();
         self.stage_started = now;
+    }
+
+    /// Records a stage that ran alongside others, taking `took`.
+    pub fn record(&mut self, stage: impl Into<String>, took: std::time::Duration) {
+        *self.stages.entry(stage.into()).or_default() += took.as_secs_f64();
     }
 
     /// Wall seconds per stage, and seconds per kind of work (those with any).

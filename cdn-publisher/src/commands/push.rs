@@ -136,6 +136,11 @@ pub struct PushArgs {
     /// replaces every install's files with nothing, usually by mistake).
     #[arg(long)]
     allow_empty: bool,
+    /// Compress every frame again, even those the parent release has (plain frames of unchanged
+    /// chunks, solid frames of unchanged runs), which are otherwise copied from its packs: for
+    /// a release pushed with other --level or --solid-mib than its parent.
+    #[arg(long)]
+    recompress: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -174,6 +179,8 @@ pub struct PushOptions {
     pub rollout_percent: u8,
     /// Publish a release that holds no files.
     pub allow_empty: bool,
+    /// Copy the frames the parent release has instead of compressing them again.
+    pub reuse_frames: bool,
 }
 
 impl PushOptions {
@@ -188,6 +195,7 @@ impl PushOptions {
             delta: self.delta,
             solid_run_bytes: self.solid_run_bytes,
             allow_empty: self.allow_empty,
+            reuse_frames: self.reuse_frames,
         }
     }
 }
@@ -563,6 +571,7 @@ pub fn run(args: PushArgs) -> Result<()> {
         notes,
         rollout_percent: args.rollout_percent,
         allow_empty: args.allow_empty,
+        reuse_frames: !args.recompress,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);

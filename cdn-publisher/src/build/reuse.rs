@@ -1,0 +1,203 @@
+//! Frames already on the origin. A release shares most chunks with its parent (the channel's
+//! current release), and those chunks' plain frames, and the solid frames of runs that did not
+//! change, are already in the parent's packs. They are copied from there instead of being
+//! compressed again, so publishing costs what changed, not what the release holds.
+//!
+//! Every copied frame is checked first: a plain frame must decode to the chunk's bytes, a solid
+//! frame to chunks with the run's ids. zstd decodes about 400 times faster than level 19
+//! compresses, so the check costs little.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail, ensure};
+use rayon::prelude::*;
+use relsync_chunker::{ChunkId, frame};
+use relsync_format::ManifestId;
+use relsync_format::manifest::{ChunkEntry, SolidFrame, TrustedManifest};
+use relsync_format::paths::pack_path;
+
+use crate::origin::Origin;
+
+/// Frames bigger than this are read alone; smaller neighbours are read together.
+const MAX_READ_BYTES: u64 = 8 << 20;
+
+/// The parent release's frames, by chunk id.
+pub struct Reuse<'a> {
+    origin: &'a Origin,
+    manifest: TrustedManifest,
+    /// Chunk id to its index in the parent's chunk table.
+    chunks: HashMap<ChunkId, u32>,
+    /// A solid frame's first chunk id to the frame's index.
+    solid: HashMap<ChunkId, usize>,
+}
+
+impl std::fmt::Debug for Reuse<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reuse")
+            .field("manifest", &self.manifest.id())
+            .field("chunks", &self.chunks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Reuse<'a> {
+    /// The frames of `parent` on `origin`, if there is one.
+    pub fn load(origin: &'a Origin, parent: Option<ManifestId>) -> Result<Option<Self>> {
+        let Some(id) = parent else {
+            return Ok(None);
+        };
+        let Some(bytes) = origin.read_manifest(&id)? else {
+            return Ok(None);
+        };
+        let manifest = relsync_format::dangerous::trusted_manifest(bytes)
+            .with_context(|| format!("parent manifest {id}"))?;
+        let chunks = (manifest.chunks.iter().enumerate())
+            .map(|(i, c)| (c.id, i as u32))
+            .collect();
+        let solid = (manifest.solid.iter().enumerate())
+            .map(|(i, s)| (manifest.chunks[s.first as usize].id, i))
+            .collect();
+        Ok(Some(Self {
+            origin,
+            manifest,
+            chunks,
+            solid,
+        }))
+    }
+
+    /// Whether the parent has a plain frame of chunk `id`.
+    pub fn has_chunk(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    /// The plain frames of `chunks` (each with its bytes, all in the parent), read from the
+    /// parent's packs and checked against those bytes.
+    pub fn plain_frames(&self, chunks: &[(ChunkId, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        let places: Vec<Place> = chunks
+            .iter()
+            .map(|(id, _)| {
+                let index = *self.chunks.get(id).context("internal: chunk not in the parent")?;
+                let chunk = &self.manifest.chunks[index as usize];
+                Ok(Place {
+                    pack: chunk.pack,
+                    offset: self.manifest.frame_offset(index),
+                    len: chunk.frame_len,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let frames = self.read(&places)?;
+        frames
+            .par_iter()
+            .zip(chunks)
+            .try_for_each(|(frame, (id, data))| {
+                let decoded = frame::decompress(frame, data.len())
+                    .with_context(|| format!("the parent's frame of chunk {id}"))?;
+                ensure!(
+                    decoded == *data,
+                    "the parent's frame of chunk {id} decodes to other bytes"
+                );
+                Ok(())
+            })?;
+        Ok(frames)
+    }
+
+    /// The parent's solid frame of exactly the run `chunks`, if it has one: its bytes, checked
+    /// to decode to chunks with those ids.
+    pub fn solid_frame(&self, chunks: &[ChunkEntry]) -> Result<Option<Vec<u8>>> {
+        let Some(solid) = self.solid_of(chunks) else {
+            return Ok(None);
+        };
+        let index = self.solid[&chunks[0].id];
+        let place = Place {
+            pack: solid.pack,
+            offset: self.manifest.solid_offset(index),
+            len: solid.frame_len,
+        };
+        let frame = self.read(&[place])?.pop().context("internal: no frame read")?;
+        check_solid(&frame, chunks).context("the parent's solid frame")?;
+        Ok(Some(frame))
+    }
+
+    /// How many chunks the parent's solid frame starting with `first` holds, if it has one.
+    pub fn solid_len(&self, first: &ChunkId) -> Option<usize> {
+        let index = self.solid.get(first)?;
+        Some(self.manifest.solid[*index].chunks as usize)
+    }
+
+    /// Whether the parent has a solid frame of exactly the run `chunks`.
+    pub fn has_solid(&self, chunks: &[ChunkEntry]) -> bool {
+        self.solid_of(chunks).is_some()
+    }
+
+    /// The parent's solid frame holding exactly the chunks `chunks`.
+    fn solid_of(&self, chunks: &[ChunkEntry]) -> Option<&SolidFrame> {
+        let solid = &self.manifest.solid[*self.solid.get(&chunks.first()?.id)?];
+        let first = solid.first as usize;
+        let theirs = self.manifest.chunks.get(first..first + solid.chunks as usize)?;
+        (theirs.len() == chunks.len() && theirs.iter().zip(chunks).all(|(a, b)| a.id == b.id))
+            .then_some(solid)
+    }
+
+    /// Reads frames at `places`, joining neighbours in a pack into one read.
+    fn read(&self, places: &[Place]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(places.len());
+        let mut start = 0;
+        while start < places.len() {
+            let first = places[start];
+            let mut end = start + 1;
+            let mut len = u64::from(first.len);
+            while let Some(next) = places.get(end)
+                && next.pack == first.pack
+                && next.offset == first.offset + len
+                && len + u64::from(next.len) <= MAX_READ_BYTES
+            {
+                len += u64::from(next.len);
+                end += 1;
+            }
+            let pack = self
+                .manifest
+                .packs
+                .get(first.pack as usize)
+                .context("internal: a frame in a pack the parent lacks")?;
+            let bytes = self
+                .origin
+                .read_range(&pack_path(&pack.id), first.offset, len as usize)
+                .with_context(|| format!("reading pack {}", pack.id))?;
+            if bytes.len() as u64 != len {
+                bail!("pack {} is shorter than its manifest says", pack.id);
+            }
+            let mut at = 0;
+            for place in &places[start..end] {
+                out.push(bytes[at..at + place.len as usize].to_vec());
+                at += place.len as usize;
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+}
+
+/// Where a frame is in the parent's packs.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    pack: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// Checks that a solid frame decodes to chunks with the ids of `chunks`, in order.
+fn check_solid(frame: &[u8], chunks: &[ChunkEntry]) -> Result<()> {
+    let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    let data = frame::decompress(frame, total as usize)?;
+    let mut at = 0;
+    for chunk in chunks {
+        let bytes = &data[at..at + chunk.len as usize];
+        ensure!(
+            ChunkId::of(bytes) == chunk.id,
+            "chunk {} decodes to other bytes",
+            chunk.id
+        );
+        at += bytes.len();
+    }
+    Ok(())
+}
