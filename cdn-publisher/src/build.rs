@@ -37,6 +37,7 @@ pub use self::delta::DeltaParams;
 use self::delta::NewFile;
 use self::pack::PackWriter;
 use self::reuse::Reuse;
+use self::solid::Solid;
 use self::timing::Clock;
 pub use self::timing::Timings;
 use self::walk::Item;
@@ -75,6 +76,10 @@ pub struct BuildStats {
     pub chunks: u64,
     /// Pack bytes that were not already on the origin.
     pub pack_bytes_written: u64,
+    /// Plain frames copied from the parent release instead of compressed again.
+    pub plain_reused: u64,
+    /// Solid frames copied from the parent release instead of compressed again.
+    pub solid_reused: u64,
 }
 
 /// A release's content, as its manifest lists it; every pack named is on the origin.
@@ -116,7 +121,11 @@ pub fn build(
     // Solid frames go to packs of their own, so that they are compressed while the deltas are.
     let mut solid_packs = PackWriter::new(origin, opts.max_pack_bytes);
     let (bases, solid) = rayon::join(
-        || delta_frames(opts, origin, parent, &items, &chunked, &mut packs, &mut clock),
+        || {
+            delta_frames(
+                opts, origin, parent, &items, &chunked, &mut packs, &mut clock,
+            )
+        },
         || {
             let started = std::time::Instant::now();
             let solid = solid_frames(opts, &items, &chunked, reuse.as_ref(), &mut solid_packs);
@@ -129,7 +138,8 @@ pub fn build(
     clock.record("solid (during deltas)", solid_took);
     let (mut pack_refs, mut pack_bytes_written) = packs.finish()?;
     let (solid_pack_refs, solid_bytes_written) = solid_packs.finish()?;
-    let solid = offset_packs(solid, pack_refs.len())?;
+    let solid_reused = solid.reused;
+    let solid = offset_packs(solid.frames, pack_refs.len())?;
     pack_refs.extend(solid_pack_refs);
     pack_bytes_written += solid_bytes_written;
     clock.lap("packs");
@@ -139,12 +149,15 @@ pub fn build(
         file_meta,
         refs,
         bytes,
+        reused,
         ..
     } = chunked;
     let (entries, mut stats) = entries(items, file_chunks, &file_meta)?;
     stats.bytes = bytes;
     stats.chunks = refs;
     stats.pack_bytes_written = pack_bytes_written;
+    stats.plain_reused = reused;
+    stats.solid_reused = solid_reused;
     Ok(Built {
         entries,
         packs: pack_refs,
@@ -195,12 +208,12 @@ fn delta_frames(
         })
         .collect();
     let mut bases = Vec::new();
-    for base in delta::base_chain(origin, parent, opts.delta_from)? {
+    for (back, base) in (1..).zip(delta::base_chain(origin, parent, opts.delta_from)?) {
         bases.push(delta::encode(
             &base,
             &new_files,
             &chunked.chunks,
-            opts.delta,
+            opts.delta.for_base(back),
             packs,
         )?);
         clock.lap(format!("delta {}", base.manifest.version));
@@ -215,9 +228,9 @@ fn solid_frames(
     chunked: &Chunked,
     reuse: Option<&Reuse<'_>>,
     packs: &mut PackWriter<'_>,
-) -> Result<Vec<SolidFrame>> {
+) -> Result<Solid> {
     if opts.solid_run_bytes == 0 {
-        return Ok(Vec::new());
+        return Ok(Solid::default());
     }
     let sources: Vec<solid::ChunkSource<'_>> = chunked
         .sources

@@ -243,16 +243,15 @@ impl WindowEncoder {
     /// Prepares `window` as a dictionary at `window_level` (frames that use the window: zstd
     /// window frames, bsdiff extra streams), with `stream_level` for the bsdiff streams that do
     /// not (control and diff). zstd builds the window's tables on first use; below level 13
-    /// they cost about 40 times less than at level 19.
+    /// (hash chains, not binary trees) they cost about 10 times less than at level 19.
     pub fn with_levels(window: &[u8], window_level: i32, stream_level: i32) -> Result<Self> {
-        let level = window_level;
         if window.starts_with(&DICTIONARY_MAGIC) {
             return Err(Error::Compress(std::io::Error::other(
                 "window starts with the zstd dictionary magic",
             )));
         }
-        let mut compressor =
-            zstd::bulk::Compressor::with_dictionary(level, window).map_err(Error::Compress)?;
+        let mut compressor = zstd::bulk::Compressor::with_dictionary(window_level, window)
+            .map_err(Error::Compress)?;
         compressor
             .include_contentsize(true)
             .map_err(Error::Compress)?;

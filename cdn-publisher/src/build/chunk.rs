@@ -37,6 +37,8 @@ pub struct Chunked {
     pub refs: u64,
     /// Bytes read.
     pub bytes: u64,
+    /// New chunks whose plain frame was copied from the parent release.
+    pub reused: u64,
 }
 
 /// Chunks every file of `items`, appending each new chunk's frame (zstd at `zstd_level`, or
@@ -64,6 +66,7 @@ pub fn chunk_files(
             file_meta: vec![None; items.len()],
             refs: 0,
             bytes: 0,
+            reused: 0,
         },
         index: HashMap::new(),
         zstd_level,
@@ -150,7 +153,8 @@ impl ChunkTable<'_, '_> {
             }
         }
         let frames = self.frames(&items, &ids, &fresh)?;
-        let mut frames = frames.into_iter();
+        self.out.reused += frames.reused;
+        let mut frames = frames.frames.into_iter();
         let out = &mut self.out;
         for ((entry, offset, data), id) in items.iter().zip(ids) {
             let index = match self.index.get(&id) {
@@ -180,7 +184,7 @@ impl ChunkTable<'_, '_> {
 
     /// The frames of chunks `fresh` of a batch: the parent's where it has one, else compressed
     /// (both on all cores).
-    fn frames(&self, items: &[BatchItem], ids: &[ChunkId], fresh: &[usize]) -> Result<Vec<Vec<u8>>> {
+    fn frames(&self, items: &[BatchItem], ids: &[ChunkId], fresh: &[usize]) -> Result<Frames> {
         let (known, new): (Vec<usize>, Vec<usize>) = fresh
             .iter()
             .partition(|&&k| self.reuse.is_some_and(|r| r.has_chunk(&ids[k])));
@@ -199,6 +203,7 @@ impl ChunkTable<'_, '_> {
         };
         // Back in batch order.
         let mut compressed = compressed.into_iter();
+        let count = known.len() as u64;
         let mut reused = reused.into_iter();
         let mut known = known.iter().peekable();
         let mut frames = Vec::with_capacity(fresh.len());
@@ -210,6 +215,16 @@ impl ChunkTable<'_, '_> {
             };
             frames.push(frame.context("internal: frame count mismatch")?);
         }
-        Ok(frames)
+        Ok(Frames {
+            frames,
+            reused: count,
+        })
     }
+}
+
+/// The frames of a batch's new chunks, in batch order.
+struct Frames {
+    frames: Vec<Vec<u8>>,
+    /// How many were copied from the parent.
+    reused: u64,
 }

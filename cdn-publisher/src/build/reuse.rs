@@ -76,7 +76,10 @@ impl<'a> Reuse<'a> {
         let places: Vec<Place> = chunks
             .iter()
             .map(|(id, _)| {
-                let index = *self.chunks.get(id).context("internal: chunk not in the parent")?;
+                let index = *self
+                    .chunks
+                    .get(id)
+                    .context("internal: chunk not in the parent")?;
                 let chunk = &self.manifest.chunks[index as usize];
                 Ok(Place {
                     pack: chunk.pack,
@@ -86,18 +89,13 @@ impl<'a> Reuse<'a> {
             })
             .collect::<Result<_>>()?;
         let frames = self.read(&places)?;
-        frames
-            .par_iter()
-            .zip(chunks)
-            .try_for_each(|(frame, (id, data))| {
-                let decoded = frame::decompress(frame, data.len())
-                    .with_context(|| format!("the parent's frame of chunk {id}"))?;
-                ensure!(
-                    decoded == *data,
-                    "the parent's frame of chunk {id} decodes to other bytes"
-                );
+        frames.par_iter().zip(chunks).zip(&places).try_for_each(
+            |((frame, (id, data)), place)| {
+                let same = frame::decompress(frame, data.len()).is_ok_and(|d| d == *data);
+                ensure!(same, "{}", self.damaged(place.pack, &format!("chunk {id}")));
                 Ok(())
-            })?;
+            },
+        )?;
         Ok(frames)
     }
 
@@ -113,8 +111,18 @@ impl<'a> Reuse<'a> {
             offset: self.manifest.solid_offset(index),
             len: solid.frame_len,
         };
-        let frame = self.read(&[place])?.pop().context("internal: no frame read")?;
-        check_solid(&frame, chunks).context("the parent's solid frame")?;
+        let frame = self
+            .read(&[place])?
+            .pop()
+            .context("internal: no frame read")?;
+        ensure!(
+            check_solid(&frame, chunks).is_ok(),
+            "{}",
+            self.damaged(
+                solid.pack,
+                &format!("the solid frame of chunks from {}", chunks[0].id)
+            )
+        );
         Ok(Some(frame))
     }
 
@@ -133,9 +141,30 @@ impl<'a> Reuse<'a> {
     fn solid_of(&self, chunks: &[ChunkEntry]) -> Option<&SolidFrame> {
         let solid = &self.manifest.solid[*self.solid.get(&chunks.first()?.id)?];
         let first = solid.first as usize;
-        let theirs = self.manifest.chunks.get(first..first + solid.chunks as usize)?;
+        let theirs = self
+            .manifest
+            .chunks
+            .get(first..first + solid.chunks as usize)?;
         (theirs.len() == chunks.len() && theirs.iter().zip(chunks).all(|(a, b)| a.id == b.id))
             .then_some(solid)
+    }
+
+    /// What to say when the parent's frame of `what` in pack `pack` is not what its
+    /// manifest says.
+    fn damaged(&self, pack: u32, what: &str) -> String {
+        let pack = self
+            .manifest
+            .packs
+            .get(pack as usize)
+            .map(|p| p.id.to_string());
+        format!(
+            "the parent release ({}) is damaged on the origin: its frame of {what} in pack {} \
+             does not decode to it. `cdn-publisher verify --origin ORIGIN` lists every damaged \
+             object; restore them (from a backup, or the release's files pushed to a new \
+             origin) before publishing on top of it",
+            self.manifest.version,
+            pack.as_deref().unwrap_or("?"),
+        )
     }
 
     /// Reads frames at `places`, joining neighbours in a pack into one read.

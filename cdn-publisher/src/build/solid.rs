@@ -42,6 +42,14 @@ impl Run {
     }
 }
 
+/// Solid frames of a release.
+#[derive(Debug, Default)]
+pub struct Solid {
+    pub frames: Vec<SolidFrame>,
+    /// How many of them were copied from the parent release.
+    pub reused: u64,
+}
+
 /// Compresses the chunk table in runs of at most `run_bytes` and appends the frames to `packs`.
 /// A run that the parent (`reuse`) has a solid frame of keeps that frame; new runs end where
 /// such a run starts, so the runs after a change line up with the parent's again.
@@ -52,22 +60,22 @@ pub fn encode(
     level: i32,
     reuse: Option<&Reuse<'_>>,
     packs: &mut PackWriter<'_>,
-) -> Result<Vec<SolidFrame>> {
+) -> Result<Solid> {
     let runs = plan(chunks, run_bytes, reuse);
-    let mut out = Vec::with_capacity(runs.len());
+    let mut out = Solid::default();
     for batch in runs.chunks(RUNS_PER_BATCH) {
         let frames: Vec<Vec<u8>> = batch
             .par_iter()
             .map(|run| match (run, reuse) {
-                (Run::Reused(range), Some(reuse)) => {
-                    timing::time(Work::SolidReused, || reuse.solid_frame(&chunks[range.clone()]))?
-                        .context("internal: the parent lost a solid frame")
-                }
+                (Run::Reused(range), Some(reuse)) => timing::time(Work::SolidReused, || {
+                    reuse.solid_frame(&chunks[range.clone()])
+                })?
+                .context("internal: the parent lost a solid frame"),
                 (run, _) => compress(chunks, sources, run.range().clone(), level),
             })
             .collect::<Result<_>>()?;
-        for (run, frame) in batch.iter().zip(frames) {
-            let run = run.range();
+        for (planned, frame) in batch.iter().zip(frames) {
+            let run = planned.range();
             let plain: u64 = chunks[run.clone()]
                 .iter()
                 .map(|c| u64::from(c.frame_len))
@@ -77,7 +85,8 @@ pub fn encode(
             if frame.len() as u64 >= plain {
                 continue;
             }
-            out.push(SolidFrame {
+            out.reused += u64::from(matches!(planned, Run::Reused(_)));
+            out.frames.push(SolidFrame {
                 first: run.start as u32,
                 chunks: run.len() as u32,
                 pack: packs.append(&frame)?,

@@ -91,11 +91,16 @@ pub struct PushArgs {
     #[arg(long, default_value_t = 8192)]
     delta_window_kib: u64,
     /// New bytes per delta segment (one window each), in KiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 4096)]
     delta_segment_kib: u64,
     /// zstd level for delta frames (default: --level).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     delta_level: Option<i32>,
+    /// How many of the nearest earlier releases get delta frames at --delta-level; older ones
+    /// get at most level 12 (a tenth of the time per base, a little more to download for
+    /// clients that far behind).
+    #[arg(long, default_value_t = 1)]
+    delta_full_bases: usize,
     /// Make zstd delta frames only, no bsdiff frames: faster to publish, larger updates of
     /// recompiled code.
     #[arg(long)]
@@ -291,6 +296,10 @@ pub struct PushSummary {
     pub delta_bytes: u64,
     pub solid_frames: u64,
     pub solid_bytes: u64,
+    /// Plain frames of new chunks copied from the parent release's packs, not compressed again.
+    pub plain_reused: u64,
+    /// Solid frames copied from the parent release's packs.
+    pub solid_reused: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
     /// Where building took its time.
@@ -493,6 +502,8 @@ impl PushSummary {
                 .sum(),
             delta_bytes: deltas().map(|d| u64::from(d.frame_len)).sum(),
             solid_frames: built.solid.len() as u64,
+            plain_reused: stats.plain_reused,
+            solid_reused: stats.solid_reused,
             solid_bytes: built.solid.iter().map(|s| u64::from(s.frame_len)).sum(),
             seconds: 0.0,
             mb_per_s: 0.0,
@@ -562,6 +573,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             zstd_level: args.delta_level.unwrap_or(args.level),
             bsdiff: !args.no_bsdiff,
             refs: !args.no_refs,
+            full_bases: args.delta_full_bases,
         },
         manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,
@@ -643,6 +655,12 @@ fn print_summary(s: &PushSummary) {
         println!(
             "  solid      {} frames, {} bytes",
             s.solid_frames, s.solid_bytes
+        );
+    }
+    if s.plain_reused + s.solid_reused > 0 {
+        println!(
+            "  reused     {} plain and {} solid frames of the parent release",
+            s.plain_reused, s.solid_reused
         );
     }
     if s.critical {

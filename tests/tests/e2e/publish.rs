@@ -203,6 +203,88 @@ fn lower_or_equal_version_is_refused_unless_forced() {
     assert_trees_equal(&current(&dir), &w.v1);
 }
 
+/// A release keeps the frames its parent already has (plain frames of shared chunks, solid
+/// frames of unchanged runs): copied from the parent's packs, they install like any frame. A
+/// damaged parent frame stops the next push with the pack named, and the channel stays as it
+/// was.
+#[test]
+fn frames_the_parent_has_are_copied_and_a_damaged_one_stops_the_push() {
+    let w = World::new();
+    // No delta frames: they are not what this is about, and they cost most of a push's time.
+    let push = |tree: &Path, version: &str, extra: &[&str]| {
+        w.push(tree, version, &[&["--delta-from", "0"], extra].concat())
+    };
+    push(&w.v1, V1, &[]).assert_success("push v1");
+    // v2 shares some chunks with v1; v3 is v2 and compressible text (so it has solid frames).
+    let out = push(&w.v2, V2, &["--json"]);
+    out.assert_success("push v2");
+    let r = relsync_tests::Report::new(out);
+    let reused = r.u64("plain_reused");
+    assert!(
+        reused > 0 && reused < r.u64("unique_chunks"),
+        "v2 shares some chunks with v1 and changes others\n{}",
+        r.out
+    );
+    let v3 = w.path().join("src-v3");
+    relsync_tests::copy_tree(&w.v2, &v3);
+    let text = relsync_tests::pseudo_text("added", 1 << 20);
+    fs::write(v3.join("added.txt"), text).unwrap();
+    let before_v3 = w.origin_snapshot();
+    push(&v3, "3.0.0", &[]).assert_success("push v3");
+
+    // The same tree again: every frame is the parent's, solid ones included.
+    let out = push(&v3, "3.0.1", &["--json"]);
+    out.assert_success("push v3 again as 3.0.1");
+    let r = relsync_tests::Report::new(out);
+    assert!(
+        r.u64("plain_reused") == r.u64("unique_chunks")
+            && r.u64("solid_reused") == r.u64("solid_frames")
+            && r.u64("solid_frames") >= 1,
+        "an unchanged tree copies every frame\n{}",
+        r.out
+    );
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let dir = w.install_dir("fresh");
+    let installed = w.update_ok(&n.url(), &dir);
+    assert_eq!(installed.str("version"), "3.0.1", "{}", installed.out);
+    assert_trees_equal(&current(&dir), &v3);
+
+    // Flip a byte near the start of each pack of 3.0.0 (3.0.1's are the same objects): in the
+    // main pack that is a plain frame, which the next release copies.
+    let damaged: Vec<String> = w
+        .origin_snapshot()
+        .into_keys()
+        .filter(|p| p.starts_with("packs/") && !before_v3.contains_key(p))
+        .collect();
+    assert!(!damaged.is_empty(), "3.0.0 wrote no pack");
+    for pack in &damaged {
+        let path = w.origin.join(pack);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 0x55;
+        fs::write(&path, &bytes).unwrap();
+    }
+    let v4 = w.path().join("src-v4");
+    relsync_tests::copy_tree(&v3, &v4);
+    fs::write(v4.join("added-too.txt"), "a file v3 lacks\n").unwrap();
+    let before = w.origin_snapshot();
+    let out = push(&v4, "4.0.0", &[]);
+    out.assert_failure("push onto a damaged parent");
+    assert!(
+        out.stderr.contains("is damaged on the origin")
+            && damaged
+                .iter()
+                .any(|p| out.stderr.contains(p.trim_start_matches("packs/"))),
+        "the error names the damaged pack\n{out}"
+    );
+    assert_eq!(
+        before.get("channels/stable"),
+        w.origin_snapshot().get("channels/stable"),
+        "the refused push moved the channel"
+    );
+    push(&v4, "4.0.0", &["--recompress"])
+        .assert_success("push --recompress reads no frame of the parent");
+}
+
 /// The publisher refuses trees a client would refuse, before writing anything: a symlink whose
 /// target passes through another symlink (`d/up -> ..`, `esc -> d/up/../x` resolves outside
 /// the tree), and special files.
