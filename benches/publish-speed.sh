@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Publish speed on 1 and 2 cores, with where the time goes, and the bytes clients download.
+# Publish speed on 1 and 2 cores with every delta base the defaults make, where the time goes,
+# and the bytes clients download.
 #
-#   benches/publish-speed.sh [NAME OLD NEW] ["PUSH FLAGS"]
+#   benches/publish-speed.sh [NAME VERSIONS] ["PUSH FLAGS"]
 #
-# Default: ruff 0.6.0 0.6.1 at the defaults. Pushes OLD at the defaults to a folder origin
-# (once), then NEW onto a copy of that origin twice: pinned to one core (`taskset -c 0`,
-# RAYON_NUM_THREADS=1) and to two (`taskset -c 0,1`, RAYON_NUM_THREADS=2). Prints, per run,
-# the push's CPU seconds (user + system), its wall seconds and its `timings` (wall seconds per stage; seconds of each kind of work,
-# summed over threads), then the bytes of an update OLD->NEW and of a fresh install of NEW
-# (`relsync update --json`; every installed tree is diffed with its release).
-# Releases come from ../shared/bench/fetch-releases.sh in $RELEASES; binaries from
-# $BIN (default: built in $CARGO_TARGET_DIR, default target/). REPEAT=n runs each pinned push n
-# times (default 1); CPUS="0,1" runs only the 2-core push. WORK keeps the scratch origins there (default: a temporary directory).
+# Default: ruff 0.6.0,0.6.1,0.6.2,0.6.3. Pushes every version but the last to a folder origin
+# (once, without delta frames: they do not change the last push's work) and installs each,
+# then pushes the last onto a copy of that origin at the defaults (plus PUSH FLAGS) twice:
+# pinned to one core (`taskset -c 0`, RAYON_NUM_THREADS=1) and to two (`taskset -c 0,1`,
+# RAYON_NUM_THREADS=2). Prints, per run, the push's CPU seconds (user + system), its wall
+# seconds and its `timings` (wall seconds per stage; seconds of each kind of work, summed over
+# threads), then the bytes of an update to the last version from each earlier one and of a
+# fresh install (`relsync update --json`; every installed tree is diffed with its release).
+# Releases come from ../shared/bench/fetch-releases.sh in $RELEASES; binaries from $BIN
+# (default: built in $CARGO_TARGET_DIR, default target/). REPEAT=n runs each pinned push n
+# times (default 1); CPUS="0,1" runs only the 2-core push. WORK keeps the scratch origins
+# there (default: a temporary directory).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-name=${1:-ruff} old=${2:-0.6.0} new=${3:-0.6.1} flags=${4:-}
+name=${1:-ruff} versions=${2:-0.6.0,0.6.1,0.6.2,0.6.3} flags=${3:-}
 read -ra flags <<<"$flags"
+IFS=, read -ra versions <<<"$versions"
+new=${versions[-1]} olds=("${versions[@]:0:${#versions[@]}-1}")
 releases=${RELEASES:-$HOME/.cache/relsync-releases}
-SEQS="$name:$old,$new" bash "$root/../shared/bench/fetch-releases.sh" "$releases" >&2
+SEQS="$name:$(IFS=,; echo "${versions[*]}")" bash "$root/../shared/bench/fetch-releases.sh" "$releases" >&2
 if [[ -z ${BIN:-} ]]; then
   cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
   BIN=${CARGO_TARGET_DIR:-$root/target}/release
@@ -29,25 +35,30 @@ fi
 pub=$BIN/cdn-publisher
 [[ -f $work/key ]] || "$pub" keygen --out "$work/key" >/dev/null
 key=$(cat "$work/key.pub")
-push() { "$pub" push "$1" --version "$2" --channel c --key "$work/key" --to "$3" --json "${@:4}"; }
+client() { "$BIN/relsync" update --origin "$1" --channel c --trust "$key" --product app --install "$2" --json; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 summary() {
   python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 t = s["timings"]
 stages = " ".join(f"{k} {v:.1f}" for k, v in t["stages"].items())
-work = " ".join(f"{k} {v:.1f}" for k, v in sorted(t["work"].items(), key=lambda kv: -kv[1]))
+work = " ".join(f"{k} {v:.1f}" for k, v in sorted(t["work"].items(), key=lambda kv: -kv[1]) if v >= 0.05)
 print("%.1f s | stages: %s | work: %s | delta frames %d (%d B), solid %d B, packs %d B" % (
     s["seconds"], stages, work, s["delta_frames"], s["delta_bytes"], s["solid_bytes"], s["pack_bytes"]))
 '
 }
-rm -rf "$work/base"
-push "$releases/$name-$old" "$old" "$work/base" "${flags[@]}" >/dev/null
+rm -rf "$work/base" "$work"/i-*
+for v in "${olds[@]}"; do
+  "$pub" push "$releases/$name-$v" --version "$v" --channel c --key "$work/key" --to "$work/base" \
+    --json --delta-from 0 "${flags[@]}" >/dev/null
+  client "$work/base" "$work/i-$v" >/dev/null
+done
 for run in $(seq "${REPEAT:-1}"); do
   for cpus in ${CPUS:-0 0,1}; do
     rm -rf "$work/origin-$cpus" && cp -a "$work/base" "$work/origin-$cpus"
     threads=$(($(tr -cd , <<<"$cpus" | wc -c) + 1))
-    printf '%s %s->%s, %s core(s), run %s: ' "$name" "$old" "$new" "$threads" "$run"
+    printf '%s %s, %s core(s), run %s: ' "$name" "${versions[*]}" "$threads" "$run"
     RAYON_NUM_THREADS=$threads taskset -c "$cpus" /usr/bin/time -f '%U %S' -o "$work/cpu" \
       "$pub" push "$releases/$name-$new" --version "$new" --channel c --key "$work/key" \
       --to "$work/origin-$cpus" --json "${flags[@]}" >"$work/push-$cpus-$run.json"
@@ -55,13 +66,15 @@ for run in $(seq "${REPEAT:-1}"); do
     summary <"$work/push-$cpus-$run.json"
   done
 done
-client() { "$BIN/relsync" update --origin "$1" --channel c --trust "$key" --product app --install "$2" --json; }
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-rm -rf "$work/old-origin" "$work/i-update" "$work/i-fresh"
-cp -a "$work/base" "$work/old-origin"
-client "$work/old-origin" "$work/i-update" >/dev/null
-update=$(client "$work/origin-0,1" "$work/i-update" | field bytes_downloaded)
-diff -r --no-dereference "$releases/$name-$new" "$work/i-update/current/" >/dev/null
-fresh=$(client "$work/origin-0,1" "$work/i-fresh" | field bytes_downloaded)
-diff -r --no-dereference "$releases/$name-$new" "$work/i-fresh/current/" >/dev/null
-echo "bytes: update $name $old->$new $update, fresh install $name $new $fresh"
+last=${CPUS:-0 0,1}
+origin=$work/origin-${last##* }
+for v in "${olds[@]}"; do
+  rm -rf "$work/u" && cp -a "$work/i-$v" "$work/u"
+  bytes=$(client "$origin" "$work/u" | field bytes_downloaded)
+  diff -r --no-dereference "$releases/$name-$new" "$work/u/current/" >/dev/null
+  echo "bytes: update $name $v->$new $bytes"
+done
+rm -rf "$work/u"
+fresh=$(client "$origin" "$work/u" | field bytes_downloaded)
+diff -r --no-dereference "$releases/$name-$new" "$work/u/current/" >/dev/null
+echo "bytes: fresh install $name $new $fresh"
