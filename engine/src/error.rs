@@ -72,8 +72,15 @@ pub enum Error {
         available: u64,
     },
     /// The origin offers an older version than one we already trusted.
-    #[error("rollback refused: origin offers {offered}, but {seen} was already seen")]
+    #[error(
+        "rollback refused: origin offers {offered}, but {seen} was already seen; if the \
+         publisher went back on purpose (`push --force` of {offered}), it must also yank {seen} \
+         (`cdn-publisher yank --channel {channel} --version {seen}`), and installs then take \
+         {offered}"
+    )]
     Rollback {
+        /// The channel.
+        channel: String,
         /// What the origin offers.
         offered: semver::Version,
         /// The highest version we saw.

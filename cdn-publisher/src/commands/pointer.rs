@@ -98,8 +98,10 @@ pub fn set_pointer(
             if force { " --force" } else { "" }
         ),
         PointerOut::Published(pointer) => println!(
-            "channel {} now offers {} until unix {}",
-            pointer.channel, pointer.version, pointer.expires_unix
+            "channel {} now offers {} until {}",
+            pointer.channel,
+            pointer.version,
+            relsync_format::format_utc(pointer.expires_unix)
         ),
     }
     Ok(())
@@ -167,8 +169,10 @@ pub fn finish_change(
             if force { " --force" } else { "" }
         ),
         None => println!(
-            "  pointer    signed; channel {} offers {} until unix {}",
-            p.channel, p.version, p.expires_unix
+            "  pointer    signed; channel {} offers {} until {}",
+            p.channel,
+            p.version,
+            relsync_format::format_utc(p.expires_unix)
         ),
     }
     Ok(())

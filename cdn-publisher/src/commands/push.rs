@@ -363,17 +363,37 @@ fn check_options(opts: &PushOptions) -> Result<()> {
 fn channel_now(opts: &PushOptions, origin: &Origin) -> Result<Option<Pointer>> {
     let current = current_pointer(origin, &opts.channel)?;
     if let Some(current) = &current {
-        if opts.version < current.version && !opts.force {
-            bail!(
-                "channel {} is at {}; refusing to publish the lower version {} (use --force)",
-                opts.channel,
-                current.version,
-                opts.version
-            );
+        if opts.version < current.version {
+            if !opts.force {
+                bail!(
+                    "channel {} is at {}; refusing to publish the lower version {}. To withdraw \
+                     {}, `cdn-publisher yank --channel {} --version {}` moves the channel back; \
+                     --force publishes {} anyway",
+                    opts.channel,
+                    current.version,
+                    opts.version,
+                    current.version,
+                    opts.channel,
+                    current.version,
+                    opts.version
+                );
+            }
+            eprintln!("warning: {}", lower_version_warning(opts, &current.version));
         }
         refuse_yanked(&opts.channel, &opts.version, &current.yanked)?;
     }
     Ok(current)
+}
+
+/// What a forced push below the channel's version does to the installs that saw it.
+fn lower_version_warning(opts: &PushOptions, current: &Version) -> String {
+    format!(
+        "channel {channel} offered {current}: installs that saw it refuse {version} (\"rollback \
+         refused\") until {current} is yanked: `cdn-publisher yank --channel {channel} --version \
+         {current}`",
+        channel = opts.channel,
+        version = opts.version,
+    )
 }
 
 /// The new release's parent: the channel's current release; a re-push of the same version

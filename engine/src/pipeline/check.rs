@@ -400,7 +400,8 @@ async fn open_pointer(
             if root.version > 0 {
                 root.check_fresh(local.now)?;
             }
-            let pointer = Pointer::open(&bytes, &root.channel)?;
+            let pointer = Pointer::open(&bytes, &root.channel)
+                .map_err(|e| name_trust(e.into(), &root, "channel"))?;
             // Going below the trusted version takes the release role, never the channel's.
             let directive = RollbackDirective::verified(&pointer, &root.release)?;
             Ok(OpenedPointer {
@@ -457,6 +458,7 @@ fn bind_pointer(config: &UpdaterConfig, local: &LocalState, opened: &OpenedPoint
     if let Some(seen) = &local.floor {
         if pointer.version < seen.highest_version && !pointer.is_yanked(&seen.highest_version) {
             return Err(Error::Rollback {
+                channel: pointer.channel.clone(),
                 offered: pointer.version.clone(),
                 seen: seen.highest_version.clone(),
             });
@@ -525,6 +527,35 @@ async fn fetch_target(
         })
     })
     .await
+    .map_err(|e| name_trust(e, &opened.root, "release"))
+}
+
+/// A signature by no trusted key, with where the trusted keys came from: the keys given
+/// (`--trust`), or a root document (`role` names which of its key sets).
+fn name_trust(e: Error, root: &Root, role: &str) -> Error {
+    match e {
+        Error::Format(relsync_format::Error::BadSignature { what, reason })
+            if reason.starts_with("not signed by any trusted key") =>
+        {
+            let from = if root.version == 0 {
+                "the trusted keys are the --trust keys (`trust` in the daemon's config); \
+                 trust the key the publisher signs with, as `cdn-publisher keygen` printed it"
+                    .to_owned()
+            } else {
+                format!(
+                    "the trusted keys are the {role} role of root document {v} (--trust-root, \
+                     or keys/root-{v} on the origin); the publisher must sign with one of them \
+                     or rotate the root (`cdn-publisher root rotate`)",
+                    v = root.version
+                )
+            };
+            Error::Format(relsync_format::Error::BadSignature {
+                what,
+                reason: format!("{reason} ({from})"),
+            })
+        }
+        e => e,
+    }
 }
 
 /// Checks the manifest against the pointer (channel, product, version) and this install

@@ -1,0 +1,192 @@
+//! What a new user meets: every error says what is wrong and what to do about it, dates are
+//! dates, and scripts get exit codes (issue 21).
+
+use relsync_tests::{CHANNEL, Output, V1, World, current_link};
+
+/// The origin folder as `--origin` takes it.
+fn folder(w: &World) -> String {
+    w.origin.display().to_string()
+}
+
+/// A key signing none of the origin's documents: the error names the key seen and the keys
+/// trusted, as short fingerprints, and where the trusted ones came from.
+#[test]
+fn a_wrong_key_names_the_key_seen_and_the_keys_trusted() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let other_pub = relsync_tests::parse_pubkey(&w.keygen(&w.path().join("other.key")));
+    let dir = w.install_dir("wrong-key");
+    let out = w.update_cmd_trusting(&folder(&w), &dir, &other_pub).run();
+    out.assert_failure("update trusting another key");
+    let short = |key: &str| format!("{}…", &key[..key.find(':').unwrap_or(0) + 9]);
+    for want in [
+        "bad signature on channel pointer".to_owned(),
+        "unknown key".to_owned(),
+        format!("signed by {}", short(&w.pubkey)),
+        format!("trusted: {}", short(&other_pub)),
+        "--trust".to_owned(),
+    ] {
+        assert!(out.stderr.contains(&want), "missing {want:?}\n{out}");
+    }
+}
+
+/// An expired channel pointer says when it expired, as a UTC date, and the publisher's fix.
+#[test]
+fn an_expired_pointer_gives_dates_and_the_publishers_fix() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    w.publisher()
+        .args([
+            "channel",
+            "refresh",
+            "--channel",
+            CHANNEL,
+            "--pointer-days",
+            "0",
+        ])
+        .arg("--to")
+        .arg(&w.origin)
+        .arg("--channel-key")
+        .arg(&w.key)
+        .run()
+        .assert_success("channel refresh --pointer-days 0");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dir = w.install_dir("stale");
+    let out = w.update(&folder(&w), &dir, &[]);
+    out.assert_failure("install with an expired pointer");
+    assert!(
+        out.stderr
+            .contains("stale metadata: channel pointer expired at 20"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(" UTC (now 20"), "{out}");
+    assert!(
+        out.stderr.contains("cdn-publisher channel refresh"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("unix time"), "{out}");
+}
+
+/// `--key KEY.pub` is a public key where the secret key belongs: the error says so, not
+/// that the file's mode is wrong.
+#[test]
+fn a_public_key_given_as_key_is_named_as_one() {
+    let w = World::new();
+    let public = w.path().join("keys/release.key.pub");
+    let out = w
+        .publisher()
+        .arg("push")
+        .arg(&w.v1)
+        .args(["--version", V1, "--channel", CHANNEL, "--key"])
+        .arg(&public)
+        .arg("--to")
+        .arg(&w.origin)
+        .run();
+    out.assert_failure("push --key KEY.pub");
+    assert!(
+        out.stderr.contains("release.key.pub is a public key"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("needs the secret key file"), "{out}");
+    assert!(!out.stderr.contains("mode"), "{out}");
+}
+
+/// A publisher that forces the channel below a version installs saw: the push warns, the
+/// installs refuse it naming the yank that fixes it, and after that yank they accept it.
+#[test]
+fn a_forced_lower_push_warns_and_the_refusal_names_the_yank() {
+    let w = World::new();
+    w.push_ok(&w.v2, "1.9.0");
+    let dir = w.install_dir("seen-1.9");
+    w.update_ok(&folder(&w), &dir);
+
+    let refused = w.push(&w.v1, "1.8.5", &[]);
+    refused.assert_failure("push of a lower version");
+    assert!(
+        refused
+            .stderr
+            .contains("cdn-publisher yank --channel stable --version 1.9.0"),
+        "{refused}"
+    );
+
+    let forced = w.push(&w.v1, "1.8.5", &["--force"]);
+    forced.assert_success("push --force of a lower version");
+    for want in [
+        "warning: channel stable offered 1.9.0",
+        "refuse 1.8.5",
+        "cdn-publisher yank --channel stable --version 1.9.0",
+    ] {
+        assert!(forced.stderr.contains(want), "missing {want:?}\n{forced}");
+    }
+
+    let link = current_link(&dir);
+    let out = w.update(&folder(&w), &dir, &[]);
+    out.assert_failure("update below a version seen");
+    assert!(out.stderr.contains("rollback refused"), "{out}");
+    assert!(
+        out.stderr
+            .contains("cdn-publisher yank --channel stable --version 1.9.0"),
+        "{out}"
+    );
+    assert_eq!(current_link(&dir), link);
+
+    w.publisher()
+        .args([
+            "yank",
+            "--channel",
+            CHANNEL,
+            "--version",
+            "1.9.0",
+            "--origin",
+        ])
+        .arg(&w.origin)
+        .arg("--channel-key")
+        .arg(&w.key)
+        .run()
+        .assert_success("yank 1.9.0");
+    let out = w.update(&folder(&w), &dir, &[]);
+    out.assert_success("update once 1.9.0 is yanked");
+}
+
+/// `cdn-publisher show` prints times as UTC dates (with the unix time for scripts), and
+/// `channel refresh` says until when the pointer is good.
+#[test]
+fn publisher_times_are_dates() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let out = w
+        .publisher()
+        .args(["channel", "refresh", "--channel", CHANNEL])
+        .arg("--to")
+        .arg(&w.origin)
+        .arg("--channel-key")
+        .arg(&w.key)
+        .run();
+    out.assert_success("channel refresh");
+    assert_utc_date(&out, "now offers 1.0.0 until ");
+    let show = w
+        .publisher()
+        .arg("show")
+        .arg(w.origin.join("channels").join(CHANNEL))
+        .run();
+    show.assert_success("show the pointer");
+    assert_utc_date(&show, "issued     ");
+    assert_utc_date(&show, "expires    ");
+    assert!(show.stdout.contains(" UTC (unix "), "{show}");
+}
+
+/// `prefix` in stdout is followed by a `YYYY-MM-DD HH:MM:SS UTC` date.
+fn assert_utc_date(out: &Output, prefix: &str) {
+    let at = out
+        .stdout
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?}\n{out}"));
+    let date: Vec<u8> = out.stdout[at + prefix.len()..].bytes().take(23).collect();
+    let shape = b"dddd-dd-dd dd:dd:dd UTC";
+    let ok = date.len() == shape.len()
+        && date.iter().zip(shape).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            s => c == s,
+        });
+    assert!(ok, "{prefix:?} is not followed by a UTC date\n{out}");
+}
