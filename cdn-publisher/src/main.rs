@@ -18,6 +18,7 @@ mod publish;
 mod roots;
 mod target;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,9 +27,17 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{gc, ls, promote, push, root, sign, verify, yank};
 
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error: the message on stderr says what went wrong and what to do
+       (verify: a problem on the origin, listed above it)
+  2    usage error: unknown command or option, missing or bad argument";
+
 /// Publish releases as signed, content-addressed chunk packs to a relsync origin.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "cdn-publisher", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,8 +110,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Warnings and errors unless RUST_LOG says otherwise; colour only on a terminal, and
+    // never with NO_COLOR set.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {

@@ -3,6 +3,7 @@
 mod audit;
 mod daemon;
 mod lan;
+mod logs;
 mod malloc;
 mod metrics;
 mod render;
@@ -14,12 +15,28 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relsync_engine::{
-    Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig, UpdaterConfig,
+    CheckOutcome, Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig,
+    UpdaterConfig,
 };
+
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (check: up to date)
+  1    error: the message on stderr says what went wrong and what to do
+       (verify: the install differs from its signed manifest)
+  2    usage error: unknown command or option, missing or bad argument
+  100  check: an update is available
+  101  check: a release is offered but held back (rollout, channel behind, marked bad)";
+
+/// `relsync check`: an update is available.
+const EXIT_UPDATE_AVAILABLE: u8 = 100;
+/// `relsync check`: a release is offered but held back.
+const EXIT_HELD: u8 = 101;
 
 /// Install, update and roll back releases published with cdn-publisher.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "relsync", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +48,9 @@ enum Command {
     Update(UpdateArgs),
     /// Check the channel's signed metadata and say whether there is a release to take (and
     /// why not, when it is held back: rollout, channel behind, marked bad). Changes nothing
-    /// but the trusted state.
+    /// but the trusted state. Exits 0 if up to date, 100 if an update is available, 101 if
+    /// one is held back.
+    #[command(after_help = EXIT_CODES)]
     Check {
         #[command(flatten)]
         source: SourceArgs,
@@ -252,16 +271,6 @@ impl std::error::Error for Printed {}
 
 fn main() -> ExitCode {
     malloc::return_large_frees_to_the_os();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // Warnings (a retried request, an audit record not written) show unless RUST_LOG
-            // says otherwise.
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
@@ -276,8 +285,9 @@ fn main() -> ExitCode {
         | Command::Verify { json, .. }
         | Command::Apply { json, .. } => *json,
     };
+    logs::init(json);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if json && e.downcast_ref::<Printed>().is_none() {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
@@ -288,18 +298,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; its exit code is 0 unless it says otherwise (`check`).
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Update(args) => update(args),
-        Command::Serve(args) => lan::serve(args),
-        Command::SwarmKey { out } => lan::swarm_key(&out),
-        Command::Daemon(args) => daemon::run(args),
-        Command::Audit(args) => audit::run(args),
         Command::Check {
             source,
             install,
             json,
         } => check(&source, &install, json),
+        command => run_command(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_command(command: Command) -> Result<()> {
+    match command {
+        Command::Update(args) => update(args),
+        Command::Serve(args) => lan::serve(args),
+        Command::SwarmKey { out } => lan::swarm_key(&out),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Audit(args) => audit::run(args),
+        // `run` handles it: it has an exit code of its own.
+        Command::Check {
+            source,
+            install,
+            json,
+        } => check(&source, &install, json).map(drop),
         Command::Status { install, json } => {
             let status = Engine::local(&install).open_blocking()?.status()?;
             if json {
@@ -399,7 +422,7 @@ fn builder(config: UpdaterConfig) -> EngineBuilder {
     builder.platform(config.platform)
 }
 
-fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
+fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<ExitCode> {
     let runtime = runtime()?;
     let engine = {
         let _entered = runtime.enter();
@@ -411,7 +434,17 @@ fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<(
     } else {
         render::print_check(&outcome);
     }
-    Ok(())
+    Ok(ExitCode::from(check_exit_code(&outcome)))
+}
+
+/// 0 up to date, [`EXIT_UPDATE_AVAILABLE`], or [`EXIT_HELD`].
+fn check_exit_code(outcome: &CheckOutcome) -> u8 {
+    match outcome {
+        CheckOutcome::UpToDate { .. } => 0,
+        CheckOutcome::Available(_) => EXIT_UPDATE_AVAILABLE,
+        // Held, and any outcome this binary does not know: nothing to take now.
+        _ => EXIT_HELD,
+    }
 }
 
 fn update(args: UpdateArgs) -> Result<()> {

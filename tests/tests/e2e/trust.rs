@@ -679,7 +679,11 @@ fn the_channel_key_alone_cannot_take_installs_back() {
                 "--json",
             ])
             .run();
-        held.assert_success(&format!("check after a forged {what}"));
+        assert_eq!(
+            held.status.code(),
+            Some(101),
+            "check after a forged {what}: held back exits 101\n{held}"
+        );
         let held = held.json();
         assert_eq!(
             (held["outcome"].as_str(), held["reason"].as_str()),

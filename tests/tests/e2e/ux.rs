@@ -190,3 +190,159 @@ fn assert_utc_date(out: &Output, prefix: &str) {
         });
     assert!(ok, "{prefix:?} is not followed by a UTC date\n{out}");
 }
+
+/// `--version` names the binary, `--help` lists the exit codes, and a usage error exits 2.
+#[test]
+fn versions_help_and_usage_errors() {
+    let w = World::new();
+    let relsync = w.relsync().arg("--version").run();
+    relsync.assert_success("relsync --version");
+    assert_eq!(relsync.stdout, "relsync 0.1.0\n", "{relsync}");
+    let publisher = w.publisher().arg("--version").run();
+    publisher.assert_success("cdn-publisher --version");
+    assert_eq!(publisher.stdout, "cdn-publisher 0.1.0\n", "{publisher}");
+    for args in [&["--help"][..], &["check", "--help"]] {
+        let help = w.relsync().args(args).run();
+        help.assert_success("relsync --help");
+        for want in [
+            "Exit codes:",
+            "\n  100  check: an update is available",
+            "\n  101  check: ",
+        ] {
+            assert!(help.stdout.contains(want), "missing {want:?}\n{help}");
+        }
+    }
+    let help = w.publisher().arg("--help").run();
+    assert!(help.stdout.contains("Exit codes:"), "{help}");
+    let usage = w.relsync().args(["update", "--no-such-flag"]).run();
+    assert_eq!(usage.status.code(), Some(2), "{usage}");
+}
+
+/// `relsync check` exits 0 when up to date, 100 when an update is available and 101 when
+/// one is held back (here by a rollout at 0%), text and JSON alike.
+#[test]
+fn check_exit_codes_say_what_it_found() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("check");
+    let check = |json: bool| {
+        let mut cmd = w
+            .relsync()
+            .args(["check", "--origin", &folder(&w), "--trust", &w.pubkey])
+            .arg("--install")
+            .arg(&dir);
+        if json {
+            cmd = cmd.arg("--json");
+        }
+        cmd.run()
+    };
+    let fresh = check(false);
+    assert_eq!(
+        fresh.status.code(),
+        Some(100),
+        "nothing installed: available\n{fresh}"
+    );
+    assert!(
+        fresh.stdout.contains("update available: nothing -> 1.0.0"),
+        "{fresh}"
+    );
+    w.update_ok(&folder(&w), &dir);
+    for json in [false, true] {
+        let out = check(json);
+        assert_eq!(out.status.code(), Some(0), "up to date\n{out}");
+    }
+    w.push(&w.v2, relsync_tests::V2, &["--rollout-percent", "0"])
+        .assert_success("push v2 to 0%");
+    for json in [false, true] {
+        let out = check(json);
+        assert_eq!(out.status.code(), Some(101), "held back\n{out}");
+        if json {
+            assert_eq!(out.json()["outcome"], "held", "{out}");
+        } else {
+            assert!(out.stdout.contains("is offered but held"), "{out}");
+        }
+    }
+    w.publisher()
+        .args([
+            "promote",
+            "--channel",
+            CHANNEL,
+            "--version",
+            relsync_tests::V2,
+        ])
+        .args(["--percent", "100", "--origin"])
+        .arg(&w.origin)
+        .arg("--channel-key")
+        .arg(&w.key)
+        .run()
+        .assert_success("promote v2 to 100%");
+    let out = check(true);
+    assert_eq!(out.status.code(), Some(100), "available\n{out}");
+    assert_eq!(out.json()["outcome"], "available", "{out}");
+}
+
+/// Logs: no colour on a pipe; on a terminal colour unless `NO_COLOR`; with `--json` every
+/// log line is a JSON object too, so stdout and stderr together stay NDJSON.
+#[test]
+fn logs_are_plain_on_a_pipe_and_json_with_json() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("logs");
+    let out = w
+        .update_cmd(&folder(&w), &dir)
+        .env("RUST_LOG", "debug")
+        .run();
+    out.assert_success("update --json with debug logs");
+    assert!(!out.stderr.is_empty(), "debug logs expected\n{out}");
+    for line in out.stderr.lines().chain(out.stdout.lines()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{out}"));
+        assert!(value.is_object(), "{line}");
+    }
+    assert!(
+        out.stderr.contains(r#""event":"log","level":"debug""#),
+        "{out}"
+    );
+    assert_eq!(out.json()["version"], V1, "{out}");
+
+    // `rollback` logs at debug (the audit record it appends); v2 gives it a release to go to.
+    w.push_ok(&w.v2, relsync_tests::V2);
+    w.update_ok(&folder(&w), &dir);
+    let text = w
+        .relsync()
+        .args(["rollback", "--install"])
+        .arg(&dir)
+        .env("RUST_LOG", "debug")
+        .run();
+    text.assert_success("rollback");
+    assert!(text.stderr.contains("DEBUG"), "{text}");
+    assert!(!text.stderr.contains('\u{1b}'), "colour on a pipe\n{text}");
+
+    // On a terminal (a pty from util-linux `script`): colour, unless NO_COLOR.
+    let on_tty = |no_color: Option<&str>| {
+        let mut cmd = relsync_tests::Cmd::new("script")
+            .arg("-qec")
+            .arg(format!(
+                "{} rollback --install {}",
+                relsync_tests::bins().relsync.display(),
+                dir.display()
+            ))
+            .arg("/dev/null")
+            .env("RUST_LOG", "debug")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            cmd = cmd.env("NO_COLOR", value);
+        }
+        let out = cmd.run();
+        out.assert_success("rollback on a pty");
+        out
+    };
+    let coloured = on_tty(None);
+    assert!(
+        coloured.stdout.contains("\u{1b}[2m"),
+        "colour on a terminal\n{coloured}"
+    );
+    let plain = on_tty(Some("1"));
+    assert!(plain.stdout.contains("DEBUG"), "{plain}");
+    assert!(!plain.stdout.contains('\u{1b}'), "NO_COLOR=1\n{plain}");
+}
