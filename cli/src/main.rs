@@ -134,7 +134,8 @@ struct UpdateArgs {
     /// apply` switches later, offline.
     #[arg(long, conflicts_with = "dry_run")]
     download_only: bool,
-    /// Print one JSON object at the end instead of progress and a summary.
+    /// Print JSON instead of progress and a summary: a progress line
+    /// ({"event":"progress",…}) every 10 s while fetching, then one object at the end.
     #[arg(long)]
     json: bool,
     /// After switching, run this shell command (`sh -c CMD`; RELSYNC_INSTALL, RELSYNC_CURRENT
@@ -367,7 +368,7 @@ fn run_command(command: Command) -> Result<()> {
             }
         }
         Command::Apply { install, json } => {
-            let progress = Arc::new(render::Progress::new(!json));
+            let progress = Arc::new(render::Progress::new(render::ProgressMode::of(json)));
             let report = Engine::local(&install)
                 .reporter(progress.clone())
                 .open_blocking()
@@ -450,7 +451,7 @@ fn check_exit_code(outcome: &CheckOutcome) -> u8 {
 fn update(args: UpdateArgs) -> Result<()> {
     // Before anything touches the install.
     args.lan.check()?;
-    let progress = Arc::new(render::Progress::new(!args.json));
+    let progress = Arc::new(render::Progress::new(render::ProgressMode::of(args.json)));
     let mut builder = engine(&args.source, &args.install)?
         .reporter(progress.clone())
         .adopt(args.adopt);

@@ -94,7 +94,8 @@ pub struct UpdateAvailable {
 pub struct Sample {
     /// The operation: `check`, `download`, `install`, `update` or `rollback`.
     pub operation: &'static str,
-    /// `ok`, `up_to_date`, `held`, `rolled_back` or `failed`.
+    /// `ok`, `up_to_date`, `held`, `rolled_back`, `failed`, or `interrupted` (dropped before
+    /// it finished, e.g. by a daemon that stopped: its bytes are those received so far).
     pub outcome: &'static str,
     /// Wall time.
     pub duration_ms: u64,
@@ -387,6 +388,7 @@ impl Engine {
     async fn download_now(&self) -> Result<UpdateReport> {
         let mut op = self.inner.op.lock().await;
         let started = Instant::now();
+        let unfinished = Unfinished::new(self, "download", started);
         let result = self.inner.pipeline.run(op.take(), false, "download").await;
         match &result {
             Ok(report) if report.rolled_back => {
@@ -423,9 +425,11 @@ impl Engine {
                     });
                 }
                 self.failed(e);
-                self.sample("download", "failed", started);
+                let bytes = (unfinished.origin_bytes(), 0);
+                self.sample_bytes("download", "failed", started, bytes);
             }
         }
+        unfinished.finish();
         self.failure("download", &result);
         result
     }
@@ -501,6 +505,7 @@ impl Engine {
     pub async fn update(&self) -> Result<UpdateReport> {
         let mut op = self.inner.op.lock().await;
         let started = Instant::now();
+        let unfinished = Unfinished::new(self, "update", started);
         let prepared = op.take();
         let result = self.update_locked(prepared).await;
         let outcome = match &result {
@@ -510,9 +515,10 @@ impl Engine {
             Err(Error::Unhealthy { .. }) => "rolled_back",
             Err(_) => "failed",
         };
-        let bytes = result
-            .as_ref()
-            .map_or((0, 0), |r| (r.bytes_from_origin, r.bytes_from_peers));
+        let bytes = result.as_ref().map_or((unfinished.origin_bytes(), 0), |r| {
+            (r.bytes_from_origin, r.bytes_from_peers)
+        });
+        unfinished.finish();
         self.sample_bytes("update", outcome, started, bytes);
         self.failure("update", &result);
         result
@@ -606,6 +612,53 @@ impl Engine {
     }
 }
 
+/// An operation under way: dropped before [`Unfinished::finish`] (the daemon stopping, a
+/// caller giving up), it records a sample with outcome `interrupted` and the origin bytes
+/// received so far, so byte counts include work that was cut short. (Bytes from peers are
+/// counted only by operations that finish.)
+struct Unfinished<'a> {
+    engine: &'a Engine,
+    operation: &'static str,
+    started: Instant,
+    /// The origin's byte count when the operation started.
+    origin_bytes_before: Option<u64>,
+    finished: bool,
+}
+
+impl<'a> Unfinished<'a> {
+    fn new(engine: &'a Engine, operation: &'static str, started: Instant) -> Self {
+        Self {
+            engine,
+            operation,
+            started,
+            origin_bytes_before: engine.inner.pipeline.origin_bytes(),
+            finished: false,
+        }
+    }
+
+    /// Bytes the origin sent since the operation started.
+    fn origin_bytes(&self) -> u64 {
+        let now = self.engine.inner.pipeline.origin_bytes();
+        now.unwrap_or(0)
+            .saturating_sub(self.origin_bytes_before.unwrap_or(0))
+    }
+
+    /// The operation records its own sample.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let bytes = (self.origin_bytes(), 0);
+            self.engine
+                .sample_bytes(self.operation, "interrupted", self.started, bytes);
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -626,7 +679,8 @@ impl Updates for Engine {
     }
 
     async fn download(&self) -> Result<()> {
-        Engine::download(self).wait().await.map(drop)
+        // Not spawned: a daemon that stops drops it here, and its sample says what it fetched.
+        self.download_now().await.map(drop)
     }
 
     async fn install(&self) -> Result<()> {

@@ -258,6 +258,11 @@ impl Pipeline {
         &self.reporter
     }
 
+    /// Response body bytes the origin received over the engine's life (`None`: no origin).
+    pub(crate) fn origin_bytes(&self) -> Option<u64> {
+        self.origin.as_ref().map(|origin| origin.traffic().bytes())
+    }
+
     /// The origin, or why there is none.
     fn origin(&self, operation: &'static str) -> Result<&Origin> {
         self.origin.as_ref().ok_or(Error::NoOrigin { operation })

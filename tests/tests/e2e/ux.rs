@@ -346,3 +346,167 @@ fn logs_are_plain_on_a_pipe_and_json_with_json() {
     assert!(plain.stdout.contains("DEBUG"), "{plain}");
     assert!(!plain.stdout.contains('\u{1b}'), "NO_COLOR=1\n{plain}");
 }
+
+/// A transfer longer than 10 s reports itself without a terminal: a line on stderr with
+/// bytes, rate and ETA, and with `--json` a progress event on stdout before the summary.
+#[test]
+fn long_transfers_report_progress_without_a_terminal() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    // ~8.4 MB over one connection at 640 KiB/s: about 13 s.
+    let n = relsync_tests::Nginx::start(
+        &w.origin,
+        &relsync_tests::NginxOptions::rate_limited(640 * 1024),
+    );
+    let url = n.url();
+    let run = |name: &str, json: bool| {
+        let mut cmd = w
+            .relsync()
+            .args([
+                "update",
+                "--origin",
+                &url,
+                "--trust",
+                &w.pubkey,
+                "--parallel",
+                "1",
+            ])
+            .arg("--install")
+            .arg(w.install_dir(name));
+        if json {
+            cmd = cmd.arg("--json");
+        }
+        cmd.run()
+    };
+    let (text, json) = std::thread::scope(|s| {
+        let text = s.spawn(|| run("text", false));
+        let json = s.spawn(|| run("json", true));
+        (text.join(), json.join())
+    });
+    let (text, json) = (text.expect("text run"), json.expect("json run"));
+    text.assert_success("slow update, text");
+    json.assert_success("slow update, --json");
+    assert!(text.elapsed.as_secs() >= 11, "too fast to test\n{text}");
+
+    let line = text
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("fetched ") && l.contains(" of "))
+        .unwrap_or_else(|| panic!("no progress line\n{text}"));
+    assert!(line.contains("/s, eta "), "{line}\n{text}");
+    assert!(line.contains('%'), "{line}");
+
+    let events: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{json}")))
+        .collect();
+    let progress = events
+        .iter()
+        .find(|e| e["event"] == "progress")
+        .unwrap_or_else(|| panic!("no progress event\n{json}"));
+    assert!(
+        progress["bytes"].as_u64().is_some_and(|b| b > 0),
+        "{progress}"
+    );
+    assert!(
+        progress["total"].as_u64() >= progress["bytes"].as_u64(),
+        "{progress}"
+    );
+    assert!(
+        progress["bytes_per_sec"].as_u64().is_some_and(|r| r > 0),
+        "{progress}"
+    );
+    assert!(progress["eta_secs"].is_u64(), "{progress}");
+    // The summary is still the last line.
+    assert_eq!(json.json()["version"], V1, "{json}");
+}
+
+/// A daemon stopped by SIGTERM in the middle of a download counts the bytes it received
+/// (not 0): at least what its last progress event reported, at most what nginx sent.
+#[test]
+fn a_daemon_stopped_mid_download_counts_what_it_fetched() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let n = relsync_tests::Nginx::start(
+        &w.origin,
+        &relsync_tests::NginxOptions::rate_limited(256 * 1024),
+    );
+    let mark = n.mark();
+    let install = w.install_dir("daemon");
+    let config = w.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "install = {install:?}\norigin = {origin:?}\ntrust = [{key:?}]\nproduct = \"app\"\n",
+            install = install.display().to_string(),
+            origin = n.url(),
+            key = w.pubkey,
+        ),
+    )
+    .expect("write the config");
+    let cmd = w
+        .relsync()
+        .args(["daemon", "--json", "--config"])
+        .arg(&config);
+    let mut daemon = relsync_tests::Daemon::start("daemon", &cmd, &w.path().join("daemon.log"));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let fetched = loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let event = daemon.event("fetched", left);
+        let bytes = event["bytes"].as_u64().unwrap_or(0);
+        if bytes > 512 * 1024 {
+            break bytes;
+        }
+    };
+    let stats = daemon.stop();
+    assert_eq!(stats["downloads"], 0, "{stats}");
+    let from_origin = stats["bytes_from_origin"].as_u64().unwrap_or(0);
+    n.wait_log_quiet(
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(10),
+    );
+    let sent: u64 = n.entries_since(mark).iter().map(|e| e.body_bytes).sum();
+    assert!(
+        from_origin >= fetched && from_origin <= sent,
+        "bytes_from_origin {from_origin}: the last progress said {fetched}, nginx sent {sent}\n{stats}"
+    );
+}
+
+/// A folder origin counts the chunk bytes it reads, and the summary says where every byte
+/// came from: the origin, LAN peers, or this machine.
+#[test]
+fn a_folder_origin_counts_chunk_bytes_and_names_their_source() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("folder");
+    let r = w.update_ok(&folder(&w), &dir);
+    // The release holds an 8 MiB file of random bytes: no compression shrinks it.
+    let downloaded = r.u64("bytes_downloaded");
+    assert!(downloaded > relsync_tests::BIG_FILE_LEN as u64, "{}", r.out);
+    assert_eq!(r.u64("bytes_from_origin"), downloaded, "{}", r.out);
+    assert_eq!(r.u64("bytes_from_peers"), 0, "{}", r.out);
+
+    w.push_ok(&w.v2, relsync_tests::V2);
+    let text = w
+        .relsync()
+        .args([
+            "update",
+            "--origin",
+            &folder(&w),
+            "--trust",
+            &w.pubkey,
+            "--install",
+        ])
+        .arg(&dir)
+        .run();
+    text.assert_success("text update");
+    assert!(
+        text.stdout.contains(" from the origin, 0 B from LAN peers"),
+        "{text}"
+    );
+    assert!(
+        text.stdout.contains(" of chunks from this machine"),
+        "{text}"
+    );
+}
