@@ -12,6 +12,7 @@ mod fixture;
 mod history;
 mod keys;
 mod lifecycle;
+mod manual;
 mod operate;
 mod origin;
 mod publish;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::{gc, ls, promote, push, root, sign, verify, yank};
 
@@ -107,6 +108,12 @@ enum Command {
     ///
     /// Prints each problem with the object's path; exits 1 if there is any.
     Verify(verify::VerifyArgs),
+    /// Print a shell completion script for cdn-publisher (e.g. `cdn-publisher completions
+    /// bash > /etc/bash_completion.d/cdn-publisher`).
+    Completions(manual::CompletionsArgs),
+    /// Write cdn-publisher's man pages (cdn-publisher.1, cdn-publisher-push.1, …) into a
+    /// directory.
+    Man(manual::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -149,5 +156,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ls(args) => ls::run(&args),
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Completions(args) => {
+            manual::completions(Cli::command(), &args);
+            Ok(())
+        }
+        Command::Man(args) => manual::man(Cli::command(), &args),
     }
 }

@@ -5,6 +5,7 @@ mod daemon;
 mod lan;
 mod logs;
 mod malloc;
+mod manual;
 mod metrics;
 mod render;
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use relsync_engine::{
     CheckOutcome, Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig,
     UpdaterConfig,
@@ -109,6 +110,12 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Check or show DIR's hash-chained audit log (read-only: takes no lock).
     Audit(audit::AuditArgs),
+    /// Print a shell completion script for relsync (e.g. `relsync completions bash >
+    /// /etc/bash_completion.d/relsync`).
+    Completions(manual::CompletionsArgs),
+    /// Write relsync's man pages (relsync.1, relsync-update.1, …) into a directory (e.g.
+    /// `relsync man --out /usr/local/share/man/man1`).
+    Man(manual::ManArgs),
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -279,7 +286,7 @@ fn main() -> ExitCode {
         Command::Daemon(a) => a.json,
         // Prints its own JSON, failures included.
         Command::Audit(_) => false,
-        Command::SwarmKey { .. } => false,
+        Command::SwarmKey { .. } | Command::Completions(_) | Command::Man(_) => false,
         Command::Status { json, .. }
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
@@ -316,6 +323,11 @@ fn run_command(command: Command) -> Result<()> {
         Command::Update(args) => update(args),
         Command::Serve(args) => lan::serve(args),
         Command::SwarmKey { out } => lan::swarm_key(&out),
+        Command::Completions(args) => {
+            manual::completions(Cli::command(), &args);
+            Ok(())
+        }
+        Command::Man(args) => manual::man(Cli::command(), &args),
         Command::Daemon(args) => daemon::run(args),
         Command::Audit(args) => audit::run(args),
         // `run` handles it: it has an exit code of its own.

@@ -510,3 +510,47 @@ fn a_folder_origin_counts_chunk_bytes_and_names_their_source() {
         "{text}"
     );
 }
+
+/// Completions and man pages come from the clap definitions: every subcommand and option is
+/// in them, for both binaries.
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let w = World::new();
+    for (cmd, name, sub, option) in [
+        (w.relsync(), "relsync", "update", "--health-check"),
+        (w.publisher(), "cdn-publisher", "push", "--rollout-percent"),
+    ] {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = cmd.clone().args(["completions", shell]).run();
+            out.assert_success(&format!("{name} completions {shell}"));
+            // fish names options without their dashes (`-l health-check`).
+            let bare = option.trim_start_matches('-');
+            assert!(
+                out.stdout.contains(sub) && out.stdout.contains(bare),
+                "{out}"
+            );
+        }
+        let bad = cmd.clone().args(["completions", "tcsh"]).run();
+        assert_eq!(bad.status.code(), Some(2), "{bad}");
+
+        let dir = w.path().join(format!("man-{name}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("other.1"), ".TH OTHER 1\n").expect("another page");
+        let out = cmd.clone().args(["man", "--out"]).arg(&dir).run();
+        out.assert_success(&format!("{name} man"));
+        let top = std::fs::read_to_string(dir.join(format!("{name}.1"))).expect("top page");
+        assert!(
+            top.starts_with(".ie \\n(.g") || top.contains(".TH"),
+            "{top}"
+        );
+        assert!(top.contains("Exit codes:"), "{top}");
+        let page = std::fs::read_to_string(dir.join(format!("{name}-{sub}.1")))
+            .unwrap_or_else(|e| panic!("{name}-{sub}.1: {e}\n{out}"));
+        assert!(
+            page.contains(&option.replace('-', "\\-")),
+            "{option} in\n{page}"
+        );
+        assert!(out.stdout.contains(&format!("{name}-{sub}.1")), "{out}");
+        assert!(!out.stdout.contains("other.1"), "{out}");
+    }
+}
