@@ -116,6 +116,19 @@ enum Command {
     /// Write relsync's man pages (relsync.1, relsync-update.1, …) into a directory (e.g.
     /// `relsync man --out /usr/local/share/man/man1`).
     Man(manual::ManArgs),
+    /// Clear the bad mark of VERSION (a release that failed its health check here), so that
+    /// the next update may install it again; recorded in the audit log.
+    Retry {
+        /// The release to clear, as `relsync status` lists it under `bad`.
+        #[arg(value_name = "VERSION")]
+        version: semver::Version,
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -290,6 +303,7 @@ fn main() -> ExitCode {
         Command::Status { json, .. }
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
+        | Command::Retry { json, .. }
         | Command::Verify { json, .. }
         | Command::Apply { json, .. } => *json,
     };
@@ -391,6 +405,24 @@ fn run_command(command: Command) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 render::print_report(&report);
+            }
+            Ok(())
+        }
+        Command::Retry {
+            version,
+            install,
+            json,
+        } => {
+            let mark = Engine::local(&install).open_blocking()?.retry(&version)?;
+            if json {
+                let value = serde_json::json!({ "version": mark.version, "reason": mark.reason });
+                println!("{value}");
+            } else {
+                println!(
+                    "cleared the bad mark of {} (it was: {}); the next `relsync update` may \
+                     install it again",
+                    mark.version, mark.reason
+                );
             }
             Ok(())
         }

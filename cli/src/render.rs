@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use relsync_engine::{CheckOutcome, Event, FileAction, Reporter, Status, UpdatePlan, UpdateReport};
+use relsync_engine::{
+    CheckOutcome, Event, FileAction, Hold, Reporter, Status, UpdatePlan, UpdateReport,
+};
 
 /// How often a transfer reports itself without a terminal, however slow it is.
 pub const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(10);
@@ -336,7 +338,15 @@ pub fn human_bytes(n: u64) -> String {
 
 pub fn print_report(r: &UpdateReport) {
     if r.up_to_date {
-        println!("already up to date at {}", r.version);
+        match &r.held {
+            Some(held) => println!(
+                "already up to date at {}; {} is offered but held: {}",
+                r.version,
+                held.offered,
+                hold_text(&held.offered, &held.hold)
+            ),
+            None => println!("already up to date at {}", r.version),
+        }
         return;
     }
     match (&r.previous_version, r.applied) {
@@ -372,6 +382,14 @@ pub fn print_report(r: &UpdateReport) {
         r.ref_maps
     );
     println!("  took       {:.2} s", r.duration_ms as f64 / 1000.0);
+}
+
+/// Why a release is held, and how to take it anyway when that is the operator's to decide.
+fn hold_text(offered: &semver::Version, hold: &Hold) -> String {
+    match hold {
+        Hold::MarkedBad => format!("{hold}; `relsync retry {offered}` clears the mark"),
+        hold => hold.to_string(),
+    }
 }
 
 pub fn print_plan(p: &UpdatePlan) {
@@ -411,7 +429,12 @@ pub fn print_plan(p: &UpdatePlan) {
 pub fn print_check(outcome: &CheckOutcome) {
     match outcome {
         CheckOutcome::UpToDate { version } => println!("up to date at {version}"),
-        CheckOutcome::Held { offered, hold } => println!("{offered} is offered but held: {hold}"),
+        CheckOutcome::Held { offered, hold } => {
+            println!(
+                "{offered} is offered but held: {}",
+                hold_text(offered, hold)
+            );
+        }
         CheckOutcome::Available(a) => {
             let from = a
                 .installed
@@ -474,7 +497,10 @@ pub fn print_status(s: &Status) {
         );
     }
     for bad in &s.bad_releases {
-        println!("bad       {} ({})", bad.version, bad.reason);
+        println!(
+            "bad       {} ({}; `relsync retry {}` clears the mark)",
+            bad.version, bad.reason, bad.version
+        );
     }
     println!(
         "store     {} releases, {} chunk locations, {} fetched chunks pending",

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::config::{OriginConfig, TrialConfig};
 use crate::install::Status;
 use crate::install::audit::{AuditEvent, AuditLog};
+use crate::install::store::BadRelease;
 use crate::peers::Peers;
 use crate::pipeline::check::Hold;
 use crate::pipeline::plan::UpdatePlan;
@@ -577,6 +578,24 @@ impl Engine {
             version: to.clone(),
         });
         Ok((from, to))
+    }
+
+    /// Clears the bad mark of `version` (a release that failed its trial here), so that it
+    /// may be installed again, and records that in the audit log. Returns why it had been
+    /// marked; [`Error::NotMarkedBad`] if it was not.
+    pub async fn retry(&self, version: &Version) -> Result<BadRelease> {
+        let _op = self.inner.op.lock().await;
+        let engine = self.clone();
+        let wanted = version.clone();
+        let mark = spawn_blocking(move || engine.inner.pipeline.unmark_bad(&wanted)).await?;
+        let Some(mark) = mark else {
+            return Err(Error::NotMarkedBad(version.clone()));
+        };
+        self.audit(AuditEvent::Unmarked {
+            version: mark.version.clone(),
+            reason: mark.reason.clone(),
+        });
+        Ok(mark)
     }
 
     /// What the install holds: versions, staged release, trial, releases marked bad.

@@ -171,6 +171,9 @@ pub enum Error {
         /// Why it was marked.
         reason: String,
     },
+    /// `retry` of a release this install has not marked bad.
+    #[error("release {0} is not marked bad here; `relsync status` lists the releases that are")]
+    NotMarkedBad(semver::Version),
     /// The update policy is not usable.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::config::UpdaterConfig;
-use crate::install::store::{StagedRelease, Store};
+use crate::install::store::{BadRelease, StagedRelease, Store, TrustCopy};
 use crate::install::switch::switch_current;
 use crate::install::{Opening, Status, check_switchable, ensure_install_id, open_install};
 use crate::layout::{InstallLayout, valid_channel};
@@ -87,6 +87,19 @@ pub struct UpdateReport {
     pub solid_frames: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// The release the channel offers but this install does not take, and why (with
+    /// `up_to_date`; `None` when nothing is held back).
+    pub held: Option<HeldBack>,
+}
+
+/// A release offered but not taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBack {
+    /// The release offered.
+    pub offered: Version,
+    /// Why it is not taken.
+    #[serde(flatten)]
+    pub hold: check::Hold,
 }
 
 impl UpdateReport {
@@ -114,6 +127,7 @@ impl UpdateReport {
             ref_maps: totals.ref_maps,
             solid_frames: totals.solid_frames,
             duration_ms: 0,
+            held: None,
         }
     }
 }
@@ -403,6 +417,10 @@ impl Pipeline {
         let pointer = checked.pointer.clone();
         let mut report = UpdateReport::planned(planned.plan());
         if report.up_to_date {
+            report.held = checked.held.clone().map(|hold| HeldBack {
+                offered: checked.version().clone(),
+                hold,
+            });
             return Ok(report);
         }
         let totals = &planned.plan().totals;
@@ -523,6 +541,7 @@ impl Pipeline {
             ref_maps: 0,
             solid_frames: 0,
             duration_ms: before.started.elapsed().as_millis() as u64,
+            held: None,
         })
     }
 
@@ -573,6 +592,20 @@ impl Pipeline {
 
     /// Switches `current` back to the release kept for rollback; ends any trial. Returns
     /// (left, now current). Blocking.
+    /// Clears `version`'s bad mark (see [`crate::Engine::retry`]).
+    pub(crate) fn unmark_bad(&self, version: &Version) -> Result<Option<BadRelease>> {
+        let mark = self.store.unmark_bad(version)?;
+        // The trust copy restores marks a rebuilt database lost: it forgets this one too.
+        let state = self.layout.state_dir()?;
+        if let Some(mut copy) = TrustCopy::read(&state)?
+            && copy.bad.iter().any(|b| &b.version == version)
+        {
+            copy.bad.retain(|b| &b.version != version);
+            copy.write(&state)?;
+        }
+        Ok(mark)
+    }
+
     pub(crate) fn roll_back(&self) -> Result<(Version, Version)> {
         if self.origin.is_none() {
             check_switchable(&self.layout, &self.store)?;

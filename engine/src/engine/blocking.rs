@@ -77,6 +77,11 @@ impl Engine {
         self.runtime.block_on(self.engine.rollback())
     }
 
+    /// See [`super::Engine::retry`].
+    pub fn retry(&self, version: &Version) -> Result<crate::BadRelease> {
+        self.runtime.block_on(self.engine.retry(version))
+    }
+
     /// See [`super::Engine::status`].
     pub fn status(&self) -> Result<Status> {
         self.runtime.block_on(self.engine.status())

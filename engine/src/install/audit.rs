@@ -158,6 +158,14 @@ pub enum AuditEvent {
         /// Whether the install was rolled back off it.
         rolled_back: bool,
     },
+    /// A release's bad mark was cleared by hand (`relsync retry`): it may be installed
+    /// again.
+    Unmarked {
+        /// The release.
+        version: Version,
+        /// Why it had been marked.
+        reason: String,
+    },
     /// A health check ran on a release.
     HealthCheck {
         /// The release.
@@ -180,6 +188,7 @@ impl AuditEvent {
             AuditEvent::MarkedBad { .. } => "marked_bad",
             AuditEvent::VerificationFailed { .. } => "verification_failed",
             AuditEvent::Yanked { .. } => "yanked",
+            AuditEvent::Unmarked { .. } => "unmarked",
             AuditEvent::HealthCheck { .. } => "health_check",
         }
     }
@@ -250,6 +259,9 @@ impl fmt::Display for AuditEvent {
                     f.write_str(", rolled back off it")?;
                 }
                 Ok(())
+            }
+            AuditEvent::Unmarked { version, reason } => {
+                write!(f, "cleared the bad mark of {version} (it was: {reason})")
             }
             AuditEvent::HealthCheck {
                 version,

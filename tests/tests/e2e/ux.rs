@@ -554,3 +554,82 @@ fn completions_and_man_pages_are_generated() {
         assert!(!out.stdout.contains("other.1"), "{out}");
     }
 }
+
+/// A release marked bad after a failed health check: `update` says it is held and why (as
+/// `check` does), `relsync retry VERSION` clears the mark (in the audit log), and the next
+/// update installs it.
+#[test]
+fn a_release_marked_bad_is_held_by_update_and_retry_clears_the_mark() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("bad");
+    w.update_ok(&folder(&w), &dir);
+    w.push_ok(&w.v2, relsync_tests::V2);
+    let failed = w.update(
+        &folder(&w),
+        &dir,
+        &["--health-check", "exit 3", "--trial-period", "20s"],
+    );
+    failed.assert_failure("update whose health check fails");
+    assert!(failed.stderr.contains("rolled back to 1.0.0"), "{failed}");
+
+    let text = w
+        .relsync()
+        .args([
+            "update",
+            "--origin",
+            &folder(&w),
+            "--trust",
+            &w.pubkey,
+            "--install",
+        ])
+        .arg(&dir)
+        .run();
+    text.assert_success("update with the offered release marked bad");
+    for want in [
+        "already up to date at 1.0.0; 2.0.0 is offered but held: ",
+        "marked bad here",
+        "`relsync retry 2.0.0` clears the mark",
+    ] {
+        assert!(text.stdout.contains(want), "missing {want:?}\n{text}");
+    }
+    let json = w.update(&folder(&w), &dir, &[]);
+    json.assert_success("update --json, held");
+    let held = &json.json()["held"];
+    assert_eq!(held["offered"], "2.0.0", "{json}");
+    assert_eq!(held["reason"], "marked_bad", "{json}");
+
+    let retry = |version: &str| {
+        w.relsync()
+            .args(["retry", version, "--install"])
+            .arg(&dir)
+            .run()
+    };
+    let out = retry("2.0.0");
+    out.assert_success("retry 2.0.0");
+    assert!(
+        out.stdout.contains("cleared the bad mark of 2.0.0"),
+        "{out}"
+    );
+    let again = retry("2.0.0");
+    again.assert_failure("retry of a release not marked");
+    assert!(
+        again.stderr.contains("2.0.0 is not marked bad here"),
+        "{again}"
+    );
+    let audit = w
+        .relsync()
+        .args(["audit", "show", "--install"])
+        .arg(&dir)
+        .run();
+    audit.assert_success("audit show");
+    assert!(audit.stdout.contains("unmarked"), "{audit}");
+    assert!(
+        audit.stdout.contains("cleared the bad mark of 2.0.0"),
+        "{audit}"
+    );
+
+    let r = w.update_ok(&folder(&w), &dir);
+    assert_eq!(r.str("version"), "2.0.0", "{}", r.out);
+    assert!(!r.bool("up_to_date"), "{}", r.out);
+}
