@@ -116,6 +116,19 @@ enum Command {
     /// Write relsync's man pages (relsync.1, relsync-update.1, …) into a directory (e.g.
     /// `relsync man --out /usr/local/share/man/man1`).
     Man(manual::ManArgs),
+    /// Check the installed release as `verify` does and, if it drifted, build it again as an
+    /// update would: re-fetch only what no local file holds, verify, and switch atomically.
+    /// Prints what differed and what it fetched.
+    Repair {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object: {"problems":[…],"rebuilt":{…} or null}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Clear the bad mark of VERSION (a release that failed its health check here), so that
     /// the next update may install it again; recorded in the audit log.
     Retry {
@@ -304,6 +317,7 @@ fn main() -> ExitCode {
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
         | Command::Retry { json, .. }
+        | Command::Repair { json, .. }
         | Command::Verify { json, .. }
         | Command::Apply { json, .. } => *json,
     };
@@ -363,10 +377,12 @@ fn run_command(command: Command) -> Result<()> {
             let check = Engine::local(&install).open_blocking()?.verify()?;
             let differs = (!check.ok()).then(|| {
                 format!(
-                    "{} differs from release {} in {} place(s)",
+                    "{} differs from release {} in {} place(s); `relsync repair --origin URL \
+                     --trust KEY --install {}` rebuilds it",
                     check.dir.display(),
                     check.version,
-                    check.problems.len()
+                    check.problems.len(),
+                    install.display()
                 )
             });
             if json {
@@ -408,6 +424,11 @@ fn run_command(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Repair {
+            source,
+            install,
+            json,
+        } => repair(&source, &install, json),
         Command::Retry {
             version,
             install,
@@ -490,6 +511,36 @@ fn check_exit_code(outcome: &CheckOutcome) -> u8 {
         // Held, and any outcome this binary does not know: nothing to take now.
         _ => EXIT_HELD,
     }
+}
+
+fn repair(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
+    let progress = Arc::new(render::Progress::new(render::ProgressMode::of(json)));
+    let runtime = runtime()?;
+    let engine = {
+        let _entered = runtime.enter();
+        engine(source, install)?.reporter(progress.clone()).open()?
+    };
+    let report = runtime.block_on(engine.repair());
+    progress.finish();
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let Some(rebuilt) = &report.rebuilt else {
+        println!("nothing to repair: the install matches its signed manifest");
+        return Ok(());
+    };
+    println!(
+        "repaired {} ({} difference(s) from its signed manifest):",
+        rebuilt.version,
+        report.problems.len()
+    );
+    for problem in &report.problems {
+        println!("  {problem}");
+    }
+    render::print_transfer(rebuilt);
+    Ok(())
 }
 
 fn update(args: UpdateArgs) -> Result<()> {

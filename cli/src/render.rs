@@ -357,6 +357,11 @@ pub fn print_report(r: &UpdateReport) {
         (Some(old), true) => println!("updated {old} -> {}", r.version),
         (None, true) => println!("installed {}", r.version),
     }
+    print_transfer(r);
+}
+
+/// What an update or repair fetched, reused and wrote, and how long it took.
+pub fn print_transfer(r: &UpdateReport) {
     // Every byte says where it came from: the origin, LAN peers, or this machine.
     println!(
         "  downloaded {} in {} requests: {} from the origin, {} from LAN peers",

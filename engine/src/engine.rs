@@ -89,11 +89,21 @@ pub struct UpdateAvailable {
     pub rollback: bool,
 }
 
+/// What [`Engine::repair`] found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    /// The differences from the signed manifest found before the repair, one line each
+    /// (empty: nothing to repair, and nothing was done).
+    pub problems: Vec<String>,
+    /// The rebuild, when there was something to repair.
+    pub rebuilt: Option<UpdateReport>,
+}
+
 /// Counts and timings of one operation, for an app to forward where it likes. Nothing here
 /// identifies the install, the user or the release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sample {
-    /// The operation: `check`, `download`, `install`, `update` or `rollback`.
+    /// The operation: `check`, `download`, `install`, `update`, `rollback` or `repair`.
     pub operation: &'static str,
     /// `ok`, `up_to_date`, `held`, `rolled_back`, `failed`, or `interrupted` (dropped before
     /// it finished, e.g. by a daemon that stopped: its bytes are those received so far).
@@ -578,6 +588,44 @@ impl Engine {
             version: to.clone(),
         });
         Ok((from, to))
+    }
+
+    /// Checks the installed release against its signed manifest (as [`verify`](Self::verify))
+    /// and, if it drifted, builds it again as an update would (`relsync repair`): the files
+    /// that still verify are linked, the others written from verified chunks (local, else
+    /// fetched from the origin), the tree verified and switched to atomically. The release
+    /// kept for rollback stays.
+    pub async fn repair(&self) -> Result<RepairReport> {
+        let mut op = self.inner.op.lock().await;
+        *op = None;
+        let started = Instant::now();
+        let engine = self.clone();
+        let check = spawn_blocking(move || engine.inner.pipeline.verify_install()).await?;
+        if check.ok() {
+            return Ok(RepairReport {
+                problems: check.problems,
+                rebuilt: None,
+            });
+        }
+        let result = self.inner.pipeline.repair().await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        let bytes = result
+            .as_ref()
+            .map_or((0, 0), |r| (r.bytes_from_origin, r.bytes_from_peers));
+        self.sample_bytes("repair", outcome, started, bytes);
+        self.failure("repair", &result);
+        let report = result?;
+        self.audit(AuditEvent::Repaired {
+            version: report.version.clone(),
+            problems: check.problems.len() as u64,
+        });
+        self.emit(Event::RestartRequired {
+            version: report.version.clone(),
+        });
+        Ok(RepairReport {
+            problems: check.problems,
+            rebuilt: Some(report),
+        })
     }
 
     /// Clears the bad mark of `version` (a release that failed its trial here), so that it

@@ -70,7 +70,8 @@ pub use config::{
     FetchConfig, HealthCheck, OriginConfig, TrialConfig, UpdaterConfig, this_platform,
 };
 pub use engine::{
-    CheckOutcome, Download, Engine, EngineBuilder, Sample, StartOutcome, Telemetry, UpdateAvailable,
+    CheckOutcome, Download, Engine, EngineBuilder, RepairReport, Sample, StartOutcome, Telemetry,
+    UpdateAvailable,
 };
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};

@@ -337,6 +337,35 @@ impl Pipeline {
         Ok(Prepared::Fetch(Box::new(self.plan(checked).await?)))
     }
 
+    /// Builds the installed release again from its signed manifest, as an update builds a
+    /// new one (plan, fetch what no local file holds, assemble, verify, switch atomically):
+    /// files that drifted are written from verified chunks, the rest linked. The release
+    /// kept for rollback stays; the drifted directory is removed.
+    pub(crate) async fn repair(&self) -> Result<UpdateReport> {
+        let started = Instant::now();
+        let origin = self.origin("repair")?;
+        let traffic = origin.traffic();
+        let before = Traffic {
+            bytes: traffic.bytes(),
+            requests: traffic.requests(),
+            started,
+        };
+        let (layout, store) = (self.layout.clone(), self.store.clone());
+        let checked = blocking(move || Checked::repair(&layout, &store)).await?;
+        let planned = self.plan(checked).await?;
+        let deadline = self
+            .config
+            .fetch
+            .deadline
+            .map(|limit| (tokio::time::Instant::from_std(started) + limit, limit));
+        let mut report = self.fetch_and_finish(planned, deadline, true).await?;
+        report.bytes_from_origin = traffic.bytes() - before.bytes;
+        report.bytes_downloaded = report.bytes_from_origin + report.bytes_from_peers;
+        report.requests = traffic.requests() - before.requests;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
     /// Checks and plans without changing anything.
     pub(crate) async fn dry_run(&self) -> Result<UpdatePlan> {
         let checked = self.check(false, "dry run").await?;

@@ -41,6 +41,9 @@ pub struct Checked {
     pub(crate) signers: Option<RoleKeys>,
     /// The channel pointer that offers `target`; `None` for a staged release.
     pub(crate) pointer: Option<VerifiedPointer>,
+    /// The target is the installed release, built again because it drifted on disk
+    /// (`relsync repair`): never up to date, and the release kept for rollback stays.
+    pub(crate) repair: bool,
 }
 
 /// A channel pointer the check stage verified, with what it takes to read it again.
@@ -118,6 +121,7 @@ impl Checked {
             held: None,
             signers: Some(signers),
             pointer: None,
+            repair: false,
         })
     }
 
@@ -138,7 +142,27 @@ impl Checked {
             held: None,
             signers: None,
             pointer: None,
+            repair: false,
         }
+    }
+
+    /// The installed release as the target, to build it again from its signed manifest
+    /// (kept in the store, verified when it was installed): its files that still verify are
+    /// linked, the others written from verified chunks, local or fetched.
+    pub(crate) fn repair(layout: &InstallLayout, store: &Store) -> Result<Self> {
+        let installed = store
+            .current()?
+            .ok_or_else(|| Error::NothingInstalled("nothing is installed to repair".into()))?;
+        Ok(Self {
+            installed_on_disk: installed_on_disk(&Some(installed.clone()), layout),
+            target: installed.manifest.clone(),
+            installed: Some(installed),
+            previous: store.previous()?,
+            held: None,
+            signers: None,
+            pointer: None,
+            repair: true,
+        })
     }
 
     /// The version the channel offers.
@@ -154,6 +178,9 @@ impl Checked {
     /// Whether there is nothing to take: the offered release is the installed one, or it is
     /// held back.
     pub fn up_to_date(&self) -> bool {
+        if self.repair {
+            return false;
+        }
         self.held.is_some()
             || self.installed_on_disk
                 && self
@@ -370,6 +397,7 @@ pub(crate) async fn check(
             channel_role,
             directive,
         }),
+        repair: false,
     })
 }
 

@@ -633,3 +633,118 @@ fn a_release_marked_bad_is_held_by_update_and_retry_clears_the_mark() {
     assert_eq!(r.str("version"), "2.0.0", "{}", r.out);
     assert!(!r.bool("up_to_date"), "{}", r.out);
 }
+
+/// Drift that `verify` finds (a changed byte, a wrong mode, an extra file) is repaired by
+/// `relsync repair`: only the drifted files are rewritten, only the chunks no local file
+/// holds are fetched, the tree is switched atomically, and the release kept for rollback
+/// stays.
+#[test]
+fn repair_rebuilds_exactly_the_drifted_files() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let n = relsync_tests::Nginx::start(&w.origin, &relsync_tests::NginxOptions::default());
+    let dir = w.install_dir("repair");
+    w.update_ok(&n.url(), &dir);
+    w.push_ok(&w.v2, relsync_tests::V2);
+    w.update_ok(&n.url(), &dir);
+    let tree = relsync_tests::current(&dir);
+    // Files v2 wrote, not linked from v1 (a linked file shares its inode with the release
+    // kept for rollback, which its drift then changes too). A byte in a chunk new in v2 (its
+    // first edit, at 43 %), so no local file holds it.
+    let edited_at = relsync_tests::BIG_FILE_LEN as u64 * 43 / 100;
+    relsync_tests::flip_byte(&tree.join(relsync_tests::BIG_FILE), edited_at);
+    std::fs::set_permissions(
+        tree.join("share/new.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod 0777");
+    std::fs::write(tree.join("intruder"), b"not signed").expect("an extra file");
+
+    let verify = w.relsync().args(["verify", "--install"]).arg(&dir).run();
+    verify.assert_failure("verify of a drifted install");
+    assert!(
+        verify
+            .stdout
+            .contains("share/new.txt: mode 0777, expected 0644"),
+        "{verify}"
+    );
+    assert!(verify.stderr.contains("`relsync repair"), "{verify}");
+    // A file others may write is refused before anything is read (the engine's safety
+    // rule; its error says how to check and fix it): a mode only its owner can change is
+    // drift for repair.
+    std::fs::set_permissions(
+        tree.join("share/new.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod 0600");
+
+    let link = current_link(&dir);
+    let repair = |json: bool| {
+        let mut cmd = w
+            .relsync()
+            .args([
+                "repair",
+                "--origin",
+                &n.url(),
+                "--trust",
+                &w.pubkey,
+                "--install",
+            ])
+            .arg(&dir);
+        if json {
+            cmd = cmd.arg("--json");
+        }
+        cmd.run()
+    };
+    let out = repair(true);
+    out.assert_success("repair");
+    let report = out.json();
+    assert_eq!(
+        report["problems"].as_array().map(Vec::len),
+        Some(3),
+        "{out}"
+    );
+    let rebuilt = &report["rebuilt"];
+    assert_eq!(rebuilt["version"], relsync_tests::V2, "{out}");
+    assert_eq!(rebuilt["previous_version"], V1, "{out}");
+    assert_eq!(rebuilt["files_written"], 2, "the two drifted files\n{out}");
+    let fetched = rebuilt["bytes_from_origin"].as_u64().unwrap_or(0);
+    assert!(
+        fetched > 0 && fetched < 1 << 20,
+        "one chunk, not the file\n{out}"
+    );
+
+    relsync_tests::assert_trees_equal(&relsync_tests::current(&dir), &w.v2);
+    assert_ne!(
+        current_link(&dir),
+        link,
+        "switched to a new directory\n{out}"
+    );
+    let releases = std::fs::read_dir(dir.join("releases"))
+        .expect("releases")
+        .count();
+    assert_eq!(
+        releases, 2,
+        "the drifted directory is gone, v1 stays\n{out}"
+    );
+    w.relsync()
+        .args(["verify", "--install"])
+        .arg(&dir)
+        .run()
+        .assert_success("verify after the repair");
+    let audit = w
+        .relsync()
+        .args(["audit", "show", "--install"])
+        .arg(&dir)
+        .run();
+    assert!(
+        audit.stdout.contains("repaired 2.0.0: 3 difference(s)"),
+        "{audit}"
+    );
+
+    let again = repair(false);
+    again.assert_success("repair of an exact install");
+    assert!(again.stdout.contains("nothing to repair"), "{again}");
+    w.rollback(&dir).assert_success("rollback after the repair");
+    relsync_tests::assert_trees_equal(&relsync_tests::current(&dir), &w.v1);
+}
