@@ -454,8 +454,11 @@ fn run_command(command: Command) -> Result<()> {
                     "{}",
                     serde_json::json!({ "version": to, "previous_version": from })
                 );
+            } else if to > from {
+                // A second rollback goes forward again, to the newer release kept.
+                println!("switched {from} -> {to} (forward: the release kept was the newer one)");
             } else {
-                println!("rolled back {} -> {}", from, to);
+                println!("rolled back {from} -> {to}");
             }
             Ok(())
         }

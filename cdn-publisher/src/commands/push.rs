@@ -59,7 +59,7 @@ pub struct PushArgs {
     /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
     /// AWS_ALLOW_HTTP; GOOGLE_APPLICATION_CREDENTIALS; AZURE_STORAGE_ACCOUNT_NAME,
     /// AZURE_STORAGE_ACCOUNT_KEY). Objects already in a bucket are not uploaded again.
-    #[arg(long = "to", value_name = "ORIGIN")]
+    #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
     to: String,
     /// Packs uploading to a bucket at once, while packing goes on.
     #[arg(long, default_value_t = origin::DEFAULT_UPLOADS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]

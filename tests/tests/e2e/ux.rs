@@ -748,3 +748,57 @@ fn repair_rebuilds_exactly_the_drifted_files() {
     w.rollback(&dir).assert_success("rollback after the repair");
     relsync_tests::assert_trees_equal(&relsync_tests::current(&dir), &w.v1);
 }
+
+/// Every publisher command names its origin with `--origin`, `--to` being an alias; help
+/// says a bucket works.
+#[test]
+fn publisher_commands_take_origin_with_to_as_an_alias() {
+    let w = World::new();
+    w.publisher()
+        .arg("push")
+        .arg(&w.v1)
+        .args(["--version", V1, "--channel", CHANNEL, "--key"])
+        .arg(&w.key)
+        .arg("--origin")
+        .arg(&w.origin)
+        .run()
+        .assert_success("push --origin");
+    for flag in ["--origin", "--to"] {
+        w.publisher()
+            .args(["channel", "refresh", "--channel", CHANNEL, flag])
+            .arg(&w.origin)
+            .arg("--channel-key")
+            .arg(&w.key)
+            .run()
+            .assert_success(&format!("channel refresh {flag}"));
+    }
+    for args in [
+        &["channel", "refresh", "--help"][..],
+        &["root", "publish", "--help"],
+    ] {
+        let help = w.publisher().args(args).run();
+        help.assert_success("help");
+        assert!(help.stdout.contains("--origin <ORIGIN>"), "{help}");
+        assert!(help.stdout.contains("s3://"), "{help}");
+    }
+}
+
+/// `rollback` says which way it went: back to the older release, or forward again.
+#[test]
+fn a_second_rollback_says_it_went_forward() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let dir = w.install_dir("rollback");
+    w.update_ok(&folder(&w), &dir);
+    w.push_ok(&w.v2, relsync_tests::V2);
+    w.update_ok(&folder(&w), &dir);
+    let back = w.rollback(&dir);
+    back.assert_success("rollback");
+    assert_eq!(back.stdout.trim(), "rolled back 2.0.0 -> 1.0.0", "{back}");
+    let forward = w.rollback(&dir);
+    forward.assert_success("second rollback");
+    assert!(
+        forward.stdout.starts_with("switched 1.0.0 -> 2.0.0"),
+        "{forward}"
+    );
+}
