@@ -341,14 +341,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             source,
             install,
             json,
-        } => check(&source, &install, json),
+        } => {
+            let fresh = FreshInstall::before(&install);
+            let result = check(&source, &install, json);
+            if result.is_err()
+                && let Some(fresh) = fresh
+            {
+                fresh.clean_up();
+            }
+            result
+        }
         command => run_command(command).map(|()| ExitCode::SUCCESS),
     }
 }
 
 fn run_command(command: Command) -> Result<()> {
     match command {
-        Command::Update(args) => update(args),
+        Command::Update(args) => {
+            let fresh = FreshInstall::before(&args.install);
+            let result = update(args);
+            if result.is_err()
+                && let Some(fresh) = fresh
+            {
+                fresh.clean_up();
+            }
+            result
+        }
         Command::Serve(args) => lan::serve(args),
         Command::SwarmKey { out } => lan::swarm_key(&out),
         Command::Completions(args) => {
@@ -461,6 +479,58 @@ fn run_command(command: Command) -> Result<()> {
                 println!("rolled back {from} -> {to}");
             }
             Ok(())
+        }
+    }
+}
+
+/// An install directory with no relsync state yet, before a command that may create it, so
+/// that a failed first install leaves nothing behind.
+struct FreshInstall {
+    dir: PathBuf,
+    /// The directory itself did not exist.
+    created_dir: bool,
+}
+
+impl FreshInstall {
+    /// `Some` when `dir` holds no `.relsync` yet.
+    fn before(dir: &std::path::Path) -> Option<Self> {
+        if dir.join(".relsync").symlink_metadata().is_ok() {
+            return None;
+        }
+        Some(Self {
+            dir: dir.to_path_buf(),
+            created_dir: dir.symlink_metadata().is_err(),
+        })
+    }
+
+    /// After the command failed (its engine closed): removes the `.relsync` it created, and
+    /// the directory if it created that too, unless a release was installed or chunks were
+    /// fetched (those stay, so that the next run resumes).
+    fn clean_up(self) {
+        let state = self.dir.join(".relsync");
+        let installed = ["current", "releases"]
+            .iter()
+            .any(|name| self.dir.join(name).symlink_metadata().is_ok());
+        let fetched =
+            std::fs::read_dir(state.join("chunks")).is_ok_and(|mut chunks| chunks.next().is_some());
+        let is_dir = state.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if installed || fetched || !is_dir {
+            if fetched && !installed {
+                eprintln!(
+                    "note: the chunks fetched so far are kept in {}; the next run resumes",
+                    state.display()
+                );
+            }
+            return;
+        }
+        // Not followed if it were a link: remove_dir_all removes a link itself.
+        if let Err(e) = std::fs::remove_dir_all(&state) {
+            tracing::warn!(path = %state.display(), error = %e, "could not remove what a failed first install left");
+            return;
+        }
+        if self.created_dir {
+            // Only if empty: never anything relsync did not create.
+            let _ = std::fs::remove_dir(&self.dir);
         }
     }
 }

@@ -139,6 +139,8 @@ struct Inner {
     /// `None` until the first record of an engine opened for the install alone.
     audit: Mutex<Option<AuditLog>>,
     telemetry: Option<Arc<dyn Telemetry>>,
+    /// The release the scheduler's last check found available, named by its waits.
+    offered: Mutex<Option<Version>>,
     trial: TrialConfig,
     /// One operation at a time. Holds what the last check found and planned, for the next
     /// download (or update) to fetch; any other operation that changes the install drops it.
@@ -349,6 +351,10 @@ impl Engine {
     fn check_outcome(&self, prepared: &Prepared) -> CheckOutcome {
         let checked = prepared.checked();
         if let Some(hold) = checked.held() {
+            self.emit(Event::Waiting {
+                version: checked.version().clone(),
+                reason: format!("held: {hold}"),
+            });
             return CheckOutcome::Held {
                 offered: checked.version().clone(),
                 hold: hold.clone(),
@@ -734,6 +740,7 @@ impl Updates for Engine {
     async fn check(&self) -> Result<Option<Offer>> {
         match Engine::check(self).await? {
             CheckOutcome::Available(available) => {
+                *lock(&self.inner.offered) = Some(available.version.clone());
                 let staged = self.inner.pipeline.store().staged()?;
                 Ok(Some(Offer {
                     critical: available.critical,
@@ -748,6 +755,12 @@ impl Updates for Engine {
     async fn download(&self) -> Result<()> {
         // Not spawned: a daemon that stops drops it here, and its sample says what it fetched.
         self.download_now().await.map(drop)
+    }
+
+    fn waiting(&self, reason: String) {
+        if let Some(version) = lock(&self.inner.offered).clone() {
+            self.emit(Event::Waiting { version, reason });
+        }
     }
 
     async fn install(&self) -> Result<()> {

@@ -802,3 +802,115 @@ fn a_second_rollback_says_it_went_forward() {
         "{forward}"
     );
 }
+
+/// A first install that fails leaves nothing behind: no `DIR/.relsync`, and no `DIR` if it
+/// made it. One that fetched chunks before failing keeps them, so the next run resumes.
+#[test]
+fn a_failed_first_install_leaves_nothing_behind() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let stranger = relsync_tests::parse_pubkey(&w.keygen(&w.path().join("stranger.key")));
+    let made = w.install_dir("made");
+    let out = w.update_cmd_trusting(&folder(&w), &made, &stranger).run();
+    out.assert_failure("first install trusting the wrong key");
+    assert!(
+        made.symlink_metadata().is_err(),
+        "{} left behind\n{out}",
+        made.display()
+    );
+
+    let given = w.install_dir("given");
+    std::fs::create_dir(&given).expect("mkdir");
+    let out = w
+        .relsync()
+        .args([
+            "check",
+            "--origin",
+            &folder(&w),
+            "--trust",
+            &stranger,
+            "--install",
+        ])
+        .arg(&given)
+        .run();
+    out.assert_failure("first check trusting the wrong key");
+    let left: Vec<_> = std::fs::read_dir(&given).expect("read").collect();
+    assert!(left.is_empty(), "{left:?}\n{out}");
+
+    // A deadline in the middle of the download: the chunks fetched are kept.
+    let n = relsync_tests::Nginx::start(
+        &w.origin,
+        &relsync_tests::NginxOptions::rate_limited(512 * 1024),
+    );
+    let slow = w.install_dir("slow");
+    let out = w.update(&n.url(), &slow, &["--deadline", "4s", "--parallel", "1"]);
+    out.assert_failure("first install past its deadline");
+    assert!(out.stderr.contains("deadline"), "{out}");
+    let chunks = std::fs::read_dir(slow.join(".relsync/chunks"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(chunks > 0, "fetched chunks kept for the next run\n{out}");
+    assert!(out.stderr.contains("the next run resumes"), "{out}");
+    w.update_ok(&n.url(), &slow);
+}
+
+/// A daemon whose staged release waits (here: `auto_install = false`) says why once, and
+/// reports the offer once, not at every check.
+#[test]
+fn the_daemon_says_once_why_a_staged_release_waits() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let install = w.install_dir("waits");
+    w.update_ok(&folder(&w), &install);
+    w.push_ok(&w.v2, relsync_tests::V2);
+    let config = w.path().join("waits.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "install = {install:?}\norigin = {origin:?}\ntrust = [{key:?}]\nproduct = \"app\"\n\
+             [policy]\ncheck_interval = \"10s\"\nauto_install = false\n",
+            install = install.display().to_string(),
+            origin = folder(&w),
+            key = w.pubkey,
+        ),
+    )
+    .expect("write the config");
+    let cmd = w
+        .relsync()
+        .args(["daemon", "--json", "--config"])
+        .arg(&config);
+    let mut daemon = relsync_tests::Daemon::start("daemon", &cmd, &w.path().join("daemon.log"));
+    // The first check downloads v2, which then waits; then two more checks.
+    let second = std::time::Duration::from_secs(1);
+    let mut events = daemon.events_until("downloaded", 30 * second);
+    for _ in 0..2 {
+        events.extend(daemon.events_until("check_started", 30 * second));
+    }
+    events.extend(daemon.events_until("checked", 30 * second));
+    // The last check's offer and wait, were they said again, come right after it.
+    std::thread::sleep(2 * second);
+    let pid = daemon.pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    events.extend(daemon.events_until("stopped", 20 * second));
+    let named = |name: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == name).collect()
+    };
+    let all = format!("{events:#?}");
+    assert_eq!(named("check_started").len(), 3, "{all}");
+    assert_eq!(named("update_available").len(), 1, "said once\n{all}");
+    let waiting = named("waiting");
+    assert_eq!(waiting.len(), 1, "said once\n{all}");
+    assert_eq!(waiting[0]["version"], relsync_tests::V2, "{all}");
+    let reason = waiting[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("auto_install is off") && reason.contains("relsync apply"),
+        "{all}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(relsync_tests::current(&install).join("VERSION")).ok(),
+        Some("1.0.0\n".to_owned()),
+        "installed with auto_install off"
+    );
+}
