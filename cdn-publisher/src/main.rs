@@ -117,6 +117,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_stdout();
     // Warnings and errors unless RUST_LOG says otherwise; colour only on a terminal, and
     // never with NO_COLOR set.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -136,6 +137,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
+/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
+/// does for any Unix tool.
+fn exit_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_stdout(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `println!`'s on a closed pipe.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 fn run(cli: Cli) -> Result<()> {

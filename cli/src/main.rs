@@ -305,6 +305,7 @@ impl std::error::Error for Printed {}
 
 fn main() -> ExitCode {
     malloc::return_large_frees_to_the_os();
+    exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
@@ -332,6 +333,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
+/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
+/// does for any Unix tool.
+fn exit_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_stdout(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `println!`'s on a closed pipe.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 /// Runs the command; its exit code is 0 unless it says otherwise (`check`).

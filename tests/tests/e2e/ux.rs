@@ -914,3 +914,53 @@ fn the_daemon_says_once_why_a_staged_release_waits() {
         "installed with auto_install off"
     );
 }
+
+/// Output into a pipe its reader closed (`| head`) ends the command quietly, exit 0, for
+/// both binaries, instead of a panic with a backtrace.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let pointer = w.origin.join("channels").join(CHANNEL);
+    let bins = relsync_tests::bins();
+    let dir = w.install_dir("pipe");
+    w.update_ok(&folder(&w), &dir);
+    for (program, args) in [
+        (
+            &bins.publisher,
+            vec!["show".to_owned(), pointer.display().to_string()],
+        ),
+        (
+            &bins.publisher,
+            vec!["ls".to_owned(), "--origin".to_owned(), folder(&w)],
+        ),
+        (
+            &bins.relsync,
+            vec![
+                "status".to_owned(),
+                "--install".to_owned(),
+                dir.display().to_string(),
+            ],
+        ),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(program)
+            .args(&args)
+            .env("RELSYNC_PRODUCT", relsync_tests::PRODUCT)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{program:?} {args:?}: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "{program:?} {args:?}\n{stderr}"
+        );
+    }
+}
