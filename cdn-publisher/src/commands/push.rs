@@ -47,7 +47,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "channel_key"])]
     unsigned_out: Option<PathBuf>,
     /// Days until clients stop trusting the channel pointer (see `channel refresh`).
-    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS)]
+    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS, value_parser = super::pointer::parse_pointer_days)]
     pointer_days: u64,
     /// Secret key file that signs the channel pointer (the channel role, kept online when the
     /// release key is not). Repeat for a threshold.

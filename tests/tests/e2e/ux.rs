@@ -35,22 +35,26 @@ fn a_wrong_key_names_the_key_seen_and_the_keys_trusted() {
 fn an_expired_pointer_gives_dates_and_the_publishers_fix() {
     let w = World::new();
     w.push_ok(&w.v1, V1);
-    w.publisher()
-        .args([
-            "channel",
-            "refresh",
-            "--channel",
-            CHANNEL,
-            "--pointer-days",
-            "0",
-        ])
-        .arg("--to")
-        .arg(&w.origin)
-        .arg("--channel-key")
-        .arg(&w.key)
-        .run()
-        .assert_success("channel refresh --pointer-days 0");
+    crate::trust::expire_pointer(&w);
     std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The publisher refuses to make such a pointer.
+    for command in [&["channel", "refresh"][..], &["push"]] {
+        let mut cmd = w.publisher().args(command);
+        if command == ["push"] {
+            cmd = cmd
+                .arg(&w.v2)
+                .args(["--version", "3.0.0", "--key"])
+                .arg(&w.key);
+        } else {
+            cmd = cmd.arg("--channel-key").arg(&w.key);
+        }
+        let out = cmd
+            .args(["--channel", CHANNEL, "--pointer-days", "0", "--origin"])
+            .arg(&w.origin)
+            .run();
+        assert_eq!(out.status.code(), Some(2), "{out}");
+        assert!(out.stderr.contains("already expired"), "{out}");
+    }
     let dir = w.install_dir("stale");
     let out = w.update(&folder(&w), &dir, &[]);
     out.assert_failure("install with an expired pointer");
