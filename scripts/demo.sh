@@ -3,20 +3,33 @@
 # on 127.0.0.1, install v1 from it over HTTP, update to v2, and show what went over the wire.
 #
 #   scripts/demo.sh [WORK_DIR]     (default: a new temporary directory)
+#
+# RELSYNC_BIN=DIR runs the `relsync` and `cdn-publisher` already in DIR (e.g. release binaries
+# built elsewhere) and skips the build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-"$here/setup.sh"
 work=${1:-$(mktemp -d -t relsync-demo.XXXXXX)}
 mkdir -p "$work"
 work=$(realpath "$work")
 chmod 755 "$work"  # nginx workers run unprivileged
 port=${RELSYNC_DEMO_PORT:-18080}
 
-echo "== building" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
-# Where cargo put them: CARGO_TARGET_DIR if the user sets one.
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+if [[ -n ${RELSYNC_BIN:-} ]]; then
+  bin=$(realpath "$RELSYNC_BIN")
+  for b in relsync cdn-publisher; do
+    [[ -x $bin/$b ]] || { echo "RELSYNC_BIN=$RELSYNC_BIN: no executable $b there" >&2; exit 1; }
+  done
+  command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] \
+    || { echo "nginx is required (scripts/setup.sh installs it)" >&2; exit 1; }
+  echo "== using the binaries in $bin (RELSYNC_BIN)" >&2
+else
+  "$here/setup.sh"
+  echo "== building" >&2
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin relsync --bin cdn-publisher
+  # Where cargo put them: CARGO_TARGET_DIR if the user sets one.
+  bin=${CARGO_TARGET_DIR:-$root/target}/release
+fi
 trap '"$here/nginx-origin.sh" stop "$work/nginx"' EXIT
 
 echo "== generating demo releases v1 and v2 in $work" >&2

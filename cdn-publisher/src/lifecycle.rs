@@ -298,9 +298,10 @@ fn withdraw(
     })?;
     if fallback.manifest.expires_unix < unix_now() {
         change.warnings.push(format!(
-            "{} expired at unix {}: new installs will refuse it until a newer release is \
+            "{} expired at {}: new installs will refuse it until a newer release is \
              published",
-            fallback.manifest.version, fallback.manifest.expires_unix
+            fallback.manifest.version,
+            relsync_format::format_utc(fallback.manifest.expires_unix)
         ));
     }
     let manifest_deltas = published_deltas(origin, &fallback);

@@ -12,23 +12,33 @@ mod fixture;
 mod history;
 mod keys;
 mod lifecycle;
+mod manual;
 mod operate;
 mod origin;
 mod publish;
 mod roots;
 mod target;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::{gc, ls, promote, push, root, sign, verify, yank};
 
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error: the message on stderr says what went wrong and what to do
+       (verify: a problem on the origin, listed above it)
+  2    usage error: unknown command or option, missing or bad argument";
+
 /// Publish releases as signed, content-addressed chunk packs to a relsync origin.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "cdn-publisher", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,11 +108,26 @@ enum Command {
     ///
     /// Prints each problem with the object's path; exits 1 if there is any.
     Verify(verify::VerifyArgs),
+    /// Print a shell completion script for cdn-publisher (e.g. `cdn-publisher completions
+    /// bash > /etc/bash_completion.d/cdn-publisher`).
+    Completions(manual::CompletionsArgs),
+    /// Write cdn-publisher's man pages (cdn-publisher.1, cdn-publisher-push.1, …) into a
+    /// directory.
+    Man(manual::ManArgs),
 }
 
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_stdout();
+    // Warnings and errors unless RUST_LOG says otherwise; colour only on a terminal, and
+    // never with NO_COLOR set.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -112,6 +137,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
+/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
+/// does for any Unix tool.
+fn exit_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_stdout(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `println!`'s on a closed pipe.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -132,5 +181,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ls(args) => ls::run(&args),
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Completions(args) => {
+            manual::completions(Cli::command(), &args);
+            Ok(())
+        }
+        Command::Man(args) => manual::man(Cli::command(), &args),
     }
 }

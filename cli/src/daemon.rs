@@ -457,9 +457,54 @@ struct Stopped<'a> {
 }
 
 /// Prints what happens, as lines for people or as NDJSON.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Output {
     json: bool,
+    /// The offer last reported, and why it last waited: each is said once per change, not
+    /// at every check.
+    said: std::sync::Mutex<Said>,
+}
+
+/// What [`Output`] last said about the offered release.
+#[derive(Debug, Default)]
+struct Said {
+    available: Option<semver::Version>,
+    waiting: Option<(semver::Version, String)>,
+}
+
+impl Output {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            said: std::sync::Mutex::new(Said::default()),
+        }
+    }
+
+    /// Whether `event` says something new (an offer or a wait said before is not).
+    fn is_news(&self, event: &Event) -> bool {
+        let Ok(mut said) = self.said.lock() else {
+            return true;
+        };
+        match event {
+            Event::UpdateAvailable { version, .. } => {
+                let news = said.available.as_ref() != Some(version);
+                said.available = Some(version.clone());
+                news
+            }
+            Event::Waiting { version, reason } => {
+                let now = (version.clone(), reason.clone());
+                let news = said.waiting.as_ref() != Some(&now);
+                said.waiting = Some(now);
+                news
+            }
+            // The install changed: the next offer or wait is news again.
+            Event::Applied { .. } | Event::RolledBack { .. } => {
+                *said = Said::default();
+                true
+            }
+            _ => true,
+        }
+    }
 }
 
 impl Output {
@@ -478,10 +523,16 @@ impl Output {
     }
 
     fn event(&self, event: &Event) {
+        if !self.is_news(event) {
+            return;
+        }
         if self.json {
             return self.json(event);
         }
         match event {
+            Event::Waiting { version, reason } => {
+                self.line(format_args!("{version} waits: {reason}"))
+            }
             Event::UpdateAvailable {
                 version,
                 bytes_on_wire,
@@ -518,7 +569,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
 }
 
 async fn run_async(args: DaemonArgs, config: Config) -> Result<()> {
-    let out = Output { json: args.json };
+    let out = Output::new(args.json);
     let mut stop = Stop::install(args.stop_after)?;
     let metrics_listen = args.metrics_listen.or(config.metrics_listen);
     let metrics = metrics_listen.map(|_| Arc::new(Metrics::new()));

@@ -3,7 +3,9 @@
 mod audit;
 mod daemon;
 mod lan;
+mod logs;
 mod malloc;
+mod manual;
 mod metrics;
 mod render;
 
@@ -12,14 +14,30 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use relsync_engine::{
-    Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig, UpdaterConfig,
+    CheckOutcome, Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig,
+    UpdaterConfig,
 };
+
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (check: up to date)
+  1    error: the message on stderr says what went wrong and what to do
+       (verify: the install differs from its signed manifest)
+  2    usage error: unknown command or option, missing or bad argument
+  100  check: an update is available
+  101  check: a release is offered but held back (rollout, channel behind, marked bad)";
+
+/// `relsync check`: an update is available.
+const EXIT_UPDATE_AVAILABLE: u8 = 100;
+/// `relsync check`: a release is offered but held back.
+const EXIT_HELD: u8 = 101;
 
 /// Install, update and roll back releases published with cdn-publisher.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "relsync", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +49,9 @@ enum Command {
     Update(UpdateArgs),
     /// Check the channel's signed metadata and say whether there is a release to take (and
     /// why not, when it is held back: rollout, channel behind, marked bad). Changes nothing
-    /// but the trusted state.
+    /// but the trusted state. Exits 0 if up to date, 100 if an update is available, 101 if
+    /// one is held back.
+    #[command(after_help = EXIT_CODES)]
     Check {
         #[command(flatten)]
         source: SourceArgs,
@@ -90,6 +110,38 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Check or show DIR's hash-chained audit log (read-only: takes no lock).
     Audit(audit::AuditArgs),
+    /// Print a shell completion script for relsync (e.g. `relsync completions bash >
+    /// /etc/bash_completion.d/relsync`).
+    Completions(manual::CompletionsArgs),
+    /// Write relsync's man pages (relsync.1, relsync-update.1, …) into a directory (e.g.
+    /// `relsync man --out /usr/local/share/man/man1`).
+    Man(manual::ManArgs),
+    /// Check the installed release as `verify` does and, if it drifted, build it again as an
+    /// update would: re-fetch only what no local file holds, verify, and switch atomically.
+    /// Prints what differed and what it fetched.
+    Repair {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object: {"problems":[…],"rebuilt":{…} or null}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the bad mark of VERSION (a release that failed its health check here), so that
+    /// the next update may install it again; recorded in the audit log.
+    Retry {
+        /// The release to clear, as `relsync status` lists it under `bad`.
+        #[arg(value_name = "VERSION")]
+        version: semver::Version,
+        /// The install directory.
+        #[arg(long, value_name = "DIR")]
+        install: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch DIR/current back to the previous release, atomically.
     Rollback {
         /// The install directory.
@@ -115,7 +167,8 @@ struct UpdateArgs {
     /// apply` switches later, offline.
     #[arg(long, conflicts_with = "dry_run")]
     download_only: bool,
-    /// Print one JSON object at the end instead of progress and a summary.
+    /// Print JSON instead of progress and a summary: a progress line
+    /// ({"event":"progress",…}) every 10 s while fetching, then one object at the end.
     #[arg(long)]
     json: bool,
     /// After switching, run this shell command (`sh -c CMD`; RELSYNC_INSTALL, RELSYNC_CURRENT
@@ -252,16 +305,7 @@ impl std::error::Error for Printed {}
 
 fn main() -> ExitCode {
     malloc::return_large_frees_to_the_os();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // Warnings (a retried request, an audit record not written) show unless RUST_LOG
-            // says otherwise.
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
@@ -269,15 +313,18 @@ fn main() -> ExitCode {
         Command::Daemon(a) => a.json,
         // Prints its own JSON, failures included.
         Command::Audit(_) => false,
-        Command::SwarmKey { .. } => false,
+        Command::SwarmKey { .. } | Command::Completions(_) | Command::Man(_) => false,
         Command::Status { json, .. }
         | Command::Check { json, .. }
         | Command::Rollback { json, .. }
+        | Command::Retry { json, .. }
+        | Command::Repair { json, .. }
         | Command::Verify { json, .. }
         | Command::Apply { json, .. } => *json,
     };
+    logs::init(json);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if json && e.downcast_ref::<Printed>().is_none() {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
@@ -288,18 +335,78 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
+/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
+/// does for any Unix tool.
+fn exit_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_stdout(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `println!`'s on a closed pipe.
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+/// Runs the command; its exit code is 0 unless it says otherwise (`check`).
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Update(args) => update(args),
-        Command::Serve(args) => lan::serve(args),
-        Command::SwarmKey { out } => lan::swarm_key(&out),
-        Command::Daemon(args) => daemon::run(args),
-        Command::Audit(args) => audit::run(args),
         Command::Check {
             source,
             install,
             json,
-        } => check(&source, &install, json),
+        } => {
+            let fresh = FreshInstall::before(&install);
+            let result = check(&source, &install, json);
+            if result.is_err()
+                && let Some(fresh) = fresh
+            {
+                fresh.clean_up();
+            }
+            result
+        }
+        command => run_command(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_command(command: Command) -> Result<()> {
+    match command {
+        Command::Update(args) => {
+            let fresh = FreshInstall::before(&args.install);
+            let result = update(args);
+            if result.is_err()
+                && let Some(fresh) = fresh
+            {
+                fresh.clean_up();
+            }
+            result
+        }
+        Command::Serve(args) => lan::serve(args),
+        Command::SwarmKey { out } => lan::swarm_key(&out),
+        Command::Completions(args) => {
+            manual::completions(Cli::command(), &args);
+            Ok(())
+        }
+        Command::Man(args) => manual::man(Cli::command(), &args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Audit(args) => audit::run(args),
+        // `run` handles it: it has an exit code of its own.
+        Command::Check {
+            source,
+            install,
+            json,
+        } => check(&source, &install, json).map(drop),
         Command::Status { install, json } => {
             let status = Engine::local(&install).open_blocking()?.status()?;
             if json {
@@ -313,10 +420,12 @@ fn run(cli: Cli) -> Result<()> {
             let check = Engine::local(&install).open_blocking()?.verify()?;
             let differs = (!check.ok()).then(|| {
                 format!(
-                    "{} differs from release {} in {} place(s)",
+                    "{} differs from release {} in {} place(s); `relsync repair --origin URL \
+                     --trust KEY --install {}` rebuilds it",
                     check.dir.display(),
                     check.version,
-                    check.problems.len()
+                    check.problems.len(),
+                    install.display()
                 )
             });
             if json {
@@ -344,7 +453,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Apply { install, json } => {
-            let progress = Arc::new(render::Progress::new(!json));
+            let progress = Arc::new(render::Progress::new(render::ProgressMode::of(json)));
             let report = Engine::local(&install)
                 .reporter(progress.clone())
                 .open_blocking()
@@ -358,6 +467,29 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Repair {
+            source,
+            install,
+            json,
+        } => repair(&source, &install, json),
+        Command::Retry {
+            version,
+            install,
+            json,
+        } => {
+            let mark = Engine::local(&install).open_blocking()?.retry(&version)?;
+            if json {
+                let value = serde_json::json!({ "version": mark.version, "reason": mark.reason });
+                println!("{value}");
+            } else {
+                println!(
+                    "cleared the bad mark of {} (it was: {}); the next `relsync update` may \
+                     install it again",
+                    mark.version, mark.reason
+                );
+            }
+            Ok(())
+        }
         Command::Rollback { install, json } => {
             let (from, to) = Engine::local(&install).open_blocking()?.rollback()?;
             if json {
@@ -365,10 +497,65 @@ fn run(cli: Cli) -> Result<()> {
                     "{}",
                     serde_json::json!({ "version": to, "previous_version": from })
                 );
+            } else if to > from {
+                // A second rollback goes forward again, to the newer release kept.
+                println!("switched {from} -> {to} (forward: the release kept was the newer one)");
             } else {
-                println!("rolled back {} -> {}", from, to);
+                println!("rolled back {from} -> {to}");
             }
             Ok(())
+        }
+    }
+}
+
+/// An install directory with no relsync state yet, before a command that may create it, so
+/// that a failed first install leaves nothing behind.
+struct FreshInstall {
+    dir: PathBuf,
+    /// The directory itself did not exist.
+    created_dir: bool,
+}
+
+impl FreshInstall {
+    /// `Some` when `dir` holds no `.relsync` yet.
+    fn before(dir: &std::path::Path) -> Option<Self> {
+        if dir.join(".relsync").symlink_metadata().is_ok() {
+            return None;
+        }
+        Some(Self {
+            dir: dir.to_path_buf(),
+            created_dir: dir.symlink_metadata().is_err(),
+        })
+    }
+
+    /// After the command failed (its engine closed): removes the `.relsync` it created, and
+    /// the directory if it created that too, unless a release was installed or chunks were
+    /// fetched (those stay, so that the next run resumes).
+    fn clean_up(self) {
+        let state = self.dir.join(".relsync");
+        let installed = ["current", "releases"]
+            .iter()
+            .any(|name| self.dir.join(name).symlink_metadata().is_ok());
+        let fetched =
+            std::fs::read_dir(state.join("chunks")).is_ok_and(|mut chunks| chunks.next().is_some());
+        let is_dir = state.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if installed || fetched || !is_dir {
+            if fetched && !installed {
+                eprintln!(
+                    "note: the chunks fetched so far are kept in {}; the next run resumes",
+                    state.display()
+                );
+            }
+            return;
+        }
+        // Not followed if it were a link: remove_dir_all removes a link itself.
+        if let Err(e) = std::fs::remove_dir_all(&state) {
+            tracing::warn!(path = %state.display(), error = %e, "could not remove what a failed first install left");
+            return;
+        }
+        if self.created_dir {
+            // Only if empty: never anything relsync did not create.
+            let _ = std::fs::remove_dir(&self.dir);
         }
     }
 }
@@ -399,7 +586,7 @@ fn builder(config: UpdaterConfig) -> EngineBuilder {
     builder.platform(config.platform)
 }
 
-fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
+fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<ExitCode> {
     let runtime = runtime()?;
     let engine = {
         let _entered = runtime.enter();
@@ -411,13 +598,53 @@ fn check(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<(
     } else {
         render::print_check(&outcome);
     }
+    Ok(ExitCode::from(check_exit_code(&outcome)))
+}
+
+/// 0 up to date, [`EXIT_UPDATE_AVAILABLE`], or [`EXIT_HELD`].
+fn check_exit_code(outcome: &CheckOutcome) -> u8 {
+    match outcome {
+        CheckOutcome::UpToDate { .. } => 0,
+        CheckOutcome::Available(_) => EXIT_UPDATE_AVAILABLE,
+        // Held, and any outcome this binary does not know: nothing to take now.
+        _ => EXIT_HELD,
+    }
+}
+
+fn repair(source: &SourceArgs, install: &std::path::Path, json: bool) -> Result<()> {
+    let progress = Arc::new(render::Progress::new(render::ProgressMode::of(json)));
+    let runtime = runtime()?;
+    let engine = {
+        let _entered = runtime.enter();
+        engine(source, install)?.reporter(progress.clone()).open()?
+    };
+    let report = runtime.block_on(engine.repair());
+    progress.finish();
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let Some(rebuilt) = &report.rebuilt else {
+        println!("nothing to repair: the install matches its signed manifest");
+        return Ok(());
+    };
+    println!(
+        "repaired {} ({} difference(s) from its signed manifest):",
+        rebuilt.version,
+        report.problems.len()
+    );
+    for problem in &report.problems {
+        println!("  {problem}");
+    }
+    render::print_transfer(rebuilt);
     Ok(())
 }
 
 fn update(args: UpdateArgs) -> Result<()> {
     // Before anything touches the install.
     args.lan.check()?;
-    let progress = Arc::new(render::Progress::new(!args.json));
+    let progress = Arc::new(render::Progress::new(render::ProgressMode::of(args.json)));
     let mut builder = engine(&args.source, &args.install)?
         .reporter(progress.clone())
         .adopt(args.adopt);

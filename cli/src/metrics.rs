@@ -132,7 +132,7 @@ impl Metrics {
         registry.register(
             "update_outcomes",
             "Operations by outcome: check (ok, up_to_date, held, failed), download (ok, \
-             up_to_date, rolled_back, failed), install (ok, rolled_back, failed)",
+             up_to_date, rolled_back, failed, interrupted), install (ok, rolled_back, failed)",
             metrics.outcomes.clone(),
         );
         registry.register(

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::config::{OriginConfig, TrialConfig};
 use crate::install::Status;
 use crate::install::audit::{AuditEvent, AuditLog};
+use crate::install::store::BadRelease;
 use crate::peers::Peers;
 use crate::pipeline::check::Hold;
 use crate::pipeline::plan::UpdatePlan;
@@ -88,13 +89,24 @@ pub struct UpdateAvailable {
     pub rollback: bool,
 }
 
+/// What [`Engine::repair`] found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    /// The differences from the signed manifest found before the repair, one line each
+    /// (empty: nothing to repair, and nothing was done).
+    pub problems: Vec<String>,
+    /// The rebuild, when there was something to repair.
+    pub rebuilt: Option<UpdateReport>,
+}
+
 /// Counts and timings of one operation, for an app to forward where it likes. Nothing here
 /// identifies the install, the user or the release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sample {
-    /// The operation: `check`, `download`, `install`, `update` or `rollback`.
+    /// The operation: `check`, `download`, `install`, `update`, `rollback` or `repair`.
     pub operation: &'static str,
-    /// `ok`, `up_to_date`, `held`, `rolled_back` or `failed`.
+    /// `ok`, `up_to_date`, `held`, `rolled_back`, `failed`, or `interrupted` (dropped before
+    /// it finished, e.g. by a daemon that stopped: its bytes are those received so far).
     pub outcome: &'static str,
     /// Wall time.
     pub duration_ms: u64,
@@ -127,6 +139,8 @@ struct Inner {
     /// `None` until the first record of an engine opened for the install alone.
     audit: Mutex<Option<AuditLog>>,
     telemetry: Option<Arc<dyn Telemetry>>,
+    /// The release the scheduler's last check found available, named by its waits.
+    offered: Mutex<Option<Version>>,
     trial: TrialConfig,
     /// One operation at a time. Holds what the last check found and planned, for the next
     /// download (or update) to fetch; any other operation that changes the install drops it.
@@ -337,6 +351,10 @@ impl Engine {
     fn check_outcome(&self, prepared: &Prepared) -> CheckOutcome {
         let checked = prepared.checked();
         if let Some(hold) = checked.held() {
+            self.emit(Event::Waiting {
+                version: checked.version().clone(),
+                reason: format!("held: {hold}"),
+            });
             return CheckOutcome::Held {
                 offered: checked.version().clone(),
                 hold: hold.clone(),
@@ -387,6 +405,7 @@ impl Engine {
     async fn download_now(&self) -> Result<UpdateReport> {
         let mut op = self.inner.op.lock().await;
         let started = Instant::now();
+        let unfinished = Unfinished::new(self, "download", started);
         let result = self.inner.pipeline.run(op.take(), false, "download").await;
         match &result {
             Ok(report) if report.rolled_back => {
@@ -423,9 +442,11 @@ impl Engine {
                     });
                 }
                 self.failed(e);
-                self.sample("download", "failed", started);
+                let bytes = (unfinished.origin_bytes(), 0);
+                self.sample_bytes("download", "failed", started, bytes);
             }
         }
+        unfinished.finish();
         self.failure("download", &result);
         result
     }
@@ -501,6 +522,7 @@ impl Engine {
     pub async fn update(&self) -> Result<UpdateReport> {
         let mut op = self.inner.op.lock().await;
         let started = Instant::now();
+        let unfinished = Unfinished::new(self, "update", started);
         let prepared = op.take();
         let result = self.update_locked(prepared).await;
         let outcome = match &result {
@@ -510,9 +532,10 @@ impl Engine {
             Err(Error::Unhealthy { .. }) => "rolled_back",
             Err(_) => "failed",
         };
-        let bytes = result
-            .as_ref()
-            .map_or((0, 0), |r| (r.bytes_from_origin, r.bytes_from_peers));
+        let bytes = result.as_ref().map_or((unfinished.origin_bytes(), 0), |r| {
+            (r.bytes_from_origin, r.bytes_from_peers)
+        });
+        unfinished.finish();
         self.sample_bytes("update", outcome, started, bytes);
         self.failure("update", &result);
         result
@@ -573,6 +596,62 @@ impl Engine {
         Ok((from, to))
     }
 
+    /// Checks the installed release against its signed manifest (as [`verify`](Self::verify))
+    /// and, if it drifted, builds it again as an update would (`relsync repair`): the files
+    /// that still verify are linked, the others written from verified chunks (local, else
+    /// fetched from the origin), the tree verified and switched to atomically. The release
+    /// kept for rollback stays.
+    pub async fn repair(&self) -> Result<RepairReport> {
+        let mut op = self.inner.op.lock().await;
+        *op = None;
+        let started = Instant::now();
+        let engine = self.clone();
+        let check = spawn_blocking(move || engine.inner.pipeline.verify_install()).await?;
+        if check.ok() {
+            return Ok(RepairReport {
+                problems: check.problems,
+                rebuilt: None,
+            });
+        }
+        let result = self.inner.pipeline.repair().await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        let bytes = result
+            .as_ref()
+            .map_or((0, 0), |r| (r.bytes_from_origin, r.bytes_from_peers));
+        self.sample_bytes("repair", outcome, started, bytes);
+        self.failure("repair", &result);
+        let report = result?;
+        self.audit(AuditEvent::Repaired {
+            version: report.version.clone(),
+            problems: check.problems.len() as u64,
+        });
+        self.emit(Event::RestartRequired {
+            version: report.version.clone(),
+        });
+        Ok(RepairReport {
+            problems: check.problems,
+            rebuilt: Some(report),
+        })
+    }
+
+    /// Clears the bad mark of `version` (a release that failed its trial here), so that it
+    /// may be installed again, and records that in the audit log. Returns why it had been
+    /// marked; [`Error::NotMarkedBad`] if it was not.
+    pub async fn retry(&self, version: &Version) -> Result<BadRelease> {
+        let _op = self.inner.op.lock().await;
+        let engine = self.clone();
+        let wanted = version.clone();
+        let mark = spawn_blocking(move || engine.inner.pipeline.unmark_bad(&wanted)).await?;
+        let Some(mark) = mark else {
+            return Err(Error::NotMarkedBad(version.clone()));
+        };
+        self.audit(AuditEvent::Unmarked {
+            version: mark.version.clone(),
+            reason: mark.reason.clone(),
+        });
+        Ok(mark)
+    }
+
     /// What the install holds: versions, staged release, trial, releases marked bad.
     pub async fn status(&self) -> Result<Status> {
         let engine = self.clone();
@@ -606,6 +685,53 @@ impl Engine {
     }
 }
 
+/// An operation under way: dropped before [`Unfinished::finish`] (the daemon stopping, a
+/// caller giving up), it records a sample with outcome `interrupted` and the origin bytes
+/// received so far, so byte counts include work that was cut short. (Bytes from peers are
+/// counted only by operations that finish.)
+struct Unfinished<'a> {
+    engine: &'a Engine,
+    operation: &'static str,
+    started: Instant,
+    /// The origin's byte count when the operation started.
+    origin_bytes_before: Option<u64>,
+    finished: bool,
+}
+
+impl<'a> Unfinished<'a> {
+    fn new(engine: &'a Engine, operation: &'static str, started: Instant) -> Self {
+        Self {
+            engine,
+            operation,
+            started,
+            origin_bytes_before: engine.inner.pipeline.origin_bytes(),
+            finished: false,
+        }
+    }
+
+    /// Bytes the origin sent since the operation started.
+    fn origin_bytes(&self) -> u64 {
+        let now = self.engine.inner.pipeline.origin_bytes();
+        now.unwrap_or(0)
+            .saturating_sub(self.origin_bytes_before.unwrap_or(0))
+    }
+
+    /// The operation records its own sample.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let bytes = (self.origin_bytes(), 0);
+            self.engine
+                .sample_bytes(self.operation, "interrupted", self.started, bytes);
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -614,6 +740,7 @@ impl Updates for Engine {
     async fn check(&self) -> Result<Option<Offer>> {
         match Engine::check(self).await? {
             CheckOutcome::Available(available) => {
+                *lock(&self.inner.offered) = Some(available.version.clone());
                 let staged = self.inner.pipeline.store().staged()?;
                 Ok(Some(Offer {
                     critical: available.critical,
@@ -626,7 +753,14 @@ impl Updates for Engine {
     }
 
     async fn download(&self) -> Result<()> {
-        Engine::download(self).wait().await.map(drop)
+        // Not spawned: a daemon that stops drops it here, and its sample says what it fetched.
+        self.download_now().await.map(drop)
+    }
+
+    fn waiting(&self, reason: String) {
+        if let Some(version) = lock(&self.inner.offered).clone() {
+            self.emit(Event::Waiting { version, reason });
+        }
     }
 
     async fn install(&self) -> Result<()> {

@@ -72,8 +72,15 @@ pub enum Error {
         available: u64,
     },
     /// The origin offers an older version than one we already trusted.
-    #[error("rollback refused: origin offers {offered}, but {seen} was already seen")]
+    #[error(
+        "rollback refused: origin offers {offered}, but {seen} was already seen; if the \
+         publisher went back on purpose (`push --force` of {offered}), it must also yank {seen} \
+         (`cdn-publisher yank --channel {channel} --version {seen}`), and installs then take \
+         {offered}"
+    )]
     Rollback {
+        /// The channel.
+        channel: String,
         /// What the origin offers.
         offered: semver::Version,
         /// The highest version we saw.
@@ -164,6 +171,9 @@ pub enum Error {
         /// Why it was marked.
         reason: String,
     },
+    /// `retry` of a release this install has not marked bad.
+    #[error("release {0} is not marked bad here; `relsync status` lists the releases that are")]
+    NotMarkedBad(semver::Version),
     /// The update policy is not usable.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),

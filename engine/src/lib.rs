@@ -70,7 +70,8 @@ pub use config::{
     FetchConfig, HealthCheck, OriginConfig, TrialConfig, UpdaterConfig, this_platform,
 };
 pub use engine::{
-    CheckOutcome, Download, Engine, EngineBuilder, Sample, StartOutcome, Telemetry, UpdateAvailable,
+    CheckOutcome, Download, Engine, EngineBuilder, RepairReport, Sample, StartOutcome, Telemetry,
+    UpdateAvailable,
 };
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
@@ -87,10 +88,10 @@ pub use path::{
     check_symlink_target, collision_key,
 };
 pub use peers::{ChunkBits, Holding, PeerError, PeerFrames, Peers};
-pub use pipeline::UpdateReport;
 pub use pipeline::check::Hold;
 pub use pipeline::plan::{FileAction, FilePlan, PlanTotals, Planned, RangePlan, UpdatePlan};
 pub use pipeline::verify::InstallCheck;
+pub use pipeline::{HeldBack, UpdateReport};
 pub use policy::{MIN_CHECK_INTERVAL, MaintenanceWindow, Policy, PolicyError, WindowState};
 pub use progress::{Event, Reporter, Silent};
 pub use schedule::RunStats;

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tracing::{Instrument, info_span};
 
 use crate::config::UpdaterConfig;
-use crate::install::store::{StagedRelease, Store};
+use crate::install::store::{BadRelease, StagedRelease, Store, TrustCopy};
 use crate::install::switch::switch_current;
 use crate::install::{Opening, Status, check_switchable, ensure_install_id, open_install};
 use crate::layout::{InstallLayout, valid_channel};
@@ -87,6 +87,19 @@ pub struct UpdateReport {
     pub solid_frames: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// The release the channel offers but this install does not take, and why (with
+    /// `up_to_date`; `None` when nothing is held back).
+    pub held: Option<HeldBack>,
+}
+
+/// A release offered but not taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBack {
+    /// The release offered.
+    pub offered: Version,
+    /// Why it is not taken.
+    #[serde(flatten)]
+    pub hold: check::Hold,
 }
 
 impl UpdateReport {
@@ -114,6 +127,7 @@ impl UpdateReport {
             ref_maps: totals.ref_maps,
             solid_frames: totals.solid_frames,
             duration_ms: 0,
+            held: None,
         }
     }
 }
@@ -258,6 +272,11 @@ impl Pipeline {
         &self.reporter
     }
 
+    /// Response body bytes the origin received over the engine's life (`None`: no origin).
+    pub(crate) fn origin_bytes(&self) -> Option<u64> {
+        self.origin.as_ref().map(|origin| origin.traffic().bytes())
+    }
+
     /// The origin, or why there is none.
     fn origin(&self, operation: &'static str) -> Result<&Origin> {
         self.origin.as_ref().ok_or(Error::NoOrigin { operation })
@@ -316,6 +335,35 @@ impl Pipeline {
             return Ok(Prepared::GoBack(Box::new(checked)));
         }
         Ok(Prepared::Fetch(Box::new(self.plan(checked).await?)))
+    }
+
+    /// Builds the installed release again from its signed manifest, as an update builds a
+    /// new one (plan, fetch what no local file holds, assemble, verify, switch atomically):
+    /// files that drifted are written from verified chunks, the rest linked. The release
+    /// kept for rollback stays; the drifted directory is removed.
+    pub(crate) async fn repair(&self) -> Result<UpdateReport> {
+        let started = Instant::now();
+        let origin = self.origin("repair")?;
+        let traffic = origin.traffic();
+        let before = Traffic {
+            bytes: traffic.bytes(),
+            requests: traffic.requests(),
+            started,
+        };
+        let (layout, store) = (self.layout.clone(), self.store.clone());
+        let checked = blocking(move || Checked::repair(&layout, &store)).await?;
+        let planned = self.plan(checked).await?;
+        let deadline = self
+            .config
+            .fetch
+            .deadline
+            .map(|limit| (tokio::time::Instant::from_std(started) + limit, limit));
+        let mut report = self.fetch_and_finish(planned, deadline, true).await?;
+        report.bytes_from_origin = traffic.bytes() - before.bytes;
+        report.bytes_downloaded = report.bytes_from_origin + report.bytes_from_peers;
+        report.requests = traffic.requests() - before.requests;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
     }
 
     /// Checks and plans without changing anything.
@@ -398,6 +446,10 @@ impl Pipeline {
         let pointer = checked.pointer.clone();
         let mut report = UpdateReport::planned(planned.plan());
         if report.up_to_date {
+            report.held = checked.held.clone().map(|hold| HeldBack {
+                offered: checked.version().clone(),
+                hold,
+            });
             return Ok(report);
         }
         let totals = &planned.plan().totals;
@@ -518,6 +570,7 @@ impl Pipeline {
             ref_maps: 0,
             solid_frames: 0,
             duration_ms: before.started.elapsed().as_millis() as u64,
+            held: None,
         })
     }
 
@@ -568,6 +621,20 @@ impl Pipeline {
 
     /// Switches `current` back to the release kept for rollback; ends any trial. Returns
     /// (left, now current). Blocking.
+    /// Clears `version`'s bad mark (see [`crate::Engine::retry`]).
+    pub(crate) fn unmark_bad(&self, version: &Version) -> Result<Option<BadRelease>> {
+        let mark = self.store.unmark_bad(version)?;
+        // The trust copy restores marks a rebuilt database lost: it forgets this one too.
+        let state = self.layout.state_dir()?;
+        if let Some(mut copy) = TrustCopy::read(&state)?
+            && copy.bad.iter().any(|b| &b.version == version)
+        {
+            copy.bad.retain(|b| &b.version != version);
+            copy.write(&state)?;
+        }
+        Ok(mark)
+    }
+
     pub(crate) fn roll_back(&self) -> Result<(Version, Version)> {
         if self.origin.is_none() {
             check_switchable(&self.layout, &self.store)?;

@@ -218,6 +218,21 @@ pub(crate) enum Idle {
     AutoInstallOff,
 }
 
+impl std::fmt::Display for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Idle::NotInRollout => "the staged rollout has not reached this install",
+            Idle::AutoDownloadOff => {
+                "auto_download is off: `relsync update` (with the daemon stopped) takes it"
+            }
+            Idle::AutoInstallOff => {
+                "staged; auto_install is off: `relsync apply` (with the daemon stopped) \
+                 installs it"
+            }
+        })
+    }
+}
+
 /// A daily maintenance window in local wall-clock time, such as `02:00-04:00`; it may wrap
 /// midnight (`22:00-04:00`). Parse it from a string (`"HH:MM-HH:MM"`, with a hyphen or an en
 /// dash; `24:00` is accepted as an end) or build it with [`MaintenanceWindow::new`]. A start

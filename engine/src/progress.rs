@@ -103,6 +103,15 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The channel offers a release this install does not take now, and why: held back by
+    /// the check (rollout, marked bad, channel behind), or waiting under the policy
+    /// (maintenance window, auto-download or auto-install off).
+    Waiting {
+        /// The release offered.
+        version: Version,
+        /// Why it is not taken now, in words.
+        reason: String,
+    },
 }
 
 /// Receives events. Must be cheap: it is called from the pipeline's workers.

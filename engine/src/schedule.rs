@@ -47,6 +47,8 @@ pub(crate) trait Updates {
     async fn download(&self) -> crate::Result<()>;
     /// Installs the staged release.
     async fn install(&self) -> crate::Result<()>;
+    /// Says why the offered release is not taken now (the policy's decision).
+    fn waiting(&self, _reason: String) {}
 }
 
 /// Tells the wall-clock time, which the maintenance window is read against.
@@ -186,6 +188,7 @@ async fn turn<U: Updates, C: WallClock>(
         match policy.step(&current.offer, now, tz) {
             Step::Nothing(why) => {
                 debug!(?why, "an update is offered; nothing to do now");
+                updates.waiting(why.to_string());
                 return Ok(interval);
             }
             Step::Download => {
@@ -202,6 +205,10 @@ async fn turn<U: Updates, C: WallClock>(
             }
             Step::WaitForWindow { opens } => {
                 debug!(%opens, "the update is staged; waiting for the maintenance window");
+                let local = opens.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M %Z");
+                updates.waiting(format!(
+                    "staged; waiting for the maintenance window, which opens {local}"
+                ));
                 *pending = Some(current);
                 let until_open = Duration::try_from(opens.duration_since(now)).unwrap_or_default();
                 return Ok(until_open.min(MAX_WINDOW_SLEEP));
@@ -243,6 +250,8 @@ mod tests {
         download_takes: Cell<Duration>,
         /// (op, succeeded, wall clock, tokio elapsed), at the end of each call.
         calls: RefCell<Vec<(Op, bool, Timestamp, Duration)>>,
+        /// Why the offer waited, each time the loop said so.
+        waits: RefCell<Vec<String>>,
     }
 
     impl World {
@@ -256,6 +265,7 @@ mod tests {
                 failures: Cell::new([0; 3]),
                 download_takes: Cell::new(Duration::ZERO),
                 calls: RefCell::new(Vec::new()),
+                waits: RefCell::new(Vec::new()),
             }
         }
 
@@ -340,6 +350,10 @@ mod tests {
             self.offered.set(None);
             Ok(())
         }
+
+        fn waiting(&self, reason: String) {
+            self.waits.borrow_mut().push(reason);
+        }
     }
 
     impl WallClock for World {
@@ -418,6 +432,15 @@ mod tests {
                 "15 03:00:00 Check",
             ]
         );
+        // Each wake-up says why it waits (the daemon prints a reason once per change).
+        let waits = world.waits.borrow();
+        assert!(!waits.is_empty());
+        for reason in waits.iter() {
+            assert_eq!(
+                reason,
+                "staged; waiting for the maintenance window, which opens 2025-01-15 02:00 UTC"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -436,6 +459,12 @@ mod tests {
                 "15 01:00:00 Check",
                 "15 02:00:00 Check"
             ]
+        );
+        let waits = world.waits.borrow();
+        assert_eq!(waits.len(), 3, "{waits:?}");
+        assert!(
+            waits.iter().all(|w| w.contains("auto_install is off")),
+            "{waits:?}"
         );
     }
 

@@ -157,6 +157,7 @@ pub fn open_threshold<'a>(
     let msg = message(kind, body);
     let trusted: Vec<([u8; 32], &PublicKey)> = trusted.iter().map(|k| (k.canonical(), k)).collect();
     let mut signed: Vec<[u8; 32]> = Vec::new();
+    let mut untrusted: Vec<PublicKey> = Vec::new();
     let mut failed = 0;
     for sig in sigs.chunks_exact(SIG_LEN) {
         let (key_bytes, sig_bytes) = sig.split_at(32);
@@ -167,6 +168,7 @@ pub fn open_threshold<'a>(
         };
         let canonical = claimed.canonical();
         let Some((_, key)) = trusted.iter().find(|(c, _)| *c == canonical) else {
+            untrusted.push(claimed);
             continue;
         };
         if signed.contains(&canonical) {
@@ -187,13 +189,27 @@ pub fn open_threshold<'a>(
     Err(Error::BadSignature {
         what: kind.name(),
         reason: match (signed.len(), failed) {
-            (0, 0) => "not signed by any trusted key (unknown key)".into(),
+            (0, 0) => format!(
+                "not signed by any trusted key (unknown key): signed by {}; trusted: {}",
+                short_keys(untrusted.iter()),
+                short_keys(trusted.iter().map(|(_, k)| *k)),
+            ),
             (0, _) if threshold <= 1 => "signature does not verify (tampered or corrupt)".into(),
             (n, f) => format!(
                 "{n} valid signature(s) of trusted keys, {threshold} needed ({f} did not verify)"
             ),
         },
     })
+}
+
+/// Keys as short fingerprints, comma-separated (`none` for no key).
+fn short_keys<'k>(keys: impl Iterator<Item = &'k PublicKey>) -> String {
+    let shown: Vec<String> = keys.map(PublicKey::fmt_short).collect();
+    if shown.is_empty() {
+        "none".into()
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// Returns the body without checking signatures: for publishers reading their own origin, and
@@ -247,6 +263,22 @@ mod tests {
         assert!(open(Kind::Pointer, &sealed, &[key.public()]).is_err());
         let unknown = open(Kind::Manifest, &sealed, &[other.public()]).unwrap_err();
         assert!(unknown.to_string().contains("unknown key"), "{unknown}");
+        // Both the key seen and the trusted one, as short fingerprints.
+        let seen = key.public().fmt_short();
+        let want = format!("signed by {seen}; trusted: {}", other.public().fmt_short());
+        assert!(unknown.to_string().contains(&want), "{unknown}");
+        assert_eq!(seen.len(), "ed25519:".len() + 8 + '…'.len_utf8(), "{seen}");
+        assert!(
+            key.public()
+                .to_string()
+                .starts_with(seen.trim_end_matches('…'))
+        );
+        let unsigned = seal(Kind::Manifest, b"hello", &[]).unwrap();
+        let none = open(Kind::Manifest, &unsigned, &[key.public()]).unwrap_err();
+        assert!(
+            none.to_string().contains("signed by none; trusted: "),
+            "{none}"
+        );
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;

@@ -1,6 +1,6 @@
 //! What can be wrong with signed metadata and release trees.
 
-use crate::ManifestId;
+use crate::{ManifestId, format_utc};
 
 /// Everything the format can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,12 @@ pub enum Error {
         reason: String,
     },
     /// Signed metadata is past its expiry.
-    #[error("stale metadata: {what} expired at unix time {expires_unix} (now {now_unix})")]
+    #[error(
+        "stale metadata: {what} expired at {} (now {}); {}",
+        format_utc(*expires_unix),
+        format_utc(*now_unix),
+        expiry_fix(what)
+    )]
     Expired {
         /// Which document.
         what: &'static str,
@@ -79,6 +84,25 @@ pub enum Error {
     /// A frame or chunking step failed.
     #[error(transparent)]
     Chunking(#[from] relsync_chunker::Error),
+}
+
+/// What the publisher does about an expired document (or this host, about its clock).
+fn expiry_fix(what: &str) -> &'static str {
+    match what {
+        "channel pointer" => {
+            "the publisher re-signs it with `cdn-publisher channel refresh` (run it from cron, \
+             more often than `--pointer-days`), or this machine's clock is wrong"
+        }
+        "manifest" => {
+            "the publisher must push a newer release (an expired release cannot be installed \
+             fresh), or this machine's clock is wrong"
+        }
+        "root document" => {
+            "the publisher must publish the next root (`cdn-publisher root rotate`, then `root \
+             sign` and `root publish`), or this machine's clock is wrong"
+        }
+        _ => "the publisher must sign it again, or this machine's clock is wrong",
+    }
 }
 
 /// Result alias for the format.

@@ -29,6 +29,13 @@ impl PublicKey {
         self.0.to_edwards().compress().to_bytes()
     }
 
+    /// A short form for messages: `ed25519:` and the first 8 hex digits, as the full key
+    /// (`ed25519:<64 hex>`) begins.
+    pub fn fmt_short(&self) -> String {
+        let hex = hex::encode(&self.0.as_bytes()[..4]);
+        format!("{PUBLIC_PREFIX}{hex}…")
+    }
+
     /// Parses the raw 32 bytes, refusing weak (small-order) points.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
         let key = VerifyingKey::from_bytes(bytes)

@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod path;
 pub mod paths;
 pub mod root;
+mod time;
 
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
@@ -36,3 +37,4 @@ pub use path::{
     MAX_SYMLINK_HOPS, NodeKind, RelPath, TreeIndex, TreeNode, check_symlink_in_tree,
     check_symlink_target, collision_key,
 };
+pub use time::format_utc;

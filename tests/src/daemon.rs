@@ -86,6 +86,25 @@ impl Daemon {
         }
     }
 
+    /// Every JSON event up to and including the next whose `event` is `name`; panics after
+    /// `timeout`.
+    pub fn events_until(&mut self, name: &str, timeout: Duration) -> Vec<Value> {
+        let until = Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self.next_line(left.max(Duration::from_millis(1)));
+            let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let last = value["event"] == name;
+            events.push(value);
+            if last {
+                return events;
+            }
+        }
+    }
+
     /// The next JSON event whose `event` is `name`, skipping others; panics after `timeout`.
     pub fn event(&mut self, name: &str, timeout: Duration) -> Value {
         let until = Instant::now() + timeout;

@@ -51,3 +51,5 @@ mod threats;
 mod trust;
 #[path = "e2e/update.rs"]
 mod update;
+#[path = "e2e/ux.rs"]
+mod ux;

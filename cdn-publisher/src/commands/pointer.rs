@@ -37,7 +37,7 @@ pub struct PointerSigning {
     /// Days until clients stop trusting the pointer; re-sign it before then with
     /// `cdn-publisher channel refresh` (a short life limits how long a withheld update can
     /// go unnoticed).
-    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS)]
+    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS, value_parser = parse_pointer_days)]
     pub pointer_days: u64,
 }
 
@@ -98,8 +98,10 @@ pub fn set_pointer(
             if force { " --force" } else { "" }
         ),
         PointerOut::Published(pointer) => println!(
-            "channel {} now offers {} until unix {}",
-            pointer.channel, pointer.version, pointer.expires_unix
+            "channel {} now offers {} until {}",
+            pointer.channel,
+            pointer.version,
+            relsync_format::format_utc(pointer.expires_unix)
         ),
     }
     Ok(())
@@ -167,9 +169,42 @@ pub fn finish_change(
             if force { " --force" } else { "" }
         ),
         None => println!(
-            "  pointer    signed; channel {} offers {} until unix {}",
-            p.channel, p.version, p.expires_unix
+            "  pointer    signed; channel {} offers {} until {}",
+            p.channel,
+            p.version,
+            relsync_format::format_utc(p.expires_unix)
         ),
     }
     Ok(())
+}
+
+/// `--pointer-days`: at least 1, since a pointer that expires as it is published is refused
+/// by every client ("stale metadata").
+pub fn parse_pointer_days(text: &str) -> Result<u64, String> {
+    let days: u64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of days: {e}"))?;
+    if days == 0 {
+        return Err(
+            "0 would publish a pointer that has already expired, which every client refuses as \
+             stale metadata; give 1 or more (7 by default), and refresh it before then"
+                .into(),
+        );
+    }
+    Ok(days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pointer_days;
+
+    #[test]
+    fn pointer_days_are_at_least_one() {
+        assert_eq!(parse_pointer_days("1"), Ok(1));
+        assert_eq!(parse_pointer_days("7"), Ok(7));
+        let zero = parse_pointer_days("0").unwrap_err();
+        assert!(zero.contains("already expired"), "{zero}");
+        assert!(parse_pointer_days("-1").is_err());
+        assert!(parse_pointer_days("seven").is_err());
+    }
 }

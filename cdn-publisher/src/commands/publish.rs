@@ -17,7 +17,7 @@ pub struct PublishArgs {
     pub file: PathBuf,
     /// The origin whose packs the manifest names: a folder (a path or file:// URL) or a
     /// bucket (s3://, gs://, az://).
-    #[arg(long = "to", value_name = "ORIGIN")]
+    #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
     pub to: String,
     #[command(flatten)]
     pub pointer: PointerSigning,
@@ -40,7 +40,7 @@ pub enum ChannelCommand {
         /// The signed pointer file.
         file: PathBuf,
         /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
-        #[arg(long = "to", value_name = "ORIGIN")]
+        #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
         to: String,
         /// Move the channel even to a lower version, or to other content for an equal one.
         #[arg(long)]
@@ -53,7 +53,7 @@ pub enum ChannelCommand {
         #[arg(long)]
         channel: String,
         /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
-        #[arg(long = "to", value_name = "ORIGIN")]
+        #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
         to: String,
         #[command(flatten)]
         pointer: PointerSigning,

@@ -47,7 +47,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "channel_key"])]
     unsigned_out: Option<PathBuf>,
     /// Days until clients stop trusting the channel pointer (see `channel refresh`).
-    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS)]
+    #[arg(long, default_value_t = DEFAULT_POINTER_DAYS, value_parser = super::pointer::parse_pointer_days)]
     pointer_days: u64,
     /// Secret key file that signs the channel pointer (the channel role, kept online when the
     /// release key is not). Repeat for a threshold.
@@ -59,7 +59,7 @@ pub struct PushArgs {
     /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
     /// AWS_ALLOW_HTTP; GOOGLE_APPLICATION_CREDENTIALS; AZURE_STORAGE_ACCOUNT_NAME,
     /// AZURE_STORAGE_ACCOUNT_KEY). Objects already in a bucket are not uploaded again.
-    #[arg(long = "to", value_name = "ORIGIN")]
+    #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
     to: String,
     /// Packs uploading to a bucket at once, while packing goes on.
     #[arg(long, default_value_t = origin::DEFAULT_UPLOADS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -382,17 +382,37 @@ fn check_options(opts: &PushOptions) -> Result<()> {
 fn channel_now(opts: &PushOptions, origin: &Origin) -> Result<Option<Pointer>> {
     let current = current_pointer(origin, &opts.channel)?;
     if let Some(current) = &current {
-        if opts.version < current.version && !opts.force {
-            bail!(
-                "channel {} is at {}; refusing to publish the lower version {} (use --force)",
-                opts.channel,
-                current.version,
-                opts.version
-            );
+        if opts.version < current.version {
+            if !opts.force {
+                bail!(
+                    "channel {} is at {}; refusing to publish the lower version {}. To withdraw \
+                     {}, `cdn-publisher yank --channel {} --version {}` moves the channel back; \
+                     --force publishes {} anyway",
+                    opts.channel,
+                    current.version,
+                    opts.version,
+                    current.version,
+                    opts.channel,
+                    current.version,
+                    opts.version
+                );
+            }
+            eprintln!("warning: {}", lower_version_warning(opts, &current.version));
         }
         refuse_yanked(&opts.channel, &opts.version, &current.yanked)?;
     }
     Ok(current)
+}
+
+/// What a forced push below the channel's version does to the installs that saw it.
+fn lower_version_warning(opts: &PushOptions, current: &Version) -> String {
+    format!(
+        "channel {channel} offered {current}: installs that saw it refuse {version} (\"rollback \
+         refused\") until {current} is yanked: `cdn-publisher yank --channel {channel} --version \
+         {current}`",
+        channel = opts.channel,
+        version = opts.version,
+    )
 }
 
 /// The new release's parent: the channel's current release; a re-push of the same version

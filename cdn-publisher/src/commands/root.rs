@@ -61,8 +61,8 @@ pub enum RootCommand {
     /// Write the next root document (unsigned) to FILE: the origin's newest root with the roles
     /// given replaced. It needs signatures of the old root keys and of the new ones.
     Rotate {
-        /// The origin folder.
-        #[arg(long = "to", value_name = "ORIGIN")]
+        /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
+        #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
         to: String,
         #[command(flatten)]
         roles: RoleArgs,
@@ -83,8 +83,8 @@ pub enum RootCommand {
     Publish {
         /// The document.
         file: PathBuf,
-        /// The origin folder.
-        #[arg(long = "to", value_name = "ORIGIN")]
+        /// The origin: a folder (a path or file:// URL) or a bucket (s3://, gs://, az://).
+        #[arg(long = "origin", visible_alias = "to", value_name = "ORIGIN")]
         to: String,
     },
 }

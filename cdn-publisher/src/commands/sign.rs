@@ -53,6 +53,11 @@ pub fn sign(args: &SignArgs) -> Result<()> {
     Ok(())
 }
 
+/// A unix time as a UTC date, with the number for scripts.
+fn dated(unix: u64) -> String {
+    format!("{} (unix {unix})", relsync_format::format_utc(unix))
+}
+
 /// Prints what a document says, who signed it, and the message a signer signs.
 pub fn show(file: &Path) -> Result<()> {
     let bytes = read_file(file)?;
@@ -64,7 +69,7 @@ pub fn show(file: &Path) -> Result<()> {
                 "root version {} for product {:?}",
                 root.version, root.product
             );
-            println!("expires    unix {}", root.expires_unix);
+            println!("expires    {}", dated(root.expires_unix));
             for (name, role) in [
                 ("root", &root.root),
                 ("release", &root.release),
@@ -90,7 +95,7 @@ pub fn show(file: &Path) -> Result<()> {
                 m.files().count(),
                 m.total_file_bytes()
             );
-            println!("expires    unix {}", m.expires_unix);
+            println!("expires    {}", dated(m.expires_unix));
             if m.critical {
                 println!("critical   yes");
             }
@@ -108,8 +113,8 @@ pub fn show(file: &Path) -> Result<()> {
                 p.channel, p.product, p.version, p.root_version
             );
             println!("manifest   {}", p.manifest);
-            println!("issued     unix {}", p.issued_unix);
-            println!("expires    unix {}", p.expires_unix);
+            println!("issued     {}", dated(p.issued_unix));
+            println!("expires    {}", dated(p.expires_unix));
             println!("rollout    {}%", p.rollout_percent);
             if !p.yanked.is_empty() {
                 let yanked: Vec<String> = p.yanked.iter().map(ToString::to_string).collect();
@@ -139,7 +144,7 @@ pub fn show(file: &Path) -> Result<()> {
                 d.to_version
             );
             println!("manifest   {}", d.to);
-            println!("issued     unix {}", d.issued_unix);
+            println!("issued     {}", dated(d.issued_unix));
         }
     }
     for key in envelope::signers(kind, &bytes)? {

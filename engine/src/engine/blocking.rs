@@ -77,6 +77,16 @@ impl Engine {
         self.runtime.block_on(self.engine.rollback())
     }
 
+    /// See [`super::Engine::repair`].
+    pub fn repair(&self) -> Result<super::RepairReport> {
+        self.runtime.block_on(self.engine.repair())
+    }
+
+    /// See [`super::Engine::retry`].
+    pub fn retry(&self, version: &Version) -> Result<crate::BadRelease> {
+        self.runtime.block_on(self.engine.retry(version))
+    }
+
     /// See [`super::Engine::status`].
     pub fn status(&self) -> Result<Status> {
         self.runtime.block_on(self.engine.status())

@@ -170,6 +170,7 @@ impl EngineBuilder {
                 telemetry: self.telemetry,
                 trial: self.trial,
                 op: tokio::sync::Mutex::new(None),
+                offered: Mutex::new(None),
             }),
         })
     }

@@ -158,6 +158,21 @@ pub enum AuditEvent {
         /// Whether the install was rolled back off it.
         rolled_back: bool,
     },
+    /// The installed release was built again because it drifted on disk (`relsync repair`).
+    Repaired {
+        /// The release.
+        version: Version,
+        /// How many differences from its signed manifest were found.
+        problems: u64,
+    },
+    /// A release's bad mark was cleared by hand (`relsync retry`): it may be installed
+    /// again.
+    Unmarked {
+        /// The release.
+        version: Version,
+        /// Why it had been marked.
+        reason: String,
+    },
     /// A health check ran on a release.
     HealthCheck {
         /// The release.
@@ -180,6 +195,8 @@ impl AuditEvent {
             AuditEvent::MarkedBad { .. } => "marked_bad",
             AuditEvent::VerificationFailed { .. } => "verification_failed",
             AuditEvent::Yanked { .. } => "yanked",
+            AuditEvent::Repaired { .. } => "repaired",
+            AuditEvent::Unmarked { .. } => "unmarked",
             AuditEvent::HealthCheck { .. } => "health_check",
         }
     }
@@ -250,6 +267,15 @@ impl fmt::Display for AuditEvent {
                     f.write_str(", rolled back off it")?;
                 }
                 Ok(())
+            }
+            AuditEvent::Repaired { version, problems } => {
+                write!(
+                    f,
+                    "repaired {version}: {problems} difference(s) from its manifest"
+                )
+            }
+            AuditEvent::Unmarked { version, reason } => {
+                write!(f, "cleared the bad mark of {version} (it was: {reason})")
             }
             AuditEvent::HealthCheck {
                 version,

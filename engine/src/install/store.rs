@@ -280,6 +280,17 @@ impl Store {
         self.set_meta("bad", Some(&bad))
     }
 
+    /// Clears `version`'s bad mark; returns the mark, or `None` if it had none.
+    pub fn unmark_bad(&self, version: &Version) -> Result<Option<BadRelease>> {
+        let mut bad = self.bad_releases()?;
+        let Some(at) = bad.iter().position(|b| &b.version == version) else {
+            return Ok(None);
+        };
+        let mark = bad.remove(at);
+        self.set_meta("bad", Some(&bad))?;
+        Ok(Some(mark))
+    }
+
     /// The trusted state of `channel`, if its metadata was ever verified. Each channel has
     /// its own floor: switching channels neither lowers nor borrows one.
     pub fn trusted_state(&self, channel: &str) -> Result<Option<TrustedState>> {

@@ -74,14 +74,20 @@ pub(crate) fn apply(tree: VerifiedTree, layout: &InstallLayout, store: &Store) -
         }
         return Err(e);
     }
-    let previous = checked.installed.as_ref().map(|r| r.dir.as_str());
+    // A repair replaces the installed release: the one kept for rollback stays.
+    let kept = if checked.repair {
+        &checked.previous
+    } else {
+        &checked.installed
+    };
+    let previous = kept.as_ref().map(|r| r.dir.as_str());
     step("apply.record-current", &layout.db())?;
     let forgotten = store.set_installed(&dir, previous)?;
     info!(%dir, ?previous, "applied");
     cleanup(layout, &dir, previous, &forgotten);
     Ok(Applied {
         version: target.version.clone(),
-        previous: checked.installed_version().cloned(),
+        previous: kept.as_ref().map(|r| r.manifest.version.clone()),
         dir,
     })
 }

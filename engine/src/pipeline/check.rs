@@ -41,6 +41,9 @@ pub struct Checked {
     pub(crate) signers: Option<RoleKeys>,
     /// The channel pointer that offers `target`; `None` for a staged release.
     pub(crate) pointer: Option<VerifiedPointer>,
+    /// The target is the installed release, built again because it drifted on disk
+    /// (`relsync repair`): never up to date, and the release kept for rollback stays.
+    pub(crate) repair: bool,
 }
 
 /// A channel pointer the check stage verified, with what it takes to read it again.
@@ -118,6 +121,7 @@ impl Checked {
             held: None,
             signers: Some(signers),
             pointer: None,
+            repair: false,
         })
     }
 
@@ -138,7 +142,27 @@ impl Checked {
             held: None,
             signers: None,
             pointer: None,
+            repair: false,
         }
+    }
+
+    /// The installed release as the target, to build it again from its signed manifest
+    /// (kept in the store, verified when it was installed): its files that still verify are
+    /// linked, the others written from verified chunks, local or fetched.
+    pub(crate) fn repair(layout: &InstallLayout, store: &Store) -> Result<Self> {
+        let installed = store
+            .current()?
+            .ok_or_else(|| Error::NothingInstalled("nothing is installed to repair".into()))?;
+        Ok(Self {
+            installed_on_disk: installed_on_disk(&Some(installed.clone()), layout),
+            target: installed.manifest.clone(),
+            installed: Some(installed),
+            previous: store.previous()?,
+            held: None,
+            signers: None,
+            pointer: None,
+            repair: true,
+        })
     }
 
     /// The version the channel offers.
@@ -154,6 +178,9 @@ impl Checked {
     /// Whether there is nothing to take: the offered release is the installed one, or it is
     /// held back.
     pub fn up_to_date(&self) -> bool {
+        if self.repair {
+            return false;
+        }
         self.held.is_some()
             || self.installed_on_disk
                 && self
@@ -370,6 +397,7 @@ pub(crate) async fn check(
             channel_role,
             directive,
         }),
+        repair: false,
     })
 }
 
@@ -400,7 +428,8 @@ async fn open_pointer(
             if root.version > 0 {
                 root.check_fresh(local.now)?;
             }
-            let pointer = Pointer::open(&bytes, &root.channel)?;
+            let pointer = Pointer::open(&bytes, &root.channel)
+                .map_err(|e| name_trust(e.into(), &root, "channel"))?;
             // Going below the trusted version takes the release role, never the channel's.
             let directive = RollbackDirective::verified(&pointer, &root.release)?;
             Ok(OpenedPointer {
@@ -457,6 +486,7 @@ fn bind_pointer(config: &UpdaterConfig, local: &LocalState, opened: &OpenedPoint
     if let Some(seen) = &local.floor {
         if pointer.version < seen.highest_version && !pointer.is_yanked(&seen.highest_version) {
             return Err(Error::Rollback {
+                channel: pointer.channel.clone(),
                 offered: pointer.version.clone(),
                 seen: seen.highest_version.clone(),
             });
@@ -525,6 +555,35 @@ async fn fetch_target(
         })
     })
     .await
+    .map_err(|e| name_trust(e, &opened.root, "release"))
+}
+
+/// A signature by no trusted key, with where the trusted keys came from: the keys given
+/// (`--trust`), or a root document (`role` names which of its key sets).
+fn name_trust(e: Error, root: &Root, role: &str) -> Error {
+    match e {
+        Error::Format(relsync_format::Error::BadSignature { what, reason })
+            if reason.starts_with("not signed by any trusted key") =>
+        {
+            let from = if root.version == 0 {
+                "the trusted keys are the --trust keys (`trust` in the daemon's config); \
+                 trust the key the publisher signs with, as `cdn-publisher keygen` printed it"
+                    .to_owned()
+            } else {
+                format!(
+                    "the trusted keys are the {role} role of root document {v} (--trust-root, \
+                     or keys/root-{v} on the origin); the publisher must sign with one of them \
+                     or rotate the root (`cdn-publisher root rotate`)",
+                    v = root.version
+                )
+            };
+            Error::Format(relsync_format::Error::BadSignature {
+                what,
+                reason: format!("{reason} ({from})"),
+            })
+        }
+        e => e,
+    }
 }
 
 /// Checks the manifest against the pointer (channel, product, version) and this install

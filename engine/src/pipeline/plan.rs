@@ -221,7 +221,7 @@ pub(crate) fn plan(
     fetch: &FetchConfig,
 ) -> Result<Planned> {
     let target = &checked.target;
-    let kept = if checked.up_to_date() {
+    let kept = if checked.up_to_date() || checked.repair {
         checked.previous.as_ref().map(|r| &r.manifest.version)
     } else {
         checked.installed_version()

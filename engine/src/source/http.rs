@@ -160,9 +160,62 @@ impl Body for HttpBody {
 /// A failure to send or receive, which a retry may cure: the error and its sources, as one
 /// line.
 fn transport(url: &str, e: reqwest::Error) -> Error {
+    let chain = error_chain(&e);
+    let reason = match certificate_problem(&chain) {
+        Some(plain) => format!("{plain} ({chain})"),
+        None => chain,
+    };
     Error::Http {
         url: url.to_owned(),
-        reason: error_chain(&e),
+        reason,
         transient: true,
+    }
+}
+
+/// A refused server certificate in plain words, with the fix, from rustls's error text.
+fn certificate_problem(chain: &str) -> Option<&'static str> {
+    if chain.contains("UnknownIssuer") {
+        Some(
+            "the server's certificate was issued by a certificate authority this machine does \
+             not trust (a private CA?): give that CA's certificate as PEM with --ca-cert FILE \
+             (RELSYNC_CA_CERT; `ca_cert` in the daemon's config)",
+        )
+    } else if chain.contains("CaUsedAsEndEntity") {
+        Some(
+            "the server presents a CA certificate (self-signed, marked CA:TRUE?) as its own, \
+             which TLS refuses even when it is trusted: give the server a certificate issued by \
+             a CA, and that CA's certificate with --ca-cert FILE (RELSYNC_CA_CERT; `ca_cert` in \
+             the daemon's config)",
+        )
+    } else if chain.contains("invalid peer certificate: Expired") {
+        Some("the server's certificate has expired (or this machine's clock is wrong)")
+    } else if chain.contains("NotValidForName") {
+        Some("the server's certificate does not name this host (check the origin URL)")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_problem;
+
+    #[test]
+    fn certificate_errors_in_plain_words() {
+        let unknown = "error sending request: client error (Connect): invalid peer certificate: \
+                       UnknownIssuer";
+        let text = certificate_problem(unknown).unwrap_or_default();
+        assert!(
+            text.contains("not trust") && text.contains("--ca-cert"),
+            "{text}"
+        );
+        let ca = "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        let text = certificate_problem(ca).unwrap_or_default();
+        assert!(
+            text.contains("CA certificate") && text.contains("--ca-cert"),
+            "{text}"
+        );
+        assert!(certificate_problem("invalid peer certificate: Expired").is_some());
+        assert_eq!(certificate_problem("connection refused"), None);
     }
 }

@@ -454,6 +454,10 @@ fn an_https_mirror_with_a_private_ca_speaks_http2() {
         out.stderr.to_lowercase().contains("certificate"),
         "the error must name the certificate problem\n{out}"
     );
+    assert!(
+        out.stderr.contains("does not trust") && out.stderr.contains("--ca-cert FILE"),
+        "the error must say it in plain words and name the fix\n{out}"
+    );
 
     // A file that is no certificate is refused, naming it.
     let bogus = w.path().join("bogus.pem");
@@ -497,4 +501,26 @@ fn an_https_mirror_with_a_private_ca_speaks_http2() {
         .run();
     out.assert_success("update over HTTPS with --ca-cert");
     assert_trees_equal(&current(&dir), &w.v2);
+}
+
+/// A server presenting a CA certificate as its own (a self-signed `openssl req -x509`) is
+/// refused even with that certificate trusted; the error says so in plain words.
+#[test]
+fn a_ca_certificate_served_as_the_servers_own_is_explained() {
+    let w = World::new();
+    w.push_ok(&w.v1, V1);
+    let tls = w.path().join("tls");
+    let (ca, _, _) = private_ca(&tls);
+    let n = Nginx::start(&w.origin, &NginxOptions::tls(&ca, tls.join("ca.key")));
+    let dir = w.install_dir("self-signed");
+    let out = update_from(&w, &[n.url()], &dir)
+        .arg("--ca-cert")
+        .arg(&ca)
+        .run();
+    out.assert_failure("update from a server using its CA certificate");
+    assert!(
+        out.stderr.contains("presents a CA certificate") && out.stderr.contains("--ca-cert FILE"),
+        "{out}"
+    );
+    assert!(!dir.join("current").exists(), "{out}");
 }

@@ -418,14 +418,23 @@ fn detached_signatures_publish_releases_and_refresh_the_channel() {
     assert_trees_equal(&current(&dir), &w.v1);
     let link = current_link(&dir);
 
-    // A pointer that has expired (here: re-signed to last 0 days) is refused as stale.
+    // A pointer that has expired (here: refreshed, then edited to expire as it is issued,
+    // before the channel role signs it) is refused as stale.
     let refresh = |days: &str, file: &Path| {
+        let expired = days == "0";
         w.publisher()
             .args(["channel", "refresh", "--channel", CHANNEL])
-            .args(["--to", path(&w.origin), "--pointer-days", days])
+            .args(["--to", path(&w.origin), "--pointer-days"])
+            .arg(if expired { "1" } else { days })
             .args(["--unsigned-pointer-out", path(file)])
             .run()
             .assert_success("channel refresh");
+        if expired {
+            let mut pointer = relsync_engine::dangerous::pointer(&fs::read(file).expect("read"))
+                .expect("decode the unsigned pointer");
+            pointer.expires_unix = pointer.issued_unix;
+            fs::write(file, pointer.seal(&[]).expect("seal")).expect("write");
+        }
         channel
             .sign_into(&w, file)
             .assert_success("sign the refreshed pointer");
@@ -484,21 +493,8 @@ fn a_release_staged_before_its_metadata_expired_applies_offline() {
     assert_trees_equal(&current(&dir), &w.v1);
     let link = current_link(&dir);
 
-    w.publisher()
-        .args([
-            "channel",
-            "refresh",
-            "--channel",
-            CHANNEL,
-            "--pointer-days",
-            "0",
-        ])
-        .arg("--to")
-        .arg(&w.origin)
-        .arg("--channel-key")
-        .arg(&w.key)
-        .run()
-        .assert_success("channel refresh --pointer-days 0");
+    // The pointer re-signed to expire now (the publisher refuses `--pointer-days 0`).
+    expire_pointer(&w);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let stale = w.update(&n.url(), &dir, &[]);
     stale.assert_failure("online update with an expired pointer");
@@ -679,7 +675,11 @@ fn the_channel_key_alone_cannot_take_installs_back() {
                 "--json",
             ])
             .run();
-        held.assert_success(&format!("check after a forged {what}"));
+        assert_eq!(
+            held.status.code(),
+            Some(101),
+            "check after a forged {what}: held back exits 101\n{held}"
+        );
         let held = held.json();
         assert_eq!(
             (held["outcome"].as_str(), held["reason"].as_str()),
@@ -827,4 +827,17 @@ fn update_pinned_with(
         .args(["--install", path(dir), "--json"])
         .args(extra)
         .run()
+}
+
+/// Re-signs the channel's pointer with the world's key to expire as it is issued: an expired
+/// pointer, which `cdn-publisher` refuses to make (`--pointer-days 0`).
+pub fn expire_pointer(w: &World) {
+    let mut forge = Forge::with_key_file(&w.origin, CHANNEL, &w.key);
+    let mut pointer = forge.pointer();
+    pointer.issued_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .max(pointer.issued_unix);
+    pointer.expires_unix = pointer.issued_unix;
+    forge.write_pointer(&pointer);
 }
