@@ -12,7 +12,6 @@ mod fixture;
 mod history;
 mod keys;
 mod lifecycle;
-mod manual;
 mod operate;
 mod origin;
 mod publish;
@@ -110,14 +109,14 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Print a shell completion script for cdn-publisher (e.g. `cdn-publisher completions
     /// bash > /etc/bash_completion.d/cdn-publisher`).
-    Completions(manual::CompletionsArgs),
+    Completions(relsync_cmdline::manual::CompletionsArgs),
     /// Write cdn-publisher's man pages (cdn-publisher.1, cdn-publisher-push.1, …) into a
     /// directory.
-    Man(manual::ManArgs),
+    Man(relsync_cmdline::manual::ManArgs),
 }
 
 fn main() -> ExitCode {
-    exit_quietly_on_a_closed_stdout();
+    relsync_cmdline::exit_quietly_on_a_closed_stdout();
     // Warnings and errors unless RUST_LOG says otherwise; colour only on a terminal, and
     // never with NO_COLOR set.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -139,30 +138,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
-/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
-/// does for any Unix tool.
-fn exit_quietly_on_a_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if is_closed_stdout(message) {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
-
-/// Whether a panic message is `println!`'s on a closed pipe.
-fn is_closed_stdout(message: &str) -> bool {
-    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen { out } => {
@@ -182,9 +157,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Completions(args) => {
-            manual::completions(Cli::command(), &args);
+            relsync_cmdline::manual::completions(Cli::command(), &args);
             Ok(())
         }
-        Command::Man(args) => manual::man(Cli::command(), &args),
+        Command::Man(args) => relsync_cmdline::manual::man(Cli::command(), &args),
     }
 }

@@ -5,7 +5,6 @@ mod daemon;
 mod lan;
 mod logs;
 mod malloc;
-mod manual;
 mod metrics;
 mod render;
 
@@ -112,10 +111,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Print a shell completion script for relsync (e.g. `relsync completions bash >
     /// /etc/bash_completion.d/relsync`).
-    Completions(manual::CompletionsArgs),
+    Completions(relsync_cmdline::manual::CompletionsArgs),
     /// Write relsync's man pages (relsync.1, relsync-update.1, …) into a directory (e.g.
     /// `relsync man --out /usr/local/share/man/man1`).
-    Man(manual::ManArgs),
+    Man(relsync_cmdline::manual::ManArgs),
     /// Check the installed release as `verify` does and, if it drifted, build it again as an
     /// update would: re-fetch only what no local file holds, verify, and switch atomically.
     /// Prints what differed and what it fetched.
@@ -305,7 +304,7 @@ impl std::error::Error for Printed {}
 
 fn main() -> ExitCode {
     malloc::return_large_frees_to_the_os();
-    exit_quietly_on_a_closed_stdout();
+    relsync_cmdline::exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Update(a) => a.json,
@@ -333,30 +332,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A closed stdout (`| head`) is a reader that has seen enough: `println!` then panics with
-/// "failed printing to stdout: Broken pipe", which exits 0 here, quietly, as a pipe's end
-/// does for any Unix tool.
-fn exit_quietly_on_a_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if is_closed_stdout(message) {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
-
-/// Whether a panic message is `println!`'s on a closed pipe.
-fn is_closed_stdout(message: &str) -> bool {
-    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 /// Runs the command; its exit code is 0 unless it says otherwise (`check`).
@@ -395,10 +370,10 @@ fn run_command(command: Command) -> Result<()> {
         Command::Serve(args) => lan::serve(args),
         Command::SwarmKey { out } => lan::swarm_key(&out),
         Command::Completions(args) => {
-            manual::completions(Cli::command(), &args);
+            relsync_cmdline::manual::completions(Cli::command(), &args);
             Ok(())
         }
-        Command::Man(args) => manual::man(Cli::command(), &args),
+        Command::Man(args) => relsync_cmdline::manual::man(Cli::command(), &args),
         Command::Daemon(args) => daemon::run(args),
         Command::Audit(args) => audit::run(args),
         // `run` handles it: it has an exit code of its own.

@@ -137,6 +137,23 @@ impl World {
             .arg("--json")
     }
 
+    /// Run `relsync update` without `--json`: its text output.
+    pub fn update_text(&self, origin: &str, install: &Path) -> Output {
+        self.relsync()
+            .arg("update")
+            .args([
+                "--origin",
+                origin,
+                "--channel",
+                CHANNEL,
+                "--trust",
+                &self.pubkey,
+            ])
+            .arg("--install")
+            .arg(install)
+            .run()
+    }
+
     /// Run `relsync update --json EXTRA...`.
     pub fn update(&self, origin: &str, install: &Path, extra: &[&str]) -> Output {
         self.update_cmd(origin, install).args(extra).run()

@@ -492,18 +492,7 @@ fn a_folder_origin_counts_chunk_bytes_and_names_their_source() {
     assert_eq!(r.u64("bytes_from_peers"), 0, "{}", r.out);
 
     w.push_ok(&w.v2, relsync_tests::V2);
-    let text = w
-        .relsync()
-        .args([
-            "update",
-            "--origin",
-            &folder(&w),
-            "--trust",
-            &w.pubkey,
-            "--install",
-        ])
-        .arg(&dir)
-        .run();
+    let text = w.update_text(&folder(&w), &dir);
     text.assert_success("text update");
     assert!(
         text.stdout.contains(" from the origin, 0 B from LAN peers"),
@@ -577,18 +566,7 @@ fn a_release_marked_bad_is_held_by_update_and_retry_clears_the_mark() {
     failed.assert_failure("update whose health check fails");
     assert!(failed.stderr.contains("rolled back to 1.0.0"), "{failed}");
 
-    let text = w
-        .relsync()
-        .args([
-            "update",
-            "--origin",
-            &folder(&w),
-            "--trust",
-            &w.pubkey,
-            "--install",
-        ])
-        .arg(&dir)
-        .run();
+    let text = w.update_text(&folder(&w), &dir);
     text.assert_success("update with the offered release marked bad");
     for want in [
         "already up to date at 1.0.0; 2.0.0 is offered but held: ",
