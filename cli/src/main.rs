@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use relsync_engine::{
-    CheckOutcome, Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, TrialConfig,
-    UpdaterConfig,
+    CheckOutcome, Engine, EngineBuilder, HealthCheck, OriginConfig, PublicKey, ReadOnlyInstall,
+    TrialConfig, UpdaterConfig,
 };
 
 /// The exit codes, as `--help` lists them.
@@ -383,7 +383,8 @@ fn run_command(command: Command) -> Result<()> {
             json,
         } => check(&source, &install, json).map(drop),
         Command::Status { install, json } => {
-            let status = Engine::local(&install).open_blocking()?.status()?;
+            // Read-only: no lock, no write access; works while an update or the daemon runs.
+            let status = ReadOnlyInstall::open(&install)?.status()?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
@@ -392,7 +393,7 @@ fn run_command(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Verify { install, json } => {
-            let check = Engine::local(&install).open_blocking()?.verify()?;
+            let check = ReadOnlyInstall::open(&install)?.verify()?;
             let differs = (!check.ok()).then(|| {
                 format!(
                     "{} differs from release {} in {} place(s); `relsync repair --origin URL \

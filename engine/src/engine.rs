@@ -652,7 +652,9 @@ impl Engine {
         Ok(mark)
     }
 
-    /// What the install holds: versions, staged release, trial, releases marked bad.
+    /// What the install holds: versions, staged release, trial, releases marked bad. Read
+    /// through this engine's store; to read an install another process holds (no lock, no
+    /// write access), use [`ReadOnlyInstall`](crate::ReadOnlyInstall).
     pub async fn status(&self) -> Result<Status> {
         let engine = self.clone();
         spawn_blocking(move || engine.inner.pipeline.status()).await
@@ -660,7 +662,8 @@ impl Engine {
 
     /// Checks the installed release against its signed manifest (`relsync verify`):
     /// `current` points at the release the store records, every file has its signed hash and
-    /// mode, every link its target, and nothing else is in the tree.
+    /// mode, every link its target, and nothing else is in the tree. Without this engine's
+    /// lock: [`ReadOnlyInstall::verify`](crate::ReadOnlyInstall::verify).
     pub async fn verify(&self) -> Result<InstallCheck> {
         let engine = self.clone();
         spawn_blocking(move || engine.inner.pipeline.verify_install()).await

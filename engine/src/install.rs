@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use semver::Version;
 use serde::Serialize;
 
-use crate::install::store::{BadRelease, Store, StoreStats, Trial};
+use crate::install::store::{BadRelease, ReadOnlyStore, Release, Store, StoreStats, Trial};
 use crate::install::switch::reconcile;
 use crate::layout::{InstallLayout, RELEASES_DIR, STAGING_DIR, STATE_DIR};
 use crate::platform::{self, Dir, STATE_DIR_MODE, TREE_DIR_MODE};
@@ -53,7 +53,7 @@ pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(
     if let Opening::Create { .. } = opening {
         refuse_unmanaged_current(layout, &root)?;
     }
-    let state = open_state(layout, &root, opening)?;
+    let state = open_state(layout, &root, opening, true)?;
     let lock = take_lock(layout, &state)?;
     let store = match opening {
         Opening::Create { .. } => Store::open_or_rebuild_in(&state)?,
@@ -74,6 +74,63 @@ pub(crate) fn open_install(layout: &InstallLayout, opening: Opening) -> Result<(
     }
     reconcile(layout, &store)?;
     Ok((lock, store))
+}
+
+/// Opens the existing install at `layout` to read it (`status`, `verify`): the same checks of
+/// who may write it as [`open_install`], but no lock, and nothing created, repaired or
+/// changed (no mode set, no interrupted switch reconciled), so it works while an update or
+/// the daemon holds the lock and needs no write access to `.relsync`.
+pub(crate) fn open_install_read_only(layout: &InstallLayout) -> Result<ReadOnlyStore> {
+    platform::check_path(layout.root())?;
+    let root = open_root(layout, Opening::Read)?;
+    platform::check_trusted(layout.root(), &root.meta()?, "the install directory")?;
+    let state = open_state(layout, &root, Opening::Read, false)?;
+    ReadOnlyStore::open_read_only_in(&state).map_err(|e| match e {
+        Error::Store(reason) if !reason.contains("the next `relsync update`") => Error::Store(
+            format!("{reason} (the next `relsync update` rebuilds a corrupt database)"),
+        ),
+        e => e,
+    })
+}
+
+/// An existing install opened to read only: what `relsync status` and `relsync verify` use.
+///
+/// Opening it takes no lock and writes nothing, so it works while an update or the daemon
+/// holds the install (it reads the store's last commit) and with no write access to
+/// `.relsync`. The install is checked as [`Engine`](crate::Engine) checks it (nobody else may
+/// write it, nothing is followed through a link); a missing install or store is
+/// [`Error::NothingInstalled`]. An interrupted switch is not finished here (the next writer
+/// does that): the release `current` points at is reported as the one the writer will record.
+/// A store a killed writer left unclean is recovered in a copy in memory, never in the file.
+#[derive(Debug)]
+pub struct ReadOnlyInstall {
+    layout: InstallLayout,
+    store: ReadOnlyStore,
+}
+
+impl ReadOnlyInstall {
+    /// Opens the install at `install_dir` read-only.
+    pub fn open(install_dir: impl AsRef<Path>) -> Result<Self> {
+        let layout = InstallLayout::new(install_dir.as_ref());
+        let store = open_install_read_only(&layout)?;
+        Ok(Self { layout, store })
+    }
+
+    /// What the install holds (as [`Engine::status`](crate::Engine::status)).
+    pub fn status(&self) -> Result<Status> {
+        status(&self.layout, &self.store)
+    }
+
+    /// The installed release checked against its signed manifest (as
+    /// [`Engine::verify`](crate::Engine::verify)). Blocking: it hashes every file.
+    pub fn verify(&self) -> Result<crate::InstallCheck> {
+        crate::pipeline::verify::verify_install(&self.layout, &self.store)
+    }
+
+    /// The store, read-only.
+    pub fn store(&self) -> &ReadOnlyStore {
+        &self.store
+    }
 }
 
 /// Refuses to switch releases in an install opened with [`Opening::Read`] unless its releases
@@ -249,8 +306,9 @@ fn refuse_unmanaged_current(layout: &InstallLayout, root: &Dir) -> Result<()> {
 }
 
 /// `.relsync`: checked (only relsync's user or root may write it) and made private (0700);
-/// created when `opening` allows, in an empty directory or, with `adopt`, any.
-fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening) -> Result<Dir> {
+/// created when `opening` allows, in an empty directory or, with `adopt`, any. Its mode is
+/// left alone unless `fix_mode`.
+fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening, fix_mode: bool) -> Result<Dir> {
     let path = layout.state();
     match (root.meta_at(STATE_DIR)?, opening) {
         (None, Opening::Read) => Err(Error::NothingInstalled(format!(
@@ -278,7 +336,7 @@ fn open_state(layout: &InstallLayout, root: &Dir, opening: Opening) -> Result<Di
             let state = root.open_dir(STATE_DIR)?;
             let meta = state.meta()?;
             platform::check_trusted(&path, &meta, "relsync's state directory")?;
-            if meta.mode != STATE_DIR_MODE && meta.uid == platform::effective_uid() {
+            if fix_mode && meta.mode != STATE_DIR_MODE && meta.uid == platform::effective_uid() {
                 state.set_mode(STATE_DIR_MODE)?;
             }
             Ok(state)
@@ -363,8 +421,29 @@ pub struct Status {
     pub store: StoreStats,
 }
 
-pub(crate) fn status(layout: &InstallLayout, store: &Store) -> Result<Status> {
-    let current = store.current()?;
+/// The current and previous releases as the store records them or, after a crash between
+/// the switch and its record, as the next writer will record them ([`reconcile`]): `current`
+/// on disk wins if the store knows its release. Read only: nothing is recorded.
+pub(crate) fn installed_releases<D: redb::ReadableDatabase>(
+    layout: &InstallLayout,
+    store: &Store<D>,
+) -> Result<(Option<Release>, Option<Release>)> {
+    let recorded = store.current()?;
+    if let Some(on_disk) = switch::current_dir(layout)
+        && recorded.as_ref().map(|r| r.dir.as_str()) != Some(on_disk.as_str())
+        && let Some(release) = store.release(&on_disk)?
+    {
+        let previous = recorded.filter(|p| layout.release(&p.dir).is_dir());
+        return Ok((Some(release), previous));
+    }
+    Ok((recorded, store.previous()?))
+}
+
+pub(crate) fn status<D: redb::ReadableDatabase>(
+    layout: &InstallLayout,
+    store: &Store<D>,
+) -> Result<Status> {
+    let (current, previous) = installed_releases(layout, store)?;
     Ok(Status {
         channel: current.as_ref().map(|r| r.manifest.channel.clone()),
         staged_version: store.staged()?.map(|s| s.manifest.version.clone()),
@@ -372,7 +451,7 @@ pub(crate) fn status(layout: &InstallLayout, store: &Store) -> Result<Status> {
         bad_releases: store.bad_releases()?,
         install_dir: layout.root().to_path_buf(),
         version: current.as_ref().map(|r| r.manifest.version.clone()),
-        previous_version: store.previous()?.map(|r| r.manifest.version.clone()),
+        previous_version: previous.map(|r| r.manifest.version.clone()),
         manifest: current.as_ref().map(|r| r.manifest.id().to_string()),
         files: current
             .as_ref()

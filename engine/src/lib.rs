@@ -75,12 +75,14 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
-pub use install::Status;
 pub use install::audit::{
     AuditError, AuditEvent, AuditHash, AuditLog, AuditProblem, AuditRecord, AuditRecords,
     AuditSummary,
 };
-pub use install::store::{BadRelease, Location, Release, Store, StoreStats, Trial, TrustedState};
+pub use install::store::{
+    BadRelease, Location, ReadOnlyStore, Release, Store, StoreStats, Trial, TrustedState,
+};
+pub use install::{ReadOnlyInstall, Status};
 pub use keys::{PublicKey, SecretKey};
 pub use layout::InstallLayout;
 pub use path::{

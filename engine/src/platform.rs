@@ -237,8 +237,9 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Reads state file `name` (at most `limit` bytes); `None` if it does not exist.
-    pub(crate) fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    /// Opens state file `name` for reading only, with the checks of [`Self::open_state_file`]
+    /// and nothing created or changed (not even its mode); `None` if it does not exist.
+    pub(crate) fn open_state_file_read_only(&self, name: &str) -> Result<Option<File>> {
         let path = self.child(name);
         let fd = match rustix::fs::openat(
             &self.fd,
@@ -254,9 +255,17 @@ impl Dir {
             .map(|s| Meta::of(&s))
             .map_err(io_err("checking", &path))?;
         check_state_file(&path, &meta)?;
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Reads state file `name` (at most `limit` bytes); `None` if it does not exist.
+    pub(crate) fn read(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.child(name);
+        let Some(file) = self.open_state_file_read_only(name)? else {
+            return Ok(None);
+        };
         let mut bytes = Vec::new();
-        File::from(fd)
-            .take(limit.saturating_add(1))
+        file.take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(Error::io("reading", &path))?;
         if bytes.len() as u64 > limit {

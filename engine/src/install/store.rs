@@ -6,7 +6,10 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
+};
 use relsync_chunker::ChunkId;
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -105,10 +108,41 @@ pub struct StoreStats {
 }
 
 /// The redb database of one install.
-#[derive(Debug)]
-pub struct Store {
-    db: Database,
+///
+/// `Store` (the default parameter) reads and writes; an install's writer holds its lock.
+/// [`ReadOnlyStore`] only reads: it takes no lock, needs no write access to the file, never
+/// migrates, recovers or changes anything, and may be open beside the writer (both open the
+/// database in redb's [`ConcurrencyMode::SingleWriter`]: one writing process, any number of
+/// read-only ones, each reading the last commit).
+pub struct Store<D = Database> {
+    db: D,
 }
+
+/// A [`Store`] opened read-only: `relsync status` and `relsync verify`. It has the reading
+/// methods only; a write does not compile:
+///
+/// ```compile_fail
+/// fn write(install: &relsync_engine::ReadOnlyInstall) -> relsync_engine::Result<()> {
+///     install.store().set_trial(None)
+/// }
+/// ```
+///
+/// ```
+/// fn read(install: &relsync_engine::ReadOnlyInstall) -> relsync_engine::Result<()> {
+///     install.store().trial().map(drop)
+/// }
+/// ```
+pub type ReadOnlyStore = Store<ReadOnlyDatabase>;
+
+impl<D> std::fmt::Debug for Store<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// How processes share the database: relsync writes it from one process at a time (the
+/// install's lock ensures that), while `status` and `verify` read it from others.
+const CONCURRENCY: ConcurrencyMode = ConcurrencyMode::SingleWriter;
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Store(e.to_string()))
@@ -207,14 +241,21 @@ impl Store {
     /// Opens or creates the database at `path`, a file the caller trusts (benchmarks, tools;
     /// installs open theirs through `.relsync` without following links).
     pub fn open(path: &Path) -> Result<Self> {
-        Self::with_tables(Database::create(path)?)
+        Self::with_tables(
+            redb::Builder::new()
+                .set_concurrency_mode(CONCURRENCY)
+                .create(path)?,
+        )
     }
 
     /// The database file opened (never through a link, mode 0600), then redb's open of it.
     fn create(state: &Dir) -> Result<std::result::Result<Database, redb::DatabaseError>> {
         let file = state.open_state_file(DB_FILE, false)?;
-        Ok(redb::backends::FileBackend::new(file)
-            .and_then(|backend| redb::Builder::new().create_with_backend(backend)))
+        Ok(redb::backends::FileBackend::new(file).and_then(|backend| {
+            redb::Builder::new()
+                .set_concurrency_mode(CONCURRENCY)
+                .create_with_backend(backend)
+        }))
     }
 
     fn with_tables(db: Database) -> Result<Self> {
@@ -227,12 +268,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(Self { db })
-    }
-
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
 
     fn set_meta<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<()> {
@@ -248,23 +283,9 @@ impl Store {
         Ok(())
     }
 
-    /// The release on trial, if the last install is not yet confirmed healthy.
-    pub fn trial(&self) -> Result<Option<Trial>> {
-        self.meta("trial")?.map(|b| decode(&b)).transpose()
-    }
-
     /// Starts (or, with `None`, ends) a trial.
     pub fn set_trial(&self, trial: Option<&Trial>) -> Result<()> {
         self.set_meta("trial", trial)
-    }
-
-    /// Releases marked bad, oldest first.
-    pub fn bad_releases(&self) -> Result<Vec<BadRelease>> {
-        Ok(self
-            .meta("bad")?
-            .map(|b| decode(&b))
-            .transpose()?
-            .unwrap_or_default())
     }
 
     /// Marks `version` bad: checks skip it until a newer release is offered.
@@ -291,37 +312,9 @@ impl Store {
         Ok(Some(mark))
     }
 
-    /// The trusted state of `channel`, if its metadata was ever verified. Each channel has
-    /// its own floor: switching channels neither lowers nor borrows one.
-    pub fn trusted_state(&self, channel: &str) -> Result<Option<TrustedState>> {
-        self.meta(&format!("trusted:{channel}"))?
-            .map(|b| decode(&b))
-            .transpose()
-    }
-
-    /// Every channel's trusted state.
-    pub fn trusted_states(&self) -> Result<Vec<(String, TrustedState)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        let mut states = Vec::new();
-        for row in table.range("trusted:"..)? {
-            let (key, value) = row?;
-            let Some(channel) = key.value().strip_prefix("trusted:") else {
-                break;
-            };
-            states.push((channel.to_owned(), decode(value.value())?));
-        }
-        Ok(states)
-    }
-
     /// Records newly verified metadata of `channel`.
     pub fn set_trusted_state(&self, channel: &str, state: &TrustedState) -> Result<()> {
         self.set_meta(&format!("trusted:{channel}"), Some(state))
-    }
-
-    /// The newest root document this client verified, as signed.
-    pub fn trusted_root(&self) -> Result<Option<Vec<u8>>> {
-        self.meta("root")
     }
 
     /// Records a newly verified root document.
@@ -332,12 +325,6 @@ impl Store {
         Ok(())
     }
 
-    /// The last verified pointer of `channel`, as signed (handed to peers whose origin is
-    /// down).
-    pub fn pointer(&self, channel: &str) -> Result<Option<Vec<u8>>> {
-        self.meta(&format!("pointer:{channel}"))
-    }
-
     /// Records a verified pointer of `channel`.
     pub fn set_pointer(&self, channel: &str, envelope: &[u8]) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -345,40 +332,6 @@ impl Store {
             .insert(format!("pointer:{channel}").as_str(), envelope)?;
         txn.commit()?;
         Ok(())
-    }
-
-    fn release_named(&self, key: &str) -> Result<Option<Release>> {
-        let Some(dir) = self.meta(key)? else {
-            return Ok(None);
-        };
-        let dir = String::from_utf8(dir).map_err(|e| Error::Store(e.to_string()))?;
-        let txn = self.db.begin_read()?;
-        let releases = txn.open_table(RELEASES)?;
-        let Some(bytes) = releases.get(dir.as_str())? else {
-            return Err(Error::Store(format!("release {dir} has no manifest")));
-        };
-        let manifest = relsync_format::dangerous::trusted_manifest(bytes.value().to_vec())?;
-        Ok(Some(Release { dir, manifest }))
-    }
-
-    /// The release `current` points at.
-    pub fn current(&self) -> Result<Option<Release>> {
-        self.release_named("current")
-    }
-
-    /// The release a download verified and staged for a later offline apply.
-    pub(crate) fn staged(&self) -> Result<Option<StagedRelease>> {
-        let Some(envelope) = self.meta("staged")? else {
-            return Ok(None);
-        };
-        let signers = match self.meta("staged-signers")? {
-            Some(bytes) => Some(decode(&bytes)?),
-            None => None,
-        };
-        Ok(Some(StagedRelease {
-            manifest: relsync_format::dangerous::trusted_manifest(envelope)?,
-            signers,
-        }))
     }
 
     /// Records (or, with `None`, forgets) the staged release: its manifest envelope and the
@@ -405,17 +358,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
-    }
-
-    /// The release kept for rollback.
-    pub fn previous(&self) -> Result<Option<Release>> {
-        self.release_named("previous")
-    }
-
-    /// Whether `dir` is a recorded release.
-    pub fn has_release(&self, dir: &str) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(RELEASES)?.get(dir)?.is_some())
     }
 
     /// Records a staged release before `current` is switched to it.
@@ -468,16 +410,6 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Where an installed file holds `chunk`.
-    pub fn locate(&self, chunk: &ChunkId) -> Result<Option<Location>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHUNKS)?;
-        table
-            .get(chunk.as_bytes().as_slice())?
-            .map(|v| decode(v.value()))
-            .transpose()
-    }
-
     /// Records verified chunks fetched for `manifest`.
     pub fn journal_add(&self, chunks: &[ChunkId], manifest: &ManifestId) -> Result<()> {
         if chunks.is_empty() {
@@ -492,6 +424,249 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+impl ReadOnlyStore {
+    /// Opens the database in the state folder `state` read-only: the file is opened for
+    /// reading only (never through a link), nothing is created, repaired or migrated, and no
+    /// lock but redb's shared one is taken, so a writer may have it open meanwhile.
+    /// [`Error::NothingInstalled`] if there is no database.
+    pub(crate) fn open_read_only_in(state: &Dir) -> Result<Self> {
+        let Some(file) = state.open_state_file_read_only(DB_FILE)? else {
+            return Err(Error::NothingInstalled(format!(
+                "{} has no state database ({DB_FILE})",
+                state.path().display()
+            )));
+        };
+        let copy = file
+            .try_clone()
+            .map_err(Error::io("opening", &state.path().join(DB_FILE)))?;
+        let db = redb::backends::FileBackend::new(file).and_then(|backend| {
+            redb::Builder::new()
+                .set_concurrency_mode(CONCURRENCY)
+                .open_read_only_with_backend(backend)
+        });
+        match db {
+            Ok(db) => Ok(Self { db }),
+            // Only a writer that does not share the file (a relsync before 0.x opened it
+            // exclusively) refuses a reader.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Store(format!(
+                "{} is open in a process that does not share it (an older relsync); try \
+                 again when it is done",
+                state.path().join(DB_FILE).display()
+            ))),
+            // Left unclean by a writer that died (and none has opened it since): recovery
+            // writes, so it runs on a copy in memory; the file is the next writer's to recover.
+            Err(redb::DatabaseError::RepairAborted) => {
+                tracing::info!(path = %state.path().join(DB_FILE).display(), "the state database was not closed cleanly; reading a recovered copy");
+                Self::open_recovered_copy(copy).map_err(|e| {
+                    Error::Store(format!(
+                        "{} was not closed cleanly (a relsync process was killed), and a \
+                         recovered copy could not be read either: {e}",
+                        state.path().join(DB_FILE).display()
+                    ))
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl ReadOnlyStore {
+    /// The database in `file`, copied into memory and recovered there, as a writer would
+    /// recover the file.
+    fn open_recovered_copy(file: std::fs::File) -> std::result::Result<Self, redb::Error> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes)?;
+        let copy = Snapshot(std::sync::Arc::new(std::sync::RwLock::new(bytes)));
+        // Recovers the copy and, when dropped, closes it cleanly.
+        drop(redb::Builder::new().create_with_backend(copy.clone())?);
+        let db = redb::Builder::new().open_read_only_with_backend(copy)?;
+        Ok(Self { db })
+    }
+}
+
+/// A database file copied into memory, shared between the recovering writer and the reader.
+#[derive(Clone)]
+struct Snapshot(std::sync::Arc<std::sync::RwLock<Vec<u8>>>);
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    fn bytes(&self) -> std::sync::RwLockReadGuard<'_, Vec<u8>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bytes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<u8>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn out_of_range() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, "out of range")
+}
+
+impl redb::StorageBackend for Snapshot {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.bytes().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let bytes = self.bytes();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let from = bytes
+            .get(start..start.saturating_add(out.len()))
+            .ok_or_else(out_of_range)?;
+        out.copy_from_slice(from);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        self.bytes_mut().resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut bytes = self.bytes_mut();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let to = bytes
+            .get_mut(start..start.saturating_add(data.len()))
+            .ok_or_else(out_of_range)?;
+        to.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl<D: ReadableDatabase> Store<D> {
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The release on trial, if the last install is not yet confirmed healthy.
+    pub fn trial(&self) -> Result<Option<Trial>> {
+        self.meta("trial")?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Releases marked bad, oldest first.
+    pub fn bad_releases(&self) -> Result<Vec<BadRelease>> {
+        Ok(self
+            .meta("bad")?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// The trusted state of `channel`, if its metadata was ever verified. Each channel has
+    /// its own floor: switching channels neither lowers nor borrows one.
+    pub fn trusted_state(&self, channel: &str) -> Result<Option<TrustedState>> {
+        self.meta(&format!("trusted:{channel}"))?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    /// Every channel's trusted state.
+    pub fn trusted_states(&self) -> Result<Vec<(String, TrustedState)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        let mut states = Vec::new();
+        for row in table.range("trusted:"..)? {
+            let (key, value) = row?;
+            let Some(channel) = key.value().strip_prefix("trusted:") else {
+                break;
+            };
+            states.push((channel.to_owned(), decode(value.value())?));
+        }
+        Ok(states)
+    }
+
+    /// The newest root document this client verified, as signed.
+    pub fn trusted_root(&self) -> Result<Option<Vec<u8>>> {
+        self.meta("root")
+    }
+
+    /// The last verified pointer of `channel`, as signed (handed to peers whose origin is
+    /// down).
+    pub fn pointer(&self, channel: &str) -> Result<Option<Vec<u8>>> {
+        self.meta(&format!("pointer:{channel}"))
+    }
+
+    fn release_named(&self, key: &str) -> Result<Option<Release>> {
+        let Some(dir) = self.meta(key)? else {
+            return Ok(None);
+        };
+        let dir = String::from_utf8(dir).map_err(|e| Error::Store(e.to_string()))?;
+        match self.release(&dir)? {
+            Some(release) => Ok(Some(release)),
+            None => Err(Error::Store(format!("release {dir} has no manifest"))),
+        }
+    }
+
+    /// The recorded release in directory `dir`, if the store knows it.
+    pub(crate) fn release(&self, dir: &str) -> Result<Option<Release>> {
+        let txn = self.db.begin_read()?;
+        let releases = txn.open_table(RELEASES)?;
+        let Some(bytes) = releases.get(dir)? else {
+            return Ok(None);
+        };
+        let manifest = relsync_format::dangerous::trusted_manifest(bytes.value().to_vec())?;
+        Ok(Some(Release {
+            dir: dir.to_owned(),
+            manifest,
+        }))
+    }
+
+    /// The release `current` points at.
+    pub fn current(&self) -> Result<Option<Release>> {
+        self.release_named("current")
+    }
+
+    /// The release a download verified and staged for a later offline apply.
+    pub(crate) fn staged(&self) -> Result<Option<StagedRelease>> {
+        let Some(envelope) = self.meta("staged")? else {
+            return Ok(None);
+        };
+        let signers = match self.meta("staged-signers")? {
+            Some(bytes) => Some(decode(&bytes)?),
+            None => None,
+        };
+        Ok(Some(StagedRelease {
+            manifest: relsync_format::dangerous::trusted_manifest(envelope)?,
+            signers,
+        }))
+    }
+
+    /// The release kept for rollback.
+    pub fn previous(&self) -> Result<Option<Release>> {
+        self.release_named("previous")
+    }
+
+    /// Whether `dir` is a recorded release.
+    pub fn has_release(&self, dir: &str) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(RELEASES)?.get(dir)?.is_some())
+    }
+
+    /// Where an installed file holds `chunk`.
+    pub fn locate(&self, chunk: &ChunkId) -> Result<Option<Location>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHUNKS)?;
+        table
+            .get(chunk.as_bytes().as_slice())?
+            .map(|v| decode(v.value()))
+            .transpose()
     }
 
     /// Chunks in the fetch journal.
@@ -563,6 +738,118 @@ mod tests {
             std::fs::read(dir.path().join("state.redb.corrupt")).unwrap(),
             vec![0xa5; 8192]
         );
+    }
+
+    fn trial(starts: u32) -> Trial {
+        Trial {
+            version: Version::new(1, 2, 3),
+            manifest: ManifestId([7; 32]),
+            started_unix: 11,
+            starts,
+        }
+    }
+
+    #[test]
+    fn a_read_only_store_reads_beside_the_writer_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        let writer = Store::open_in(&state).unwrap();
+        writer.set_trial(Some(&trial(1))).unwrap();
+        let names = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let (before, files) = (std::fs::read(dir.path().join(DB_FILE)).unwrap(), names());
+        let reader = ReadOnlyStore::open_read_only_in(&state).unwrap();
+        assert_eq!(reader.trial().unwrap(), Some(trial(1)));
+        assert_eq!(reader.stats().unwrap().releases, 0);
+        drop(reader);
+        // Not a byte written, no lock file made.
+        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), before);
+        assert_eq!(names(), files);
+        // The writer still writes while a reader is open, and the reader follows its commits.
+        let reader = ReadOnlyStore::open_read_only_in(&state).unwrap();
+        writer.set_trial(Some(&trial(2))).unwrap();
+        assert_eq!(reader.trial().unwrap(), Some(trial(2)));
+    }
+
+    #[test]
+    fn a_read_only_store_is_only_opened_for_reading() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        drop(Store::open_in(&state).unwrap());
+        let file = state.open_state_file_read_only(DB_FILE).unwrap().unwrap();
+        let flags =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
+        let flags = flags
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        // O_ACCMODE is 0o3, O_RDONLY 0: any write through it fails with EBADF.
+        assert_eq!(flags & 0o3, 0, "{flags:o}");
+        assert!(std::io::Write::write(&mut &file, b"x").is_err());
+    }
+
+    #[test]
+    fn an_unclean_database_is_read_through_a_recovered_copy_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        let writer = Store::open_in(&state).unwrap();
+        writer.set_trial(Some(&trial(4))).unwrap();
+        // The file as a killed writer leaves it: copied while the writer has it open.
+        let unclean = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        drop(writer);
+        std::fs::write(dir.path().join(DB_FILE), &unclean).unwrap();
+        let plain = redb::Builder::new()
+            .set_concurrency_mode(CONCURRENCY)
+            .open_read_only(dir.path().join(DB_FILE));
+        assert!(
+            matches!(plain, Err(redb::DatabaseError::RepairAborted)),
+            "the copy must be unclean"
+        );
+        let reader = ReadOnlyStore::open_read_only_in(&state).unwrap();
+        assert_eq!(reader.trial().unwrap(), Some(trial(4)));
+        drop(reader);
+        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), unclean);
+        // The next writer recovers the file itself.
+        assert_eq!(
+            Store::open_in(&state).unwrap().trial().unwrap(),
+            Some(trial(4))
+        );
+    }
+
+    #[test]
+    fn a_missing_database_is_nothing_installed_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Dir::open(dir.path()).unwrap();
+        let err = ReadOnlyStore::open_read_only_in(&state).unwrap_err();
+        assert!(matches!(err, Error::NothingInstalled(_)), "{err}");
+        assert!(err.to_string().contains("no state database"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_database_an_earlier_relsync_wrote_opens_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // As relsync wrote it before the single-writer mode: redb's default, exclusive.
+            let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+            let store = Store::with_tables(db).unwrap();
+            store.set_trial(Some(&trial(3))).unwrap();
+        }
+        let state = Dir::open(dir.path()).unwrap();
+        let reader = ReadOnlyStore::open_read_only_in(&state).unwrap();
+        assert_eq!(reader.trial().unwrap(), Some(trial(3)));
+        drop(reader);
+        let writer = Store::open_in(&state).unwrap();
+        assert_eq!(writer.trial().unwrap(), Some(trial(3)));
+        writer.set_trial(None).unwrap();
     }
 
     #[test]

@@ -131,9 +131,12 @@ impl InstallCheck {
 /// Checks the installed release against its signed manifest: `current` points at the release
 /// the store records, every file has its signed hash and mode, every link its target, and
 /// nothing else is in the tree.
-pub(crate) fn verify_install(layout: &InstallLayout, store: &Store) -> Result<InstallCheck> {
-    let release = store
-        .current()?
+pub(crate) fn verify_install<D: redb::ReadableDatabase>(
+    layout: &InstallLayout,
+    store: &Store<D>,
+) -> Result<InstallCheck> {
+    let release = crate::install::installed_releases(layout, store)?
+        .0
         .ok_or_else(|| Error::NothingInstalled("nothing is installed".into()))?;
     let mut problems = Vec::new();
     if current_dir(layout).as_deref() != Some(release.dir.as_str()) {

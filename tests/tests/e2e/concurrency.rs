@@ -1,6 +1,8 @@
 //! Two processes on one install at once: the lock lets exactly one update install a release;
 //! the other names the holder and changes nothing, or (started after the first ended) finds
-//! the install up to date. Rollback refuses while an update runs.
+//! the install up to date. Rollback refuses while an update runs; `status` and `verify` take
+//! no lock and need no write access, so they read the install meanwhile, and as a user who
+//! cannot write it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use relsync_tests::{
     current, pseudo_random,
 };
 
-use crate::common::world_with_v1;
+use crate::common::{require_root, world_with_v1};
 
 /// Rounds of two updaters started together, each on a fresh v1 install.
 const ROUNDS: usize = 10;
@@ -145,7 +147,7 @@ fn wait_for_lock(update: &mut Spawned, dir: &Path) {
 }
 
 #[test]
-fn rollback_refuses_and_status_names_the_holder_while_an_update_runs() {
+fn rollback_refuses_while_an_update_runs_and_status_and_verify_read_meanwhile() {
     let (w, n) = world_with_v1();
     let dir = w.install_dir("a");
     w.update_ok(&n.url(), &dir);
@@ -170,23 +172,24 @@ fn rollback_refuses_and_status_names_the_holder_while_an_update_runs() {
     );
     assert_trees_equal(&current(&dir), &w.v2);
 
-    // status may read, or refuse naming the holder; it never sees a half-made release.
+    // status and verify take no lock: they read the store's last commit (v2, never a
+    // half-made v3) while the update holds the install.
     let status = w
         .relsync()
         .args(["status", "--json", "--install"])
         .arg(&dir)
         .run();
-    if status.success() {
-        let s = Report::new(status);
-        assert_eq!(s.str("version"), V2, "{}", s.out);
-    } else {
-        status.assert_failure("status while an update runs");
-        assert!(
-            status.stderr.contains(&lock_message(pid, &dir)),
-            "status must name the update holding the lock (pid {pid})\n{status}"
-        );
-        eprintln!("status during the update: {}", status.stderr.trim());
-    }
+    status.assert_success("status while an update holds the lock");
+    let s = Report::new(status);
+    assert_eq!(s.str("version"), V2, "{}", s.out);
+    let verify = w
+        .relsync()
+        .args(["verify", "--json", "--install"])
+        .arg(&dir)
+        .run();
+    verify.assert_success("verify while an update holds the lock");
+    let v = Report::new(verify);
+    assert_eq!(v.str("version"), V2, "{}", v.out);
     assert!(
         !update.has_exited(),
         "the update was over before rollback and status ran; the throttle is too weak"
@@ -202,4 +205,94 @@ fn rollback_refuses_and_status_names_the_holder_while_an_update_runs() {
     w.rollback(&dir)
         .assert_success("rollback once the update is done");
     assert_trees_equal(&current(&dir), &w.v2);
+}
+
+/// `status` and `verify` as a user who may read the install but write nothing in it: the
+/// install handed to an unprivileged uid, then made read-only (root ignores modes, so the
+/// check runs as that uid, through `setpriv`). Nothing is written, not even a mode.
+#[test]
+fn status_and_verify_need_no_write_access() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root("running status and verify as an unprivileged user with setpriv");
+    const NOBODY: u32 = 65534;
+    let (w, n) = world_with_v1();
+    let dir = w.install_dir("a");
+    w.update_ok(&n.url(), &dir);
+    // Other users may enter the world's temp dir, as an ordinary parent directory.
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).expect("chmod world");
+    let chown_all = |path: &Path| {
+        let out = relsync_tests::Cmd::new("chown")
+            .args(["-R", "--no-dereference", &format!("{NOBODY}:{NOBODY}")])
+            .arg(path)
+            .run();
+        out.assert_success("chown -R the install");
+    };
+    chown_all(&dir);
+    let state = dir.join(".relsync");
+    for entry in fs::read_dir(&state).expect("read .relsync").flatten() {
+        let meta = fs::symlink_metadata(entry.path()).expect("stat");
+        if meta.is_file() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o400)).expect("chmod");
+        }
+    }
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o500)).expect("chmod .relsync");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).expect("chmod install");
+    let snapshot = || {
+        let mut files: Vec<(String, u32, Vec<u8>)> = fs::read_dir(&state)
+            .expect("read .relsync")
+            .flatten()
+            .map(|e| {
+                let meta = fs::symlink_metadata(e.path()).expect("stat");
+                let bytes = if meta.is_file() {
+                    fs::read(e.path()).expect("read")
+                } else {
+                    Vec::new()
+                };
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    meta.mode(),
+                    bytes,
+                )
+            })
+            .collect();
+        files.sort();
+        (fs::metadata(&state).expect("stat").mode(), files)
+    };
+    let before = snapshot();
+
+    let as_nobody = |args: &[&str]| {
+        let id = NOBODY.to_string();
+        relsync_tests::Cmd::new("setpriv")
+            .args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"])
+            .arg(&relsync_tests::bins().relsync)
+            .args(args)
+            .arg("--install")
+            .arg(&dir)
+            .run()
+    };
+    // The permissions bite: this user cannot write in `.relsync`.
+    let id = NOBODY.to_string();
+    let touch = relsync_tests::Cmd::new("setpriv")
+        .args([
+            "--reuid",
+            &id,
+            "--regid",
+            &id,
+            "--clear-groups",
+            "--",
+            "touch",
+        ])
+        .arg(state.join("probe"))
+        .run();
+    touch.assert_failure("an unprivileged user writing in a read-only .relsync");
+
+    let status = as_nobody(&["status", "--json"]);
+    status.assert_success("status with no write access");
+    let s = Report::new(status);
+    assert_eq!(s.str("version"), V1, "{}", s.out);
+    let verify = as_nobody(&["verify", "--json"]);
+    verify.assert_success("verify with no write access");
+    let v = Report::new(verify);
+    assert_eq!(v.str("version"), V1, "{}", v.out);
+    assert_eq!(snapshot(), before, "status or verify changed .relsync");
 }
