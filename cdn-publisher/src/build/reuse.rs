@@ -102,10 +102,9 @@ impl<'a> Reuse<'a> {
     /// The parent's solid frame of exactly the run `chunks`, if it has one: its bytes, checked
     /// to decode to chunks with those ids.
     pub fn solid_frame(&self, chunks: &[ChunkEntry]) -> Result<Option<Vec<u8>>> {
-        let Some(solid) = self.solid_of(chunks) else {
+        let Some((index, solid)) = self.solid_of(chunks) else {
             return Ok(None);
         };
-        let index = self.solid[&chunks[0].id];
         let place = Place {
             pack: solid.pack,
             offset: self.manifest.solid_offset(index),
@@ -126,27 +125,29 @@ impl<'a> Reuse<'a> {
         Ok(Some(frame))
     }
 
-    /// How many chunks the parent's solid frame starting with `first` holds, if it has one.
-    pub fn solid_len(&self, first: &ChunkId) -> Option<usize> {
-        let index = self.solid.get(first)?;
-        Some(self.manifest.solid[*index].chunks as usize)
+    /// How many chunks from the start of `rest` the parent has one solid frame of (the same
+    /// chunks in the same order), if it has one starting there.
+    pub fn solid_run(&self, rest: &[ChunkEntry]) -> Option<usize> {
+        let (_, solid) = self.solid_of(rest.get(..self.solid_at(rest)?.chunks as usize)?)?;
+        Some(solid.chunks as usize)
     }
 
-    /// Whether the parent has a solid frame of exactly the run `chunks`.
-    pub fn has_solid(&self, chunks: &[ChunkEntry]) -> bool {
-        self.solid_of(chunks).is_some()
+    /// The parent's solid frame starting with `rest`'s first chunk.
+    fn solid_at(&self, rest: &[ChunkEntry]) -> Option<&SolidFrame> {
+        self.manifest.solid.get(*self.solid.get(&rest.first()?.id)?)
     }
 
-    /// The parent's solid frame holding exactly the chunks `chunks`.
-    fn solid_of(&self, chunks: &[ChunkEntry]) -> Option<&SolidFrame> {
-        let solid = &self.manifest.solid[*self.solid.get(&chunks.first()?.id)?];
+    /// The parent's solid frame holding exactly the chunks `chunks`, and its index.
+    fn solid_of(&self, chunks: &[ChunkEntry]) -> Option<(usize, &SolidFrame)> {
+        let index = *self.solid.get(&chunks.first()?.id)?;
+        let solid = &self.manifest.solid[index];
         let first = solid.first as usize;
         let theirs = self
             .manifest
             .chunks
             .get(first..first + solid.chunks as usize)?;
         (theirs.len() == chunks.len() && theirs.iter().zip(chunks).all(|(a, b)| a.id == b.id))
-            .then_some(solid)
+            .then_some((index, solid))
     }
 
     /// What to say when the parent's frame of `what` in pack `pack` is not what its

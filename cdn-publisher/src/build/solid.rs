@@ -103,11 +103,7 @@ fn plan(chunks: &[ChunkEntry], run_bytes: u64, reuse: Option<&Reuse<'_>>) -> Vec
     let mut runs = Vec::new();
     let (mut start, mut bytes, mut i) = (0, 0u64, 0);
     while i < chunks.len() {
-        let reused = reuse.and_then(|r| {
-            let len = r.solid_len(&chunks[i].id)?;
-            let run = chunks.get(i..i + len)?;
-            r.has_solid(run).then_some(len)
-        });
+        let reused = reuse.and_then(|r| r.solid_run(&chunks[i..]));
         if let Some(len) = reused {
             if start < i {
                 runs.push(Run::New(start..i));
