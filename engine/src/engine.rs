@@ -19,6 +19,7 @@
 pub mod blocking;
 mod builder;
 mod health;
+mod read_only;
 mod trial;
 
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ use crate::share::Share;
 use crate::{Error, PublicKey, Result};
 
 pub use builder::EngineBuilder;
+pub use read_only::ReadOnlyInstall;
 pub use trial::StartOutcome;
 
 /// What a check found.

@@ -70,11 +70,12 @@ pub use config::{
     FetchConfig, HealthCheck, OriginConfig, TrialConfig, UpdaterConfig, this_platform,
 };
 pub use engine::{
-    CheckOutcome, Download, Engine, EngineBuilder, RepairReport, Sample, StartOutcome, Telemetry,
-    UpdateAvailable,
+    CheckOutcome, Download, Engine, EngineBuilder, ReadOnlyInstall, RepairReport, Sample,
+    StartOutcome, Telemetry, UpdateAvailable,
 };
 pub use error::{Error, Result};
 pub use ids::{ChunkId, FileHash, ManifestId, PackId};
+pub use install::Status;
 pub use install::audit::{
     AuditError, AuditEvent, AuditHash, AuditLog, AuditProblem, AuditRecord, AuditRecords,
     AuditSummary,
@@ -82,7 +83,6 @@ pub use install::audit::{
 pub use install::store::{
     BadRelease, Location, ReadOnlyStore, Release, Store, StoreStats, Trial, TrustedState,
 };
-pub use install::{ReadOnlyInstall, Status};
 pub use keys::{PublicKey, SecretKey};
 pub use layout::InstallLayout;
 pub use path::{
