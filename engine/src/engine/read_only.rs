@@ -14,7 +14,7 @@ use crate::pipeline::verify::{InstallCheck, verify_install};
 /// holds the install (it reads the store's last commit) and with no write access to
 /// `.relsync`. The install is checked as [`Engine`](crate::Engine) checks it (nobody else may
 /// write it, nothing is followed through a link); a missing install or store is
-/// [`Error::NothingInstalled`]. An interrupted switch is not finished here (the next writer
+/// [`Error::NothingInstalled`](crate::Error::NothingInstalled). An interrupted switch is not finished here (the next writer
 /// does that): the release `current` points at is reported as the one the writer will record.
 /// A store a killed writer left unclean is recovered in a copy in memory, never in the file.
 #[derive(Debug)]
