@@ -11,10 +11,12 @@
 //! once in both files. A segment's offset shift is the median shift of the anchors inside it.
 //!
 //! Each chunk is also encoded as a bsdiff frame: bidiff matches the whole segment against the
-//! window (a suffix array of the window, built once per segment), and each chunk gets the
-//! instructions covering its bytes. The smallest frame of the codecs ([`codec`]) is kept.
+//! window (a suffix array of the window, built once per segment; against older bases, hashed
+//! seeds: [`matcher`]), and each chunk gets the instructions covering its bytes. The smallest
+//! frame of the codecs ([`codec`]) is kept.
 
 mod codec;
+mod matcher;
 mod refs;
 
 use std::collections::{HashMap, HashSet};
@@ -55,9 +57,12 @@ pub struct DeltaParams {
     /// Also try bsdiff frames with projected references on x86-64 ELF executables (needs
     /// `bsdiff`; a second match per segment).
     pub refs: bool,
-    /// How many of the nearest bases get `zstd_level`; older ones get at most
-    /// [`OLDER_BASE_LEVEL`] (see [`DeltaParams::for_base`]).
+    /// How many of the nearest bases get `zstd_level` and exact matches; older ones get at
+    /// most [`OLDER_BASE_LEVEL`] and hashed seeds (see [`DeltaParams::for_base`]).
     pub full_bases: usize,
+    /// bsdiff's matches from a suffix array (the longest at every position) rather than from
+    /// hashed seeds (see `matcher`).
+    pub exact_matches: bool,
 }
 
 impl Default for DeltaParams {
@@ -69,6 +74,7 @@ impl Default for DeltaParams {
             bsdiff: true,
             refs: true,
             full_bases: 1,
+            exact_matches: true,
         }
     }
 }
@@ -96,6 +102,7 @@ impl DeltaParams {
         }
         Self {
             zstd_level: self.zstd_level.min(OLDER_BASE_LEVEL),
+            exact_matches: false,
             ..self
         }
     }
@@ -545,7 +552,8 @@ mod tests {
         assert_eq!(params.stream_level(), MAX_STREAM_LEVEL);
         let older = params.for_base(2);
         assert_eq!(older.zstd_level, OLDER_BASE_LEVEL);
-        assert!(older.refs && older.bsdiff);
+        assert!(older.refs && older.bsdiff && !older.exact_matches);
+        assert!(params.for_base(1).exact_matches);
         assert_eq!(older.window_bytes, params.window_bytes);
         let all = DeltaParams {
             full_bases: 4,

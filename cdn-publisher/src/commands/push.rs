@@ -96,9 +96,9 @@ pub struct PushArgs {
     /// zstd level for delta frames (default: --level).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     delta_level: Option<i32>,
-    /// How many of the nearest earlier releases get delta frames at --delta-level; older ones
-    /// get at most level 12 (a tenth of the time per base, a little more to download for
-    /// clients that far behind).
+    /// How many of the nearest earlier releases get delta frames at --delta-level with exact
+    /// bsdiff matches; older ones get at most level 12 and matches from hashed seeds (a
+    /// fifth of the time per base, a little more to download for clients that far behind).
     #[arg(long, default_value_t = 1)]
     delta_full_bases: usize,
     /// Make zstd delta frames only, no bsdiff frames: faster to publish, larger updates of
@@ -594,6 +594,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             bsdiff: !args.no_bsdiff,
             refs: !args.no_refs,
             full_bases: args.delta_full_bases,
+            exact_matches: true,
         },
         manifest_deltas: args.manifest_deltas as usize,
         solid_run_bytes: args.solid_mib << 20,

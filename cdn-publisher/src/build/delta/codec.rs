@@ -10,7 +10,7 @@ use relsync_chunker::frame::refs::Projection;
 use relsync_chunker::frame::{BsdiffOp, WindowEncoder, slice_ops};
 use relsync_format::manifest::DeltaCodec;
 
-use super::DeltaParams;
+use super::{DeltaParams, matcher};
 use crate::build::timing::{self, Work};
 
 /// Every codec, in the order they are tried; on a tie, the earlier one's frame is kept.
@@ -72,10 +72,11 @@ fn prepare(
             if !params.bsdiff {
                 return None;
             }
-            let ops = prepared
-                .ops
-                .take()
-                .unwrap_or_else(|| timing::time(Work::Bidiff, || bsdiff_ops(window, segment)));
+            let ops = prepared.ops.take().unwrap_or_else(|| {
+                timing::time(Work::Bidiff, || {
+                    bsdiff_ops(window, segment, params.exact_matches)
+                })
+            });
             Box::new(move |encoder: &mut WindowEncoder, data: &[u8], from: u64| {
                 let ops = slice_ops(&ops, from, from + data.len() as u64);
                 Ok(encoder.compress_bsdiff(data, &ops)?)
@@ -174,8 +175,10 @@ impl SegmentEncoder {
 }
 
 /// bsdiff instructions that rebuild `new` from `window`, covering every byte of `new` (any
-/// bytes bidiff leaves out become literals).
-pub fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
+/// bytes the matcher leaves out become literals). `exact`: bidiff's matches, from a suffix
+/// array (the longest match at every position); otherwise [`matcher`]'s, from hashed seeds
+/// (4 times faster, about 3% more bytes on ruff).
+pub fn bsdiff_ops(window: &[u8], new: &[u8], exact: bool) -> Vec<BsdiffOp> {
     let mut ops = Vec::new();
     let mut at = 0usize;
     let literal = |ops: &[BsdiffOp], from: usize, to: usize| BsdiffOp {
@@ -183,10 +186,9 @@ pub fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
         add: 0,
         copy: (to - from) as u64,
     };
-    let params = bidiff::DiffParams::default();
-    let matched = bidiff::diff(window, new, &params, |m| {
-        if m.add_new_start < at || m.copy_end < m.copy_start() {
-            return Ok(());
+    let mut push = |m: matcher::Match| {
+        if m.add_new_start < at || m.copy_end < m.add_new_start + m.add_length {
+            return;
         }
         if m.add_new_start > at {
             ops.push(literal(&ops, at, m.add_new_start));
@@ -194,13 +196,28 @@ pub fn bsdiff_ops(window: &[u8], new: &[u8]) -> Vec<BsdiffOp> {
         ops.push(BsdiffOp {
             src: m.add_old_start as u64,
             add: m.add_length as u64,
-            copy: (m.copy_end - m.copy_start()) as u64,
+            copy: (m.copy_end - m.add_new_start - m.add_length) as u64,
         });
         at = m.copy_end;
-        Ok::<_, std::convert::Infallible>(())
-    });
-    if let Err(never) = matched {
-        match never {}
+    };
+    if exact {
+        let params = bidiff::DiffParams::default();
+        let matched = bidiff::diff(window, new, &params, |m| {
+            push(matcher::Match {
+                add_old_start: m.add_old_start,
+                add_new_start: m.add_new_start,
+                add_length: m.add_length,
+                copy_end: m.copy_end,
+            });
+            Ok::<_, std::convert::Infallible>(())
+        });
+        if let Err(never) = matched {
+            match never {}
+        }
+    } else {
+        matcher::matches(window, new)
+            .into_iter()
+            .for_each(&mut push);
     }
     if at < new.len() {
         ops.push(literal(&ops, at, new.len()));
@@ -247,7 +264,7 @@ mod tests {
     #[test]
     fn bsdiff_frames_of_every_slice_round_trip_and_beat_zstd() {
         let (old, new) = recompiled();
-        let ops = bsdiff_ops(&old, &new);
+        let ops = bsdiff_ops(&old, &new, true);
         let covered: u64 = ops.iter().map(|op| op.add + op.copy).sum();
         assert_eq!(covered, new.len() as u64);
         let mut encoder = frame::WindowEncoder::new(&old, 19).unwrap();

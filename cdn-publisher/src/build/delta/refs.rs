@@ -62,7 +62,7 @@ pub fn encode_file(
         .par_iter()
         .map(|span| {
             timing::time(Work::Bidiff, || {
-                bsdiff_ops(span.window(&old), span.segment(&new))
+                bsdiff_ops(span.window(&old), span.segment(&new), params.exact_matches)
             })
         })
         .collect();
@@ -93,7 +93,11 @@ pub fn encode_file(
         .zip(plain_ops.into_par_iter())
         .map(|((segment, span), plain)| {
             let realigned = timing::time(Work::BidiffProjected, || {
-                bsdiff_ops(span.window(&old_targets), span.segment(&new_targets))
+                bsdiff_ops(
+                    span.window(&old_targets),
+                    span.segment(&new_targets),
+                    params.exact_matches,
+                )
             });
             let prepared = Prepared {
                 ops: Some(plain),
