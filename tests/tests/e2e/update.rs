@@ -262,14 +262,67 @@ fn delta_frames_beat_plain_chunks() {
 fn recompiled_library(dir: &std::path::Path, version: u32) {
     let mut lib = pseudo_random("recompiled-library", 3 << 20);
     if version >= 2 {
-        for at in (0..lib.len() - 4).step_by(48) {
-            let address = u32::from_le_bytes([lib[at], lib[at + 1], lib[at + 2], lib[at + 3]]);
-            lib[at..at + 4].copy_from_slice(&address.wrapping_add(96).to_le_bytes());
-        }
+        move_code(&mut lib, 0, 48, 96);
         lib.splice(1 << 20..1 << 20, pseudo_random("new-function", 96));
     }
+    write_library(dir, &lib);
+}
+
+/// Adds `by` to the 4-byte address at every `step` bytes from `first`, as moving code does.
+fn move_code(lib: &mut [u8], first: usize, step: usize, by: u32) {
+    for at in (first..lib.len() - 4).step_by(step) {
+        let address = u32::from_le_bytes([lib[at], lib[at + 1], lib[at + 2], lib[at + 3]]);
+        lib[at..at + 4].copy_from_slice(&address.wrapping_add(by).to_le_bytes());
+    }
+}
+
+fn write_library(dir: &std::path::Path, lib: &[u8]) {
     fs::create_dir_all(dir.join("lib")).expect("mkdir lib");
     fs::write(dir.join("lib/core.so"), lib).expect("write lib/core.so");
+}
+
+/// A client two releases behind gets delta frames against its own release (an older base,
+/// matched from hashed seeds), not a full download, and the exact tree.
+#[test]
+fn a_client_two_releases_behind_gets_deltas_against_its_own_release() {
+    let w = World::new();
+    let (v1, v2, v3) = (
+        w.path().join("lib-v1"),
+        w.path().join("lib-v2"),
+        w.path().join("lib-v3"),
+    );
+    recompiled_library(&v1, 1);
+    recompiled_library(&v2, 2);
+    // v3 moves v2's code again: other addresses change, another function comes in.
+    let mut lib = fs::read(v2.join("lib/core.so")).expect("read v2");
+    move_code(&mut lib, 16, 64, 64);
+    lib.splice(2 << 20..2 << 20, pseudo_random("another-function", 64));
+    write_library(&v3, &lib);
+
+    w.push_ok(&v1, V1);
+    let n = Nginx::start(&w.origin, &NginxOptions::default());
+    let behind = w.install_dir("behind");
+    w.update_ok(&n.url(), &behind);
+    w.push_ok(&v2, V2);
+    w.push_ok(&v3, "3.0.0");
+
+    let mark = n.mark();
+    let r = w.update_ok(&n.url(), &behind);
+    assert_eq!(r.str("version"), "3.0.0", "{}", r.out);
+    assert_trees_equal(&current(&behind), &v3);
+    assert_honest_accounting(&n, mark, &r);
+    assert!(
+        r.u64("chunks_bsdiff") > 0,
+        "no bsdiff frames used: {}",
+        r.out
+    );
+    let fresh = w.update_ok(&n.url(), &w.install_dir("fresh"));
+    assert_trees_equal(&current(&w.install_dir("fresh")), &v3);
+    let (delta, full) = (r.u64("bytes_downloaded"), fresh.u64("bytes_downloaded"));
+    assert!(
+        delta * 3 < full,
+        "two releases behind should cost under a third of a full download: {delta} B, full {full} B"
+    );
 }
 
 /// bsdiff delta frames carry recompiled code in fewer bytes than zstd delta frames, end to end
