@@ -341,32 +341,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             source,
             install,
             json,
-        } => {
-            let fresh = FreshInstall::before(&install);
-            let result = check(&source, &install, json);
-            if result.is_err()
-                && let Some(fresh) = fresh
-            {
-                fresh.clean_up();
-            }
-            result
-        }
+        } => FreshInstall::guard(&install, || check(&source, &install, json)),
         command => run_command(command).map(|()| ExitCode::SUCCESS),
     }
 }
 
 fn run_command(command: Command) -> Result<()> {
     match command {
-        Command::Update(args) => {
-            let fresh = FreshInstall::before(&args.install);
-            let result = update(args);
-            if result.is_err()
-                && let Some(fresh) = fresh
-            {
-                fresh.clean_up();
-            }
-            result
-        }
+        Command::Update(args) => FreshInstall::guard(&args.install.clone(), || update(args)),
         Command::Serve(args) => lan::serve(args),
         Command::SwarmKey { out } => lan::swarm_key(&out),
         Command::Completions(args) => {
@@ -493,6 +475,19 @@ struct FreshInstall {
 }
 
 impl FreshInstall {
+    /// Runs `command` on the install at `dir`; if it fails and `dir` held no relsync state
+    /// before, cleans up what it left ([`FreshInstall::clean_up`]).
+    fn guard<T>(dir: &std::path::Path, command: impl FnOnce() -> Result<T>) -> Result<T> {
+        let fresh = Self::before(dir);
+        let result = command();
+        if result.is_err()
+            && let Some(fresh) = fresh
+        {
+            fresh.clean_up();
+        }
+        result
+    }
+
     /// `Some` when `dir` holds no `.relsync` yet.
     fn before(dir: &std::path::Path) -> Option<Self> {
         if dir.join(".relsync").symlink_metadata().is_ok() {
