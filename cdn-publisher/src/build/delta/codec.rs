@@ -187,7 +187,7 @@ pub fn bsdiff_ops(window: &[u8], new: &[u8], exact: bool) -> Vec<BsdiffOp> {
         copy: (to - from) as u64,
     };
     let mut push = |m: matcher::Match| {
-        if m.add_new_start < at || m.copy_end < m.add_new_start + m.add_length {
+        if m.add_new_start < at || m.copy_end < m.copy_start() {
             return;
         }
         if m.add_new_start > at {
@@ -196,19 +196,14 @@ pub fn bsdiff_ops(window: &[u8], new: &[u8], exact: bool) -> Vec<BsdiffOp> {
         ops.push(BsdiffOp {
             src: m.add_old_start as u64,
             add: m.add_length as u64,
-            copy: (m.copy_end - m.add_new_start - m.add_length) as u64,
+            copy: (m.copy_end - m.copy_start()) as u64,
         });
         at = m.copy_end;
     };
     if exact {
         let params = bidiff::DiffParams::default();
         let matched = bidiff::diff(window, new, &params, |m| {
-            push(matcher::Match {
-                add_old_start: m.add_old_start,
-                add_new_start: m.add_new_start,
-                add_length: m.add_length,
-                copy_end: m.copy_end,
-            });
+            push(m);
             Ok::<_, std::convert::Infallible>(())
         });
         if let Err(never) = matched {

@@ -23,15 +23,9 @@ const CHAIN_DEPTH: usize = 16;
 /// No position: chain ends and empty buckets.
 const NONE: u32 = u32::MAX;
 
-/// bsdiff instructions, as the scan emits them: add `add_length` bytes of old from
-/// `add_old_start` to new from `add_new_start`, then copy new bytes up to `copy_end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Match {
-    pub add_old_start: usize,
-    pub add_new_start: usize,
-    pub add_length: usize,
-    pub copy_end: usize,
-}
+/// bsdiff instructions, as the scan emits them (the `bidiff` crate's type, so that both
+/// matchers feed one consumer).
+pub use bidiff::Match;
 
 /// Every 8-byte seed of the old bytes, by hash: a chain per bucket, newest position first.
 struct Seeds<'a> {
